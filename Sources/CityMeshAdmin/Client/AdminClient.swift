@@ -1,0 +1,155 @@
+import AsyncHTTPClient
+import Foundation
+public import CityMeshCore
+import NIOCore
+import NIOFoundationCompat
+import NIOHTTP1
+
+/// The admin API client the CLI uses. Errors come back as ``CityMeshError`` with the server's
+/// code and message; an unreachable node becomes `node.not_running` with how to start it.
+public struct AdminClient: Sendable {
+    public let baseURL: String
+    public let token: String
+    /// Shown in the "not running" hint, e.g. `--dir hz`.
+    public let startHint: String
+
+    public init(address: String, token: String, startHint: String) {
+        self.baseURL = "http://\(address)"
+        self.token = token
+        self.startHint = startHint
+    }
+
+    public func get<T: Decodable>(_ path: String, query: [String: String] = [:], as: T.Type = T.self) async throws -> T {
+        try decode(try await send(.GET, path, query: query))
+    }
+
+    public func post<B: Encodable, T: Decodable>(_ path: String, body: B, query: [String: String] = [:], as: T.Type = T.self) async throws -> T {
+        try decode(try await send(.POST, path, query: query, body: try JSONEncoder().encode(body)))
+    }
+
+    public func put<B: Encodable, T: Decodable>(_ path: String, body: B, query: [String: String] = [:], as: T.Type = T.self) async throws -> T {
+        try decode(try await send(.PUT, path, query: query, body: try JSONEncoder().encode(body)))
+    }
+
+    public func delete<T: Decodable>(_ path: String, query: [String: String] = [:], as: T.Type = T.self) async throws -> T {
+        try decode(try await send(.DELETE, path, query: query))
+    }
+
+    /// Uploads a file as a streamed request body, reporting bytes sent.
+    public func upload<T: Decodable>(
+        _ path: String, query: [String: String], file: String, progress: @escaping @Sendable (Int64, Int64) -> Void, as: T.Type = T.self
+    ) async throws -> T {
+        guard let handle = FileHandle(forReadingAtPath: file) else {
+            throw CityMeshError(.fileNotFound, "cannot read \(file): check the path and permissions")
+        }
+        let size = (try? FileManager.default.attributesOfItem(atPath: file)[.size] as? Int64) ?? 0
+        let chunks = FileChunks(handle: handle, total: size, progress: progress)
+        var request = try makeRequest(.POST, path, query: query)
+        request.body = .stream(chunks, length: .known(size))
+        return try decode(try await execute(request))
+    }
+
+    /// Streams a response body to `sink` chunk by chunk.
+    public func download(_ path: String, query: [String: String], sink: (Data) throws -> Void) async throws {
+        let request = try makeRequest(.GET, path, query: query)
+        let response: HTTPClientResponse
+        do { response = try await HTTPClient.shared.execute(request, timeout: .hours(24)) } catch { throw mapTransport(error) }
+        guard response.status == .ok else {
+            throw serverError(status: response.status.code, body: try await response.body.collect(upTo: 1 << 20))
+        }
+        for try await chunk in response.body { try sink(Data(buffer: chunk)) }
+    }
+
+    struct Response {
+        let status: UInt
+        let body: ByteBuffer
+    }
+
+    func send(_ method: HTTPMethod, _ path: String, query: [String: String], body: Data? = nil) async throws -> Response {
+        var request = try makeRequest(method, path, query: query)
+        if let body {
+            request.headers.add(name: "Content-Type", value: "application/json")
+            request.body = .bytes(ByteBuffer(data: body))
+        }
+        return try await execute(request)
+    }
+
+    func makeRequest(_ method: HTTPMethod, _ path: String, query: [String: String]) throws -> HTTPClientRequest {
+        var components = URLComponents()
+        components.path = path
+        if !query.isEmpty {
+            components.queryItems = query.sorted { $0.key < $1.key }.map { URLQueryItem(name: $0.key, value: $0.value) }
+        }
+        // URLComponents leaves '+' alone in queries; a server reads it as a space, so encode it.
+        let encoded = components.percentEncodedQuery?.replacingOccurrences(of: "+", with: "%2B")
+        let url = baseURL + components.percentEncodedPath + (encoded.map { "?" + $0 } ?? "")
+        var request = HTTPClientRequest(url: url)
+        request.method = method
+        request.headers.add(name: "Authorization", value: "Bearer \(token)")
+        return request
+    }
+
+    func execute(_ request: HTTPClientRequest) async throws -> Response {
+        do {
+            let response = try await HTTPClient.shared.execute(request, timeout: .hours(24))
+            let body = try await response.body.collect(upTo: 256 << 20)
+            let r = Response(status: response.status.code, body: body)
+            guard (200..<300).contains(r.status) else { throw serverError(status: r.status, body: body) }
+            return r
+        } catch let e as CityMeshError {
+            throw e
+        } catch {
+            throw mapTransport(error)
+        }
+    }
+
+    func mapTransport(_ error: any Error) -> CityMeshError {
+        let text = "\(error)"
+        if text.contains("connectionRefused") || text.contains("Connection refused") || text.contains("connect(descriptor") {
+            return CityMeshError(.nodeNotRunning, "the node is not running (nothing listens on \(baseURL.dropFirst(7))): start it with 'citymesh serve \(startHint)'")
+        }
+        return CityMeshError(.ioError, "the exchange with the node at \(baseURL) failed: \(text)")
+    }
+
+    func serverError(status: UInt, body: ByteBuffer) -> CityMeshError {
+        if let e = try? JSONDecoder().decode(API.ErrorBody.self, from: body) {
+            return CityMeshError(CityMeshError.Code(e.code), e.message)
+        }
+        return CityMeshError(.internalError, "the node answered HTTP \(status): \(String(buffer: body).prefix(200))")
+    }
+
+    func decode<T: Decodable>(_ r: Response) throws -> T {
+        do { return try JSONDecoder().decode(T.self, from: r.body) } catch {
+            throw CityMeshError(.internalError, "unexpected answer from the node (\(error)): is the admin address a citymesh node?")
+        }
+    }
+}
+
+/// Reads a file in 256 KiB chunks as an async sequence, reporting progress.
+struct FileChunks: AsyncSequence, Sendable {
+    typealias Element = ByteBuffer
+    let handle: FileHandle
+    let total: Int64
+    let progress: @Sendable (Int64, Int64) -> Void
+
+    struct AsyncIterator: AsyncIteratorProtocol {
+        let handle: FileHandle
+        let total: Int64
+        let progress: @Sendable (Int64, Int64) -> Void
+        var sent: Int64 = 0
+
+        mutating func next() async throws -> ByteBuffer? {
+            guard let data = try handle.read(upToCount: 256 * 1024), !data.isEmpty else {
+                try? handle.close()
+                return nil
+            }
+            sent += Int64(data.count)
+            progress(sent, total)
+            return ByteBuffer(data: data)
+        }
+    }
+
+    func makeAsyncIterator() -> AsyncIterator { AsyncIterator(handle: handle, total: total, progress: progress) }
+}
+
+extension FileHandle: @retroactive @unchecked Sendable {}

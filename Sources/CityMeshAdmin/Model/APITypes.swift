@@ -1,0 +1,165 @@
+public import CityMeshCore
+public import CityMeshStore
+
+/// The JSON shapes of the admin API (documented in docs/admin-api.md). Shared by server and client.
+public enum API {
+    public struct ErrorBody: Codable, Sendable {
+        public let code: String
+        public let message: String
+        public init(code: String, message: String) {
+            self.code = code
+            self.message = message
+        }
+    }
+
+    public struct NodeInfo: Codable, Sendable {
+        public let city: String
+        public let version: String
+        public let datasets: Int
+        public let startedAt: String
+        public init(city: String, version: String, datasets: Int, startedAt: String) {
+            self.city = city
+            self.version = version
+            self.datasets = datasets
+            self.startedAt = startedAt
+        }
+    }
+
+    public struct FieldSpec: Codable, Sendable, Hashable {
+        public let name: String
+        public let type: FieldType
+        public var id: Int?
+        public var nullable: Bool?
+        public init(name: String, type: FieldType, id: Int? = nil, nullable: Bool? = nil) {
+            self.name = name
+            self.type = type
+            self.id = id
+            self.nullable = nullable
+        }
+    }
+
+    public struct CreateDataset: Codable, Sendable {
+        public let name: String
+        public let key: String
+        public let fields: [FieldSpec]
+        public init(name: String, key: String, fields: [FieldSpec]) {
+            self.name = name
+            self.key = key
+            self.fields = fields
+        }
+    }
+
+    public struct Dataset: Codable, Sendable {
+        public let id: String
+        public let owner: String
+        public let name: String
+        public let key: String
+        public let fields: [FieldSpec]
+        public let records: Int
+        public let lastSeq: Int64
+        public let createdAt: String
+
+        public init(_ info: DatasetInfo) {
+            id = info.id.description
+            owner = info.id.owner.rawValue
+            name = info.id.name
+            key = info.schema.keyField
+            fields = info.schema.fields.map { FieldSpec(name: $0.name, type: $0.type, id: $0.id, nullable: $0.nullable) }
+            records = info.recordCount
+            lastSeq = info.lastSeq
+            createdAt = info.createdAt
+        }
+    }
+
+    public struct DatasetList: Codable, Sendable {
+        public let datasets: [Dataset]
+    }
+
+    public struct CellMeta: Codable, Sendable, Hashable {
+        public let hlc: String
+        public let city: String
+    }
+
+    public struct Record: Codable, Sendable {
+        public let key: String
+        public let seq: Int64
+        public let values: [String: JSONValue]
+        public var meta: [String: CellMeta]?
+
+        public init(_ r: StoredRecord, schema: Schema, withMeta: Bool) {
+            key = r.key
+            seq = r.seq
+            var values: [String: JSONValue] = [:]
+            var meta: [String: CellMeta] = [:]
+            for f in schema.fields { values[f.name] = .null }
+            for c in r.state.cells {
+                guard let f = schema.field(id: c.field) else { continue }
+                values[f.name] = c.value?.json ?? .null
+                meta[f.name] = CellMeta(hlc: c.stamp.hlc.description, city: c.stamp.city.rawValue)
+            }
+            self.values = values
+            self.meta = withMeta ? meta : nil
+        }
+    }
+
+    public struct RecordPage: Codable, Sendable {
+        public let records: [Record]
+        public let next: String?
+    }
+
+    public struct PutRecord: Codable, Sendable {
+        public let values: [String: JSONValue]
+        public init(values: [String: JSONValue]) { self.values = values }
+    }
+
+    public struct WriteResult: Codable, Sendable {
+        public let written: Int
+        public let unchanged: Int
+        public let seq: Int64
+    }
+
+    public struct AddField: Codable, Sendable {
+        public let name: String
+        public let type: FieldType
+        public init(name: String, type: FieldType) {
+            self.name = name
+            self.type = type
+        }
+    }
+
+    public struct Rejection: Codable, Sendable, Hashable {
+        public let line: Int
+        public let reason: String
+    }
+
+    public struct ImportSummary: Codable, Sendable {
+        public var imported: Int = 0
+        public var unchanged: Int = 0
+        public var rejected: Int = 0
+        public var rejections: [Rejection] = []
+        /// True when more rows were rejected than `rejections` lists.
+        public var rejectionsTruncated: Bool = false
+        public var seconds: Double = 0
+        public init() {}
+    }
+
+    public struct CreateToken: Codable, Sendable {
+        public let role: Role
+        public let name: String
+        public init(role: Role, name: String) {
+            self.role = role
+            self.name = name
+        }
+    }
+
+    public struct NewToken: Codable, Sendable {
+        public let id: String
+        public let name: String
+        public let role: Role
+        public let token: String
+    }
+
+    public struct TokenList: Codable, Sendable {
+        public let tokens: [TokenInfo]
+    }
+}

@@ -1,0 +1,180 @@
+import Foundation
+public import Hummingbird
+public import CityMeshCore
+public import CityMeshStore
+import Logging
+import NIOCore
+
+/// The admin API: JSON over HTTP on the node's admin address (docs/admin-api.md).
+/// The CLI is a client of it, so a running node has exactly one writer: the node.
+public struct AdminAPI: Sendable {
+    public let store: NodeStore
+    public let version: String
+    public let startedAt: String
+    /// Milliseconds since the epoch; injected so tests control the clock.
+    public let physicalMillis: @Sendable () -> UInt64
+
+    public init(store: NodeStore, version: String, startedAt: String, physicalMillis: @escaping @Sendable () -> UInt64) {
+        self.store = store
+        self.version = version
+        self.startedAt = startedAt
+        self.physicalMillis = physicalMillis
+    }
+
+    public func makeRouter() -> Router<AdminContext> {
+        let router = Router(context: AdminContext.self)
+        router.add(middleware: JSONErrorMiddleware())
+        router.add(middleware: TokenAuthMiddleware(store: store))
+        router.get("/healthz") { _, _ in json(["status": "ok"]) }
+        router.get("/readyz") { _, _ in json(["status": "ready"]) }
+        router.get("/v1/node") { _, _ in
+            json(API.NodeInfo(city: store.city.rawValue, version: version, datasets: try await store.datasets().count, startedAt: startedAt))
+        }
+
+        router.get("/v1/datasets") { _, _ in
+            json(API.DatasetList(datasets: try await store.datasets().map(API.Dataset.init)))
+        }
+        router.post("/v1/datasets") { request, context in
+            try context.require(.operator)
+            let body = try await decodeBody(request, as: API.CreateDataset.self)
+            let id = try DatasetID(owner: store.city, name: body.name)
+            let schema = try Schema(keyField: body.key, fields: body.fields.map { ($0.name, $0.type) })
+            let info = try await store.createDataset(id, schema: schema, createdAt: now())
+            context.logger.info("dataset created", metadata: ["dataset.id": "\(id)"])
+            return json(API.Dataset(info), status: .created)
+        }
+        router.get("/v1/datasets/:owner/:name") { _, context in
+            json(API.Dataset(try await store.dataset(try datasetID(context))))
+        }
+        router.post("/v1/datasets/:owner/:name/fields") { request, context in
+            try context.require(.operator)
+            let body = try await decodeBody(request, as: API.AddField.self)
+            return json(API.Dataset(try await store.addField(try datasetID(context), name: body.name, type: body.type)))
+        }
+        router.get("/v1/datasets/:owner/:name/records") { request, context in
+            let id = try datasetID(context)
+            let limit = try limitParameter(request)
+            let after = request.uri.queryParameters.get("after")
+            let info = try await store.dataset(id)
+            let page = try await store.list(id, after: after, limit: limit)
+            return json(API.RecordPage(
+                records: page.map { API.Record($0, schema: info.schema, withMeta: false) },
+                next: page.count == limit ? page.last?.key : nil))
+        }
+        router.get("/v1/datasets/:owner/:name/record") { request, context in
+            let id = try datasetID(context)
+            let key = try keyParameter(request)
+            let info = try await store.dataset(id)
+            guard let r = try await store.get(id, key: key), r.state.isLive else {
+                throw CityMeshError(.recordNotFound, "no record '\(key)' in '\(id)': list keys with 'citymesh record list \(id.name)'")
+            }
+            return json(API.Record(r, schema: info.schema, withMeta: true))
+        }
+        router.put("/v1/datasets/:owner/:name/record") { request, context in
+            try context.require(.operator)
+            let id = try datasetID(context)
+            let key = try keyParameter(request)
+            let body = try await decodeBody(request, as: API.PutRecord.self)
+            let info = try await store.dataset(id)
+            let input = try RecordInput.fromJSON(body.values, key: key, schema: info.schema)
+            let s = try await store.write(id, inputs: [input], physicalMillis: physicalMillis())
+            return json(API.WriteResult(written: s.written, unchanged: s.unchanged, seq: s.lastSeq))
+        }
+        router.delete("/v1/datasets/:owner/:name/record") { request, context in
+            try context.require(.operator)
+            let id = try datasetID(context)
+            let s = try await store.delete(id, key: try keyParameter(request), physicalMillis: physicalMillis())
+            return json(API.WriteResult(written: s.written, unchanged: s.unchanged, seq: s.lastSeq))
+        }
+        router.post("/v1/datasets/:owner/:name/import") { request, context in
+            try context.require(.operator)
+            let id = try datasetID(context)
+            let format = try ImportFormat(request.uri.queryParameters.get("format") ?? "csv")
+            let info = try await store.dataset(id)
+            let importer = Importer(store: store, dataset: id, schema: info.schema, format: format, physicalMillis: physicalMillis)
+            let summary = try await importer.run(request.body)
+            context.logger.info(
+                "import finished",
+                metadata: ["dataset.id": "\(id)", "import.rows": "\(summary.imported)", "import.rejected": "\(summary.rejected)"])
+            return json(summary)
+        }
+        router.get("/v1/datasets/:owner/:name/export") { request, context in
+            let id = try datasetID(context)
+            let format = try ImportFormat(request.uri.queryParameters.get("format") ?? "jsonl")
+            let info = try await store.dataset(id)
+            var headers = HTTPFields()
+            headers[.contentType] = format == .csv ? "text/csv; charset=utf-8" : "application/x-ndjson"
+            let store = self.store
+            return Response(status: .ok, headers: headers, body: ResponseBody { writer in
+                if format == .csv {
+                    try await writer.write(ByteBuffer(string: Exporter.csvHeader(info.schema)))
+                }
+                try await store.scan(id) { page in
+                    try await writer.write(ByteBuffer(bytes: Exporter.encode(page, schema: info.schema, format: format)))
+                }
+                try await writer.finish(nil)
+            })
+        }
+
+        router.get("/v1/tokens") { _, context in
+            try context.require(.admin)
+            return json(API.TokenList(tokens: try await store.tokens()))
+        }
+        router.post("/v1/tokens") { request, context in
+            try context.require(.admin)
+            let body = try await decodeBody(request, as: API.CreateToken.self)
+            let (tokenID, token) = AdminToken.generate()
+            try await store.insertToken(id: tokenID, name: body.name, role: body.role, hash: AdminToken.hash(token), createdAt: now())
+            context.logger.info("token created", metadata: ["token.id": "\(tokenID)", "token.role": "\(body.role.rawValue)"])
+            return json(API.NewToken(id: tokenID, name: body.name, role: body.role, token: token), status: .created)
+        }
+        router.delete("/v1/tokens/:id") { _, context in
+            try context.require(.admin)
+            let tokenID = try context.parameters.require("id")
+            try await store.revokeToken(id: tokenID, at: now())
+            return json(["revoked": tokenID])
+        }
+        return router
+    }
+
+    func now() -> String { RFC3339.format(microseconds: Int64(physicalMillis()) * 1000) }
+
+    func datasetID(_ context: AdminContext) throws -> DatasetID {
+        try DatasetID(owner: CitySlug(try context.parameters.require("owner")), name: try context.parameters.require("name"))
+    }
+
+    func keyParameter(_ request: Request) throws -> String {
+        guard let key = request.uri.queryParameters.get("key"), !key.isEmpty else {
+            throw CityMeshError(.keyMissing, "missing ?key= parameter: name the record's key")
+        }
+        return key
+    }
+
+    func limitParameter(_ request: Request) throws -> Int {
+        guard let raw = request.uri.queryParameters.get("limit") else { return 100 }
+        guard let n = Int(raw), (1...10_000).contains(n) else {
+            throw CityMeshError(.invalidArgument, "limit must be a number from 1 to 10000, got '\(raw)'")
+        }
+        return n
+    }
+}
+
+/// Decodes a JSON request body; malformed JSON becomes a `DecodingError` that the error middleware explains.
+func decodeBody<T: Decodable>(_ request: Request, as: T.Type) async throws -> T {
+    var request = request
+    let buffer: ByteBuffer
+    do { buffer = try await request.collectBody(upTo: 2 << 20) } catch {
+        throw CityMeshError(.valueTooLarge, "the request body is over 2 MiB: send fewer values at once, or use import for bulk data")
+    }
+    return try JSONDecoder().decode(T.self, from: Data(buffer.readableBytesView))
+}
+
+/// A JSON response with stable key order.
+func json<T: Encodable>(_ value: T, status: HTTPResponse.Status = .ok) -> Response {
+    let encoder = JSONEncoder()
+    encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+    let data = (try? encoder.encode(value)) ?? Data("{}".utf8)
+    var headers = HTTPFields()
+    headers[.contentType] = "application/json"
+    return Response(status: status, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: data)))
+}

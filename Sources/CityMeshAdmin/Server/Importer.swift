@@ -1,0 +1,154 @@
+import Foundation
+import CityMeshCore
+import CityMeshStore
+import Hummingbird
+import NIOCore
+
+/// The formats `import` and `export` speak.
+public enum ImportFormat: String, Sendable, Codable {
+    case csv, jsonl
+
+    public init(_ raw: String) throws {
+        guard let f = ImportFormat(rawValue: raw) else {
+            throw CityMeshError(.invalidArgument, "unknown format '\(raw)': use csv or jsonl")
+        }
+        self = f
+    }
+}
+
+/// Streams an import body into the store: parses as bytes arrive, writes in transactions of
+/// `batchSize` rows, and rejects bad rows individually (line number and reason) without
+/// touching the good ones. Memory is bounded by one batch, whatever the file's size.
+struct Importer: Sendable {
+    let store: NodeStore
+    let dataset: DatasetID
+    let schema: Schema
+    let format: ImportFormat
+    let physicalMillis: @Sendable () -> UInt64
+    static let batchSize = 5000
+    static let maxListedRejections = 1000
+
+    func run<Body: AsyncSequence>(_ body: Body) async throws -> API.ImportSummary where Body.Element == ByteBuffer {
+        let started = ContinuousClock.now
+        var summary = API.ImportSummary()
+        var batch: [RecordInput] = []
+        batch.reserveCapacity(Self.batchSize)
+        var pending: [CSVParser.Row] = []
+        var csv = CSVParser()
+        var mapper: CSVRowMapper?
+        var lines = JSONLines()
+
+        func reject(_ line: Int, _ reason: String) {
+            summary.rejected += 1
+            if summary.rejections.count < Self.maxListedRejections {
+                summary.rejections.append(API.Rejection(line: line, reason: reason))
+            } else {
+                summary.rejectionsTruncated = true
+            }
+        }
+
+        func flush() async throws {
+            guard !batch.isEmpty else { return }
+            let s = try await store.write(dataset, inputs: batch, physicalMillis: physicalMillis())
+            summary.imported += s.written
+            summary.unchanged += s.unchanged
+            batch.removeAll(keepingCapacity: true)
+        }
+
+        func take(csvRow row: CSVParser.Row) throws {
+            guard let m = mapper else {
+                // The header decides the column mapping; a bad header stops the import before any write.
+                if let e = row.error { throw CityMeshError(.malformedInput, "the header row (line \(row.line)) is malformed: \(e)") }
+                mapper = try CSVRowMapper(header: row.fields, schema: schema)
+                return
+            }
+            if let e = row.error { return reject(row.line, e) }
+            do { batch.append(try m.map(row.fields)) } catch let e as CityMeshError { reject(row.line, e.message) }
+        }
+
+        func take(jsonLine line: Int, bytes: [UInt8]?) {
+            do {
+                guard let bytes else {
+                    throw CityMeshError(.valueTooLarge, "line is longer than \(JSONLines.maxLineBytes) bytes")
+                }
+                guard String(validating: bytes, as: UTF8.self) != nil else {
+                    throw CityMeshError(.invalidUTF8, "invalid UTF-8: save the file as UTF-8")
+                }
+                let object: [String: JSONValue]
+                do { object = try JSONDecoder().decode([String: JSONValue].self, from: Data(bytes)) } catch {
+                    throw CityMeshError(.malformedInput, "not a JSON object: write one {\"field\": value, …} per line")
+                }
+                batch.append(try RecordInput.fromJSON(object, key: nil, schema: schema))
+            } catch let e as CityMeshError {
+                reject(line, e.message)
+            } catch {
+                reject(line, "\(error)")
+            }
+        }
+
+        for try await buffer in body {
+            try buffer.withUnsafeReadableBytes { raw in
+                switch format {
+                case .csv:
+                    csv.feed(raw) { pending.append($0) }
+                    for row in pending { try take(csvRow: row) }
+                    pending.removeAll(keepingCapacity: true)
+                case .jsonl:
+                    lines.feed(raw) { take(jsonLine: $0, bytes: $1) }
+                }
+            }
+            if batch.count >= Self.batchSize { try await flush() }
+        }
+        switch format {
+        case .csv:
+            csv.finish { pending.append($0) }
+            for row in pending { try take(csvRow: row) }
+            if mapper == nil { throw CityMeshError(.malformedInput, "the CSV file is empty: it needs a header row naming the fields") }
+        case .jsonl:
+            lines.finish { take(jsonLine: $0, bytes: $1) }
+        }
+        try await flush()
+        summary.seconds = (ContinuousClock.now - started).seconds
+        return summary
+    }
+}
+
+/// Splits a byte stream into lines (LF or CRLF), bounded in length; blank lines are skipped.
+struct JSONLines {
+    static let maxLineBytes = 1 << 20
+    private var buffer: [UInt8] = []
+    private var line = 1
+    private var overflow = false
+
+    mutating func feed(_ bytes: UnsafeRawBufferPointer, _ emit: (Int, [UInt8]?) -> Void) {
+        for b in bytes {
+            if b == UInt8(ascii: "\n") {
+                end(emit)
+            } else if buffer.count < Self.maxLineBytes {
+                buffer.append(b)
+            } else {
+                overflow = true
+            }
+        }
+    }
+
+    mutating func finish(_ emit: (Int, [UInt8]?) -> Void) {
+        if !buffer.isEmpty { end(emit) }
+    }
+
+    private mutating func end(_ emit: (Int, [UInt8]?) -> Void) {
+        if buffer.last == UInt8(ascii: "\r") { buffer.removeLast() }
+        if overflow {
+            emit(line, nil)
+        } else if !buffer.allSatisfy({ $0 == 32 || $0 == 9 }) {
+            emit(line, buffer)
+        }
+        buffer.removeAll(keepingCapacity: true)
+        overflow = false
+        line += 1
+    }
+}
+
+extension Duration {
+    var seconds: Double { Double(components.seconds) + Double(components.attoseconds) / 1e18 }
+}

@@ -1,0 +1,90 @@
+import Foundation
+public import Hummingbird
+import CityMeshCore
+import CityMeshStore
+import NIOCore
+import Logging
+
+/// Turns every error into a JSON `{code, message}` body with a fitting status.
+public struct JSONErrorMiddleware: RouterMiddleware {
+    public typealias Context = AdminContext
+    public init() {}
+
+    public func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        do {
+            return try await next(request, context)
+        } catch let error as CityMeshError {
+            return Self.response(status: Self.status(for: error.code), code: error.code.rawValue, message: error.message)
+        } catch let error as HTTPError {
+            let code: String
+            switch error.status {
+            case .notFound: code = "not_found"
+            case .contentTooLarge: code = "request.too_large"
+            case .methodNotAllowed: code = "method_not_allowed"
+            default: code = "request.invalid"
+            }
+            let message = error.body ?? (error.status == .notFound ? "no such endpoint: \(request.method) \(request.uri.path) (see docs/admin-api.md)" : error.status.reasonPhrase)
+            return Self.response(status: error.status, code: code, message: message)
+        } catch let error as DecodingError {
+            return Self.response(status: .badRequest, code: "request.invalid_json", message: "the request body is not the JSON this endpoint expects: \(Self.describe(error))")
+        } catch {
+            context.logger.error("request failed", metadata: ["error": "\(error)"])
+            return Self.response(status: .internalServerError, code: "internal", message: "internal error: \(error)")
+        }
+    }
+
+    static func status(for code: CityMeshError.Code) -> HTTPResponse.Status {
+        switch code {
+        case .datasetNotFound, .recordNotFound, .tokenNotFound: .notFound
+        case .datasetExists: .conflict
+        case .unauthenticated: .unauthorized
+        case .forbidden: .forbidden
+        case .valueTooLarge: .contentTooLarge
+        case .internalError, .ioError: .internalServerError
+        default: .badRequest
+        }
+    }
+
+    static func describe(_ error: DecodingError) -> String {
+        switch error {
+        case .keyNotFound(let key, _): "missing key '\(key.stringValue)'"
+        case .typeMismatch(_, let c), .valueNotFound(_, let c):
+            "wrong type at '\(c.codingPath.map(\.stringValue).joined(separator: "."))': \(c.debugDescription)"
+        case .dataCorrupted(let c): c.underlyingError.map { "\($0)" } ?? c.debugDescription
+        @unknown default: "\(error)"
+        }
+    }
+
+    public static func response(status: HTTPResponse.Status, code: String, message: String) -> Response {
+        let body = (try? JSONEncoder().encode(API.ErrorBody(code: code, message: message))) ?? Data()
+        var headers = HTTPFields()
+        headers[.contentType] = "application/json"
+        return Response(status: status, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: body)))
+    }
+}
+
+/// Bearer-token authentication; read-only enforcement for auditors.
+public struct TokenAuthMiddleware: RouterMiddleware {
+    public typealias Context = AdminContext
+    let store: NodeStore
+    static let open: Set<String> = ["/healthz", "/readyz"]
+
+    public init(store: NodeStore) { self.store = store }
+
+    public func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        if Self.open.contains(request.uri.path) { return try await next(request, context) }
+        guard let header = request.headers[.authorization], header.hasPrefix("Bearer ") else {
+            throw CityMeshError(.unauthenticated, "missing bearer token: pass --token or set CITYMESH_TOKEN (the node dir's admin.token is used by default)")
+        }
+        let token = String(header.dropFirst(7)).trimmingCharacters(in: .whitespaces)
+        guard let role = try await store.role(forTokenHash: AdminToken.hash(token)) else {
+            throw CityMeshError(.unauthenticated, "the token is not valid (wrong, or revoked): check --token / CITYMESH_TOKEN, or create one with 'citymesh token create'")
+        }
+        var context = context
+        context.role = role
+        if role == .auditor, request.method != .get, request.method != .head {
+            throw CityMeshError(.forbidden, "auditor tokens are read-only: use an operator or admin token to change anything")
+        }
+        return try await next(request, context)
+    }
+}

@@ -1,0 +1,161 @@
+/// The compact binary form of a ``RecordState`` kept in the store (layout in docs/data-model.md).
+///
+/// Format 1: `0x01`, tombstone (`0x00` | `0x01` stamp), cell count (varint), then per cell:
+/// field id (varint), stamp, value tag and payload. A stamp is the HLC as 8 bytes little-endian
+/// followed by the city slug (1-byte length, bytes). Value tags: 0 null, 1 string (varint
+/// length, UTF-8), 2 int (8 bytes LE), 3 double (IEEE 754 bits, 8 bytes LE), 4 false, 5 true,
+/// 6 timestamp (microseconds, 8 bytes LE).
+public enum RecordStateCodec {
+    public static let formatVersion: UInt8 = 1
+
+    public static func encode(_ state: RecordState) -> [UInt8] {
+        var out: [UInt8] = []
+        out.reserveCapacity(16 + state.cells.count * 32)
+        out.append(formatVersion)
+        if let t = state.tombstone {
+            out.append(1)
+            writeStamp(t, to: &out)
+        } else {
+            out.append(0)
+        }
+        writeVarint(UInt64(state.cells.count), to: &out)
+        for c in state.cells {
+            writeVarint(UInt64(c.field), to: &out)
+            writeStamp(c.stamp, to: &out)
+            switch c.value {
+            case nil: out.append(0)
+            case .string(let s):
+                out.append(1)
+                let u = s.utf8
+                writeVarint(UInt64(u.count), to: &out)
+                out.append(contentsOf: u)
+            case .int(let i):
+                out.append(2)
+                writeUInt64(UInt64(bitPattern: i), to: &out)
+            case .double(let d):
+                out.append(3)
+                writeUInt64(d.bitPattern, to: &out)
+            case .bool(let b): out.append(b ? 5 : 4)
+            case .timestamp(let t):
+                out.append(6)
+                writeUInt64(UInt64(bitPattern: t), to: &out)
+            }
+        }
+        return out
+    }
+
+    public static func decode<C: RandomAccessCollection>(_ bytes: C) throws -> RecordState where C.Element == UInt8, C.Index == Int {
+        var r = Reader(bytes: bytes)
+        guard try r.byte() == formatVersion else {
+            throw CityMeshError(.malformedInput, "stored record uses an unknown format: upgrade citymesh")
+        }
+        var tombstone: Stamp?
+        switch try r.byte() {
+        case 0: break
+        case 1: tombstone = try r.stamp()
+        default: throw r.corrupt()
+        }
+        let count = try r.varint()
+        guard count <= UInt64(Schema.maxFields) * 4 else { throw r.corrupt() }
+        var cells: [Cell] = []
+        cells.reserveCapacity(Int(count))
+        for _ in 0..<count {
+            let field = Int(try r.varint())
+            let stamp = try r.stamp()
+            let value: Value?
+            switch try r.byte() {
+            case 0: value = nil
+            case 1:
+                let n = Int(try r.varint())
+                value = .string(try r.string(n))
+            case 2: value = .int(Int64(bitPattern: try r.uint64()))
+            case 3: value = .double(Double(bitPattern: try r.uint64()))
+            case 4: value = .bool(false)
+            case 5: value = .bool(true)
+            case 6: value = .timestamp(Int64(bitPattern: try r.uint64()))
+            default: throw r.corrupt()
+            }
+            cells.append(Cell(field: field, value: value, stamp: stamp))
+        }
+        return RecordState(cells: cells, tombstone: tombstone)
+    }
+
+    @inline(__always)
+    static func writeVarint(_ v: UInt64, to out: inout [UInt8]) {
+        var v = v
+        while v >= 0x80 {
+            out.append(UInt8(truncatingIfNeeded: v) | 0x80)
+            v >>= 7
+        }
+        out.append(UInt8(v))
+    }
+
+    @inline(__always)
+    static func writeUInt64(_ v: UInt64, to out: inout [UInt8]) {
+        withUnsafeBytes(of: v.littleEndian) { out.append(contentsOf: $0) }
+    }
+
+    @inline(__always)
+    static func writeStamp(_ s: Stamp, to out: inout [UInt8]) {
+        writeUInt64(s.hlc.rawValue, to: &out)
+        let u = s.city.rawValue.utf8
+        out.append(UInt8(u.count))  // invariant: slugs are at most 63 bytes
+        out.append(contentsOf: u)
+    }
+
+    struct Reader<C: RandomAccessCollection> where C.Element == UInt8, C.Index == Int {
+        let bytes: C
+        var i: Int
+
+        init(bytes: C) {
+            self.bytes = bytes
+            self.i = bytes.startIndex
+        }
+
+        func corrupt() -> CityMeshError {
+            CityMeshError(.malformedInput, "stored record is corrupt at byte \(i - bytes.startIndex): restore the node from a backup")
+        }
+
+        mutating func byte() throws -> UInt8 {
+            guard i < bytes.endIndex else { throw corrupt() }
+            defer { i += 1 }
+            return bytes[i]
+        }
+
+        mutating func varint() throws -> UInt64 {
+            var v: UInt64 = 0
+            var shift: UInt64 = 0
+            while true {
+                let b = try byte()
+                v |= UInt64(b & 0x7f) << shift
+                if b & 0x80 == 0 { return v }
+                shift += 7
+                guard shift < 64 else { throw corrupt() }
+            }
+        }
+
+        mutating func uint64() throws -> UInt64 {
+            guard bytes.endIndex - i >= 8 else { throw corrupt() }
+            var v: UInt64 = 0
+            for k in 0..<8 { v |= UInt64(bytes[i + k]) << (8 * UInt64(k)) }
+            i += 8
+            return v
+        }
+
+        mutating func string(_ n: Int) throws -> String {
+            guard n >= 0, bytes.endIndex - i >= n else { throw corrupt() }
+            let slice = bytes[i..<(i + n)]
+            i += n
+            guard let s = String(validating: slice, as: UTF8.self) else { throw corrupt() }
+            return s
+        }
+
+        mutating func stamp() throws -> Stamp {
+            let hlc = HLC(rawValue: try uint64())
+            let n = Int(try byte())
+            let raw = try string(n)
+            guard let city = try? CitySlug(raw) else { throw corrupt() }
+            return Stamp(hlc: hlc, city: city)
+        }
+    }
+}

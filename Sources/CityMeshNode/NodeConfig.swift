@@ -1,0 +1,116 @@
+public import CityMeshCore
+import Foundation
+import Yams
+
+/// A `host:port` address.
+public struct HostPort: Sendable, Hashable, CustomStringConvertible {
+    public let host: String
+    public let port: Int
+
+    public init(_ text: String, what: String) throws {
+        guard let colon = text.lastIndex(of: ":"), let port = Int(text[text.index(after: colon)...]), (1...65535).contains(port),
+            colon != text.startIndex
+        else {
+            throw CityMeshError(.invalidArgument, "invalid \(what) address '\(text)': write HOST:PORT, e.g. 127.0.0.1:7101")
+        }
+        var host = String(text[..<colon])
+        if host.hasPrefix("["), host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
+        self.host = host
+        self.port = port
+    }
+
+    public var description: String { host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)" }
+
+    public var isLoopback: Bool { host == "localhost" || host.hasPrefix("127.") || host == "::1" }
+}
+
+/// The node's configuration file, `citymesh.yaml` in the node directory.
+public struct NodeConfig: Sendable, Codable, Equatable {
+    public struct TLS: Sendable, Codable, Equatable {
+        public var ca: String
+        public var cert: String
+        public var key: String
+    }
+
+    public struct Log: Sendable, Codable, Equatable {
+        public var level: String
+        public var format: String
+    }
+
+    public var city: String
+    public var tls: TLS
+    public var listen: String
+    public var admin: String
+    public var database: String
+    public var log: Log
+
+    public static let fileName = "citymesh.yaml"
+
+    /// Reads and checks a config file; every problem names the key and what to write.
+    public static func load(from path: String) throws -> NodeConfig {
+        guard let data = FileManager.default.contents(atPath: path) else {
+            throw CityMeshError(.nodeNotInitialized, "no node at \(URL(fileURLWithPath: path).deletingLastPathComponent().path) (missing \(fileName)): create one with 'citymesh init'")
+        }
+        let config: NodeConfig
+        do { config = try YAMLDecoder().decode(NodeConfig.self, from: data) } catch {
+            throw CityMeshError(.configInvalid, "\(path) is not a valid config: \(error)")
+        }
+        try config.check(path: path)
+        return config
+    }
+
+    public func check(path: String) throws {
+        do {
+            _ = try CitySlug(city)
+            _ = try HostPort(listen, what: "listen")
+            _ = try HostPort(admin, what: "admin")
+        } catch let e as CityMeshError {
+            throw CityMeshError(.configInvalid, "\(path): \(e.message)")
+        }
+        guard ["trace", "debug", "info", "notice", "warning", "error", "critical"].contains(log.level) else {
+            throw CityMeshError(.configInvalid, "\(path): log.level '\(log.level)' is unknown: use trace, debug, info, notice, warning, error or critical")
+        }
+        guard ["text", "json"].contains(log.format) else {
+            throw CityMeshError(.configInvalid, "\(path): log.format '\(log.format)' is unknown: use text or json")
+        }
+    }
+
+    /// The documented YAML text of this config.
+    public func yaml() -> String {
+        """
+        # CityMesh node configuration, written by `citymesh init` and read by `citymesh serve`.
+        # Relative paths are relative to the directory holding this file.
+        # Check changes with `citymesh serve` (it refuses a bad config and says why).
+
+        # This node's city slug. It must equal the city in tls.cert's SAN URI
+        # (urn:citymesh:city:<slug>).
+        city: \(city)
+
+        tls:
+          # The federation root CA certificate (PEM). Peers must chain to it; the system
+          # trust store is never used.
+          ca: \(tls.ca)
+          # This node's certificate (PEM; leaf first, then any intermediates).
+          cert: \(tls.cert)
+          # This node's private key (PEM; Ed25519 or ECDSA P-256). Keep it mode 0600.
+          key: \(tls.key)
+
+        # Peer listener: other cities connect here over mutual TLS.
+        listen: "\(listen)"
+
+        # Admin API (HTTP, bearer tokens). Keep it on loopback or a management network:
+        # the CLI and the console use it.
+        admin: "\(admin)"
+
+        # The SQLite database (WAL mode) holding datasets, records and tokens.
+        database: \(database)
+
+        log:
+          # trace, debug, info, notice, warning, error or critical
+          level: \(log.level)
+          # text (human-readable) or json (one JSON object per line)
+          format: \(log.format)
+
+        """
+    }
+}

@@ -1,0 +1,45 @@
+import GRDB
+
+/// The store's migrations. A migration is never modified once it has shipped; each is named by a
+/// string and uses no app types, so an old database always upgrades the same way.
+enum Migrations {
+    static func make() -> DatabaseMigrator {
+        var m = DatabaseMigrator()
+        m.registerMigration("v1-initial") { db in
+            try db.execute(sql: """
+                CREATE TABLE node_state (
+                    id INTEGER PRIMARY KEY CHECK (id = 1),
+                    city TEXT NOT NULL,
+                    next_seq INTEGER NOT NULL,
+                    last_hlc INTEGER NOT NULL
+                );
+                CREATE TABLE datasets (
+                    id INTEGER PRIMARY KEY,
+                    owner TEXT NOT NULL,
+                    name TEXT NOT NULL,
+                    schema TEXT NOT NULL,
+                    created_at TEXT NOT NULL,
+                    UNIQUE (owner, name)
+                );
+                CREATE TABLE records (
+                    dataset INTEGER NOT NULL REFERENCES datasets(id) ON DELETE CASCADE,
+                    key TEXT NOT NULL,
+                    seq INTEGER NOT NULL,
+                    live INTEGER NOT NULL,
+                    state BLOB NOT NULL,
+                    PRIMARY KEY (dataset, key)
+                ) WITHOUT ROWID;
+                CREATE INDEX records_by_seq ON records (dataset, seq);
+                CREATE TABLE tokens (
+                    id TEXT PRIMARY KEY NOT NULL,
+                    name TEXT NOT NULL,
+                    role TEXT NOT NULL,
+                    hash BLOB NOT NULL UNIQUE,
+                    created_at TEXT NOT NULL,
+                    revoked_at TEXT
+                );
+                """)
+        }
+        return m
+    }
+}

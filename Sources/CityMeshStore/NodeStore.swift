@@ -1,0 +1,315 @@
+public import CityMeshCore
+import Foundation
+public import GRDB
+
+/// The node's database: datasets, records as CRDT states, local sequence numbers, tokens.
+///
+/// One `DatabasePool` (WAL) per file; every invariant lives inside one `write {}` transaction.
+/// This is the only place in CityMesh that speaks SQL.
+public final class NodeStore: Sendable {
+    public let pool: DatabasePool
+    public let city: CitySlug
+    public let path: String
+
+    /// Opens (and migrates) the database at `path`. `createFor` makes a new one for that city.
+    public init(path: String, createFor newCity: CitySlug? = nil) throws {
+        var config = Configuration()
+        config.foreignKeysEnabled = true
+        config.busyMode = .timeout(10)
+        config.prepareDatabase { db in
+            // Durable but not paranoid: WAL with synchronous=NORMAL survives process crashes;
+            // part 3's ledger adds explicit group commit for what must survive power loss.
+            try db.execute(sql: "PRAGMA synchronous = NORMAL")
+        }
+        if newCity == nil, !FileManager.default.fileExists(atPath: path) {
+            throw CityMeshError(.nodeNotInitialized, "no database at \(path): run 'citymesh init' first")
+        }
+        let pool: DatabasePool
+        do { pool = try DatabasePool(path: path, configuration: config) } catch {
+            throw CityMeshError(.ioError, "cannot open the database \(path): \(error)")
+        }
+        let migrator = Migrations.make()
+        try pool.read { db in
+            let applied = try migrator.appliedIdentifiers(db)
+            let known = Set(migrator.migrations)
+            if let unknown = applied.first(where: { !known.contains($0) }) {
+                throw CityMeshError(
+                    .storeVersionTooNew,
+                    "the database \(path) was written by a newer citymesh (migration '\(unknown)'): upgrade citymesh, or restore a backup made by this version"
+                )
+            }
+        }
+        try migrator.migrate(pool)
+        let city: CitySlug = try pool.write { db in
+            if let raw = try String.fetchOne(db, sql: "SELECT city FROM node_state WHERE id = 1") {
+                return try CitySlug(raw)
+            }
+            guard let newCity else {
+                throw CityMeshError(.nodeNotInitialized, "the database \(path) has no node identity: run 'citymesh init' again with --force")
+            }
+            try db.execute(sql: "INSERT INTO node_state (id, city, next_seq, last_hlc) VALUES (1, ?, 1, 0)", arguments: [newCity.rawValue])
+            return newCity
+        }
+        self.pool = pool
+        self.city = city
+        self.path = path
+    }
+
+    /// Closes the database; the store must not be used afterwards.
+    public func close() throws { try pool.close() }
+
+    // MARK: Datasets
+
+    public func createDataset(_ id: DatasetID, schema: Schema, createdAt: String) async throws -> DatasetInfo {
+        let json = try Self.encodeSchema(schema)
+        try await pool.write { db in
+            if try Bool.fetchOne(db, sql: "SELECT 1 FROM datasets WHERE owner = ? AND name = ?", arguments: [id.owner.rawValue, id.name]) != nil {
+                throw CityMeshError(.datasetExists, "dataset '\(id)' already exists: choose another name, or see it with 'citymesh dataset show \(id.name)'")
+            }
+            try db.execute(
+                sql: "INSERT INTO datasets (owner, name, schema, created_at) VALUES (?, ?, ?, ?)",
+                arguments: [id.owner.rawValue, id.name, json, createdAt]
+            )
+        }
+        return try await dataset(id)
+    }
+
+    public func datasets() async throws -> [DatasetInfo] {
+        try await pool.read { db in
+            try Row.fetchAll(db, sql: "SELECT id, owner, name, schema, created_at FROM datasets ORDER BY owner, name").map {
+                try Self.info(row: $0, db: db)
+            }
+        }
+    }
+
+    public func dataset(_ id: DatasetID) async throws -> DatasetInfo {
+        try await pool.read { db in try Self.info(row: Self.datasetRow(id, db: db), db: db) }
+    }
+
+    /// Adds a nullable field. Only the schema changes: existing records read the new field as null.
+    public func addField(_ id: DatasetID, name: String, type: FieldType) async throws -> DatasetInfo {
+        try await pool.write { db in
+            let row = try Self.datasetRow(id, db: db)
+            var schema = try Self.decodeSchema(row["schema"])
+            try schema.addField(name: name, type: type)
+            try db.execute(sql: "UPDATE datasets SET schema = ? WHERE id = ?", arguments: [try Self.encodeSchema(schema), row["id"] as Int64])
+        }
+        return try await dataset(id)
+    }
+
+    // MARK: Records
+
+    /// Writes user inputs as local changes: each gets a fresh HLC stamp from this node's clock
+    /// and merges into the stored state; every change that alters a record takes the next sequence number.
+    public func write(_ id: DatasetID, inputs: [RecordInput], physicalMillis: UInt64) async throws -> WriteSummary {
+        try await pool.write { db in
+            let (rowid, schema) = try Self.datasetHandle(id, db: db)
+            var w = try BatchWriter(db: db, city: city, dataset: rowid)
+            for input in inputs {
+                let stamp = w.tick(physicalMillis)
+                try w.merge(key: input.key, incoming: input.state(schema: schema, stamp: stamp))
+            }
+            return try w.finish()
+        }
+    }
+
+    /// Deletes a record (writes a tombstone). Throws `recordNotFound` if it is not live.
+    public func delete(_ id: DatasetID, key: String, physicalMillis: UInt64) async throws -> WriteSummary {
+        try await pool.write { db in
+            let (rowid, _) = try Self.datasetHandle(id, db: db)
+            guard let existing = try Self.fetchState(db: db, dataset: rowid, key: key), existing.state.isLive else {
+                throw CityMeshError(.recordNotFound, "no record '\(key)' in '\(id)': list keys with 'citymesh record list \(id.name)'")
+            }
+            var w = try BatchWriter(db: db, city: city, dataset: rowid)
+            let stamp = w.tick(physicalMillis)
+            try w.merge(key: key, incoming: .deletion(at: stamp))
+            return try w.finish()
+        }
+    }
+
+    public func get(_ id: DatasetID, key: String) async throws -> StoredRecord? {
+        try await pool.read { db in
+            let (rowid, _) = try Self.datasetHandle(id, db: db)
+            return try Self.fetchState(db: db, dataset: rowid, key: key)
+        }
+    }
+
+    /// Live records in key order, after `after` (exclusive), at most `limit`.
+    public func list(_ id: DatasetID, after: String?, limit: Int) async throws -> [StoredRecord] {
+        try await pool.read { db in try Self.page(db: db, id: id, after: after, limit: limit) }
+    }
+
+    /// Reads every live record in key order from one consistent snapshot, in pages.
+    public func scan(_ id: DatasetID, pageSize: Int = 2000, _ body: ([StoredRecord]) async throws -> Void) async throws {
+        let snapshot = try pool.makeSnapshot()
+        var after: String?
+        while true {
+            let cursor = after
+            let page = try await snapshot.read { db in try Self.page(db: db, id: id, after: cursor, limit: pageSize) }
+            if page.isEmpty { return }
+            try await body(page)
+            after = page.last?.key
+        }
+    }
+
+    static func page(db: Database, id: DatasetID, after: String?, limit: Int) throws -> [StoredRecord] {
+        let (rowid, _) = try datasetHandle(id, db: db)
+        let rows: [Row]
+        if let after {
+            rows = try Row.fetchAll(
+                db, sql: "SELECT key, seq, state FROM records WHERE dataset = ? AND live = 1 AND key > ? ORDER BY key LIMIT ?",
+                arguments: [rowid, after, limit])
+        } else {
+            rows = try Row.fetchAll(
+                db, sql: "SELECT key, seq, state FROM records WHERE dataset = ? AND live = 1 ORDER BY key LIMIT ?",
+                arguments: [rowid, limit])
+        }
+        return try rows.map { row in
+            let blob: Data = row["state"]
+            return StoredRecord(key: row["key"], seq: row["seq"], state: try RecordStateCodec.decode([UInt8](blob)))
+        }
+    }
+
+    // MARK: Tokens
+
+    public func insertToken(id: String, name: String, role: Role, hash: [UInt8], createdAt: String) async throws {
+        try await pool.write { db in
+            try db.execute(
+                sql: "INSERT INTO tokens (id, name, role, hash, created_at) VALUES (?, ?, ?, ?, ?)",
+                arguments: [id, name, role.rawValue, Data(hash), createdAt])
+        }
+    }
+
+    public func tokens() async throws -> [TokenInfo] {
+        try await pool.read { db in
+            try Row.fetchAll(db, sql: "SELECT id, name, role, created_at, revoked_at FROM tokens ORDER BY created_at, id").map {
+                TokenInfo(id: $0["id"], name: $0["name"], role: Role(rawValue: $0["role"]) ?? .auditor, createdAt: $0["created_at"], revokedAt: $0["revoked_at"])
+            }
+        }
+    }
+
+    public func revokeToken(id: String, at: String) async throws {
+        try await pool.write { db in
+            try db.execute(sql: "UPDATE tokens SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL", arguments: [at, id])
+            if db.changesCount == 0 {
+                throw CityMeshError(.tokenNotFound, "no active token '\(id)': see the ids with 'citymesh token list'")
+            }
+        }
+    }
+
+    /// The role of an active token with this hash, or nil.
+    public func role(forTokenHash hash: [UInt8]) async throws -> Role? {
+        try await pool.read { db in
+            try String.fetchOne(db, sql: "SELECT role FROM tokens WHERE hash = ? AND revoked_at IS NULL", arguments: [Data(hash)])
+                .flatMap(Role.init(rawValue:))
+        }
+    }
+
+    // MARK: Helpers
+
+    static func encodeSchema(_ s: Schema) throws -> String {
+        String(decoding: try JSONEncoder().encode(s), as: UTF8.self)
+    }
+
+    static func decodeSchema(_ s: String) throws -> Schema {
+        try JSONDecoder().decode(Schema.self, from: Data(s.utf8))
+    }
+
+    static func datasetRow(_ id: DatasetID, db: Database) throws -> Row {
+        guard let row = try Row.fetchOne(
+            db, sql: "SELECT id, owner, name, schema, created_at FROM datasets WHERE owner = ? AND name = ?",
+            arguments: [id.owner.rawValue, id.name])
+        else {
+            throw CityMeshError(.datasetNotFound, "no dataset '\(id)': create it with 'citymesh dataset create \(id.name) …' or list them with 'citymesh dataset list'")
+        }
+        return row
+    }
+
+    static func datasetHandle(_ id: DatasetID, db: Database) throws -> (Int64, Schema) {
+        let row = try datasetRow(id, db: db)
+        return (row["id"], try decodeSchema(row["schema"]))
+    }
+
+    static func info(row: Row, db: Database) throws -> DatasetInfo {
+        let rowid: Int64 = row["id"]
+        let count = try Int.fetchOne(db, sql: "SELECT count(*) FROM records WHERE dataset = ? AND live = 1", arguments: [rowid]) ?? 0
+        let lastSeq = try Int64.fetchOne(db, sql: "SELECT max(seq) FROM records WHERE dataset = ?", arguments: [rowid]) ?? 0
+        return DatasetInfo(
+            id: try DatasetID(owner: CitySlug(row["owner"]), name: row["name"]),
+            schema: try decodeSchema(row["schema"]),
+            createdAt: row["created_at"],
+            recordCount: count,
+            lastSeq: lastSeq)
+    }
+
+    static func fetchState(db: Database, dataset: Int64, key: String) throws -> StoredRecord? {
+        guard let row = try Row.fetchOne(db, sql: "SELECT seq, state FROM records WHERE dataset = ? AND key = ?", arguments: [dataset, key]) else {
+            return nil
+        }
+        let blob: Data = row["state"]
+        return StoredRecord(key: key, seq: row["seq"], state: try RecordStateCodec.decode([UInt8](blob)))
+    }
+}
+
+/// Applies many merges inside one transaction with prepared statements; owns the clock and
+/// sequence counter for the duration of the transaction.
+struct BatchWriter {
+    let db: Database
+    let dataset: Int64
+    let city: CitySlug
+    var clock: HybridClock
+    var nextSeq: Int64
+    var summary = WriteSummary()
+    let insert: Statement
+    let select: Statement
+    let update: Statement
+
+    init(db: Database, city: CitySlug, dataset: Int64) throws {
+        self.db = db
+        self.city = city
+        self.dataset = dataset
+        guard let row = try Row.fetchOne(db, sql: "SELECT next_seq, last_hlc FROM node_state WHERE id = 1") else {
+            throw CityMeshError(.nodeNotInitialized, "the database has no node identity: run 'citymesh init' again with --force")
+        }
+        nextSeq = row["next_seq"]
+        clock = HybridClock(last: HLC(rawValue: UInt64(bitPattern: row["last_hlc"])))
+        insert = try db.cachedStatement(
+            sql: "INSERT INTO records (dataset, key, seq, live, state) VALUES (?, ?, ?, ?, ?) ON CONFLICT (dataset, key) DO NOTHING")
+        select = try db.cachedStatement(sql: "SELECT state FROM records WHERE dataset = ? AND key = ?")
+        update = try db.cachedStatement(sql: "UPDATE records SET seq = ?, live = ?, state = ? WHERE dataset = ? AND key = ?")
+    }
+
+    mutating func tick(_ physicalMillis: UInt64) -> Stamp {
+        Stamp(hlc: clock.tick(physicalMillis: physicalMillis), city: city)
+    }
+
+    mutating func merge(key: String, incoming: RecordState) throws {
+        let seq = nextSeq
+        try insert.execute(arguments: [dataset, key, seq, incoming.isLive, Data(RecordStateCodec.encode(incoming))])
+        if db.changesCount == 1 {
+            nextSeq += 1
+            summary.written += 1
+            return
+        }
+        guard let blob = try Data.fetchOne(select, arguments: [dataset, key]) else {
+            throw CityMeshError(.internalError, "record '\(key)' vanished inside a transaction")
+        }
+        var state = try RecordStateCodec.decode([UInt8](blob))
+        if state.merge(incoming) {
+            try update.execute(arguments: [seq, state.isLive, Data(RecordStateCodec.encode(state)), dataset, key])
+            nextSeq += 1
+            summary.written += 1
+        } else {
+            summary.unchanged += 1
+        }
+    }
+
+    func finish() throws -> WriteSummary {
+        try db.execute(
+            sql: "UPDATE node_state SET next_seq = ?, last_hlc = ? WHERE id = 1",
+            arguments: [nextSeq, Int64(bitPattern: clock.last.rawValue)])
+        var s = summary
+        s.lastSeq = nextSeq - 1
+        return s
+    }
+}

@@ -1,0 +1,122 @@
+import ArgumentParser
+import CityMeshAdmin
+import CityMeshCore
+import Foundation
+
+struct RecordCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "record",
+        abstract: "Put, get, delete and list records.",
+        subcommands: [RecordPut.self, RecordGet.self, RecordDelete.self, RecordList.self])
+}
+
+struct RecordPut: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "put",
+        abstract: "Create or update a record: set the named fields, leave the others as they are.",
+        discussion: """
+            Example:
+              citymesh record put --dir hz air-quality S-001 pm25=41.5 district=Xihu
+
+            'field=' (nothing after '=') sets the field to null.
+            """)
+
+    @OptionGroup var node: NodeOptions
+    @Argument(help: "The dataset.") var dataset: String
+    @Argument(help: "The record key.") var key: String
+    @Argument(help: "Values as FIELD=VALUE.") var values: [String] = []
+
+    func validate() throws {
+        for v in values where !v.contains("=") {
+            throw ValidationError("'\(v)' is not FIELD=VALUE: write e.g. pm25=41.5")
+        }
+    }
+
+    func run() async throws {
+        var body: [String: JSONValue] = [:]
+        for v in values {
+            let parts = v.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
+            let name = String(parts[0])
+            guard body[name] == nil else { throw CityMeshError(.invalidArgument, "field '\(name)' is given twice: set each field once") }
+            body[name] = parts[1].isEmpty ? .null : .string(String(parts[1]))
+        }
+        let r: API.WriteResult = try await node.withNode { client, config in
+            try await client.put(try node.datasetPath(dataset, config: config) + "/record", body: API.PutRecord(values: body), query: ["key": key])
+        }
+        print(r.written > 0 ? "stored \(key) (seq \(r.seq))" : "\(key) unchanged")
+    }
+}
+
+struct RecordGet: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "get", abstract: "Show one record, with who wrote each field and when.",
+        discussion: "Example:\n  citymesh record get --dir hz air-quality S-001 --json")
+
+    @OptionGroup var node: NodeOptions
+    @Argument(help: "The dataset.") var dataset: String
+    @Argument(help: "The record key.") var key: String
+    @OptionGroup var output: OutputOptions
+
+    func run() async throws {
+        let (r, d): (API.Record, API.Dataset) = try await node.withNode { client, config in
+            let path = try node.datasetPath(dataset, config: config)
+            return (try await client.get(path + "/record", query: ["key": key]), try await client.get(path))
+        }
+        if output.json { return try printJSON(r) }
+        print("\(d.id) \(r.key) (seq \(r.seq))")
+        Terminal.table(
+            ["FIELD", "VALUE", "WRITTEN BY", "AT"],
+            d.fields.map { f in
+                let meta = r.meta?[f.name]
+                return [f.name, r.values[f.name]?.display ?? "", meta?.city ?? "", meta?.hlc ?? ""]
+            })
+    }
+}
+
+struct RecordDelete: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "delete", abstract: "Delete a record (a tombstone: older writes can never bring it back).",
+        discussion: "Example:\n  citymesh record delete --dir hz air-quality S-001")
+
+    @OptionGroup var node: NodeOptions
+    @Argument(help: "The dataset.") var dataset: String
+    @Argument(help: "The record key.") var key: String
+
+    func run() async throws {
+        let r: API.WriteResult = try await node.withNode { client, config in
+            try await client.delete(try node.datasetPath(dataset, config: config) + "/record", query: ["key": key])
+        }
+        print("deleted \(key) (seq \(r.seq))")
+    }
+}
+
+struct RecordList: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "list", abstract: "List records in key order.",
+        discussion: "Example:\n  citymesh record list --dir hz air-quality --limit 20")
+
+    @OptionGroup var node: NodeOptions
+    @Argument(help: "The dataset.") var dataset: String
+    @Option(help: "At most this many records (1-10000).") var limit: Int = 20
+    @Option(help: "Start after this key (for paging).") var after: String?
+    @OptionGroup var output: OutputOptions
+
+    func validate() throws {
+        guard (1...10_000).contains(limit) else { throw ValidationError("--limit must be from 1 to 10000") }
+    }
+
+    func run() async throws {
+        let (page, d): (API.RecordPage, API.Dataset) = try await node.withNode { client, config in
+            let path = try node.datasetPath(dataset, config: config)
+            var query = ["limit": String(limit)]
+            if let after { query["after"] = after }
+            return (try await client.get(path + "/records", query: query), try await client.get(path))
+        }
+        if output.json {
+            for r in page.records { try printJSONLine(r) }
+            return
+        }
+        Terminal.table(d.fields.map { $0.name.uppercased() }, page.records.map { r in d.fields.map { r.values[$0.name]?.display ?? "" } })
+        if let next = page.next { Terminal.note("(more: --after \(next))") }
+    }
+}

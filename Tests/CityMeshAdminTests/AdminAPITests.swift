@@ -1,0 +1,215 @@
+import CityMeshCore
+import CityMeshStore
+import Foundation
+import Hummingbird
+import HummingbirdTesting
+import NIOCore
+import Testing
+@testable import CityMeshAdmin
+
+/// A router over a real SQLite store with one token per role.
+struct Fixture {
+    let store: NodeStore
+    let app: Application<RouterResponder<AdminContext>>
+    var tokens: [Role: String] = [:]
+
+    init() async throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("cm-admin-\(UUID().uuidString)").path
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        store = try NodeStore(path: dir + "/citymesh.db", createFor: try CitySlug("hangzhou"))
+        for role in Role.allCases {
+            let (id, token) = AdminToken.generate()
+            try await store.insertToken(id: id, name: role.rawValue, role: role, hash: AdminToken.hash(token), createdAt: "t")
+            tokens[role] = token
+        }
+        let api = AdminAPI(store: store, version: "test", startedAt: "t", physicalMillis: { 1_795_939_200_000 })
+        app = Application(router: api.makeRouter())
+    }
+
+    func headers(_ role: Role?) -> HTTPFields {
+        var h = HTTPFields()
+        if let role { h[.authorization] = "Bearer \(tokens[role]!)" }
+        h[.contentType] = "application/json"
+        return h
+    }
+}
+
+func body(_ text: String) -> ByteBuffer { ByteBuffer(string: text) }
+func data(_ b: ByteBuffer) -> Data { Data(b.readableBytesView) }
+
+func errorCode(_ r: TestResponse) -> String? {
+    (try? JSONDecoder().decode(API.ErrorBody.self, from: data(r.body)))?.code
+}
+
+let createAir = #"{"name":"air-quality","key":"station","fields":[{"name":"station","type":"string"},{"name":"district","type":"string"},{"name":"pm25","type":"double"},{"name":"measured_at","type":"timestamp"}]}"#
+
+@Suite("Admin API")
+struct AdminAPITests {
+    @Test("no token is 401, a wrong token is 401, health needs none")
+    func authentication() async throws {
+        let f = try await Fixture()
+        try await f.app.test(.router) { client in
+            try await client.execute(uri: "/v1/datasets", method: .get) { r in
+                #expect(r.status == .unauthorized)
+                #expect(errorCode(r) == "auth.unauthenticated")
+            }
+            var bad = HTTPFields()
+            bad[.authorization] = "Bearer cm_00000000_wrong"
+            try await client.execute(uri: "/v1/datasets", method: .get, headers: bad) { r in #expect(r.status == .unauthorized) }
+            try await client.execute(uri: "/healthz", method: .get) { r in #expect(r.status == .ok) }
+        }
+    }
+
+    @Test("auditors read but every write is 403; token management is admin-only")
+    func roles() async throws {
+        let f = try await Fixture()
+        try await f.app.test(.router) { client in
+            try await client.execute(uri: "/v1/datasets", method: .post, headers: f.headers(.auditor), body: body(createAir)) { r in
+                #expect(r.status == .forbidden)
+                #expect(errorCode(r) == "auth.forbidden")
+            }
+            try await client.execute(uri: "/v1/datasets", method: .get, headers: f.headers(.auditor)) { r in #expect(r.status == .ok) }
+            try await client.execute(uri: "/v1/tokens", method: .get, headers: f.headers(.operator)) { r in #expect(r.status == .forbidden) }
+            try await client.execute(uri: "/v1/datasets", method: .post, headers: f.headers(.operator), body: body(createAir)) { r in
+                #expect(r.status == .created)
+            }
+            try await client.execute(
+                uri: "/v1/datasets/hangzhou/air-quality/record?key=S-1", method: .put, headers: f.headers(.auditor),
+                body: body(#"{"values":{"pm25":1}}"#)
+            ) { r in #expect(r.status == .forbidden) }
+            try await client.execute(uri: "/v1/datasets/hangzhou/air-quality/record?key=S-1", method: .delete, headers: f.headers(.auditor)) { r in
+                #expect(r.status == .forbidden)
+            }
+        }
+    }
+
+    @Test("records: put, get with cell metadata, list, delete, and clear errors")
+    func records() async throws {
+        let f = try await Fixture()
+        try await f.app.test(.router) { client in
+            try await client.execute(uri: "/v1/datasets", method: .post, headers: f.headers(.admin), body: body(createAir)) { r in
+                #expect(r.status == .created)
+            }
+            try await client.execute(uri: "/v1/datasets", method: .post, headers: f.headers(.admin), body: body(createAir)) { r in
+                #expect(r.status == .conflict)
+                #expect(errorCode(r) == "dataset.exists")
+            }
+            let put = #"{"values":{"pm25":"41.5","district":"Xihu"}}"#
+            try await client.execute(uri: "/v1/datasets/hangzhou/air-quality/record?key=S-001", method: .put, headers: f.headers(.admin), body: body(put)) { r in
+                #expect(r.status == .ok)
+            }
+            try await client.execute(uri: "/v1/datasets/hangzhou/air-quality/record?key=S-001", method: .get, headers: f.headers(.auditor)) { r in
+                let rec = try JSONDecoder().decode(API.Record.self, from: data(r.body))
+                #expect(rec.values["pm25"] == .double(41.5))
+                #expect(rec.values["district"] == .string("Xihu"))
+                #expect(rec.values["measured_at"] == .null)
+                #expect(rec.meta?["pm25"]?.city == "hangzhou")
+            }
+            for (bad, code) in [
+                (#"{"values":{"pm25":"high"}}"#, "value.type_mismatch"),
+                (#"{"values":{"pm10":1}}"#, "field.unknown"),
+                (#"{"values":{"pm25":true}}"#, "value.type_mismatch"),
+                (#"{"values":"#, "request.invalid_json"),
+            ] {
+                try await client.execute(uri: "/v1/datasets/hangzhou/air-quality/record?key=S-001", method: .put, headers: f.headers(.admin), body: body(bad)) { r in
+                    #expect(r.status == .badRequest, "\(bad)")
+                    #expect(errorCode(r) == code, "\(bad): \(String(buffer: r.body))")
+                }
+            }
+            try await client.execute(uri: "/v1/datasets/hangzhou/nope/records", method: .get, headers: f.headers(.admin)) { r in
+                #expect(r.status == .notFound)
+                #expect(errorCode(r) == "dataset.not_found")
+            }
+            try await client.execute(uri: "/v1/datasets/hangzhou/air-quality/records?limit=0", method: .get, headers: f.headers(.admin)) { r in
+                #expect(r.status == .badRequest)
+            }
+            try await client.execute(uri: "/v1/datasets/hangzhou/air-quality/record?key=S-001", method: .delete, headers: f.headers(.operator)) { r in
+                #expect(r.status == .ok)
+            }
+            try await client.execute(uri: "/v1/datasets/hangzhou/air-quality/record?key=S-001", method: .get, headers: f.headers(.admin)) { r in
+                #expect(r.status == .notFound)
+            }
+            try await client.execute(uri: "/v1/datasets/hangzhou/air-quality/records", method: .get, headers: f.headers(.admin)) { r in
+                let page = try JSONDecoder().decode(API.RecordPage.self, from: data(r.body))
+                #expect(page.records.isEmpty)
+            }
+        }
+        // Nothing the refused writes sent was stored.
+        #expect(try await f.store.dataset(DatasetID(owner: CitySlug("hangzhou"), name: "air-quality")).recordCount == 0)
+    }
+
+    @Test("import keeps good rows, rejects bad ones by line; export round-trips")
+    func importExport() async throws {
+        let f = try await Fixture()
+        let csv = """
+            station,district,pm25,measured_at
+            S-1,Xihu,41.5,2026-11-29T08:00:00Z
+            S-2,Binjiang,not-a-number,2026-11-29T08:00:00Z
+            S-3,"Shang, cheng",12,
+            ,Xihu,1,
+            S-4,Xihu,7
+            S-5,Gongshu,3.25,2026-11-29T09:30:00+08:00
+
+            """
+        try await f.app.test(.router) { client in
+            try await client.execute(uri: "/v1/datasets", method: .post, headers: f.headers(.admin), body: body(createAir))
+            try await client.execute(uri: "/v1/datasets/hangzhou/air-quality/import?format=csv", method: .post, headers: f.headers(.operator), body: body(csv)) { r in
+                #expect(r.status == .ok)
+                let s = try JSONDecoder().decode(API.ImportSummary.self, from: data(r.body))
+                #expect(s.imported == 3)
+                #expect(s.rejected == 3)
+                #expect(s.rejections.map(\.line) == [3, 5, 6])
+                #expect(s.rejections[0].reason.contains("pm25"))
+            }
+            try await client.execute(uri: "/v1/datasets/hangzhou/air-quality/import?format=csv", method: .post, headers: f.headers(.operator), body: body("station,pm10\nS-9,1\n")) { r in
+                #expect(r.status == .badRequest)
+                #expect(errorCode(r) == "field.unknown")
+            }
+            try await client.execute(uri: "/v1/datasets/hangzhou/air-quality/import?format=xml", method: .post, headers: f.headers(.operator), body: body("")) { r in
+                #expect(r.status == .badRequest)
+            }
+            try await client.execute(uri: "/v1/datasets/hangzhou/air-quality/export?format=csv", method: .get, headers: f.headers(.auditor)) { r in
+                #expect(String(buffer: r.body) == """
+                    station,district,pm25,measured_at\r
+                    S-1,Xihu,41.5,2026-11-29T08:00:00Z\r
+                    S-3,"Shang, cheng",12.0,\r
+                    S-5,Gongshu,3.25,2026-11-29T01:30:00Z\r
+
+                    """)
+            }
+            let jsonl = #"{"station":"J-1","pm25":2}"# + "\n" + #"{"station":"J-2","pm25":"x"}"# + "\nnot json\n" + #"{"station":"J-3","district":null}"# + "\n"
+            try await client.execute(uri: "/v1/datasets/hangzhou/air-quality/import?format=jsonl", method: .post, headers: f.headers(.operator), body: body(jsonl)) { r in
+                let s = try JSONDecoder().decode(API.ImportSummary.self, from: data(r.body))
+                #expect(s.imported == 2)
+                #expect(s.rejections.map(\.line) == [2, 3])
+            }
+            try await client.execute(uri: "/v1/datasets/hangzhou/air-quality/export?format=jsonl", method: .get, headers: f.headers(.auditor)) { r in
+                let lines = String(buffer: r.body).split(separator: "\n")
+                #expect(lines.count == 5)
+                #expect(lines.first == #"{"station":"J-1","district":null,"pm25":2.0,"measured_at":null}"#)
+            }
+        }
+    }
+
+    @Test("tokens: create shows the secret once, the new token works, revoke stops it")
+    func tokens() async throws {
+        let f = try await Fixture()
+        try await f.app.test(.router) { client in
+            let created = try await client.execute(uri: "/v1/tokens", method: .post, headers: f.headers(.admin), body: body(#"{"role":"auditor","name":"audit"}"#)) { r in
+                #expect(r.status == .created)
+                return try JSONDecoder().decode(API.NewToken.self, from: data(r.body))
+            }
+            var h = HTTPFields()
+            h[.authorization] = "Bearer \(created.token)"
+            try await client.execute(uri: "/v1/datasets", method: .get, headers: h) { r in #expect(r.status == .ok) }
+            try await client.execute(uri: "/v1/tokens", method: .get, headers: f.headers(.admin)) { r in
+                #expect(!String(buffer: r.body).contains(created.token), "the list must never show secrets")
+            }
+            try await client.execute(uri: "/v1/tokens/\(created.id)", method: .delete, headers: f.headers(.admin)) { r in #expect(r.status == .ok) }
+            try await client.execute(uri: "/v1/datasets", method: .get, headers: h) { r in #expect(r.status == .unauthorized) }
+            try await client.execute(uri: "/v1/tokens", method: .post, headers: f.headers(.admin), body: body(#"{"role":"root","name":"x"}"#)) { r in
+                #expect(r.status == .badRequest)
+            }
+        }
+    }
+}

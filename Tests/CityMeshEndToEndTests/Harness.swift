@@ -1,0 +1,130 @@
+import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Runs the real `citymesh` binary (built next to this test bundle) and other commands.
+struct CommandResult {
+    let status: Int32
+    let stdout: String
+    let stderr: String
+    var ok: Bool { status == 0 }
+}
+
+enum Harness {
+    /// The `citymesh` executable: $CITYMESH_BIN, else the one built beside this test bundle.
+    static var binary: String {
+        if let env = ProcessInfo.processInfo.environment["CITYMESH_BIN"] { return env }
+        let exe = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
+        return URL(fileURLWithPath: exe).deletingLastPathComponent().appendingPathComponent("citymesh").path
+    }
+
+    static func tempDir(_ label: String) throws -> String {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("cm-e2e-\(label)-\(UUID().uuidString.prefix(8))").path
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        return dir
+    }
+
+    @discardableResult
+    static func run(_ executable: String, _ args: [String], cwd: String, env: [String: String] = [:], stdin: String? = nil) throws -> CommandResult {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: executable)
+        p.arguments = args
+        p.currentDirectoryURL = URL(fileURLWithPath: cwd)
+        var environment = ProcessInfo.processInfo.environment
+        environment.removeValue(forKey: "CITYMESH_DIR")
+        environment.removeValue(forKey: "CITYMESH_TOKEN")
+        for (k, v) in env { environment[k] = v }
+        p.environment = environment
+        let out = Pipe(), err = Pipe()
+        p.standardOutput = out
+        p.standardError = err
+        let input = Pipe()
+        p.standardInput = input
+        try p.run()
+        if let stdin { input.fileHandleForWriting.write(Data(stdin.utf8)) }
+        try input.fileHandleForWriting.close()
+        // Read both pipes to the end before waiting, so a chatty child never blocks on a full pipe.
+        let group = DispatchGroup()
+        nonisolated(unsafe) var outData = Data(), errData = Data()
+        group.enter()
+        DispatchQueue.global().async { outData = out.fileHandleForReading.readDataToEndOfFile(); group.leave() }
+        errData = err.fileHandleForReading.readDataToEndOfFile()
+        group.wait()
+        p.waitUntilExit()
+        return CommandResult(status: p.terminationStatus, stdout: String(decoding: outData, as: UTF8.self), stderr: String(decoding: errData, as: UTF8.self))
+    }
+
+    static func citymesh(_ args: [String], cwd: String, env: [String: String] = [:]) throws -> CommandResult {
+        try run(binary, args, cwd: cwd, env: env)
+    }
+
+    static func openssl(_ args: [String], cwd: String) throws -> CommandResult {
+        try run("/usr/bin/openssl", args, cwd: cwd)
+    }
+
+    /// A TCP port that was free a moment ago on 127.0.0.1.
+    static func freePort() -> Int {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(fd) }
+        var addr = sockaddr_in()
+        addr.sin_family = sa_family_t(AF_INET)
+        addr.sin_port = 0
+        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+        var len = socklen_t(MemoryLayout<sockaddr_in>.size)
+        withUnsafeMutablePointer(to: &addr) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                _ = bind(fd, $0, len)
+                _ = getsockname(fd, $0, &len)
+            }
+        }
+        return Int(UInt16(bigEndian: addr.sin_port))
+    }
+}
+
+/// A `citymesh serve` process running in the background.
+final class Daemon {
+    let process = Process()
+    let stderrPath: String
+
+    init(dir: String, cwd: String, extra: [String] = []) throws {
+        stderrPath = cwd + "/serve-\(UUID().uuidString.prefix(6)).log"
+        FileManager.default.createFile(atPath: stderrPath, contents: nil)
+        process.executableURL = URL(fileURLWithPath: Harness.binary)
+        process.arguments = ["serve", "--dir", dir] + extra
+        process.currentDirectoryURL = URL(fileURLWithPath: cwd)
+        process.standardError = FileHandle(forWritingAtPath: stderrPath)
+        process.standardOutput = FileHandle.nullDevice
+        try process.run()
+    }
+
+    var log: String { (try? String(contentsOfFile: stderrPath, encoding: .utf8)) ?? "" }
+
+    /// Waits until the admin API answers /healthz (or the process dies).
+    func waitReady(admin: String, timeout: TimeInterval = 30) throws -> Bool {
+        let deadline = Date().addingTimeInterval(timeout)
+        while Date() < deadline {
+            guard process.isRunning else { return false }
+            let r = try Harness.run("/usr/bin/curl", ["-s", "-o", "/dev/null", "-w", "%{http_code}", "http://\(admin)/healthz"], cwd: "/")
+            if r.stdout == "200" { return true }
+            Thread.sleep(forTimeInterval: 0.1)
+        }
+        return false
+    }
+
+    /// Sends SIGTERM and returns the exit status (nil if it did not exit within the timeout).
+    func terminate(timeout: TimeInterval = 30) -> Int32? {
+        kill(process.processIdentifier, SIGTERM)
+        let deadline = Date().addingTimeInterval(timeout)
+        while process.isRunning && Date() < deadline { Thread.sleep(forTimeInterval: 0.05) }
+        if process.isRunning {
+            kill(process.processIdentifier, SIGKILL)
+            return nil
+        }
+        return process.terminationStatus
+    }
+
+    deinit {
+        if process.isRunning { kill(process.processIdentifier, SIGKILL) }
+    }
+}
