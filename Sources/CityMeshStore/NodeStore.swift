@@ -1,6 +1,8 @@
 public import CityMeshCore
 import Foundation
 public import GRDB
+import GRDBSQLite
+import Synchronization
 
 /// The node's database: datasets, records as CRDT states, local sequence numbers, tokens.
 ///
@@ -10,6 +12,9 @@ public final class NodeStore: Sendable {
     public let pool: DatabasePool
     public let city: CitySlug
     public let path: String
+    /// The node's hybrid logical clock. This process is the node's only writer (the node lock),
+    /// so the in-memory clock is authoritative; every write transaction persists it.
+    let clock: Mutex<HybridClock>
 
     /// Opens (and migrates) the database at `path`. `createFor` makes a new one for that city.
     public init(path: String, createFor newCity: CitySlug? = nil) throws {
@@ -40,19 +45,20 @@ public final class NodeStore: Sendable {
             }
         }
         try migrator.migrate(pool)
-        let city: CitySlug = try pool.write { db in
-            if let raw = try String.fetchOne(db, sql: "SELECT city FROM node_state WHERE id = 1") {
-                return try CitySlug(raw)
+        let (city, lastHLC): (CitySlug, Int64) = try pool.write { db in
+            if let row = try Row.fetchOne(db, sql: "SELECT city, last_hlc FROM node_state WHERE id = 1") {
+                return (try CitySlug(row["city"]), row["last_hlc"])
             }
             guard let newCity else {
                 throw CityMeshError(.nodeNotInitialized, "the database \(path) has no node identity: run 'citymesh init' again with --force")
             }
             try db.execute(sql: "INSERT INTO node_state (id, city, next_seq, last_hlc) VALUES (1, ?, 1, 0)", arguments: [newCity.rawValue])
-            return newCity
+            return (newCity, 0)
         }
         self.pool = pool
         self.city = city
         self.path = path
+        self.clock = Mutex(HybridClock(last: HLC(rawValue: UInt64(bitPattern: lastHLC))))
     }
 
     /// Closes the database; the store must not be used afterwards.
@@ -99,18 +105,37 @@ public final class NodeStore: Sendable {
 
     // MARK: Records
 
-    /// Writes user inputs as local changes: each gets a fresh HLC stamp from this node's clock
-    /// and merges into the stored state; every change that alters a record takes the next sequence number.
-    public func write(_ id: DatasetID, inputs: [RecordInput], physicalMillis: UInt64) async throws -> WriteSummary {
-        try await pool.write { db in
-            let (rowid, schema) = try Self.datasetHandle(id, db: db)
-            var w = try BatchWriter(db: db, city: city, dataset: rowid)
-            for input in inputs {
-                let stamp = w.tick(physicalMillis)
-                try w.merge(key: input.key, incoming: input.state(schema: schema, stamp: stamp))
-            }
-            return try w.finish()
+    /// Stamps user inputs with this node's clock and encodes their states: the CPU-heavy half of
+    /// a write, done outside the write transaction so a pipeline can overlap it with the previous batch.
+    public func prepare(_ inputs: [RecordInput], schema: Schema, physicalMillis: UInt64) -> [PreparedWrite] {
+        let stamps: [Stamp] = clock.withLock { clock in
+            inputs.map { _ in Stamp(hlc: clock.tick(physicalMillis: physicalMillis), city: city) }
         }
+        var out: [PreparedWrite] = []
+        out.reserveCapacity(inputs.count)
+        for (input, stamp) in zip(inputs, stamps) {
+            let state = input.state(schema: schema, stamp: stamp)
+            out.append(PreparedWrite(key: input.key, state: state, encoded: RecordStateCodec.encode(state)))
+        }
+        return out
+    }
+
+    /// Merges prepared writes into the stored records in one transaction; every change that alters
+    /// a record takes the next sequence number.
+    public func apply(_ id: DatasetID, _ writes: [PreparedWrite]) async throws -> WriteSummary {
+        try await pool.write { db in
+            let (rowid, _) = try Self.datasetHandle(id, db: db)
+            var w = try BatchWriter(db: db, dataset: rowid)
+            for p in writes { try w.merge(p) }
+            return try w.finish(lastHLC: clock.withLock { $0.last })
+        }
+    }
+
+    /// Writes user inputs as local changes: each gets a fresh HLC stamp from this node's clock
+    /// and merges into the stored state.
+    public func write(_ id: DatasetID, inputs: [RecordInput], physicalMillis: UInt64) async throws -> WriteSummary {
+        let schema = try await dataset(id).schema
+        return try await apply(id, prepare(inputs, schema: schema, physicalMillis: physicalMillis))
     }
 
     /// Deletes a record (writes a tombstone). Throws `recordNotFound` if it is not live.
@@ -120,10 +145,11 @@ public final class NodeStore: Sendable {
             guard let existing = try Self.fetchState(db: db, dataset: rowid, key: key), existing.state.isLive else {
                 throw CityMeshError(.recordNotFound, "no record '\(key)' in '\(id)': list keys with 'citymesh record list \(id.name)'")
             }
-            var w = try BatchWriter(db: db, city: city, dataset: rowid)
-            let stamp = w.tick(physicalMillis)
-            try w.merge(key: key, incoming: .deletion(at: stamp))
-            return try w.finish()
+            let stamp = Stamp(hlc: clock.withLock { $0.tick(physicalMillis: physicalMillis) }, city: city)
+            let state = RecordState.deletion(at: stamp)
+            var w = try BatchWriter(db: db, dataset: rowid)
+            try w.merge(PreparedWrite(key: key, state: state, encoded: RecordStateCodec.encode(state)))
+            return try w.finish(lastHLC: clock.withLock { $0.last })
         }
     }
 
@@ -166,7 +192,7 @@ public final class NodeStore: Sendable {
         }
         return try rows.map { row in
             let blob: Data = row["state"]
-            return StoredRecord(key: row["key"], seq: row["seq"], state: try RecordStateCodec.decode([UInt8](blob)))
+            return StoredRecord(key: row["key"], seq: row["seq"], state: try blob.withUnsafeBytes { try RecordStateCodec.decode(buffer: $0) })
         }
     }
 
@@ -247,56 +273,55 @@ public final class NodeStore: Sendable {
             return nil
         }
         let blob: Data = row["state"]
-        return StoredRecord(key: key, seq: row["seq"], state: try RecordStateCodec.decode([UInt8](blob)))
+        return StoredRecord(key: key, seq: row["seq"], state: try blob.withUnsafeBytes { try RecordStateCodec.decode(buffer: $0) })
     }
 }
 
-/// Applies many merges inside one transaction with prepared statements; owns the clock and
-/// sequence counter for the duration of the transaction.
+/// A write whose stamp is assigned and whose state is already encoded.
+public struct PreparedWrite: Sendable {
+    public let key: String
+    public let state: RecordState
+    public let encoded: [UInt8]
+}
+
+/// Applies many merges inside one transaction; owns the sequence counter for its duration.
+/// New records, the common case of a bulk import, go through SQLite's C API directly: GRDB's
+/// argument boxing costs more than the insert itself at a million rows.
 struct BatchWriter {
     let db: Database
     let dataset: Int64
-    let city: CitySlug
-    var clock: HybridClock
     var nextSeq: Int64
     var summary = WriteSummary()
     let insert: Statement
     let select: Statement
     let update: Statement
 
-    init(db: Database, city: CitySlug, dataset: Int64) throws {
+    init(db: Database, dataset: Int64) throws {
         self.db = db
-        self.city = city
         self.dataset = dataset
-        guard let row = try Row.fetchOne(db, sql: "SELECT next_seq, last_hlc FROM node_state WHERE id = 1") else {
+        guard let seq = try Int64.fetchOne(db, sql: "SELECT next_seq FROM node_state WHERE id = 1") else {
             throw CityMeshError(.nodeNotInitialized, "the database has no node identity: run 'citymesh init' again with --force")
         }
-        nextSeq = row["next_seq"]
-        clock = HybridClock(last: HLC(rawValue: UInt64(bitPattern: row["last_hlc"])))
+        nextSeq = seq
         insert = try db.cachedStatement(
             sql: "INSERT INTO records (dataset, key, seq, live, state) VALUES (?, ?, ?, ?, ?) ON CONFLICT (dataset, key) DO NOTHING")
         select = try db.cachedStatement(sql: "SELECT state FROM records WHERE dataset = ? AND key = ?")
         update = try db.cachedStatement(sql: "UPDATE records SET seq = ?, live = ?, state = ? WHERE dataset = ? AND key = ?")
     }
 
-    mutating func tick(_ physicalMillis: UInt64) -> Stamp {
-        Stamp(hlc: clock.tick(physicalMillis: physicalMillis), city: city)
-    }
-
-    mutating func merge(key: String, incoming: RecordState) throws {
+    mutating func merge(_ p: PreparedWrite) throws {
         let seq = nextSeq
-        try insert.execute(arguments: [dataset, key, seq, incoming.isLive, Data(RecordStateCodec.encode(incoming))])
-        if db.changesCount == 1 {
+        if try insertIfAbsent(key: p.key, seq: seq, live: p.state.isLive, encoded: p.encoded) {
             nextSeq += 1
             summary.written += 1
             return
         }
-        guard let blob = try Data.fetchOne(select, arguments: [dataset, key]) else {
-            throw CityMeshError(.internalError, "record '\(key)' vanished inside a transaction")
+        guard let blob = try Data.fetchOne(select, arguments: [dataset, p.key]) else {
+            throw CityMeshError(.internalError, "record '\(p.key)' vanished inside a transaction")
         }
-        var state = try RecordStateCodec.decode([UInt8](blob))
-        if state.merge(incoming) {
-            try update.execute(arguments: [seq, state.isLive, Data(RecordStateCodec.encode(state)), dataset, key])
+        var state = try blob.withUnsafeBytes { try RecordStateCodec.decode(buffer: $0) }
+        if state.merge(p.state) {
+            try update.execute(arguments: [seq, state.isLive, Data(RecordStateCodec.encode(state)), dataset, p.key])
             nextSeq += 1
             summary.written += 1
         } else {
@@ -304,10 +329,31 @@ struct BatchWriter {
         }
     }
 
-    func finish() throws -> WriteSummary {
+    /// `INSERT … ON CONFLICT DO NOTHING` with raw bindings; true when a row was inserted.
+    private func insertIfAbsent(key: String, seq: Int64, live: Bool, encoded: [UInt8]) throws -> Bool {
+        let stmt = insert.sqliteStatement
+        let transient = unsafeBitCast(-1, to: sqlite3_destructor_type.self)
+        sqlite3_reset(stmt)
+        sqlite3_bind_int64(stmt, 1, dataset)
+        var key = key
+        key.withUTF8 { k in
+            k.withMemoryRebound(to: CChar.self) { _ = sqlite3_bind_text(stmt, 2, $0.baseAddress, Int32($0.count), transient) }
+        }
+        sqlite3_bind_int64(stmt, 3, seq)
+        sqlite3_bind_int(stmt, 4, live ? 1 : 0)
+        encoded.withUnsafeBytes { _ = sqlite3_bind_blob(stmt, 5, $0.baseAddress, Int32($0.count), transient) }
+        let rc = sqlite3_step(stmt)
+        sqlite3_reset(stmt)
+        guard rc == SQLITE_DONE else {
+            throw CityMeshError(.ioError, "writing record '\(key)' failed: \(String(cString: sqlite3_errmsg(db.sqliteConnection)))")
+        }
+        return sqlite3_changes(db.sqliteConnection) == 1
+    }
+
+    func finish(lastHLC: HLC) throws -> WriteSummary {
         try db.execute(
-            sql: "UPDATE node_state SET next_seq = ?, last_hlc = ? WHERE id = 1",
-            arguments: [nextSeq, Int64(bitPattern: clock.last.rawValue)])
+            sql: "UPDATE node_state SET next_seq = ?, last_hlc = max(last_hlc, ?) WHERE id = 1",
+            arguments: [nextSeq, Int64(bitPattern: lastHLC.rawValue)])
         var s = summary
         s.lastSeq = nextSeq - 1
         return s

@@ -3,6 +3,7 @@ import CityMeshCore
 import CityMeshStore
 import Hummingbird
 import NIOCore
+import AsyncAlgorithms
 
 /// The formats `import` and `export` speak.
 public enum ImportFormat: String, Sendable, Codable {
@@ -28,8 +29,58 @@ struct Importer: Sendable {
     static let batchSize = 5000
     static let maxListedRejections = 1000
 
-    func run<Body: AsyncSequence>(_ body: Body) async throws -> API.ImportSummary where Body.Element == ByteBuffer {
+    /// Parses (and stamps and encodes) on one task while the previous batch is written on the
+    /// store's writer: two stages joined by a channel that holds one batch, so the parser is never
+    /// more than a batch ahead and memory stays bounded whatever the file's size.
+    func run<Body: AsyncSequence & Sendable>(_ body: Body) async throws -> API.ImportSummary where Body.Element == ByteBuffer {
         let started = ContinuousClock.now
+        let channel = AsyncThrowingChannel<[PreparedWrite], any Error>()
+        let (parsed, written) = try await withThrowingTaskGroup(of: Outcome.self) { group in
+            group.addTask {
+                do {
+                    let summary = try await parse(body) { batch in await channel.send(batch) }
+                    channel.finish()
+                    return .parsed(summary)
+                } catch {
+                    channel.fail(error)
+                    throw error
+                }
+            }
+            group.addTask {
+                var total = WriteSummary()
+                for try await batch in channel {
+                    let s = try await store.apply(dataset, batch)
+                    total.written += s.written
+                    total.unchanged += s.unchanged
+                }
+                return .written(total)
+            }
+            var parsed = API.ImportSummary()
+            var written = WriteSummary()
+            for try await outcome in group {
+                switch outcome {
+                case .parsed(let p): parsed = p
+                case .written(let w): written = w
+                }
+            }
+            return (parsed, written)
+        }
+        var summary = parsed
+        summary.imported = written.written
+        summary.unchanged = written.unchanged
+        summary.seconds = (ContinuousClock.now - started).seconds
+        return summary
+    }
+
+    enum Outcome: Sendable {
+        case parsed(API.ImportSummary)
+        case written(WriteSummary)
+    }
+
+    /// The parsing stage: rows become prepared writes in batches of `batchSize`; bad rows become rejections.
+    func parse<Body: AsyncSequence>(
+        _ body: Body, send: ([PreparedWrite]) async -> Void
+    ) async throws -> API.ImportSummary where Body.Element == ByteBuffer {
         var summary = API.ImportSummary()
         var batch: [RecordInput] = []
         batch.reserveCapacity(Self.batchSize)
@@ -47,11 +98,9 @@ struct Importer: Sendable {
             }
         }
 
-        func flush() async throws {
+        func flush() async {
             guard !batch.isEmpty else { return }
-            let s = try await store.write(dataset, inputs: batch, physicalMillis: physicalMillis())
-            summary.imported += s.written
-            summary.unchanged += s.unchanged
+            await send(store.prepare(batch, schema: schema, physicalMillis: physicalMillis()))
             batch.removeAll(keepingCapacity: true)
         }
 
@@ -97,7 +146,7 @@ struct Importer: Sendable {
                     lines.feed(raw) { take(jsonLine: $0, bytes: $1) }
                 }
             }
-            if batch.count >= Self.batchSize { try await flush() }
+            if batch.count >= Self.batchSize { await flush() }
         }
         switch format {
         case .csv:
@@ -107,8 +156,7 @@ struct Importer: Sendable {
         case .jsonl:
             lines.finish { take(jsonLine: $0, bytes: $1) }
         }
-        try await flush()
-        summary.seconds = (ContinuousClock.now - started).seconds
+        await flush()
         return summary
     }
 }

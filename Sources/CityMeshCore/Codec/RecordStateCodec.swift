@@ -5,6 +5,10 @@
 /// followed by the city slug (1-byte length, bytes). Value tags: 0 null, 1 string (varint
 /// length, UTF-8), 2 int (8 bytes LE), 3 double (IEEE 754 bits, 8 bytes LE), 4 false, 5 true,
 /// 6 timestamp (microseconds, 8 bytes LE).
+#if canImport(Glibc)
+import Glibc
+#endif
+
 public enum RecordStateCodec {
     public static let formatVersion: UInt8 = 1
 
@@ -44,8 +48,12 @@ public enum RecordStateCodec {
         return out
     }
 
-    public static func decode<C: RandomAccessCollection>(_ bytes: C) throws -> RecordState where C.Element == UInt8, C.Index == Int {
-        var r = Reader(bytes: bytes)
+    public static func decode(_ bytes: [UInt8]) throws -> RecordState {
+        try bytes.withUnsafeBytes { try decode(buffer: $0) }
+    }
+
+    public static func decode(buffer: UnsafeRawBufferPointer) throws -> RecordState {
+        var r = Reader(bytes: buffer)
         guard try r.byte() == formatVersion else {
             throw CityMeshError(.malformedInput, "stored record uses an unknown format: upgrade citymesh")
         }
@@ -77,6 +85,16 @@ public enum RecordStateCodec {
             }
             cells.append(Cell(field: field, value: value, stamp: stamp))
         }
+        // Stored states are written sorted with one cell per field; take the fast path when that holds.
+        var sorted = true
+        var i = 1
+        while i < cells.count {
+            if cells[i - 1].field >= cells[i].field { sorted = false; break }
+            i += 1
+        }
+        if sorted, tombstone == nil || cells.allSatisfy({ tombstone! < $0.stamp }) {
+            return RecordState(sortedCells: cells, tombstone: tombstone)
+        }
         return RecordState(cells: cells, tombstone: tombstone)
     }
 
@@ -103,13 +121,14 @@ public enum RecordStateCodec {
         out.append(contentsOf: u)
     }
 
-    struct Reader<C: RandomAccessCollection> where C.Element == UInt8, C.Index == Int {
-        let bytes: C
+    struct Reader {
+        let bytes: UnsafeRawBufferPointer
         var i: Int
+        var lastCity: (bytes: UnsafeRawBufferPointer, slug: CitySlug)?
 
-        init(bytes: C) {
+        init(bytes: UnsafeRawBufferPointer) {
             self.bytes = bytes
-            self.i = bytes.startIndex
+            self.i = 0
         }
 
         func corrupt() -> CityMeshError {
@@ -136,15 +155,14 @@ public enum RecordStateCodec {
 
         mutating func uint64() throws -> UInt64 {
             guard bytes.endIndex - i >= 8 else { throw corrupt() }
-            var v: UInt64 = 0
-            for k in 0..<8 { v |= UInt64(bytes[i + k]) << (8 * UInt64(k)) }
+            let v = UInt64(littleEndian: bytes.loadUnaligned(fromByteOffset: i, as: UInt64.self))
             i += 8
             return v
         }
 
         mutating func string(_ n: Int) throws -> String {
             guard n >= 0, bytes.endIndex - i >= n else { throw corrupt() }
-            let slice = bytes[i..<(i + n)]
+            let slice = UnsafeRawBufferPointer(rebasing: bytes[i..<(i + n)])
             i += n
             guard let s = String(validating: slice, as: UTF8.self) else { throw corrupt() }
             return s
@@ -153,8 +171,16 @@ public enum RecordStateCodec {
         mutating func stamp() throws -> Stamp {
             let hlc = HLC(rawValue: try uint64())
             let n = Int(try byte())
-            let raw = try string(n)
-            guard let city = try? CitySlug(raw) else { throw corrupt() }
+            guard bytes.count - i >= n else { throw corrupt() }
+            let raw = UnsafeRawBufferPointer(rebasing: bytes[i..<(i + n)])
+            // Cells of one record are mostly written by one city: reuse the last slug.
+            if let last = lastCity, last.bytes.count == n, memcmp(last.bytes.baseAddress!, raw.baseAddress!, n) == 0 {
+                i += n
+                return Stamp(hlc: hlc, city: last.slug)
+            }
+            let text = try string(n)
+            guard let city = try? CitySlug(text) else { throw corrupt() }
+            lastCity = (raw, city)
             return Stamp(hlc: hlc, city: city)
         }
     }

@@ -28,7 +28,7 @@ public struct CitySlug: Hashable, Sendable, Comparable, Codable, CustomStringCon
     }
 
     public static func isValid(_ raw: String) -> Bool {
-        let bytes = Array(raw.utf8)
+        let bytes = raw.utf8
         guard (2...63).contains(bytes.count) else { return false }
         guard let first = bytes.first, (UInt8(ascii: "a")...UInt8(ascii: "z")).contains(first) else { return false }
         guard bytes.last != UInt8(ascii: "-") else { return false }

@@ -23,20 +23,50 @@ public struct CSVParser: Sendable {
     private var rowStartLine = 1
     private var rowBytes = 0
     private var rowError: String?
-    private var sawAnyByte = false
     private var quoteStartLine = 0
     private var atRowStart = true
+    /// Bytes of a possible UTF-8 byte order mark seen at the very start.
+    private var bomSeen = 0
+    private var started = false
 
     public init() { field.reserveCapacity(256) }
 
+    /// Feeds bytes from any collection (copied once into contiguous memory).
     public mutating func feed<C: Collection>(_ bytes: C, emit: (Row) throws -> Void) rethrows where C.Element == UInt8 {
-        for b in bytes {
-            try consume(b, emit: emit)
+        let array = Array(bytes)
+        try array.withUnsafeBytes { try feed($0, emit: emit) }
+    }
+
+    public mutating func feed(_ input: UnsafeRawBufferPointer, emit: (Row) throws -> Void) rethrows {
+        var buffer = input
+        if !started {
+            // Skip a UTF-8 byte order mark, even when it arrives split across chunks.
+            let bom: [UInt8] = [0xEF, 0xBB, 0xBF]
+            while bomSeen < 3, let b = buffer.first {
+                if b == bom[bomSeen] {
+                    bomSeen += 1
+                    buffer = UnsafeRawBufferPointer(rebasing: buffer.dropFirst())
+                } else {
+                    started = true
+                    let partial = Array(bom.prefix(bomSeen))
+                    bomSeen = 3
+                    try partial.withUnsafeBytes { try scan($0, emit: emit) }
+                    break
+                }
+            }
+            if bomSeen == 3 { started = true }
+            if !started { return }
         }
+        try scan(buffer, emit: emit)
     }
 
     /// Ends the input; emits the last row if it had no trailing newline.
     public mutating func finish(emit: (Row) throws -> Void) rethrows {
+        if !started && bomSeen > 0 && bomSeen < 3 {
+            started = true
+            let partial = Array([UInt8]([0xEF, 0xBB, 0xBF]).prefix(bomSeen))
+            try partial.withUnsafeBytes { try scan($0, emit: emit) }
+        }
         switch state {
         case .quoted:
             rowError = rowError ?? "unterminated quoted field starting on line \(quoteStartLine): close it with a double quote"
@@ -48,97 +78,139 @@ public struct CSVParser: Sendable {
         }
     }
 
+    private mutating func scan(_ bytes: UnsafeRawBufferPointer, emit: (Row) throws -> Void) rethrows {
+        let n = bytes.count
+        var i = 0
+        while i < n {
+            let b = bytes[i]
+            switch state {
+            case .unquoted, .fieldStart where b != 0x22 && b != 0x2C && b != 0x0A && b != 0x0D:
+                // Fast path: copy a run of ordinary bytes in one go.
+                var j = i
+                while j < n {
+                    let c = bytes[j]
+                    if c == 0x2C || c == 0x0A || c == 0x0D || (c == 0x22 && state == .fieldStart && j == i) { break }
+                    j += 1
+                }
+                if j > i {
+                    append(UnsafeRawBufferPointer(rebasing: bytes[i..<j]))
+                    state = .unquoted
+                    i = j
+                    continue
+                }
+                try step(b, emit: emit)
+                i += 1
+            case .quoted where b != 0x22:
+                var j = i
+                while j < n, bytes[j] != 0x22 {
+                    if bytes[j] == 0x0A { line += 1 }
+                    j += 1
+                }
+                append(UnsafeRawBufferPointer(rebasing: bytes[i..<j]))
+                i = j
+            default:
+                try step(b, emit: emit)
+                i += 1
+            }
+        }
+    }
+
     @inline(__always)
-    private mutating func consume(_ b: UInt8, emit: (Row) throws -> Void) rethrows {
-        if !sawAnyByte {
-            sawAnyByte = true
-            if b == 0xEF { bomProgress = 1; return }
-        }
-        if bomProgress > 0 {
-            if bomProgress == 1 && b == 0xBB { bomProgress = 2; return }
-            if bomProgress == 2 && b == 0xBF { bomProgress = 0; return }
-            // Not a BOM after all: keep the bytes we skipped.
-            let skipped: [UInt8] = bomProgress == 1 ? [0xEF] : [0xEF, 0xBB]
-            bomProgress = 0
-            for s in skipped { try consume(s, emit: emit) }
-        }
+    private mutating func step(_ b: UInt8, emit: (Row) throws -> Void) rethrows {
         rowBytes += 1
-        if rowBytes > Self.maxRowBytes, rowError == nil {
-            rowError = "row is longer than \(Self.maxRowBytes) bytes: split it or check for an unclosed quote"
-            field.removeAll(keepingCapacity: false)
-        }
         atRowStart = false
         switch state {
         case .fieldStart:
             switch b {
-            case UInt8(ascii: "\""):
+            case 0x22:
                 state = .quoted
                 quoteStartLine = line
-            case UInt8(ascii: ","): endField()
-            case UInt8(ascii: "\n"):
+            case 0x2C: endField()
+            case 0x0A:
                 line += 1
                 try endRow(emit: emit)
-            case UInt8(ascii: "\r"): state = .afterCR
+            case 0x0D: state = .afterCR
             default:
-                append(b)
+                appendByte(b)
                 state = .unquoted
             }
         case .unquoted:
             switch b {
-            case UInt8(ascii: ","):
+            case 0x2C:
                 endField()
                 state = .fieldStart
-            case UInt8(ascii: "\n"):
+            case 0x0A:
                 line += 1
                 try endRow(emit: emit)
-            case UInt8(ascii: "\r"): state = .afterCR
-            default: append(b)
+            case 0x0D: state = .afterCR
+            default: appendByte(b)
             }
         case .quoted:
-            if b == UInt8(ascii: "\"") {
+            if b == 0x22 {
                 state = .quoteInQuoted
             } else {
-                if b == UInt8(ascii: "\n") { line += 1 }
-                append(b)
+                if b == 0x0A { line += 1 }
+                appendByte(b)
             }
         case .quoteInQuoted:
             switch b {
-            case UInt8(ascii: "\""):
-                append(b)
+            case 0x22:
+                appendByte(b)
                 state = .quoted
-            case UInt8(ascii: ","):
+            case 0x2C:
                 endField()
                 state = .fieldStart
-            case UInt8(ascii: "\n"):
+            case 0x0A:
                 line += 1
                 try endRow(emit: emit)
-            case UInt8(ascii: "\r"): state = .afterCR
+            case 0x0D: state = .afterCR
             default:
                 if rowError == nil {
                     rowError = "unexpected character after a closing quote in column \(fields.count + 1): double a quote inside a quoted field (\"\")"
                 }
-                append(b)
+                appendByte(b)
                 state = .unquoted
             }
         case .afterCR:
             line += 1
             try endRow(emit: emit)
-            if b != UInt8(ascii: "\n") {
-                rowBytes = 0
-                try consume(b, emit: emit)
+            if b != 0x0A {
+                try step(b, emit: emit)
             }
         }
     }
 
-    private var bomProgress = 0
+    @inline(__always)
+    private mutating func appendByte(_ b: UInt8) {
+        if field.count < Self.maxRowBytes { field.append(b) }
+        overLimitCheck()
+    }
 
     @inline(__always)
-    private mutating func append(_ b: UInt8) {
-        if rowError == nil || rowBytes <= Self.maxRowBytes { field.append(b) }
+    private mutating func append(_ run: UnsafeRawBufferPointer) {
+        atRowStart = false
+        rowBytes += run.count
+        if field.count < Self.maxRowBytes { field.append(contentsOf: run) }
+        overLimitCheck()
+    }
+
+    @inline(__always)
+    private mutating func overLimitCheck() {
+        if rowBytes > Self.maxRowBytes, rowError == nil {
+            rowError = "row is longer than \(Self.maxRowBytes) bytes: split it or check for an unclosed quote"
+        }
+        if rowError != nil, rowBytes > Self.maxRowBytes { field.removeAll(keepingCapacity: true) }
     }
 
     private mutating func endField() {
-        if let s = String(validating: field, as: UTF8.self) {
+        var ascii = true
+        for b in field where b >= 0x80 {
+            ascii = false
+            break
+        }
+        if ascii {
+            fields.append(field.withUnsafeBufferPointer { String(decoding: $0, as: UTF8.self) })
+        } else if let s = String(validating: field, as: UTF8.self) {
             fields.append(s)
         } else {
             if rowError == nil { rowError = "invalid UTF-8 in column \(fields.count + 1): save the file as UTF-8" }

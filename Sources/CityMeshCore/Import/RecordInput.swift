@@ -10,7 +10,13 @@ public struct RecordInput: Sendable, Hashable {
         // Keys are stored in canonical form so `007` and `7` name the same int-keyed record.
         self.key = keyValue.text
         self.keyValue = keyValue
-        self.values = values.sorted { $0.field < $1.field }
+        var sorted = true
+        var i = 1
+        while i < values.count {
+            if values[i - 1].field > values[i].field { sorted = false; break }
+            i += 1
+        }
+        self.values = sorted ? values : values.sorted { $0.field < $1.field }
     }
 
     public static func == (a: RecordInput, b: RecordInput) -> Bool {
@@ -59,7 +65,7 @@ public struct RecordInput: Sendable, Hashable {
     /// Builds an input from `field=value` text pairs (the CLI's form).
     public static func fromText(key: String, assignments: [(String, String)], schema: Schema) throws -> RecordInput {
         let keyValue = try keyValue(key, schema: schema)
-        var values: [(Int, Value?)] = []
+        var values: [(field: Int, value: Value?)] = []
         var seen = Set<String>()
         for (name, text) in assignments {
             guard let f = schema.field(named: name) else { throw unknownField(name, schema: schema) }
@@ -80,7 +86,7 @@ public struct RecordInput: Sendable, Hashable {
     /// Builds an input from a JSON object of field → value; the key comes from the key field unless given.
     public static func fromJSON(_ object: [String: JSONValue], key explicitKey: String?, schema: Schema) throws -> RecordInput {
         var key = explicitKey
-        var values: [(Int, Value?)] = []
+        var values: [(field: Int, value: Value?)] = []
         for (name, json) in object {
             guard let f = schema.field(named: name) else { throw unknownField(name, schema: schema) }
             if f.name == schema.keyField {
@@ -142,7 +148,7 @@ public struct CSVRowMapper: Sendable {
         }
         let key = fields[keyColumn]
         let keyValue = try RecordInput.keyValue(key, schema: schema)
-        var values: [(Int, Value?)] = []
+        var values: [(field: Int, value: Value?)] = []
         values.reserveCapacity(columns.count)
         for (i, f) in columns.enumerated() where i != keyColumn {
             values.append((f.id, try Value.parse(fields[i], as: f.type, field: f.name)))

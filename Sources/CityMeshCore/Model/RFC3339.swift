@@ -3,10 +3,10 @@
 /// Hand-written because imports parse millions of them and Foundation's formatters allocate per call;
 /// the grammar is RFC 3339 §5.6 (`T`, `t` or a space between date and time, `Z` or a numeric offset).
 public enum RFC3339 {
-    public static func parse<S: StringProtocol>(_ text: S) -> Int64? {
-        var utf8 = Array(text.utf8)
-        guard utf8.count >= 20 else { return nil }
-        return utf8.withUnsafeMutableBufferPointer { b -> Int64? in
+    public static func parse(_ text: String) -> Int64? {
+        var text = text
+        guard text.utf8.count >= 20 else { return nil }
+        return text.withUTF8 { b -> Int64? in
             func digits(_ from: Int, _ count: Int) -> Int? {
                 var v = 0
                 for i in from..<(from + count) {

@@ -35,14 +35,14 @@ public enum Value: Hashable, Sendable {
 
     /// Parses text (a CSV cell, a CLI `field=value`) as a value of `type`.
     /// The empty string is null. Throws a message naming the field and what to write instead.
-    public static func parse<S: StringProtocol>(_ text: S, as type: FieldType, field: String) throws -> Value? {
+    public static func parse(_ text: String, as type: FieldType, field: String) throws -> Value? {
         if text.isEmpty { return nil }
         switch type {
         case .string:
             guard text.utf8.count <= Schema.maxValueBytes else {
                 throw CityMeshError(.valueTooLarge, "value of '\(field)' is \(text.utf8.count) bytes; the limit is \(Schema.maxValueBytes) bytes")
             }
-            return .string(String(text))
+            return .string(text)
         case .int:
             guard let i = Int64(text) else {
                 throw CityMeshError(.typeMismatch, "'\(text.prefix(40))' is not an int for field '\(field)': write a whole number such as 42")
@@ -54,7 +54,7 @@ public enum Value: Hashable, Sendable {
             }
             return .double(d)
         case .bool:
-            switch text.lowercased() {
+            switch text.count <= 5 ? text.lowercased() : "" {
             case "true", "1", "yes": return .bool(true)
             case "false", "0", "no": return .bool(false)
             default:

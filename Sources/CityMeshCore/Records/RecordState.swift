@@ -21,10 +21,11 @@ public struct RecordState: Hashable, Sendable {
     }
 
     /// A state from cells already sorted by field id with no field twice (the hot import path).
-    public init(sortedCells: [Cell]) {
+    public init(sortedCells: [Cell], tombstone: Stamp? = nil) {
         assert(zip(sortedCells, sortedCells.dropFirst()).allSatisfy { $0.field < $1.field }, "cells must be sorted and unique")
+        assert(tombstone == nil || sortedCells.allSatisfy { tombstone! < $0.stamp }, "cells must be newer than the tombstone")
         self.cells = sortedCells
-        self.tombstone = nil
+        self.tombstone = tombstone
     }
 
     /// A record is live when some cell was written after its last delete.
