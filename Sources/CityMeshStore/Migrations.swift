@@ -19,17 +19,20 @@ enum Migrations {
                     name TEXT NOT NULL,
                     schema TEXT NOT NULL,
                     created_at TEXT NOT NULL,
+                    live_count INTEGER NOT NULL DEFAULT 0,
+                    last_seq INTEGER NOT NULL DEFAULT 0,
                     UNIQUE (owner, name)
                 );
+                -- seq is the rowid: the table is ordered by change (the replication cursor) and
+                -- appends at its end; (dataset, key) finds a record.
                 CREATE TABLE records (
+                    seq INTEGER PRIMARY KEY,
                     dataset INTEGER NOT NULL REFERENCES datasets(id) ON DELETE CASCADE,
                     key TEXT NOT NULL,
-                    seq INTEGER NOT NULL,
                     live INTEGER NOT NULL,
-                    state BLOB NOT NULL,
-                    PRIMARY KEY (dataset, key)
-                ) WITHOUT ROWID;
-                CREATE INDEX records_by_seq ON records (dataset, seq);
+                    state BLOB NOT NULL
+                );
+                CREATE UNIQUE INDEX records_by_key ON records (dataset, key);
                 CREATE TABLE tokens (
                     id TEXT PRIMARY KEY NOT NULL,
                     name TEXT NOT NULL,

@@ -82,7 +82,7 @@ public final class NodeStore: Sendable {
 
     public func datasets() async throws -> [DatasetInfo] {
         try await pool.read { db in
-            try Row.fetchAll(db, sql: "SELECT id, owner, name, schema, created_at FROM datasets ORDER BY owner, name").map {
+            try Row.fetchAll(db, sql: "SELECT id, owner, name, schema, created_at, live_count, last_seq FROM datasets ORDER BY owner, name").map {
                 try Self.info(row: $0, db: db)
             }
         }
@@ -126,7 +126,7 @@ public final class NodeStore: Sendable {
         try await pool.write { db in
             let (rowid, _) = try Self.datasetHandle(id, db: db)
             var w = try BatchWriter(db: db, dataset: rowid)
-            for p in writes { try w.merge(p) }
+            try w.mergeAll(writes)
             return try w.finish(lastHLC: clock.withLock { $0.last })
         }
     }
@@ -243,7 +243,7 @@ public final class NodeStore: Sendable {
 
     static func datasetRow(_ id: DatasetID, db: Database) throws -> Row {
         guard let row = try Row.fetchOne(
-            db, sql: "SELECT id, owner, name, schema, created_at FROM datasets WHERE owner = ? AND name = ?",
+            db, sql: "SELECT id, owner, name, schema, created_at, live_count, last_seq FROM datasets WHERE owner = ? AND name = ?",
             arguments: [id.owner.rawValue, id.name])
         else {
             throw CityMeshError(.datasetNotFound, "no dataset '\(id)': create it with 'citymesh dataset create \(id.name) …' or list them with 'citymesh dataset list'")
@@ -257,9 +257,8 @@ public final class NodeStore: Sendable {
     }
 
     static func info(row: Row, db: Database) throws -> DatasetInfo {
-        let rowid: Int64 = row["id"]
-        let count = try Int.fetchOne(db, sql: "SELECT count(*) FROM records WHERE dataset = ? AND live = 1", arguments: [rowid]) ?? 0
-        let lastSeq = try Int64.fetchOne(db, sql: "SELECT max(seq) FROM records WHERE dataset = ?", arguments: [rowid]) ?? 0
+        let count: Int = row["live_count"]
+        let lastSeq: Int64 = row["last_seq"]
         return DatasetInfo(
             id: try DatasetID(owner: CitySlug(row["owner"]), name: row["name"]),
             schema: try decodeSchema(row["schema"]),
@@ -291,10 +290,15 @@ struct BatchWriter {
     let db: Database
     let dataset: Int64
     var nextSeq: Int64
+    let firstSeq: Int64
+    var liveDelta = 0
     var summary = WriteSummary()
     let insert: Statement
+    let insertMany: Statement
     let select: Statement
     let update: Statement
+    /// Rows per multi-row INSERT: amortises SQLite's per-statement cost over many rows.
+    static let chunk = 64
 
     init(db: Database, dataset: Int64) throws {
         self.db = db
@@ -303,10 +307,79 @@ struct BatchWriter {
             throw CityMeshError(.nodeNotInitialized, "the database has no node identity: run 'citymesh init' again with --force")
         }
         nextSeq = seq
+        firstSeq = seq
         insert = try db.cachedStatement(
-            sql: "INSERT INTO records (dataset, key, seq, live, state) VALUES (?, ?, ?, ?, ?) ON CONFLICT (dataset, key) DO NOTHING")
-        select = try db.cachedStatement(sql: "SELECT state FROM records WHERE dataset = ? AND key = ?")
+            sql: "INSERT INTO records (seq, dataset, key, live, state) VALUES (?, ?, ?, ?, ?) ON CONFLICT (dataset, key) DO NOTHING")
+        insertMany = try db.cachedStatement(
+            sql: "INSERT INTO records (seq, dataset, key, live, state) VALUES "
+                + Array(repeating: "(?, ?, ?, ?, ?)", count: Self.chunk).joined(separator: ", ")
+                + " ON CONFLICT (dataset, key) DO NOTHING")
+        select = try db.cachedStatement(sql: "SELECT seq, state FROM records WHERE dataset = ? AND key = ?")
         update = try db.cachedStatement(sql: "UPDATE records SET seq = ?, live = ?, state = ? WHERE dataset = ? AND key = ?")
+    }
+
+    /// Merges a batch: whole chunks of new records go in with one multi-row INSERT each; a chunk
+    /// where some keys already existed (or repeat) has those rows merged one by one afterwards.
+    /// Sequence numbers stay strictly increasing; a row that turned out to exist gives up the
+    /// number it was offered and takes a later one when merged.
+    mutating func mergeAll(_ writes: [PreparedWrite]) throws {
+        var i = 0
+        while writes.count - i >= Self.chunk {
+            let rows = writes[i..<(i + Self.chunk)]
+            let firstSeq = nextSeq
+            let inserted = try insertChunk(rows, firstSeq: firstSeq)
+            // Offered numbers that no row kept are handed out again, so a batch that changes
+            // nothing takes none; after a partial chunk the unused ones stay as gaps.
+            nextSeq += inserted == 0 ? 0 : Int64(Self.chunk)
+            if inserted == Self.chunk {
+                summary.written += Self.chunk
+                for p in rows where p.state.isLive { liveDelta += 1 }
+            } else {
+                for (offset, p) in rows.enumerated() {
+                    let offered = firstSeq + Int64(offset)
+                    guard let (seq, stored) = try fetch(key: p.key) else {
+                        throw CityMeshError(.internalError, "record '\(p.key)' vanished inside a transaction")
+                    }
+                    if inserted > 0 && seq == offered {
+                        summary.written += 1
+                        if p.state.isLive { liveDelta += 1 }
+                    } else {
+                        try mergeExisting(p, stored: stored)
+                    }
+                }
+            }
+            i += Self.chunk
+        }
+        while i < writes.count {
+            try merge(writes[i])
+            i += 1
+        }
+    }
+
+    /// One multi-row `INSERT … ON CONFLICT DO NOTHING`; returns how many rows were inserted.
+    private func insertChunk(_ rows: ArraySlice<PreparedWrite>, firstSeq: Int64) throws -> Int {
+        let stmt = insertMany.sqliteStatement
+        let transient = unsafeBitCast(-1, to: sqlite3_destructor_type.self)
+        sqlite3_reset(stmt)
+        var param: Int32 = 1
+        for (offset, p) in rows.enumerated() {
+            sqlite3_bind_int64(stmt, param, firstSeq + Int64(offset))
+            sqlite3_bind_int64(stmt, param + 1, dataset)
+            var key = p.key
+            key.withUTF8 { k in
+                k.withMemoryRebound(to: CChar.self) { _ = sqlite3_bind_text(stmt, param + 2, $0.baseAddress, Int32($0.count), transient) }
+            }
+            sqlite3_bind_int(stmt, param + 3, p.state.isLive ? 1 : 0)
+            p.encoded.withUnsafeBytes { _ = sqlite3_bind_blob(stmt, param + 4, $0.baseAddress, Int32($0.count), transient) }
+            param += 5
+        }
+        let rc = sqlite3_step(stmt)
+        sqlite3_reset(stmt)
+        sqlite3_clear_bindings(stmt)
+        guard rc == SQLITE_DONE else {
+            throw CityMeshError(.ioError, "writing records failed: \(String(cString: sqlite3_errmsg(db.sqliteConnection)))")
+        }
+        return Int(sqlite3_changes(db.sqliteConnection))
     }
 
     mutating func merge(_ p: PreparedWrite) throws {
@@ -314,14 +387,73 @@ struct BatchWriter {
         if try insertIfAbsent(key: p.key, seq: seq, live: p.state.isLive, encoded: p.encoded) {
             nextSeq += 1
             summary.written += 1
+            if p.state.isLive { liveDelta += 1 }
             return
         }
-        guard let blob = try Data.fetchOne(select, arguments: [dataset, p.key]) else {
+        guard let (_, stored) = try fetch(key: p.key) else {
             throw CityMeshError(.internalError, "record '\(p.key)' vanished inside a transaction")
         }
-        var state = try blob.withUnsafeBytes { try RecordStateCodec.decode(buffer: $0) }
+        try mergeExisting(p, stored: stored)
+    }
+
+    /// The stored sequence number and state of a record, read with raw bindings.
+    private func fetch(key: String) throws -> (Int64, RecordState)? {
+        let stmt = select.sqliteStatement
+        var key = key
+        return try key.withUTF8 { k -> (Int64, RecordState)? in
+            sqlite3_reset(stmt)
+            sqlite3_bind_int64(stmt, 1, dataset)
+            k.withMemoryRebound(to: CChar.self) { _ = sqlite3_bind_text(stmt, 2, $0.baseAddress, Int32($0.count), nil) }
+            defer {
+                sqlite3_reset(stmt)
+                sqlite3_clear_bindings(stmt)
+            }
+            switch sqlite3_step(stmt) {
+            case SQLITE_ROW:
+                let seq = sqlite3_column_int64(stmt, 0)
+                let n = Int(sqlite3_column_bytes(stmt, 1))
+                let state = try RecordStateCodec.decode(buffer: UnsafeRawBufferPointer(start: sqlite3_column_blob(stmt, 1), count: n))
+                return (seq, state)
+            case SQLITE_DONE:
+                return nil
+            default:
+                throw CityMeshError(.ioError, "reading a record failed: \(String(cString: sqlite3_errmsg(db.sqliteConnection)))")
+            }
+        }
+    }
+
+    /// Rewrites a record's state under a new sequence number, with raw bindings.
+    private func store(seq: Int64, key: String, state: RecordState) throws {
+        let stmt = update.sqliteStatement
+        let encoded = RecordStateCodec.encode(state)
+        var key = key
+        let rc: Int32 = key.withUTF8 { k in
+            encoded.withUnsafeBytes { blob in
+                sqlite3_reset(stmt)
+                sqlite3_bind_int64(stmt, 1, seq)
+                sqlite3_bind_int(stmt, 2, state.isLive ? 1 : 0)
+                sqlite3_bind_blob(stmt, 3, blob.baseAddress, Int32(blob.count), nil)
+                sqlite3_bind_int64(stmt, 4, dataset)
+                k.withMemoryRebound(to: CChar.self) { _ = sqlite3_bind_text(stmt, 5, $0.baseAddress, Int32($0.count), nil) }
+                let rc = sqlite3_step(stmt)
+                sqlite3_reset(stmt)
+                sqlite3_clear_bindings(stmt)
+                return rc
+            }
+        }
+        guard rc == SQLITE_DONE else {
+            throw CityMeshError(.ioError, "updating record '\(key)' failed: \(String(cString: sqlite3_errmsg(db.sqliteConnection)))")
+        }
+    }
+
+    /// Merges into a record that exists, taking the next sequence number if anything changed.
+    private mutating func mergeExisting(_ p: PreparedWrite, stored: RecordState) throws {
+        let seq = nextSeq
+        var state = stored
+        let wasLive = state.isLive
         if state.merge(p.state) {
-            try update.execute(arguments: [seq, state.isLive, Data(RecordStateCodec.encode(state)), dataset, p.key])
+            liveDelta += (state.isLive ? 1 : 0) - (wasLive ? 1 : 0)
+            try store(seq: seq, key: p.key, state: state)
             nextSeq += 1
             summary.written += 1
         } else {
@@ -330,20 +462,24 @@ struct BatchWriter {
     }
 
     /// `INSERT … ON CONFLICT DO NOTHING` with raw bindings; true when a row was inserted.
+    /// The key and blob are bound without copies (`SQLITE_STATIC`): both outlive the step.
     private func insertIfAbsent(key: String, seq: Int64, live: Bool, encoded: [UInt8]) throws -> Bool {
         let stmt = insert.sqliteStatement
-        let transient = unsafeBitCast(-1, to: sqlite3_destructor_type.self)
-        sqlite3_reset(stmt)
-        sqlite3_bind_int64(stmt, 1, dataset)
         var key = key
-        key.withUTF8 { k in
-            k.withMemoryRebound(to: CChar.self) { _ = sqlite3_bind_text(stmt, 2, $0.baseAddress, Int32($0.count), transient) }
+        let rc: Int32 = key.withUTF8 { k in
+            encoded.withUnsafeBytes { blob in
+                sqlite3_reset(stmt)
+                sqlite3_bind_int64(stmt, 1, seq)
+                sqlite3_bind_int64(stmt, 2, dataset)
+                k.withMemoryRebound(to: CChar.self) { _ = sqlite3_bind_text(stmt, 3, $0.baseAddress, Int32($0.count), nil) }
+                sqlite3_bind_int(stmt, 4, live ? 1 : 0)
+                sqlite3_bind_blob(stmt, 5, blob.baseAddress, Int32(blob.count), nil)
+                let rc = sqlite3_step(stmt)
+                sqlite3_reset(stmt)
+                sqlite3_clear_bindings(stmt)
+                return rc
+            }
         }
-        sqlite3_bind_int64(stmt, 3, seq)
-        sqlite3_bind_int(stmt, 4, live ? 1 : 0)
-        encoded.withUnsafeBytes { _ = sqlite3_bind_blob(stmt, 5, $0.baseAddress, Int32($0.count), transient) }
-        let rc = sqlite3_step(stmt)
-        sqlite3_reset(stmt)
         guard rc == SQLITE_DONE else {
             throw CityMeshError(.ioError, "writing record '\(key)' failed: \(String(cString: sqlite3_errmsg(db.sqliteConnection)))")
         }
@@ -354,6 +490,11 @@ struct BatchWriter {
         try db.execute(
             sql: "UPDATE node_state SET next_seq = ?, last_hlc = max(last_hlc, ?) WHERE id = 1",
             arguments: [nextSeq, Int64(bitPattern: lastHLC.rawValue)])
+        if nextSeq > firstSeq || liveDelta != 0 {
+            try db.execute(
+                sql: "UPDATE datasets SET live_count = live_count + ?, last_seq = ? WHERE id = ?",
+                arguments: [liveDelta, nextSeq - 1, dataset])
+        }
         var s = summary
         s.lastSeq = nextSeq - 1
         return s

@@ -11,7 +11,7 @@ struct Import: AsyncParsableCommand {
               citymesh import --dir hz air-quality --csv stations.csv
               citymesh import --dir hz air-quality --jsonl stations.jsonl
 
-            The file streams to the node, which writes it in transactions of 5,000 rows. Bad rows
+            The file streams to the node, which writes it in transactions of 20,000 rows. Bad rows
             are rejected one by one (line number and reason) and never affect the good ones.
             Exit status: 0 when every row was imported, 2 when some rows were rejected.
             """)

@@ -140,6 +140,8 @@ public enum API {
         /// True when more rows were rejected than `rejections` lists.
         public var rejectionsTruncated: Bool = false
         public var seconds: Double = 0
+        /// Time spent in write transactions (the rest of `seconds` overlaps with parsing or waits for the upload).
+        public var writeSeconds: Double = 0
         public init() {}
     }
 

@@ -26,7 +26,7 @@ struct Importer: Sendable {
     let schema: Schema
     let format: ImportFormat
     let physicalMillis: @Sendable () -> UInt64
-    static let batchSize = 5000
+    static let batchSize = 20_000
     static let maxListedRejections = 1000
 
     /// Parses (and stamps and encodes) on one task while the previous batch is written on the
@@ -35,6 +35,7 @@ struct Importer: Sendable {
     func run<Body: AsyncSequence & Sendable>(_ body: Body) async throws -> API.ImportSummary where Body.Element == ByteBuffer {
         let started = ContinuousClock.now
         let channel = AsyncThrowingChannel<[PreparedWrite], any Error>()
+        nonisolated(unsafe) var writeTime = Duration.zero
         let (parsed, written) = try await withThrowingTaskGroup(of: Outcome.self) { group in
             group.addTask {
                 do {
@@ -49,7 +50,9 @@ struct Importer: Sendable {
             group.addTask {
                 var total = WriteSummary()
                 for try await batch in channel {
+                    let t0 = ContinuousClock.now
                     let s = try await store.apply(dataset, batch)
+                    writeTime += ContinuousClock.now - t0
                     total.written += s.written
                     total.unchanged += s.unchanged
                 }
@@ -69,6 +72,7 @@ struct Importer: Sendable {
         summary.imported = written.written
         summary.unchanged = written.unchanged
         summary.seconds = (ContinuousClock.now - started).seconds
+        summary.writeSeconds = writeTime.seconds
         return summary
     }
 

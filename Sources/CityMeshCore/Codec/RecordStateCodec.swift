@@ -1,31 +1,42 @@
-/// The compact binary form of a ``RecordState`` kept in the store (layout in docs/data-model.md).
-///
-/// Format 1: `0x01`, tombstone (`0x00` | `0x01` stamp), cell count (varint), then per cell:
-/// field id (varint), stamp, value tag and payload. A stamp is the HLC as 8 bytes little-endian
-/// followed by the city slug (1-byte length, bytes). Value tags: 0 null, 1 string (varint
-/// length, UTF-8), 2 int (8 bytes LE), 3 double (IEEE 754 bits, 8 bytes LE), 4 false, 5 true,
-/// 6 timestamp (microseconds, 8 bytes LE).
 #if canImport(Glibc)
 import Glibc
 #endif
 
+/// The compact binary form of a ``RecordState`` kept in the store (layout in docs/data-model.md).
+///
+/// Format 1: `0x01`; the distinct stamps of the record (LEB128 count, then each as the HLC in
+/// 8 bytes little-endian and the city slug with a 1-byte length); the tombstone (`0x00`, or
+/// `0x01` and a stamp index); the cell count; then per cell: field id, stamp index, value tag
+/// and payload. A put writes all its cells with one stamp, so most records store one stamp.
+/// Value tags: 0 null, 1 string (LEB128 length, UTF-8), 2 int (8 bytes LE), 3 double (IEEE 754
+/// bits, 8 bytes LE), 4 false, 5 true, 6 timestamp (microseconds, 8 bytes LE).
 public enum RecordStateCodec {
     public static let formatVersion: UInt8 = 1
 
     public static func encode(_ state: RecordState) -> [UInt8] {
+        var stamps: [Stamp] = []
+        func index(_ s: Stamp) -> Int {
+            if let i = stamps.firstIndex(of: s) { return i }
+            stamps.append(s)
+            return stamps.count - 1
+        }
+        let tombIndex = state.tombstone.map(index)
+        let cellIndexes = state.cells.map { index($0.stamp) }
         var out: [UInt8] = []
-        out.reserveCapacity(16 + state.cells.count * 32)
+        out.reserveCapacity(24 + state.cells.count * 16)
         out.append(formatVersion)
-        if let t = state.tombstone {
+        writeVarint(UInt64(stamps.count), to: &out)
+        for s in stamps { writeStamp(s, to: &out) }
+        if let tombIndex {
             out.append(1)
-            writeStamp(t, to: &out)
+            writeVarint(UInt64(tombIndex), to: &out)
         } else {
             out.append(0)
         }
         writeVarint(UInt64(state.cells.count), to: &out)
-        for c in state.cells {
+        for (c, si) in zip(state.cells, cellIndexes) {
             writeVarint(UInt64(c.field), to: &out)
-            writeStamp(c.stamp, to: &out)
+            writeVarint(UInt64(si), to: &out)
             switch c.value {
             case nil: out.append(0)
             case .string(let s):
@@ -57,10 +68,19 @@ public enum RecordStateCodec {
         guard try r.byte() == formatVersion else {
             throw CityMeshError(.malformedInput, "stored record uses an unknown format: upgrade citymesh")
         }
+        let stampCount = try r.varint()
+        guard stampCount <= UInt64(Schema.maxFields) + 1 else { throw r.corrupt() }
+        var stamps: [Stamp] = []
+        stamps.reserveCapacity(Int(stampCount))
+        for _ in 0..<stampCount { stamps.append(try r.stamp()) }
+        func stamp(_ i: UInt64) throws -> Stamp {
+            guard i < UInt64(stamps.count) else { throw r.corrupt() }
+            return stamps[Int(i)]
+        }
         var tombstone: Stamp?
         switch try r.byte() {
         case 0: break
-        case 1: tombstone = try r.stamp()
+        case 1: tombstone = try stamp(try r.varint())
         default: throw r.corrupt()
         }
         let count = try r.varint()
@@ -69,7 +89,7 @@ public enum RecordStateCodec {
         cells.reserveCapacity(Int(count))
         for _ in 0..<count {
             let field = Int(try r.varint())
-            let stamp = try r.stamp()
+            let cellStamp = try stamp(try r.varint())
             let value: Value?
             switch try r.byte() {
             case 0: value = nil
@@ -83,8 +103,9 @@ public enum RecordStateCodec {
             case 6: value = .timestamp(Int64(bitPattern: try r.uint64()))
             default: throw r.corrupt()
             }
-            cells.append(Cell(field: field, value: value, stamp: stamp))
+            cells.append(Cell(field: field, value: value, stamp: cellStamp))
         }
+        guard r.i == buffer.count else { throw r.corrupt() }
         // Stored states are written sorted with one cell per field; take the fast path when that holds.
         var sorted = true
         var i = 1
