@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # Import benchmark: 1,000,000 CSV rows of the air-quality shape.
 #   A: sqlite3's own `.import` into a plain table (no key, no index, no metadata): the reference.
+#   F: the floor: the same rows copied, in SQL inside sqlite3, into CityMesh's table layout
+#      (seq rowid, unique (dataset, key) index, a state blob of CityMesh's average size), WAL mode.
+#      No parsing, no HTTP, no CRDT work: what SQLite alone needs for that layout.
 #   B: `citymesh import` through a running node: HTTP upload, streaming parse, typing, CRDT cells
 #      (value + HLC + city per cell), primary key, sequence index, 5,000-row transactions.
 # Both run side by side in one invocation, each ROUNDS times; the best and median are reported.
@@ -31,6 +34,7 @@ echo "rows: $ROWS  file: ${SIZE} MiB  rounds: $ROUNDS  machine: $(nproc) cores, 
 
 now() { date +%s.%N; }
 sqlite_times=()
+floor_times=()
 citymesh_times=()
 
 cd "$WORK"
@@ -44,6 +48,19 @@ for round in $(seq 1 "$ROUNDS"); do
     sqlite3 plain.db ".import --csv stations.csv plain"
     t1=$(now)
     sqlite_times+=("$(echo "$t1 - $t0" | bc)")
+
+    cp plain.db floor.db
+    t0=$(now)
+    sqlite3 floor.db >/dev/null <<'SQL'
+PRAGMA journal_mode=WAL;
+PRAGMA synchronous=NORMAL;
+CREATE TABLE records (seq INTEGER PRIMARY KEY, dataset INTEGER NOT NULL, key TEXT NOT NULL, live INTEGER NOT NULL, state BLOB NOT NULL);
+CREATE UNIQUE INDEX records_by_key ON records (dataset, key);
+INSERT INTO records (seq, dataset, key, live, state) SELECT rowid, 1, station, 1, randomblob(66) FROM plain;
+SQL
+    t1=$(now)
+    floor_times+=("$(echo "$t1 - $t0" | bc)")
+    rm -f floor.db*
 
     rm -rf hz
     "$BIN" init --dir hz --city hangzhou --ca fed/ca.pem --cert hz-cert/node.pem --key hz-cert/node.key \
@@ -60,15 +77,17 @@ for round in $(seq 1 "$ROUNDS"); do
     grep -q "imported $(printf "%'d" "$ROWS" 2>/dev/null || echo "$ROWS") rows\|imported .* rows" import.out
     kill -TERM $SERVE_PID; wait $SERVE_PID || true
     SERVE_PID=
-    echo "round $round: sqlite3 .import ${sqlite_times[-1]} s   citymesh import ${citymesh_times[-1]} s   ($(head -c 80 import.out))"
+    echo "round $round: sqlite3 .import ${sqlite_times[-1]} s   floor ${floor_times[-1]} s   citymesh import ${citymesh_times[-1]} s   ($(head -c 80 import.out))"
 done
 
 stats() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END {printf "%.2f %.2f", a[1], a[int((NR+1)/2)]}'; }
 read -r s_best s_med <<<"$(stats "${sqlite_times[@]}")"
 read -r c_best c_med <<<"$(stats "${citymesh_times[@]}")"
+read -r f_best f_med <<<"$(stats "${floor_times[@]}")"
 echo
 echo "| | best (s) | median (s) | rows/s (best) |"
 echo "|---|---|---|---|"
 echo "| sqlite3 .import (plain table) | $s_best | $s_med | $(echo "$ROWS / $s_best" | bc) |"
+echo "| floor: same rows into CityMesh's layout, in SQL | $f_best | $f_med | $(echo "$ROWS / $f_best" | bc) |"
 echo "| citymesh import (CRDT, via node) | $c_best | $c_med | $(echo "$ROWS / $c_best" | bc) |"
 echo "| ratio citymesh / sqlite3 | $(echo "scale=2; $c_best / $s_best" | bc) | $(echo "scale=2; $c_med / $s_med" | bc) | |"
