@@ -74,10 +74,11 @@ struct Export: AsyncParsableCommand {
         let sink: FileHandle
         var tmp: String?
         if let out {
-            tmp = out + ".partial"
-            guard FileManager.default.createFile(atPath: tmp!, contents: nil), let h = FileHandle(forWritingAtPath: tmp!) else {
+            let partial = out + ".partial"
+            guard FileManager.default.createFile(atPath: partial, contents: nil), let h = FileHandle(forWritingAtPath: partial) else {
                 throw CityMeshError(.ioError, "cannot write \(out): check the directory and permissions")
             }
+            tmp = partial
             sink = h
         } else {
             sink = FileHandle.standardOutput

@@ -85,6 +85,13 @@ struct QuickStartTests {
         #expect(lines.first == #"{"station":"S-002","district":"Binjiang","pm25":28.0,"measured_at":"2026-11-29T08:00:00Z"}"#)
         r = try cm("export", "--dir", "hz", "air-quality", "--csv")
         #expect(r.stdout.hasPrefix("station,district,pm25,measured_at\r\nS-002,Binjiang,28.0,"))
+        r = try cm("export", "--dir", "hz", "air-quality", "--csv", "--out", "out.csv")
+        #expect(r.ok, "\(r.stderr)")
+        #expect((try? String(contentsOfFile: work + "/out.csv", encoding: .utf8))?.hasPrefix("station,district,pm25,measured_at\r\n") == true)
+        #expect(!FileManager.default.fileExists(atPath: work + "/out.csv.partial"))
+        // An export imports back unchanged.
+        r = try cm("import", "--dir", "hz", "air-quality", "--csv", "out.csv")
+        #expect(r.ok && r.stdout.contains("rejected 0"), "\(r.stdout)")
 
         r = try cm("dataset", "list", "--dir", "hz")
         #expect(r.ok && r.stdout.contains("hangzhou/air-quality"))

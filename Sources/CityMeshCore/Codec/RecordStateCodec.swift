@@ -113,7 +113,7 @@ public enum RecordStateCodec {
             if cells[i - 1].field >= cells[i].field { sorted = false; break }
             i += 1
         }
-        if sorted, tombstone == nil || cells.allSatisfy({ tombstone! < $0.stamp }) {
+        if sorted, cells.allSatisfy({ Stamp.precedes(tombstone, $0.stamp) }) {
             return RecordState(sortedCells: cells, tombstone: tombstone)
         }
         return RecordState(cells: cells, tombstone: tombstone)
@@ -195,7 +195,7 @@ public enum RecordStateCodec {
             guard bytes.count - i >= n else { throw corrupt() }
             let raw = UnsafeRawBufferPointer(rebasing: bytes[i..<(i + n)])
             // Cells of one record are mostly written by one city: reuse the last slug.
-            if let last = lastCity, last.bytes.count == n, memcmp(last.bytes.baseAddress!, raw.baseAddress!, n) == 0 {
+            if n > 0, let last = lastCity, last.bytes.count == n, let a = last.bytes.baseAddress, let b = raw.baseAddress, memcmp(a, b, n) == 0 {
                 i += n
                 return Stamp(hlc: hlc, city: last.slug)
             }

@@ -23,7 +23,7 @@ public struct RecordState: Hashable, Sendable {
     /// A state from cells already sorted by field id with no field twice (the hot import path).
     public init(sortedCells: [Cell], tombstone: Stamp? = nil) {
         assert(zip(sortedCells, sortedCells.dropFirst()).allSatisfy { $0.field < $1.field }, "cells must be sorted and unique")
-        assert(tombstone == nil || sortedCells.allSatisfy { tombstone! < $0.stamp }, "cells must be newer than the tombstone")
+        assert(sortedCells.allSatisfy { Stamp.precedes(tombstone, $0.stamp) }, "cells must be newer than the tombstone")
         self.cells = sortedCells
         self.tombstone = tombstone
     }
@@ -37,7 +37,7 @@ public struct RecordState: Hashable, Sendable {
     /// The greatest stamp in this state: the record's version.
     public var version: Stamp? {
         var best = tombstone
-        for c in cells where best == nil || best! < c.stamp { best = c.stamp }
+        for c in cells where Stamp.precedes(best, c.stamp) { best = c.stamp }
         return best
     }
 
@@ -45,7 +45,7 @@ public struct RecordState: Hashable, Sendable {
     @discardableResult
     public mutating func merge(_ other: RecordState) -> Bool {
         var changed = false
-        if let t = other.tombstone, tombstone == nil || tombstone! < t {
+        if let t = other.tombstone, Stamp.precedes(tombstone, t) {
             tombstone = t
             changed = true
             // Cells the newer delete covers are gone for good.
@@ -53,7 +53,7 @@ public struct RecordState: Hashable, Sendable {
         }
         guard !other.cells.isEmpty else { return changed }
         let floor = tombstone
-        @inline(__always) func survives(_ c: Cell) -> Bool { floor == nil || floor! < c.stamp }
+        @inline(__always) func survives(_ c: Cell) -> Bool { Stamp.precedes(floor, c.stamp) }
         if cells.isEmpty {
             for c in other.cells where survives(c) {
                 cells.append(c)

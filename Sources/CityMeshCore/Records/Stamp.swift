@@ -16,6 +16,13 @@ public struct Stamp: Hashable, Comparable, Sendable, CustomStringConvertible {
     }
 
     public var description: String { "\(hlc)@\(city)" }
+
+    /// Whether `a` orders before `b`, where no stamp (nil) orders before every stamp.
+    @inlinable
+    public static func precedes(_ a: Stamp?, _ b: Stamp) -> Bool {
+        guard let a else { return true }
+        return a < b
+    }
 }
 
 /// One field's value in a record, with the stamp of the write that produced it.
