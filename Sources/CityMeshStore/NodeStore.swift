@@ -318,7 +318,7 @@ struct BatchWriter {
                 + Array(repeating: "(?, ?, ?, ?, ?)", count: Self.chunk).joined(separator: ", ")
                 + " ON CONFLICT (dataset, key) DO NOTHING")
         select = try db.cachedStatement(sql: "SELECT seq, state FROM records WHERE dataset = ? AND key = ?")
-        update = try db.cachedStatement(sql: "UPDATE records SET seq = ?, live = ?, state = ? WHERE dataset = ? AND key = ?")
+        update = try db.cachedStatement(sql: "UPDATE records SET seq = ?1, live = ?4, state = ?5 WHERE dataset = ?2 AND key = ?3")
     }
 
     /// Merges a batch: whole chunks of new records go in with one multi-row INSERT each; a chunk
@@ -439,30 +439,6 @@ struct BatchWriter {
         }
     }
 
-    /// Rewrites a record's state under a new sequence number, with raw bindings.
-    private func store(seq: Int64, key: String, state: RecordState) throws {
-        let stmt = update.sqliteStatement
-        let encoded = RecordStateCodec.encode(state)
-        var key = key
-        let rc: Int32 = key.withUTF8 { k in
-            encoded.withUnsafeBytes { blob in
-                sqlite3_reset(stmt)
-                sqlite3_bind_int64(stmt, 1, seq)
-                sqlite3_bind_int(stmt, 2, state.isLive ? 1 : 0)
-                sqlite3_bind_blob(stmt, 3, blob.baseAddress, Int32(blob.count), nil)
-                sqlite3_bind_int64(stmt, 4, dataset)
-                k.withMemoryRebound(to: CChar.self) { _ = sqlite3_bind_text(stmt, 5, $0.baseAddress, Int32($0.count), nil) }
-                let rc = sqlite3_step(stmt)
-                sqlite3_reset(stmt)
-                sqlite3_clear_bindings(stmt)
-                return rc
-            }
-        }
-        guard rc == SQLITE_DONE else {
-            throw CityMeshError(.ioError, "updating record '\(key)' failed: \(String(cString: sqlite3_errmsg(db.sqliteConnection)))")
-        }
-    }
-
     /// Merges into a record that exists, taking the next sequence number if anything changed.
     private mutating func mergeExisting(_ p: PreparedWrite, stored: RecordState) throws {
         let seq = nextSeq
@@ -478,10 +454,21 @@ struct BatchWriter {
         }
     }
 
-    /// `INSERT … ON CONFLICT DO NOTHING` with raw bindings; true when a row was inserted.
-    /// The key and blob are bound without copies (`SQLITE_STATIC`): both outlive the step.
+    /// `INSERT … ON CONFLICT DO NOTHING`; true when a row was inserted.
     private func insertIfAbsent(key: String, seq: Int64, live: Bool, encoded: [UInt8]) throws -> Bool {
-        let stmt = insert.sqliteStatement
+        try step(insert, seq: seq, key: key, live: live, encoded: encoded, doing: "writing")
+        return sqlite3_changes(db.sqliteConnection) == 1
+    }
+
+    /// Rewrites a record's state under a new sequence number.
+    private func store(seq: Int64, key: String, state: RecordState) throws {
+        try step(update, seq: seq, key: key, live: state.isLive, encoded: RecordStateCodec.encode(state), doing: "updating")
+    }
+
+    /// Binds a record as `?1 seq, ?2 dataset, ?3 key, ?4 live, ?5 state` and steps the statement once.
+    /// The key and blob are bound without copies (`SQLITE_STATIC`): both outlive the step.
+    private func step(_ statement: Statement, seq: Int64, key: String, live: Bool, encoded: [UInt8], doing: String) throws {
+        let stmt = statement.sqliteStatement
         var key = key
         let rc: Int32 = key.withUTF8 { k in
             encoded.withUnsafeBytes { blob in
@@ -498,9 +485,8 @@ struct BatchWriter {
             }
         }
         guard rc == SQLITE_DONE else {
-            throw CityMeshError(.ioError, "writing record '\(key)' failed: \(String(cString: sqlite3_errmsg(db.sqliteConnection)))")
+            throw CityMeshError(.ioError, "\(doing) record '\(key)' failed: \(String(cString: sqlite3_errmsg(db.sqliteConnection)))")
         }
-        return sqlite3_changes(db.sqliteConnection) == 1
     }
 
     func finish(lastHLC: HLC) throws -> WriteSummary {

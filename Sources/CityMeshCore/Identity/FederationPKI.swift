@@ -117,12 +117,9 @@ struct IPAddressBytes {
     let bytes: [UInt8]
 
     init?(_ text: String) {
-        let v4 = text.split(separator: ".", omittingEmptySubsequences: false)
-        if v4.count == 4, let b = try? v4.map({ part -> UInt8 in
-            guard let v = UInt8(part) else { throw CityMeshError(.invalidArgument, "") }
-            return v
-        }) {
-            bytes = b
+        let v4 = text.split(separator: ".", omittingEmptySubsequences: false).compactMap { UInt8($0) }
+        if v4.count == 4, text.split(separator: ".", omittingEmptySubsequences: false).count == 4 {
+            bytes = v4
             return
         }
         guard text.contains(":") else { return nil }
