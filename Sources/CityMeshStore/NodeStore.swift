@@ -111,13 +111,7 @@ public final class NodeStore: Sendable {
         let stamps: [Stamp] = clock.withLock { clock in
             inputs.map { _ in Stamp(hlc: clock.tick(physicalMillis: physicalMillis), city: city) }
         }
-        var out: [PreparedWrite] = []
-        out.reserveCapacity(inputs.count)
-        for (input, stamp) in zip(inputs, stamps) {
-            let state = input.state(schema: schema, stamp: stamp)
-            out.append(PreparedWrite(key: input.key, state: state, encoded: RecordStateCodec.encode(state)))
-        }
-        return out
+        return zip(inputs, stamps).map { PreparedWrite(input: $0, schema: schema, stamp: $1) }
     }
 
     /// Merges prepared writes into the stored records in one transaction; every change that alters
@@ -146,9 +140,8 @@ public final class NodeStore: Sendable {
                 throw CityMeshError(.recordNotFound, "no record '\(key)' in '\(id)': list keys with 'citymesh record list \(id.name)'")
             }
             let stamp = Stamp(hlc: clock.withLock { $0.tick(physicalMillis: physicalMillis) }, city: city)
-            let state = RecordState.deletion(at: stamp)
             var w = try BatchWriter(db: db, dataset: rowid)
-            try w.merge(PreparedWrite(key: key, state: state, encoded: RecordStateCodec.encode(state)))
+            try w.merge(PreparedWrite(key: key, state: .deletion(at: stamp)))
             return try w.finish(lastHLC: clock.withLock { $0.last })
         }
     }
@@ -276,11 +269,39 @@ public final class NodeStore: Sendable {
     }
 }
 
-/// A write whose stamp is assigned and whose state is already encoded.
+/// A write whose stamp is assigned and whose state is already encoded. The decoded state is
+/// only built when the record turns out to exist and must be merged.
 public struct PreparedWrite: Sendable {
+    enum Source: Sendable {
+        case input(RecordInput, schema: Schema, stamp: Stamp)
+        case state(RecordState)
+    }
+
     public let key: String
-    public let state: RecordState
     public let encoded: [UInt8]
+    public let live: Bool
+    let source: Source
+
+    init(input: RecordInput, schema: Schema, stamp: Stamp) {
+        key = input.key
+        encoded = RecordStateCodec.encode(input, keyField: schema.key.id, stamp: stamp)
+        live = true  // a put always writes the key cell
+        source = .input(input, schema: schema, stamp: stamp)
+    }
+
+    init(key: String, state: RecordState) {
+        self.key = key
+        encoded = RecordStateCodec.encode(state)
+        live = state.isLive
+        source = .state(state)
+    }
+
+    public var state: RecordState {
+        switch source {
+        case .input(let input, let schema, let stamp): input.state(schema: schema, stamp: stamp)
+        case .state(let state): state
+        }
+    }
 }
 
 /// Applies many merges inside one transaction; owns the sequence counter for its duration.
@@ -336,7 +357,7 @@ struct BatchWriter {
             nextSeq += inserted == 0 ? 0 : Int64(Self.chunk)
             if inserted == Self.chunk {
                 summary.written += Self.chunk
-                for p in rows where p.state.isLive { liveDelta += 1 }
+                for p in rows where p.live { liveDelta += 1 }
             } else {
                 for (offset, p) in rows.enumerated() {
                     let offered = firstSeq + Int64(offset)
@@ -345,7 +366,7 @@ struct BatchWriter {
                     }
                     if inserted > 0 && seq == offered {
                         summary.written += 1
-                        if p.state.isLive { liveDelta += 1 }
+                        if p.live { liveDelta += 1 }
                     } else {
                         try mergeExisting(p, stored: stored)
                     }
@@ -384,7 +405,7 @@ struct BatchWriter {
                 sqlite3_bind_int64(stmt, param, firstSeq + Int64(i))
                 sqlite3_bind_int64(stmt, param + 1, dataset)
                 sqlite3_bind_text(stmt, param + 2, (base + k).assumingMemoryBound(to: CChar.self), Int32(b - k), nil)
-                sqlite3_bind_int(stmt, param + 3, p.state.isLive ? 1 : 0)
+                sqlite3_bind_int(stmt, param + 3, p.live ? 1 : 0)
                 sqlite3_bind_blob(stmt, param + 4, base + b, Int32(e - b), nil)
                 param += 5
             }
@@ -401,10 +422,10 @@ struct BatchWriter {
 
     mutating func merge(_ p: PreparedWrite) throws {
         let seq = nextSeq
-        if try insertIfAbsent(key: p.key, seq: seq, live: p.state.isLive, encoded: p.encoded) {
+        if try insertIfAbsent(key: p.key, seq: seq, live: p.live, encoded: p.encoded) {
             nextSeq += 1
             summary.written += 1
-            if p.state.isLive { liveDelta += 1 }
+            if p.live { liveDelta += 1 }
             return
         }
         guard let (_, stored) = try fetch(key: p.key) else {

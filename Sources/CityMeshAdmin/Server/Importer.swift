@@ -88,7 +88,6 @@ struct Importer: Sendable {
         var summary = API.ImportSummary()
         var batch: [RecordInput] = []
         batch.reserveCapacity(Self.batchSize)
-        var pending: [CSVParser.Row] = []
         var csv = CSVParser()
         var mapper: CSVRowMapper?
         var lines = JSONLines()
@@ -143,9 +142,7 @@ struct Importer: Sendable {
             try buffer.withUnsafeReadableBytes { raw in
                 switch format {
                 case .csv:
-                    csv.feed(raw) { pending.append($0) }
-                    for row in pending { try take(csvRow: row) }
-                    pending.removeAll(keepingCapacity: true)
+                    try csv.feed(raw) { try take(csvRow: $0) }
                 case .jsonl:
                     lines.feed(raw) { take(jsonLine: $0, bytes: $1) }
                 }
@@ -154,8 +151,7 @@ struct Importer: Sendable {
         }
         switch format {
         case .csv:
-            csv.finish { pending.append($0) }
-            for row in pending { try take(csvRow: row) }
+            try csv.finish { try take(csvRow: $0) }
             if mapper == nil { throw CityMeshError(.malformedInput, "the CSV file is empty: it needs a header row naming the fields") }
         case .jsonl:
             lines.finish { take(jsonLine: $0, bytes: $1) }

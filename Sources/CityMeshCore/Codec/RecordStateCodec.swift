@@ -35,28 +35,57 @@ public enum RecordStateCodec {
         }
         writeVarint(UInt64(state.cells.count), to: &out)
         for (c, si) in zip(state.cells, cellIndexes) {
-            writeVarint(UInt64(c.field), to: &out)
-            writeVarint(UInt64(si), to: &out)
-            switch c.value {
-            case nil: out.append(0)
-            case .string(let s):
-                out.append(1)
-                let u = s.utf8
-                writeVarint(UInt64(u.count), to: &out)
-                out.append(contentsOf: u)
-            case .int(let i):
-                out.append(2)
-                writeUInt64(UInt64(bitPattern: i), to: &out)
-            case .double(let d):
-                out.append(3)
-                writeUInt64(d.bitPattern, to: &out)
-            case .bool(let b): out.append(b ? 5 : 4)
-            case .timestamp(let t):
-                out.append(6)
-                writeUInt64(UInt64(bitPattern: t), to: &out)
-            }
+            writeCell(field: c.field, stampIndex: si, value: c.value, to: &out)
         }
         return out
+    }
+
+    /// The encoding of `input.state(schema:stamp:)`, written straight from the input: a put's
+    /// cells all share one stamp, so no intermediate state is built on the import path.
+    public static func encode(_ input: RecordInput, keyField: Int, stamp: Stamp) -> [UInt8] {
+        var out: [UInt8] = []
+        out.reserveCapacity(32 + input.values.count * 16)
+        out.append(formatVersion)
+        out.append(1)  // one stamp
+        writeStamp(stamp, to: &out)
+        out.append(0)  // no tombstone
+        let count = input.values.count + (input.values.contains { $0.field == keyField } ? 0 : 1)
+        writeVarint(UInt64(count), to: &out)
+        var keyWritten = false
+        for v in input.values {
+            if !keyWritten && keyField <= v.field {
+                writeCell(field: keyField, stampIndex: 0, value: input.keyValue, to: &out)
+                keyWritten = true
+                if v.field == keyField { continue }
+            }
+            writeCell(field: v.field, stampIndex: 0, value: v.value, to: &out)
+        }
+        if !keyWritten { writeCell(field: keyField, stampIndex: 0, value: input.keyValue, to: &out) }
+        return out
+    }
+
+    @inline(__always)
+    static func writeCell(field: Int, stampIndex: Int, value: Value?, to out: inout [UInt8]) {
+        writeVarint(UInt64(field), to: &out)
+        writeVarint(UInt64(stampIndex), to: &out)
+        switch value {
+        case nil: out.append(0)
+        case .string(let s):
+            out.append(1)
+            let u = s.utf8
+            writeVarint(UInt64(u.count), to: &out)
+            out.append(contentsOf: u)
+        case .int(let i):
+            out.append(2)
+            writeUInt64(UInt64(bitPattern: i), to: &out)
+        case .double(let d):
+            out.append(3)
+            writeUInt64(d.bitPattern, to: &out)
+        case .bool(let b): out.append(b ? 5 : 4)
+        case .timestamp(let t):
+            out.append(6)
+            writeUInt64(UInt64(bitPattern: t), to: &out)
+        }
     }
 
     public static func decode(_ bytes: [UInt8]) throws -> RecordState {

@@ -221,15 +221,19 @@ public struct CSVParser: Sendable {
 
     private mutating func endRow(emit: (Row) throws -> Void) rethrows {
         endField()
-        let row = Row(line: rowStartLine, fields: fields, error: rowError)
-        fields.removeAll(keepingCapacity: true)
+        let startLine = rowStartLine
+        let error = rowError
         rowError = nil
         rowBytes = 0
         state = .fieldStart
         atRowStart = true
         rowStartLine = line
         // A blank line is not a row.
-        if row.fields.count == 1 && row.fields[0].isEmpty && row.error == nil { return }
-        try emit(row)
+        if !(fields.count == 1 && fields[0].isEmpty && error == nil) {
+            // The row lives only for the call, so the field array stays uniquely ours and is
+            // reused for the next row instead of reallocated.
+            try emit(Row(line: startLine, fields: fields, error: error))
+        }
+        fields.removeAll(keepingCapacity: true)
     }
 }
