@@ -2,7 +2,8 @@
 # Import benchmark: 1,000,000 CSV rows of the air-quality shape.
 #   A: sqlite3's own `.import` into a plain table (no key, no index, no metadata): the reference.
 #   F: the floor: the same rows copied, in SQL inside sqlite3, into CityMesh's table layout
-#      (seq rowid, unique (dataset, key) index, a state blob of CityMesh's average size), WAL mode.
+#      (seq rowid, unique (dataset, key) index, a state blob of CityMesh's average size), with
+#      CityMesh's settings (16 KiB pages, WAL).
 #      No parsing, no HTTP, no CRDT work: what SQLite alone needs for that layout.
 #   B: `citymesh import` through a running node: HTTP upload, streaming parse, typing, CRDT cells
 #      (value + HLC + city per cell), primary key, sequence index, 5,000-row transactions.
@@ -49,14 +50,16 @@ for round in $(seq 1 "$ROUNDS"); do
     t1=$(now)
     sqlite_times+=("$(echo "$t1 - $t0" | bc)")
 
-    cp plain.db floor.db
+    rm -f floor.db*
     t0=$(now)
     sqlite3 floor.db >/dev/null <<'SQL'
+PRAGMA page_size=16384;
+ATTACH 'plain.db' AS p;
 PRAGMA journal_mode=WAL;
 PRAGMA synchronous=NORMAL;
 CREATE TABLE records (seq INTEGER PRIMARY KEY, dataset INTEGER NOT NULL, key TEXT NOT NULL, live INTEGER NOT NULL, state BLOB NOT NULL);
 CREATE UNIQUE INDEX records_by_key ON records (dataset, key);
-INSERT INTO records (seq, dataset, key, live, state) SELECT rowid, 1, station, 1, randomblob(66) FROM plain;
+INSERT INTO records (seq, dataset, key, live, state) SELECT rowid, 1, station, 1, randomblob(66) FROM p.plain;
 SQL
     t1=$(now)
     floor_times+=("$(echo "$t1 - $t0" | bc)")
