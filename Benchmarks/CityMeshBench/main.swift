@@ -55,7 +55,7 @@ if which == "codec" || which == "all" {
         ])
     }
     var encoded: [[UInt8]] = []
-    measure("encode stored records (4 cells)", units: n, unitName: "records") { encoded = states.map(RecordStateCodec.encode) }
+    measure("encode stored records (4 cells)", units: n, unitName: "records") { encoded = states.map { RecordStateCodec.encode($0) } }
     var total = 0
     measure("decode stored records (4 cells)", units: n, unitName: "records") {
         total = 0

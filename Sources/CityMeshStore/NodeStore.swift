@@ -188,7 +188,8 @@ public final class NodeStore: Sendable {
         }
         return try rows.map { row in
             let blob: Data = row["state"]
-            return StoredRecord(key: row["key"], seq: row["seq"], state: try blob.withUnsafeBytes { try RecordStateCodec.decode(buffer: $0) })
+            let key: String = row["key"]
+            return StoredRecord(key: key, seq: row["seq"], state: try blob.withUnsafeBytes { try RecordStateCodec.decode(buffer: $0, key: key) })
         }
     }
 
@@ -268,7 +269,7 @@ public final class NodeStore: Sendable {
             return nil
         }
         let blob: Data = row["state"]
-        return StoredRecord(key: key, seq: row["seq"], state: try blob.withUnsafeBytes { try RecordStateCodec.decode(buffer: $0) })
+        return StoredRecord(key: key, seq: row["seq"], state: try blob.withUnsafeBytes { try RecordStateCodec.decode(buffer: $0, key: key) })
     }
 }
 
@@ -294,7 +295,7 @@ public struct PreparedWrite: Sendable {
 
     init(key: String, state: RecordState) {
         self.key = key
-        encoded = RecordStateCodec.encode(state)
+        encoded = RecordStateCodec.encode(state, key: key)
         live = state.isLive
         source = .state(state)
     }
@@ -440,8 +441,8 @@ struct BatchWriter {
     /// The stored sequence number and state of a record, read with raw bindings.
     private func fetch(key: String) throws -> (Int64, RecordState)? {
         let stmt = select.sqliteStatement
-        var key = key
-        return try key.withUTF8 { k -> (Int64, RecordState)? in
+        var bound = key
+        return try bound.withUTF8 { k -> (Int64, RecordState)? in
             sqlite3_reset(stmt)
             sqlite3_bind_int64(stmt, 1, dataset)
             k.withMemoryRebound(to: CChar.self) { _ = sqlite3_bind_text(stmt, 2, $0.baseAddress, Int32($0.count), nil) }
@@ -453,7 +454,7 @@ struct BatchWriter {
             case SQLITE_ROW:
                 let seq = sqlite3_column_int64(stmt, 0)
                 let n = Int(sqlite3_column_bytes(stmt, 1))
-                let state = try RecordStateCodec.decode(buffer: UnsafeRawBufferPointer(start: sqlite3_column_blob(stmt, 1), count: n))
+                let state = try RecordStateCodec.decode(buffer: UnsafeRawBufferPointer(start: sqlite3_column_blob(stmt, 1), count: n), key: key)
                 return (seq, state)
             case SQLITE_DONE:
                 return nil
@@ -486,7 +487,7 @@ struct BatchWriter {
 
     /// Rewrites a record's state under a new sequence number.
     private func store(seq: Int64, key: String, state: RecordState) throws {
-        try step(update, seq: seq, key: key, live: state.isLive, encoded: RecordStateCodec.encode(state), doing: "updating")
+        try step(update, seq: seq, key: key, live: state.isLive, encoded: RecordStateCodec.encode(state, key: key), doing: "updating")
     }
 
     /// Binds a record as `?1 seq, ?2 dataset, ?3 key, ?4 live, ?5 state` and steps the statement once.

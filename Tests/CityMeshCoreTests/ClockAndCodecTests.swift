@@ -81,6 +81,11 @@ struct RecordStateCodecTests {
             Cell(field: 4, value: .int(.min), stamp: Stamp(hlc: .zero, city: hz)),
         ], tombstone: nil)
         #expect(try RecordStateCodec.decode(RecordStateCodec.encode(rich)) == rich)
+        #expect(try RecordStateCodec.decode(RecordStateCodec.encode(rich, key: "Ünïcode ✓"), key: "Ünïcode ✓") == rich)
+        // Int keys: only the canonical text form is elided.
+        let intKeyed = RecordState(cells: [Cell(field: 1, value: .int(7), stamp: Stamp(hlc: .zero, city: hz))])
+        #expect(try RecordStateCodec.decode(RecordStateCodec.encode(intKeyed, key: "7"), key: "7") == intKeyed)
+        #expect(RecordStateCodec.encode(intKeyed, key: "7").count < RecordStateCodec.encode(intKeyed, key: "07").count)
     }
 
     @Test("a put encoded straight from its input is byte-identical to its encoded state")
@@ -98,8 +103,11 @@ struct RecordStateCodecTests {
                 let input = try RecordInput.fromText(key: "K-\(Int.random(in: 0...99, using: &rng))", assignments: assignments.shuffled(using: &rng), schema: schema)
                 let stamp = Stamp(hlc: HLC(millis: UInt64.random(in: 1...1000, using: &rng), logical: 0), city: hz)
                 let direct = RecordStateCodec.encode(input, keyField: schema.key.id, stamp: stamp)
-                #expect(direct == RecordStateCodec.encode(input.state(schema: schema, stamp: stamp)))
-                #expect(try RecordStateCodec.decode(direct) == input.state(schema: schema, stamp: stamp))
+                #expect(direct == RecordStateCodec.encode(input.state(schema: schema, stamp: stamp), key: input.key))
+                #expect(try RecordStateCodec.decode(direct, key: input.key) == input.state(schema: schema, stamp: stamp))
+                // The key is not repeated in the blob, and without the key the blob cannot be read.
+                #expect(direct.count < RecordStateCodec.encode(input.state(schema: schema, stamp: stamp)).count)
+                #expect(throws: CityMeshError.self) { try RecordStateCodec.decode(direct) }
             }
         }
     }

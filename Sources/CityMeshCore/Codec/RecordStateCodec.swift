@@ -9,11 +9,13 @@ import Glibc
 /// `0x01` and a stamp index); the cell count; then per cell: field id, stamp index, value tag
 /// and payload. A put writes all its cells with one stamp, so most records store one stamp.
 /// Value tags: 0 null, 1 string (LEB128 length, UTF-8), 2 int (8 bytes LE), 3 double (IEEE 754
-/// bits, 8 bytes LE), 4 false, 5 true, 6 timestamp (microseconds, 8 bytes LE).
+/// bits, 8 bytes LE), 4 false, 5 true, 6 timestamp (microseconds, 8 bytes LE), 7 the string that
+/// is the record's key, 8 the int that is the record's key. Tags 7 and 8 keep the key, which the
+/// store already holds in its own column, out of the blob; decoding them needs that key.
 public enum RecordStateCodec {
     public static let formatVersion: UInt8 = 1
 
-    public static func encode(_ state: RecordState) -> [UInt8] {
+    public static func encode(_ state: RecordState, key: String? = nil) -> [UInt8] {
         var stamps: [Stamp] = []
         func index(_ s: Stamp) -> Int {
             if let i = stamps.firstIndex(of: s) { return i }
@@ -35,7 +37,7 @@ public enum RecordStateCodec {
         }
         writeVarint(UInt64(state.cells.count), to: &out)
         for (c, si) in zip(state.cells, cellIndexes) {
-            writeCell(field: c.field, stampIndex: si, value: c.value, to: &out)
+            writeCell(field: c.field, stampIndex: si, value: c.value, key: key, to: &out)
         }
         return out
     }
@@ -54,22 +56,24 @@ public enum RecordStateCodec {
         var keyWritten = false
         for v in input.values {
             if !keyWritten && keyField <= v.field {
-                writeCell(field: keyField, stampIndex: 0, value: input.keyValue, to: &out)
+                writeCell(field: keyField, stampIndex: 0, value: input.keyValue, key: input.key, to: &out)
                 keyWritten = true
                 if v.field == keyField { continue }
             }
-            writeCell(field: v.field, stampIndex: 0, value: v.value, to: &out)
+            writeCell(field: v.field, stampIndex: 0, value: v.value, key: input.key, to: &out)
         }
-        if !keyWritten { writeCell(field: keyField, stampIndex: 0, value: input.keyValue, to: &out) }
+        if !keyWritten { writeCell(field: keyField, stampIndex: 0, value: input.keyValue, key: input.key, to: &out) }
         return out
     }
 
     @inline(__always)
-    static func writeCell(field: Int, stampIndex: Int, value: Value?, to out: inout [UInt8]) {
+    static func writeCell(field: Int, stampIndex: Int, value: Value?, key: String?, to out: inout [UInt8]) {
         writeVarint(UInt64(field), to: &out)
         writeVarint(UInt64(stampIndex), to: &out)
         switch value {
         case nil: out.append(0)
+        case .string(let s) where s == key: out.append(7)
+        case .int(let i) where key != nil && Int64(key!) == i && String(i) == key: out.append(8)  // invariant: key != nil checked first
         case .string(let s):
             out.append(1)
             let u = s.utf8
@@ -88,11 +92,12 @@ public enum RecordStateCodec {
         }
     }
 
-    public static func decode(_ bytes: [UInt8]) throws -> RecordState {
-        try bytes.withUnsafeBytes { try decode(buffer: $0) }
+    public static func decode(_ bytes: [UInt8], key: String? = nil) throws -> RecordState {
+        try bytes.withUnsafeBytes { try decode(buffer: $0, key: key) }
     }
 
-    public static func decode(buffer: UnsafeRawBufferPointer) throws -> RecordState {
+    /// Decodes a stored state; `key` is the record's key, needed when the blob refers to it (tags 7, 8).
+    public static func decode(buffer: UnsafeRawBufferPointer, key: String? = nil) throws -> RecordState {
         var r = Reader(bytes: buffer)
         guard try r.byte() == formatVersion else {
             throw CityMeshError(.malformedInput, "stored record uses an unknown format: upgrade citymesh")
@@ -130,6 +135,12 @@ public enum RecordStateCodec {
             case 4: value = .bool(false)
             case 5: value = .bool(true)
             case 6: value = .timestamp(Int64(bitPattern: try r.uint64()))
+            case 7:
+                guard let key else { throw r.corrupt() }
+                value = .string(key)
+            case 8:
+                guard let key, let i = Int64(key) else { throw r.corrupt() }
+                value = .int(i)
             default: throw r.corrupt()
             }
             cells.append(Cell(field: field, value: value, stamp: cellStamp))
