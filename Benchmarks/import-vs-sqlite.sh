@@ -59,7 +59,7 @@ PRAGMA journal_mode=WAL;
 PRAGMA synchronous=NORMAL;
 CREATE TABLE records (seq INTEGER PRIMARY KEY, dataset INTEGER NOT NULL, key TEXT NOT NULL, live INTEGER NOT NULL, state BLOB NOT NULL);
 CREATE UNIQUE INDEX records_by_key ON records (dataset, key);
-INSERT INTO records (seq, dataset, key, live, state) SELECT rowid, 1, station, 1, randomblob(66) FROM p.plain;
+INSERT INTO records (seq, dataset, key, live, state) SELECT rowid, 1, station, 1, randomblob(56) FROM p.plain;
 SQL
     t1=$(now)
     floor_times+=("$(echo "$t1 - $t0" | bc)")
