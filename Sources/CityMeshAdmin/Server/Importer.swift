@@ -35,8 +35,7 @@ struct Importer: Sendable {
     func run<Body: AsyncSequence & Sendable>(_ body: Body) async throws -> API.ImportSummary where Body.Element == ByteBuffer {
         let started = ContinuousClock.now
         let channel = AsyncThrowingChannel<[PreparedWrite], any Error>()
-        nonisolated(unsafe) var writeTime = Duration.zero
-        let (parsed, written) = try await withThrowingTaskGroup(of: Outcome.self) { group in
+        let (parsed, written, writeTime) = try await withThrowingTaskGroup(of: Outcome.self) { group in
             group.addTask {
                 do {
                     let summary = try await parse(body) { batch in await channel.send(batch) }
@@ -49,6 +48,7 @@ struct Importer: Sendable {
             }
             group.addTask {
                 var total = WriteSummary()
+                var writeTime = Duration.zero
                 for try await batch in channel {
                     let t0 = ContinuousClock.now
                     let s = try await store.apply(dataset, batch)
@@ -56,17 +56,20 @@ struct Importer: Sendable {
                     total.written += s.written
                     total.unchanged += s.unchanged
                 }
-                return .written(total)
+                return .written(total, writeTime)
             }
             var parsed = API.ImportSummary()
             var written = WriteSummary()
+            var writeTime = Duration.zero
             for try await outcome in group {
                 switch outcome {
                 case .parsed(let p): parsed = p
-                case .written(let w): written = w
+                case .written(let w, let t):
+                    written = w
+                    writeTime = t
                 }
             }
-            return (parsed, written)
+            return (parsed, written, writeTime)
         }
         var summary = parsed
         summary.imported = written.written
@@ -78,7 +81,7 @@ struct Importer: Sendable {
 
     enum Outcome: Sendable {
         case parsed(API.ImportSummary)
-        case written(WriteSummary)
+        case written(WriteSummary, Duration)
     }
 
     /// The parsing stage: rows become prepared writes in batches of `batchSize`; bad rows become rejections.
