@@ -403,20 +403,14 @@ struct BatchWriter {
         let rc: Int32 = arena.withUnsafeBytes { buffer in
             let base = buffer.baseAddress!  // invariant: the arena holds at least one key byte per row
             sqlite3_reset(stmt)
-            var param: Int32 = 1
             for (i, p) in rows.enumerated() {
                 let (k, b, e) = offsets[i]
-                sqlite3_bind_int64(stmt, param, firstSeq + Int64(i))
-                sqlite3_bind_int64(stmt, param + 1, dataset)
-                sqlite3_bind_text(stmt, param + 2, (base + k).assumingMemoryBound(to: CChar.self), Int32(b - k), nil)
-                sqlite3_bind_int(stmt, param + 3, p.live ? 1 : 0)
-                sqlite3_bind_blob(stmt, param + 4, base + b, Int32(e - b), nil)
-                param += 5
+                Self.bind(
+                    stmt, from: Int32(1 + 5 * i), seq: firstSeq + Int64(i), dataset: dataset,
+                    key: UnsafeRawBufferPointer(start: base + k, count: b - k), live: p.live,
+                    state: UnsafeRawBufferPointer(start: base + b, count: e - b))
             }
-            let rc = sqlite3_step(stmt)
-            sqlite3_reset(stmt)
-            sqlite3_clear_bindings(stmt)
-            return rc
+            return Self.stepOnce(stmt)
         }
         guard rc == SQLITE_DONE else {
             throw CityMeshError(.ioError, "writing records failed: \(String(cString: sqlite3_errmsg(db.sqliteConnection)))")
@@ -495,23 +489,38 @@ struct BatchWriter {
     private func step(_ statement: Statement, seq: Int64, key: String, live: Bool, encoded: [UInt8], doing: String) throws {
         let stmt = statement.sqliteStatement
         var key = key
+        let dataset = self.dataset
         let rc: Int32 = key.withUTF8 { k in
             encoded.withUnsafeBytes { blob in
                 sqlite3_reset(stmt)
-                sqlite3_bind_int64(stmt, 1, seq)
-                sqlite3_bind_int64(stmt, 2, dataset)
-                k.withMemoryRebound(to: CChar.self) { _ = sqlite3_bind_text(stmt, 3, $0.baseAddress, Int32($0.count), nil) }
-                sqlite3_bind_int(stmt, 4, live ? 1 : 0)
-                sqlite3_bind_blob(stmt, 5, blob.baseAddress, Int32(blob.count), nil)
-                let rc = sqlite3_step(stmt)
-                sqlite3_reset(stmt)
-                sqlite3_clear_bindings(stmt)
-                return rc
+                Self.bind(stmt, from: 1, seq: seq, dataset: dataset, key: UnsafeRawBufferPointer(k), live: live, state: blob)
+                return Self.stepOnce(stmt)
             }
         }
         guard rc == SQLITE_DONE else {
             throw CityMeshError(.ioError, "\(doing) record '\(key)' failed: \(String(cString: sqlite3_errmsg(db.sqliteConnection)))")
         }
+    }
+
+    /// Binds one record's `seq, dataset, key, live, state` to five parameters starting at `from`,
+    /// without copies: the caller keeps the key and state bytes alive until the step.
+    private static func bind(
+        _ stmt: OpaquePointer, from p: Int32, seq: Int64, dataset: Int64, key: UnsafeRawBufferPointer, live: Bool,
+        state: UnsafeRawBufferPointer
+    ) {
+        sqlite3_bind_int64(stmt, p, seq)
+        sqlite3_bind_int64(stmt, p + 1, dataset)
+        sqlite3_bind_text(stmt, p + 2, key.baseAddress?.assumingMemoryBound(to: CChar.self), Int32(key.count), nil)
+        sqlite3_bind_int(stmt, p + 3, live ? 1 : 0)
+        sqlite3_bind_blob(stmt, p + 4, state.baseAddress, Int32(state.count), nil)
+    }
+
+    /// Steps a bound statement once and leaves it reset and unbound.
+    private static func stepOnce(_ stmt: OpaquePointer) -> Int32 {
+        let rc = sqlite3_step(stmt)
+        sqlite3_reset(stmt)
+        sqlite3_clear_bindings(stmt)
+        return rc
     }
 
     func finish(lastHLC: HLC) throws -> WriteSummary {
