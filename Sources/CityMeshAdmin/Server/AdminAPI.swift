@@ -77,7 +77,8 @@ public struct AdminAPI: Sendable {
             let body = try await decodeBody(request, as: API.PutRecord.self)
             let info = try await store.dataset(id)
             let input = try RecordInput.fromJSON(body.values, key: key, schema: info.schema)
-            let s = try await store.write(id, inputs: [input], physicalMillis: physicalMillis())
+            // The schema is already in hand: stamp and encode here, one write transaction after.
+            let s = try await store.apply(id, store.prepare([input], schema: info.schema, physicalMillis: physicalMillis()))
             return json(API.WriteResult(written: s.written, unchanged: s.unchanged, seq: s.lastSeq))
         }
         router.delete("/v1/datasets/:owner/:name/record") { request, context in

@@ -34,13 +34,6 @@ public struct RecordState: Hashable, Sendable {
 
     public func cell(field: Int) -> Cell? { cells.first { $0.field == field } }
 
-    /// The greatest stamp in this state: the record's version.
-    public var version: Stamp? {
-        var best = tombstone
-        for c in cells where Stamp.precedes(best, c.stamp) { best = c.stamp }
-        return best
-    }
-
     /// Joins `other` into this state; returns whether anything changed.
     @discardableResult
     public mutating func merge(_ other: RecordState) -> Bool {
