@@ -119,10 +119,10 @@ struct IdentityTests {
     func badExtensions() async throws {
         let noClient = try tempDir()
         try opensslPKI(in: noClient, algorithm: "ed25519", city: "hangzhou", eku: "serverAuth")
-        await #expect(throws: CityMeshError(.certificateInvalid, "")) { try await NodeInitializer.run(initOptions(noClient)) }
+        await #expect(throws: CityMeshError(.certificateWrongUsage, "")) { try await NodeInitializer.run(initOptions(noClient)) }
         let badURI = try tempDir()
         try opensslPKI(in: badURI, algorithm: "ed25519", city: "hangzhou", sanURI: "urn:citymesh:city:Hang_Zhou")
-        await #expect(throws: CityMeshError(.certificateInvalid, "")) { try await NodeInitializer.run(initOptions(badURI)) }
+        await #expect(throws: CityMeshError(.certificateMalformedCity, "")) { try await NodeInitializer.run(initOptions(badURI)) }
     }
 
     @Test("init refuses an expired certificate")

@@ -28,7 +28,7 @@ public enum NodeIdentity {
             throw CityMeshError(.certificateInvalid, "no certificate given")
         }
         if now < leaf.notValidBefore {
-            throw CityMeshError(.certificateExpired, "the certificate is not valid until \(iso(leaf.notValidBefore)): check the clock or issue a new one")
+            throw CityMeshError(.certificateNotYetValid, "the certificate is not valid until \(iso(leaf.notValidBefore)): check the clock or issue a new one")
         }
         if now > leaf.notValidAfter {
             throw CityMeshError(.certificateExpired, "the certificate expired on \(iso(leaf.notValidAfter)): issue a new one with 'citymesh federation issue'")
@@ -45,14 +45,14 @@ public enum NodeIdentity {
         }
         let ekus: ExtendedKeyUsage?
         do { ekus = try leaf.extensions.extendedKeyUsage } catch {
-            throw CityMeshError(.certificateInvalid, "the certificate's extended key usage is malformed: reissue it")
+            throw CityMeshError(.certificateWrongUsage, "the certificate's extended key usage is malformed: reissue it")
         }
         guard let ekus, ekus.contains(.serverAuth), ekus.contains(.clientAuth) else {
-            throw CityMeshError(.certificateInvalid, "the certificate lacks extended key usage serverAuth and clientAuth: reissue it with both (citymesh federation issue does this)")
+            throw CityMeshError(.certificateWrongUsage, "the certificate lacks extended key usage serverAuth and clientAuth: reissue it with both (citymesh federation issue does this)")
         }
         let sans: SubjectAlternativeNames?
         do { sans = try leaf.extensions.subjectAlternativeNames } catch {
-            throw CityMeshError(.certificateInvalid, "the certificate's subject alternative names are malformed: reissue it")
+            throw CityMeshError(.certificateMalformedCity, "the certificate's subject alternative names are malformed: reissue it")
         }
         var cities: [String] = []
         for name in sans ?? SubjectAlternativeNames() {
@@ -60,14 +60,14 @@ public enum NodeIdentity {
         }
         guard cities.count == 1 else {
             throw CityMeshError(
-                .certificateInvalid,
+                cities.isEmpty ? .certificateNoCity : .certificateMalformedCity,
                 cities.isEmpty
                     ? "the certificate carries no city: it needs the SAN URI \(CitySlug.uriPrefix)<slug>"
                     : "the certificate carries \(cities.count) city URIs (\(cities.joined(separator: ", "))): it must name exactly one city"
             )
         }
         guard let city = CitySlug(uri: cities[0]) else {
-            throw CityMeshError(.certificateInvalid, "the certificate's city URI '\(cities[0])' is malformed: expected \(CitySlug.uriPrefix)<slug>")
+            throw CityMeshError(.certificateMalformedCity, "the certificate's city URI '\(cities[0])' is malformed: expected \(CitySlug.uriPrefix)<slug>")
         }
         if let expectedCity, city != expectedCity {
             throw CityMeshError(.certificateWrongCity, "the certificate is for city '\(city)', not '\(expectedCity)': use \(expectedCity)'s certificate or --city \(city)")
