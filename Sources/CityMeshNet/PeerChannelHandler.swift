@@ -46,6 +46,7 @@ final class PeerChannelHandler: ChannelDuplexHandler {
     var closeReason: (DisconnectReason, String)?
     var ticker: RepeatedTask?
     var reported = false
+    var wasEstablished = false
 
     init(connection: PeerConnectionContext, network: PeerNetwork, configuration: PeerSession.Configuration) {
         self.connection = connection
@@ -93,6 +94,9 @@ final class PeerChannelHandler: ChannelDuplexHandler {
         if closeReason == nil {
             if case .failure(let f)? = connection.result {
                 closeReason = (f.reason, f.detail)
+            } else if let alert = PeerTLS.alert(in: error) {
+                // The other side ended the session with a TLS alert: its refusal, not ours.
+                closeReason = (.peerClosed, "\(connection.remote) refused the TLS session (\(alert)): it may not trust this node's certificate (revoked, expired, another federation); see 'citymesh peers' there")
             } else if error is NIOSSLError || error is BoringSSLError, identity == nil {
                 let f = PeerTLS.classify(error)
                 // A dialer whose certificate the other side refused is not a refusal by this node.
@@ -143,6 +147,7 @@ final class PeerChannelHandler: ChannelDuplexHandler {
             case .established(let peer):
                 // identity is set before the session can establish (onTLSEstablished needs it).
                 guard let identity else { continue }
+                wasEstablished = true
                 network.established(connection, peer: peer, identity: identity, channel: context.channel)
             case .deliver(let channel, let payload):
                 guard let peer = session.peer else { continue }
@@ -165,7 +170,7 @@ final class PeerChannelHandler: ChannelDuplexHandler {
     func report(context: ChannelHandlerContext) {
         guard !reported else { return }
         reported = true
-        let (reason, detail) = closeReason ?? (session.peer == nil ? (.connectionLost, "the connection closed before the handshake finished") : (.connectionLost, "the peer closed the connection"))
-        network.closed(connection, reason: reason, detail: detail, established: session.peer != nil)
+        let (reason, detail) = closeReason ?? (wasEstablished ? (.connectionLost, "the peer closed the connection") : (.connectionLost, "the connection closed before the handshake finished"))
+        network.closed(connection, reason: reason, detail: detail, established: wasEstablished)
     }
 }

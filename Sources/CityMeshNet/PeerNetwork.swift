@@ -162,7 +162,7 @@ public final class PeerNetwork: Service, Sendable {
             .serverChannelOption(ChannelOptions.socketOption(.so_reuseaddr), value: 1)
             .childChannelOption(ChannelOptions.socketOption(.tcp_nodelay), value: 1)
             .childChannelInitializer { [self] channel in
-                let remote = channel.remoteAddress.map { "\($0)" } ?? "?"
+                let remote = channel.remoteAddress.map { "\($0.ipAddress ?? "?"):\($0.port ?? 0)" } ?? "?"
                 guard let id = state.withLock({ $0.stopping ? nil : $0.directory.acceptInbound() }) else {
                     refused(PeerCheckFailure(.tooManyConnections, "connection limit \(configuration.maxConnections) reached"), remote: remote, direction: .inbound)
                     return channel.close()
@@ -291,6 +291,10 @@ public final class PeerNetwork: Service, Sendable {
         }
         if reason.isRefusal {
             refused(PeerCheckFailure(reason, detail), remote: c.remote, direction: c.direction)
+        } else if !established, reason == .peerClosed {
+            logger.warning(
+                "a peer refused this node",
+                metadata: ["peer.city": "\(city.map(\.rawValue) ?? "?")", "peer.address": "\(c.remote)", "peer.detail": "\(detail)"])
         } else if established || reason == .dialFailed {
             logger.info(
                 established ? "peer disconnected" : "peer dial failed",

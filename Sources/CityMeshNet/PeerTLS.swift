@@ -64,6 +64,13 @@ public enum PeerTLS {
         try certs.map { try NIOSSLCertificate(bytes: try $0.serializeAsPEM().derBytes, format: .der) }
     }
 
+    /// The name of a TLS alert the peer sent (e.g. `SSLV3_ALERT_CERTIFICATE_UNKNOWN`), if that is what `error` is.
+    static func alert(in error: any Error) -> String? {
+        let text = String(describing: error)
+        guard let range = text.range(of: #"[A-Z0-9]+_ALERT_[A-Z_]+"#, options: .regularExpression) else { return nil }
+        return String(text[range])
+    }
+
     /// Sorts a TLS failure we did not cause ourselves into a refusal reason.
     static func classify(_ error: any Error) -> PeerCheckFailure {
         let text = String(describing: error)
@@ -72,6 +79,10 @@ public enum PeerTLS {
         }
         for marker in ["WRONG_VERSION_NUMBER", "HTTP_REQUEST", "HTTPS_PROXY_REQUEST", "UNKNOWN_PROTOCOL", "RECORD_TOO_LARGE", "PACKET_LENGTH_TOO_LONG", "WRONG_SSL_VERSION", "UNEXPECTED_RECORD", "DECODE_ERROR", "EXCESSIVE_MESSAGE_SIZE"] where text.contains(marker) {
             return PeerCheckFailure(.notTLS, "the peer did not speak TLS (\(marker)): plaintext or garbage on the peer port")
+        }
+        if text.contains("EOF during handshake") {
+            // Not a refusal: the client went away (or gave up) before the handshake finished.
+            return PeerCheckFailure(.connectionLost, "the peer closed the connection during the TLS handshake")
         }
         if text.contains("UNSUPPORTED_PROTOCOL") || text.contains("PROTOCOL_VERSION") {
             return PeerCheckFailure(.tlsError, "the peer does not support TLS 1.3 (\(text))")

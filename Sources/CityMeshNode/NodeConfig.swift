@@ -37,12 +37,57 @@ public struct NodeConfig: Sendable, Codable, Equatable {
         public var format: String
     }
 
+    /// The peer transport. Every key is optional; a config without this section uses the defaults.
+    public struct Peers: Sendable, Codable, Equatable {
+        /// `city@host:port` addresses to dial; the certificate there must name that city.
+        public var seeds: [String]?
+        /// The federation CRL (PEM). It may not exist yet; it is read at start and on SIGHUP.
+        public var crl: String?
+        /// SHA-256 fingerprints of certificates refused whatever the CA says.
+        public var deny: [String]?
+        public var maxConnections: Int?
+        public var keepaliveSeconds: Int?
+        public var idleTimeoutSeconds: Int?
+        public var handshakeTimeoutSeconds: Int?
+        /// The address announced to peers (default: `listen`).
+        public var advertise: String?
+
+        enum CodingKeys: String, CodingKey {
+            case seeds, crl, deny, advertise
+            case maxConnections = "max_connections"
+            case keepaliveSeconds = "keepalive_seconds"
+            case idleTimeoutSeconds = "idle_timeout_seconds"
+            case handshakeTimeoutSeconds = "handshake_timeout_seconds"
+        }
+
+        public init(seeds: [String]? = nil, crl: String? = nil, deny: [String]? = nil) {
+            self.seeds = seeds
+            self.crl = crl
+            self.deny = deny
+        }
+
+        /// The parsed seeds.
+        public func seedList() throws -> [PeerDirectory.Seed] { try (seeds ?? []).map { try PeerDirectory.Seed($0) } }
+
+        /// Deny-list entries normalised to lowercase hex without colons.
+        public func denySet() throws -> Set<String> {
+            Set(try (deny ?? []).map { raw in
+                let hex = raw.lowercased().replacingOccurrences(of: ":", with: "")
+                guard hex.count == 64, hex.allSatisfy({ $0.isHexDigit }) else {
+                    throw CityMeshError(.invalidArgument, "peers.deny entry '\(raw)' is not a SHA-256 fingerprint: give 64 hex digits (colons allowed), as 'citymesh peers' or 'openssl x509 -fingerprint -sha256' prints them")
+                }
+                return hex
+            })
+        }
+    }
+
     public var city: String
     public var tls: TLS
     public var listen: String
     public var admin: String
     public var database: String
     public var log: Log
+    public var peers: Peers?
 
     public static let fileName = "citymesh.yaml"
 
@@ -64,6 +109,19 @@ public struct NodeConfig: Sendable, Codable, Equatable {
             _ = try CitySlug(city)
             _ = try HostPort(listen, what: "listen")
             _ = try HostPort(admin, what: "admin")
+            if let p = peers {
+                _ = try p.seedList()
+                _ = try p.denySet()
+                for (key, value) in [("max_connections", p.maxConnections), ("keepalive_seconds", p.keepaliveSeconds), ("idle_timeout_seconds", p.idleTimeoutSeconds), ("handshake_timeout_seconds", p.handshakeTimeoutSeconds)] {
+                    if let v = value, !(1...100_000).contains(v) {
+                        throw CityMeshError(.invalidArgument, "peers.\(key) must be from 1 to 100000, not \(v)")
+                    }
+                }
+                if let k = p.keepaliveSeconds, let i = p.idleTimeoutSeconds, i <= k {
+                    throw CityMeshError(.invalidArgument, "peers.idle_timeout_seconds (\(i)) must exceed keepalive_seconds (\(k)): use about three keepalive intervals")
+                }
+                if let a = p.advertise { _ = try HostPort(a, what: "peers.advertise") }
+            }
         } catch let e as CityMeshError {
             throw CityMeshError(.configInvalid, "\(path): \(e.message)")
         }
@@ -110,6 +168,23 @@ public struct NodeConfig: Sendable, Codable, Equatable {
           level: \(log.level)
           # text (human-readable) or json (one JSON object per line)
           format: \(log.format)
+
+        # Peer connections (mutual TLS 1.3, docs/protocol.md). SIGHUP re-reads seeds, crl and deny.
+        peers:
+          # Peers to dial, as CITY@HOST:PORT; the certificate there must name CITY.
+          seeds: [\((peers?.seeds ?? []).map { "\"\($0)\"" }.joined(separator: ", "))]
+          # The federation CRL (PEM), kept up to date by 'citymesh federation revoke'. It may not
+          # exist yet; the node reads it when it does.
+          crl: \(peers?.crl.map { "\"\($0)\"" } ?? "null")
+          # SHA-256 fingerprints of certificates to refuse regardless of the CA (hex, colons allowed).
+          deny: [\((peers?.deny ?? []).map { "\"\($0)\"" }.joined(separator: ", "))]
+          # Open connections allowed at once (inbound and outbound).
+          max_connections: \(peers?.maxConnections ?? 256)
+          # PING interval; a peer silent for idle_timeout_seconds is cut off.
+          keepalive_seconds: \(peers?.keepaliveSeconds ?? 15)
+          idle_timeout_seconds: \(peers?.idleTimeoutSeconds ?? 45)
+          # A connection must finish TLS and HELLO within this time.
+          handshake_timeout_seconds: \(peers?.handshakeTimeoutSeconds ?? 10)
 
         """
     }

@@ -15,8 +15,15 @@ public enum NodeInitializer {
         public var listen: String
         public var admin: String
         public var force: Bool
+        /// `city@host:port` peers to dial.
+        public var seeds: [String]
+        /// The federation CRL path (it may not exist yet).
+        public var crl: String?
 
-        public init(dir: String, city: String, ca: String, cert: String, key: String, listen: String, admin: String, force: Bool) {
+        public init(
+            dir: String, city: String, ca: String, cert: String, key: String, listen: String, admin: String, force: Bool,
+            seeds: [String] = [], crl: String? = nil
+        ) {
             self.dir = dir
             self.city = city
             self.ca = ca
@@ -25,6 +32,8 @@ public enum NodeInitializer {
             self.listen = listen
             self.admin = admin
             self.force = force
+            self.seeds = seeds
+            self.crl = crl
         }
     }
 
@@ -38,6 +47,16 @@ public enum NodeInitializer {
         let city = try CitySlug(o.city)
         _ = try HostPort(o.listen, what: "--listen")
         let admin = try HostPort(o.admin, what: "--admin")
+        let seeds = try o.seeds.map { try PeerDirectory.Seed($0) }
+        if let own = seeds.first(where: { $0.city == city }) {
+            throw CityMeshError(.invalidArgument, "--seed \(own) names this node's own city: seeds are the other cities to dial")
+        }
+        // The CRL lives with the federation CA, outside the node directory: keep an absolute path.
+        let crlPath = o.crl.map { URL(fileURLWithPath: $0).standardizedFileURL.path }
+        if let crlPath, Files.exists(crlPath) {
+            let roots = try PEM.certificates(try Files.read(o.ca, what: "the CA certificate"), what: o.ca)
+            try FederationCRL.load(path: crlPath, roots: roots)
+        }
         let dir = NodeDirectory(o.dir)
         let root = dir.root.path
         if Files.exists(dir.configPath) || Files.exists(dir.file("citymesh.db")) {
@@ -73,7 +92,8 @@ public enum NodeInitializer {
                 city: city.rawValue,
                 tls: .init(ca: "tls/ca.pem", cert: "tls/node.pem", key: "tls/node.key"),
                 listen: o.listen, admin: admin.description, database: "citymesh.db",
-                log: .init(level: "info", format: "text"))
+                log: .init(level: "info", format: "text"),
+                peers: .init(seeds: seeds.map(\.description), crl: crlPath, deny: []))
             try Files.write(config.yaml(), to: staging.configPath, mode: 0o644)
             let store = try NodeStore(path: staging.file("citymesh.db"), createFor: city)
             let (tokenID, token) = AdminToken.generate()

@@ -1,7 +1,9 @@
 public import CityMeshCore
 import CityMeshAdmin
+import CityMeshNet
 import CityMeshStore
 import Foundation
+import Metrics
 import Hummingbird
 public import Logging
 import ServiceLifecycle
@@ -36,6 +38,17 @@ public struct NodeServer: Sendable {
         guard store.city == city else {
             throw CityMeshError(.configInvalid, "the database belongs to '\(store.city)' but the config says '\(city)': restore the right citymesh.yaml")
         }
+        let left = identity.notValidAfter.timeIntervalSinceNow
+        if left < 30 * 86_400 {
+            Counter(label: "citymesh_certificate_expiry_warnings_total", dimensions: [("peer", city.rawValue)]).increment()
+            logger.warning(
+                "this node's certificate expires soon: issue a new one and restart",
+                metadata: ["cert.expires": "\(identity.notValidAfter)", "cert.days_left": "\(Int(left / 86_400))"])
+        }
+        var peerLogger = logger
+        peerLogger[metadataKey: "service"] = "peers"
+        let network = try PeerNetwork(configuration: try Self.peerConfiguration(config: config, directory: directory, city: city), logger: peerLogger)
+
         let admin = try HostPort(config.admin, what: "admin")
         if !admin.isLoopback {
             logger.warning("the admin API listens beyond loopback; protect it with a firewall", metadata: ["admin.address": "\(admin)"])
@@ -43,7 +56,8 @@ public struct NodeServer: Sendable {
         let api = AdminAPI(
             store: store, version: CityMeshVersion.current,
             startedAt: RFC3339.format(microseconds: Int64(Date().timeIntervalSince1970 * 1_000_000)),
-            physicalMillis: { UInt64(Date().timeIntervalSince1970 * 1000) })
+            physicalMillis: { UInt64(Date().timeIntervalSince1970 * 1000) },
+            peers: { Self.peerList(network, city: city) })
         var httpLogger = logger
         httpLogger[metadataKey: "service"] = "admin"
         let app = Application(
@@ -55,7 +69,10 @@ public struct NodeServer: Sendable {
             logger: httpLogger)
         let group = ServiceGroup(
             configuration: .init(
-                services: [StoreService(store: store, logger: logger), app],
+                services: [
+                    StoreService(store: store, logger: logger), network,
+                    ReloadService(directory: directory, network: network, logger: peerLogger), app,
+                ],
                 gracefulShutdownSignals: [.sigterm, .sigint],
                 logger: logger))
         logger.info("node starting", metadata: ["admin.address": "\(admin)", "version": "\(CityMeshVersion.current)"])
@@ -69,6 +86,50 @@ public struct NodeServer: Sendable {
             throw error
         }
         logger.info("node stopped")
+    }
+
+    /// The peer transport's settings from the config: identity, trust (CA, CRL, deny-list), seeds, limits.
+    static func peerConfiguration(config: NodeConfig, directory: NodeDirectory, city: CitySlug) throws -> PeerNetwork.Configuration {
+        let peers = config.peers ?? .init()
+        let listen = try HostPort(config.listen, what: "listen")
+        let identity = try PeerTLS.Identity(
+            chainPEM: try Files.read(directory.file(config.tls.cert), what: "the certificate"),
+            keyPEM: try Files.read(directory.file(config.tls.key), what: "the key"))
+        return PeerNetwork.Configuration(
+            city: city, listenHost: listen.host, listenPort: listen.port, advertise: peers.advertise ?? listen.description,
+            identity: identity, trust: try loadTrust(config: config, directory: directory), seeds: try peers.seedList(),
+            maxConnections: peers.maxConnections ?? 256,
+            handshakeTimeout: .seconds(Int64(peers.handshakeTimeoutSeconds ?? 10)),
+            keepaliveInterval: .seconds(Int64(peers.keepaliveSeconds ?? 15)),
+            idleTimeout: .seconds(Int64(peers.idleTimeoutSeconds ?? 45)))
+    }
+
+    /// The federation CA, the CRL (if the file exists) and the deny-list, as one trust value.
+    static func loadTrust(config: NodeConfig, directory: NodeDirectory) throws -> PeerTrust {
+        let roots = try PEM.certificates(try Files.read(directory.file(config.tls.ca), what: "the CA certificate"), what: config.tls.ca)
+        let peers = config.peers ?? .init()
+        let crl = try peers.crl.flatMap { try FederationCRL.load(path: directory.file($0), roots: roots) }
+        return PeerTrust(roots: roots, revocations: crl, denied: try peers.denySet())
+    }
+
+    static func peerList(_ network: PeerNetwork, city: CitySlug) -> API.PeerList {
+        let status = network.status()
+        func time(_ d: Date?) -> String? { d.map { RFC3339.format(microseconds: Int64($0.timeIntervalSince1970 * 1_000_000)) } }
+        return API.PeerList(
+            city: city.rawValue,
+            listen: status.listen,
+            peers: status.peers.map { e in
+                API.Peer(
+                    city: e.city.rawValue, state: e.state.rawValue, address: e.address, direction: e.direction?.rawValue,
+                    rttMs: e.rttNanoseconds.map { Double($0) / 1_000_000 }, lastSeen: time(e.lastSeen),
+                    certificateExpires: time(e.certificateNotAfter), certificateFingerprint: e.session?.fingerprint,
+                    protocolVersion: e.session.map { Int($0.protocolVersion) }, software: e.session?.software, fromSeed: e.fromSeed,
+                    lastError: e.lastError)
+            },
+            refusals: Dictionary(uniqueKeysWithValues: status.refusals.map { ($0.key.rawValue, $0.value) }),
+            recentRefusals: status.recentRefusals.map {
+                API.Refusal(at: time($0.at) ?? "", reason: $0.reason.rawValue, remote: $0.remote, direction: $0.direction.rawValue, detail: $0.detail)
+            })
     }
 
     static func checkIdentity(config: NodeConfig, directory: NodeDirectory, city: CitySlug) async throws -> VerifiedIdentity {
@@ -89,5 +150,26 @@ struct StoreService: Service {
         try? await gracefulShutdown()
         try store.close()
         logger.info("store closed")
+    }
+}
+
+/// SIGHUP: re-reads the config's seeds, CRL and deny-list and applies them without a restart.
+/// A bad config or CRL is logged and the previous settings stay in force.
+struct ReloadService: Service {
+    let directory: NodeDirectory
+    let network: PeerNetwork
+    let logger: Logger
+
+    func run() async throws {
+        for await _ in await UnixSignalsSequence(trapping: .sighup).cancelOnGracefulShutdown() {
+            do {
+                let config = try directory.loadConfig()
+                let trust = try NodeServer.loadTrust(config: config, directory: directory)
+                network.reload(trust: trust, seeds: try (config.peers ?? .init()).seedList())
+                logger.notice("configuration reloaded (SIGHUP)", metadata: ["crl.entries": "\(trust.revocations?.entries.count ?? 0)"])
+            } catch {
+                logger.error("reload failed; the previous configuration stays in force", metadata: ["error": "\(error)"])
+            }
+        }
     }
 }

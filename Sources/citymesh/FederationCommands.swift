@@ -6,7 +6,7 @@ import Foundation
 struct Federation: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Create the federation's root CA and issue node certificates.",
-        subcommands: [FederationInit.self, FederationIssue.self])
+        subcommands: [FederationInit.self, FederationIssue.self, FederationRevoke.self])
 }
 
 extension KeyType: ExpressibleByArgument {}
@@ -61,5 +61,34 @@ struct FederationIssue: AsyncParsableCommand {
         print("issued certificate for city '\(slug)' (expires \(RFC3339.format(microseconds: Int64(notAfter.timeIntervalSince1970) * 1_000_000)))")
         print("  certificate: \(cert)")
         print("  private key: \(key) (mode 0600)")
+    }
+}
+
+struct FederationRevoke: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "revoke",
+        abstract: "Revoke a node certificate: add it to the federation CRL (created if missing).",
+        discussion: """
+            Example:
+              citymesh federation revoke --ca fed --cert sh-cert/node.pem
+              kill -HUP <pid of each node>      # nodes re-read the CRL and cut the revoked city off
+
+            Writes <ca>/crl.pem (or --crl), an X.509 CRL signed by the federation CA, valid for
+            --days; re-run 'revoke' (any certificate already listed is kept) before it lapses.
+            Nodes read it at start and on SIGHUP when their config's peers.crl points at it.
+            """)
+
+    @Option(help: "The federation CA directory (holding ca.pem and ca.key).") var ca: String
+    @Option(help: "The certificate to revoke (PEM).") var cert: String
+    @Option(help: "The CRL file to update (default: <ca>/crl.pem).") var crl: String?
+    @Option(help: "Days until the CRL's next update.") var days: Int = 30
+
+    func run() async throws {
+        guard (1...3650).contains(days) else { throw CityMeshError(.invalidArgument, "--days must be from 1 to 3650") }
+        let result = try FederationCRL.revoke(caDir: ca, certPath: cert, crlPath: crl, validDays: days)
+        let serial = result.serial
+        print(result.alreadyRevoked ? "\(cert) (serial \(serial)) was already revoked; CRL re-signed" : "revoked \(cert) (serial \(serial))")
+        print("  CRL: \(result.path) (number \(result.crl.number ?? 0), \(result.crl.entries.count) revoked, next update \(result.crl.nextUpdate.map { "\($0)" } ?? "-"))")
+        print("next: send SIGHUP to every node (kill -HUP <pid>) so they re-read the CRL")
     }
 }

@@ -12,6 +12,9 @@ struct Init: AsyncParsableCommand {
             Example:
               citymesh init --dir hz --city hangzhou --ca fed/ca.pem --cert hz-cert/node.pem \\
                             --key hz-cert/node.key --listen 127.0.0.1:7001 --admin 127.0.0.1:7101
+              citymesh init --dir sh --city shanghai --ca fed/ca.pem --cert sh-cert/node.pem \\
+                            --key sh-cert/node.key --listen 127.0.0.1:7002 --admin 127.0.0.1:7102 \\
+                            --seed hangzhou@127.0.0.1:7001 --crl fed/crl.pem
 
             Checks that the certificate chains to the CA, that the key belongs to the certificate and
             that the certificate names --city, then writes citymesh.yaml, citymesh.db, tls/ and
@@ -25,6 +28,8 @@ struct Init: AsyncParsableCommand {
     @Option(help: "This node's private key (PEM).") var key: String
     @Option(help: "Peer listener address, HOST:PORT.") var listen: String = "127.0.0.1:7001"
     @Option(help: "Admin API address, HOST:PORT (keep it on loopback).") var admin: String = "127.0.0.1:7101"
+    @Option(help: "A peer to dial, as CITY@HOST:PORT (repeatable); its certificate must name CITY.") var seed: [String] = []
+    @Option(help: "The federation CRL (PEM); it may not exist yet, the node reads it when it does.") var crl: String?
     @Flag(help: "Replace an existing node directory (its data is lost).") var force = false
 
     func run() async throws {
@@ -32,7 +37,7 @@ struct Init: AsyncParsableCommand {
             throw CityMeshError(.invalidArgument, "no node directory: pass --dir DIR or set CITYMESH_DIR")
         }
         let result = try await NodeInitializer.run(
-            .init(dir: path, city: city, ca: ca, cert: cert, key: key, listen: listen, admin: admin, force: force))
+            .init(dir: path, city: city, ca: ca, cert: cert, key: key, listen: listen, admin: admin, force: force, seeds: seed, crl: crl))
         print("initialized node '\(result.identity.city)' in \(path)")
         print("  config:      \(result.configPath)")
         print("  certificate: expires \(RFC3339.format(microseconds: Int64(result.identity.notValidAfter.timeIntervalSince1970) * 1_000_000)), sha256 \(result.identity.fingerprint)")
@@ -48,9 +53,11 @@ struct Serve: AsyncParsableCommand {
             Example:
               citymesh serve --dir hz &
 
-            Runs the admin API and the store as services of one group. SIGTERM or Ctrl-C drains
-            in-flight requests, closes the database and exits 0. A second 'serve' on the same
-            node directory is refused while the first runs.
+            Runs the peer listener and dialer (mutual TLS 1.3), the admin API and the store as
+            services of one group. SIGHUP re-reads the config's seeds, the federation CRL and the
+            deny-list, and cuts off peers that are no longer trusted. SIGTERM or Ctrl-C closes peer
+            connections, drains in-flight requests, closes the database and exits 0. A second
+            'serve' on the same node directory is refused while the first runs.
             """)
 
     @Option(help: "The node directory (default: $CITYMESH_DIR).") var dir: String?

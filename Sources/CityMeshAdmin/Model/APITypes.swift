@@ -25,6 +25,77 @@ public enum API {
         }
     }
 
+    /// One peer as `GET /v1/peers` and `citymesh peers --json` show it.
+    public struct Peer: Codable, Sendable, Equatable {
+        public let city: String
+        /// connected, connecting or disconnected
+        public let state: String
+        public let address: String?
+        /// inbound or outbound, while connected
+        public let direction: String?
+        public let rttMs: Double?
+        public let lastSeen: String?
+        public let certificateExpires: String?
+        public let certificateFingerprint: String?
+        public let protocolVersion: Int?
+        public let software: String?
+        public let fromSeed: Bool
+        public let lastError: String?
+
+        public init(
+            city: String, state: String, address: String?, direction: String?, rttMs: Double?, lastSeen: String?, certificateExpires: String?,
+            certificateFingerprint: String?, protocolVersion: Int?, software: String?, fromSeed: Bool, lastError: String?
+        ) {
+            self.city = city
+            self.state = state
+            self.address = address
+            self.direction = direction
+            self.rttMs = rttMs
+            self.lastSeen = lastSeen
+            self.certificateExpires = certificateExpires
+            self.certificateFingerprint = certificateFingerprint
+            self.protocolVersion = protocolVersion
+            self.software = software
+            self.fromSeed = fromSeed
+            self.lastError = lastError
+        }
+    }
+
+    /// A refused or cut-off peer connection.
+    public struct Refusal: Codable, Sendable, Equatable {
+        public let at: String
+        public let reason: String
+        public let remote: String
+        public let direction: String
+        public let detail: String
+
+        public init(at: String, reason: String, remote: String, direction: String, detail: String) {
+            self.at = at
+            self.reason = reason
+            self.remote = remote
+            self.direction = direction
+            self.detail = detail
+        }
+    }
+
+    public struct PeerList: Codable, Sendable {
+        public let city: String
+        public let listen: String
+        public let peers: [Peer]
+        /// Refusals since start, by reason.
+        public let refusals: [String: Int]
+        /// The latest refusals (at most 50), oldest first.
+        public let recentRefusals: [Refusal]
+
+        public init(city: String, listen: String, peers: [Peer], refusals: [String: Int], recentRefusals: [Refusal]) {
+            self.city = city
+            self.listen = listen
+            self.peers = peers
+            self.refusals = refusals
+            self.recentRefusals = recentRefusals
+        }
+    }
+
     public struct FieldSpec: Codable, Sendable, Hashable {
         public let name: String
         public let type: FieldType

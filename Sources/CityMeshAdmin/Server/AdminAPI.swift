@@ -13,12 +13,18 @@ public struct AdminAPI: Sendable {
     public let startedAt: String
     /// Milliseconds since the epoch; injected so tests control the clock.
     public let physicalMillis: @Sendable () -> UInt64
+    /// The peer transport's view (nil when the node runs without one, as in route tests).
+    public let peers: (@Sendable () -> API.PeerList)?
 
-    public init(store: NodeStore, version: String, startedAt: String, physicalMillis: @escaping @Sendable () -> UInt64) {
+    public init(
+        store: NodeStore, version: String, startedAt: String, physicalMillis: @escaping @Sendable () -> UInt64,
+        peers: (@Sendable () -> API.PeerList)? = nil
+    ) {
         self.store = store
         self.version = version
         self.startedAt = startedAt
         self.physicalMillis = physicalMillis
+        self.peers = peers
     }
 
     public func makeRouter() -> Router<AdminContext> {
@@ -29,6 +35,13 @@ public struct AdminAPI: Sendable {
         router.get("/readyz") { _, _ in json(["status": "ready"]) }
         router.get("/v1/node") { _, _ in
             json(API.NodeInfo(city: store.city.rawValue, version: version, datasets: try await store.datasets().count, startedAt: startedAt))
+        }
+
+        router.get("/v1/peers") { _, _ in
+            guard let peers else {
+                throw CityMeshError(.nodeNotRunning, "this node runs without a peer transport")
+            }
+            return json(peers())
         }
 
         router.get("/v1/datasets") { _, _ in

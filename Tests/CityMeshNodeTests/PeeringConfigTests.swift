@@ -1,0 +1,104 @@
+import CityMeshCore
+import Foundation
+import Testing
+import X509
+@testable import CityMeshNode
+
+@Suite("Peering config, seeds and the federation CRL")
+struct PeeringConfigTests {
+    @Test("revoke writes a CRL signed by the CA, keeps earlier entries, and counts up")
+    func revoke() throws {
+        let dir = try tempDir()
+        _ = try FederationCA.create(dir: dir + "/fed", name: "Delta", keyType: .ed25519)
+        let sh = try FederationCA.issue(caDir: dir + "/fed", city: try CitySlug("shanghai"), hosts: [], out: dir + "/sh", keyType: .p256, days: 30)
+        let sz = try FederationCA.issue(caDir: dir + "/fed", city: try CitySlug("suzhou"), hosts: [], out: dir + "/sz", keyType: .ed25519, days: 30)
+        let first = try FederationCRL.revoke(caDir: dir + "/fed", certPath: sh.cert, crlPath: nil)
+        #expect(first.path == dir + "/fed/crl.pem")
+        #expect(!first.alreadyRevoked)
+        #expect(first.crl.number == 1)
+        let second = try FederationCRL.revoke(caDir: dir + "/fed", certPath: sz.cert, crlPath: nil)
+        #expect(second.crl.number == 2)
+        #expect(second.crl.entries.count == 2)
+        let again = try FederationCRL.revoke(caDir: dir + "/fed", certPath: sz.cert, crlPath: nil)
+        #expect(again.alreadyRevoked)
+        #expect(again.crl.entries.count == 2)
+        // What a node loads is exactly that, checked against the CA.
+        let ca = try PEM.certificates(try Files.read(dir + "/fed/ca.pem", what: "ca"), what: "ca")
+        let loaded = try #require(try FederationCRL.load(path: first.path, roots: ca))
+        let shCert = try PEM.certificates(try Files.read(sh.cert, what: "sh"), what: "sh")[0]
+        #expect(loaded.isRevoked(shCert.serialNumber))
+        // Missing CRL: nothing revoked yet, not an error.
+        #expect(try FederationCRL.load(path: dir + "/none.pem", roots: ca) == nil)
+    }
+
+    @Test("revoke refuses a certificate of another CA, and a node refuses a CRL another CA signed")
+    func foreign() throws {
+        let dir = try tempDir()
+        _ = try FederationCA.create(dir: dir + "/fed", name: "Delta", keyType: .ed25519)
+        _ = try FederationCA.create(dir: dir + "/other", name: "Other", keyType: .p256)
+        let stranger = try FederationCA.issue(caDir: dir + "/other", city: try CitySlug("shanghai"), hosts: [], out: dir + "/x", keyType: .ed25519, days: 30)
+        #expect(throws: CityMeshError(.certificateForeignCA, "")) { try FederationCRL.revoke(caDir: dir + "/fed", certPath: stranger.cert, crlPath: nil) }
+        _ = try FederationCRL.revoke(caDir: dir + "/other", certPath: stranger.cert, crlPath: nil)
+        let ca = try PEM.certificates(try Files.read(dir + "/fed/ca.pem", what: "ca"), what: "ca")
+        #expect(throws: CityMeshError(.crlInvalid, "")) { try FederationCRL.load(path: dir + "/other/crl.pem", roots: ca) }
+        try "not a CRL\n".write(toFile: dir + "/junk.pem", atomically: true, encoding: .utf8)
+        #expect(throws: CityMeshError(.crlInvalid, "")) { try FederationCRL.load(path: dir + "/junk.pem", roots: ca) }
+    }
+
+    @Test("init writes seeds and an absolute CRL path; bad seeds and its own city are refused")
+    func initSeeds() async throws {
+        let dir = try tempDir()
+        try opensslPKI(in: dir, algorithm: "ed25519", city: "hangzhou")
+        var o = initOptions(dir)
+        o.seeds = ["shanghai@127.0.0.1:7002"]
+        o.crl = dir + "/fed/../crl.pem"
+        _ = try await NodeInitializer.run(o)
+        let config = try NodeConfig.load(from: dir + "/node/citymesh.yaml")
+        #expect(config.peers?.seeds == ["shanghai@127.0.0.1:7002"])
+        #expect(config.peers?.crl == dir + "/crl.pem")
+        for bad in ["shanghai", "shanghai@localhost", "hangzhou@127.0.0.1:7009"] {
+            var b = initOptions(try tempDir())
+            b.ca = o.ca
+            b.cert = o.cert
+            b.key = o.key
+            b.seeds = [bad]
+            await #expect(throws: CityMeshError(.invalidArgument, "")) { try await NodeInitializer.run(b) }
+        }
+    }
+
+    @Test("the peers section is optional and checked: seeds, deny-list fingerprints, timeouts")
+    func configChecks() throws {
+        let dir = try tempDir()
+        let base = """
+            city: hangzhou
+            tls: {ca: ca.pem, cert: node.pem, key: node.key}
+            listen: "127.0.0.1:7001"
+            admin: "127.0.0.1:7101"
+            database: citymesh.db
+            log: {level: info, format: text}
+
+            """
+        func load(_ extra: String) throws -> NodeConfig {
+            try (base + extra).write(toFile: dir + "/citymesh.yaml", atomically: true, encoding: .utf8)
+            return try NodeConfig.load(from: dir + "/citymesh.yaml")
+        }
+        #expect(try load("").peers == nil)
+        let ok = try load("peers: {seeds: [\"sh@10.0.0.2:7002\"], deny: [\"\(String(repeating: "AB:", count: 31))AB\"], keepalive_seconds: 5, idle_timeout_seconds: 15}")
+        #expect(try ok.peers?.denySet() == [String(repeating: "ab", count: 32)])
+        #expect(try ok.peers?.seedList().first?.city.rawValue == "sh")
+        for bad in [
+            "peers: {seeds: [\"10.0.0.2:7002\"]}", "peers: {deny: [\"abc\"]}", "peers: {keepalive_seconds: 0}",
+            "peers: {keepalive_seconds: 30, idle_timeout_seconds: 10}", "peers: {advertise: \"nohost\"}",
+        ] {
+            #expect(throws: CityMeshError(.configInvalid, "")) { try load(bad) }
+        }
+        // The documented config text parses back to the same values.
+        var config = try load("")
+        config.peers = .init(seeds: ["sh@10.0.0.2:7002"], crl: "/etc/citymesh/crl.pem", deny: [])
+        try config.yaml().write(toFile: dir + "/citymesh.yaml", atomically: true, encoding: .utf8)
+        let reread = try NodeConfig.load(from: dir + "/citymesh.yaml")
+        #expect(reread.peers?.seeds == config.peers?.seeds)
+        #expect(reread.peers?.crl == config.peers?.crl)
+        #expect(reread.peers?.keepaliveSeconds == 15)
+    }
+}
