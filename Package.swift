@@ -118,6 +118,21 @@ let package = Package(
             path: "Benchmarks/CityMeshBench",
             swiftSettings: upcoming
         ),
+        .executableTarget(
+            name: "citymesh-net-bench",
+            dependencies: [
+                "CityMeshCore", "CityMeshNet",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "X509", package: "swift-certificates"),
+                .product(name: "SwiftASN1", package: "swift-asn1"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            path: "Benchmarks/CityMeshNetBench",
+            swiftSettings: upcoming
+        ),
         .testTarget(
             name: "CityMeshCoreTests",
             dependencies: [

@@ -249,9 +249,18 @@ public final class PeerNetwork: Service, Sendable {
         }
     }
 
-    /// Dials peers whose backoff has passed.
+    /// Dials peers whose backoff has passed, and ends sessions whose certificate has expired since
+    /// the handshake.
     public func tick() {
-        let directives = state.withLock { s in s.stopping ? [] : s.directory.onTick(now: NIODeadline.now().uptimeNanoseconds) }
+        let now = Date()
+        let (directives, expired) = state.withLock { s -> ([PeerDirectory.Directive], [any Channel]) in
+            guard !s.stopping else { return ([], []) }
+            let expired = s.live.values.compactMap { live in live.identity.map { $0.notValidAfter < now } == true ? live.channel : nil }
+            return (s.directory.onTick(now: NIODeadline.now().uptimeNanoseconds), expired)
+        }
+        for channel in expired {
+            channel.triggerUserOutboundEvent(LocalClose(reason: .certificateExpired, detail: "the peer's certificate expired during the session"), promise: nil)
+        }
         perform(directives)
     }
 

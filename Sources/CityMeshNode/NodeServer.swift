@@ -47,7 +47,9 @@ public struct NodeServer: Sendable {
         }
         var peerLogger = logger
         peerLogger[metadataKey: "service"] = "peers"
-        let network = try PeerNetwork(configuration: try Self.peerConfiguration(config: config, directory: directory, city: city), logger: peerLogger)
+        let peerConfiguration = try Self.peerConfiguration(config: config, directory: directory, city: city)
+        Self.warnIfStale(peerConfiguration.trust, logger: peerLogger)
+        let network = try PeerNetwork(configuration: peerConfiguration, logger: peerLogger)
 
         let admin = try HostPort(config.admin, what: "admin")
         if !admin.isLoopback {
@@ -112,6 +114,15 @@ public struct NodeServer: Sendable {
         return PeerTrust(roots: roots, revocations: crl, denied: try peers.denySet())
     }
 
+    /// A CRL past its next update still applies, but the operator should fetch a fresh one.
+    static func warnIfStale(_ trust: PeerTrust, logger: Logger) {
+        if let next = trust.revocations?.nextUpdate, next < Date() {
+            logger.warning(
+                "the federation CRL is past its next update: run 'citymesh federation revoke' (or fetch the CA's current CRL) and send SIGHUP",
+                metadata: ["crl.next_update": "\(next)"])
+        }
+    }
+
     static func peerList(_ network: PeerNetwork, city: CitySlug) -> API.PeerList {
         let status = network.status()
         func time(_ d: Date?) -> String? { d.map { RFC3339.format(microseconds: Int64($0.timeIntervalSince1970 * 1_000_000)) } }
@@ -165,6 +176,7 @@ struct ReloadService: Service {
             do {
                 let config = try directory.loadConfig()
                 let trust = try NodeServer.loadTrust(config: config, directory: directory)
+                NodeServer.warnIfStale(trust, logger: logger)
                 network.reload(trust: trust, seeds: try (config.peers ?? .init()).seedList())
                 logger.notice("configuration reloaded (SIGHUP)", metadata: ["crl.entries": "\(trust.revocations?.entries.count ?? 0)"])
             } catch {

@@ -310,4 +310,26 @@ struct PeerDirectoryTests {
         e.onClosed(b, reason: .connectionLost, detail: "reset", now: 0, wallNow: Self.now, jitter: 0)
         #expect(e.onTick(now: 10_000_000_000).first.map { if case .dial(_, _, let addr) = $0 { addr == "10.0.0.2:7002" } else { false } } == true)
     }
+
+    @Test("a learned address whose certificate was refused as revoked is forgotten; a seed is kept")
+    func forgetRevoked() throws {
+        var d = PeerDirectory(configuration: .init(localCity: try CitySlug("hangzhou"), seeds: [try .init("suzhou@h:3")]))
+        let a = d.acceptInbound()!
+        _ = d.onEstablished(a, peer: Self.peer("shanghai", listen: "h:2"), certificateNotAfter: Self.now, wallNow: Self.now)
+        d.onClosed(a, reason: .revoked, detail: "revoked", now: 0, wallNow: Self.now, jitter: 0)
+        let dials = d.onTick(now: 100_000_000_000)
+        guard case .dial(let id, let city, _) = dials.first(where: { if case .dial(_, let c, _) = $0 { c.rawValue == "shanghai" } else { false } }) else {
+            Issue.record("shanghai should be redialed once: \(dials)")
+            return
+        }
+        d.onFailed(id, reason: .revoked, detail: "revoked", now: 0, jitter: 0)
+        #expect(d.entries[city]?.address == nil)
+        #expect(!d.onTick(now: 500_000_000_000).contains { if case .dial(_, let c, _) = $0 { c == city } else { false } })
+        // A configured seed is kept even when refused: the operator named it.
+        let suzhou = try CitySlug("suzhou")
+        let seedDial = try #require(dials.compactMap { if case .dial(let sid, suzhou, _) = $0 { sid } else { nil } }.first)
+        d.onFailed(seedDial, reason: .revoked, detail: "revoked", now: 0, jitter: 0)
+        #expect(d.entries[suzhou]?.address == "h:3")
+        #expect(d.onTick(now: 700_000_000_000).contains { if case .dial(_, suzhou, _) = $0 { true } else { false } })
+    }
 }

@@ -281,5 +281,19 @@ struct LoopbackTests {
             try await Net.eventually("redial refused") { Net.refusals(hz, .revoked) >= 2 }
         }
     }
-}
 
+    @Test("a session ends when the peer's certificate expires, and the expired certificate cannot come back")
+    func expiryDuringSession() async throws {
+        var pki = try TestPKI(name: "Delta")
+        // Valid for about three more seconds.
+        let shortLived = try pki.node("shanghai", issuedAt: Date().addingTimeInterval(-86_400 + 3), days: 1)
+        let hz = try Net.make("hangzhou", try pki.node("hangzhou"), trust: try pki.trust())
+        try await hz.bind()
+        let sh = try Net.make("shanghai", shortLived, trust: try pki.trust(), seeds: ["hangzhou@\(Net.address(hz))"])
+        try await Net.running([hz, sh]) {
+            try await Net.eventually("connected") { Net.entry(hz, "shanghai")?.state == .connected }
+            try await Net.eventually("cut off at expiry") { Net.refusals(hz, .certificateExpired) >= 1 }
+            try await Net.eventually("disconnected") { Net.entry(hz, "shanghai")?.state != .connected }
+        }
+    }
+}

@@ -155,6 +155,8 @@ public struct PeerDirectory: Sendable {
             e.nextDialAt = now &+ backoff(failures: e.failures, jitter: jitter)
         }
         e.lastError = "\(reason.rawValue): \(detail)"
+        // A learned address whose certificate we no longer trust is not worth redialing.
+        if !e.fromSeed, reason == .revoked || reason == .denyListed { e.address = nil }
         entries[city] = e
     }
 
