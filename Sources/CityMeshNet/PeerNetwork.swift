@@ -15,7 +15,7 @@ public struct PeerMessage: Sendable, Equatable {
     public let city: CitySlug
     public let fingerprint: String
     public let channel: UInt16
-    public let payload: [UInt8]
+    public let payload: ArraySlice<UInt8>
 }
 
 /// A refusal, as listed by `citymesh peers`.
@@ -229,7 +229,7 @@ public final class PeerNetwork: Service, Sendable {
         guard payload.count + 3 <= Int(limit) else {
             throw CityMeshError(.valueTooLarge, "a message of \(payload.count) bytes exceeds \(city)'s frame limit of \(limit): split it")
         }
-        try await target.writeAndFlush(WireMessage.data(channel: channel, payload: payload))
+        try await target.writeAndFlush(WireMessage.data(channel: channel, payload: payload[...]))
     }
 
     /// Applies a new trust (CRL, deny-list) and seed list: connections of peers no longer trusted are

@@ -185,6 +185,9 @@ public struct NodeConfig: Sendable, Codable, Equatable {
           idle_timeout_seconds: \(peers?.idleTimeoutSeconds ?? 45)
           # A connection must finish TLS and HELLO within this time.
           handshake_timeout_seconds: \(peers?.handshakeTimeoutSeconds ?? 10)
+          # The HOST:PORT other cities should dial, announced in HELLO (default: listen).
+          # Set it when listen is 0.0.0.0 or behind NAT.
+          advertise: \(peers?.advertise.map { "\"\($0)\"" } ?? "null")
 
         """
     }

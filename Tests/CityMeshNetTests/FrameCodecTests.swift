@@ -9,7 +9,7 @@ import Testing
 struct FrameCodecTests {
     static let messages: [WireMessage] = [
         .hello(Hello(versions: 1...1, city: "hangzhou", software: "t", listen: "127.0.0.1:7001", maxFrameLength: 70_000, capabilities: ["x"])),
-        .ping(nonce: 9), .data(channel: 4, payload: Array(repeating: 7, count: 70_000 - 3)), .close(.normal, "bye"),
+        .ping(nonce: 9), .data(channel: 4, payload: ArraySlice(repeating: 7, count: 70_000 - 3)), .close(.normal, "bye"),
     ]
 
     func channel(limit: Int = 70_000) throws -> EmbeddedChannel {

@@ -31,7 +31,7 @@ public struct PeerSession: Sendable {
     public enum Directive: Sendable, Equatable {
         case send(WireMessage)
         case established(Peer)
-        case deliver(channel: UInt16, payload: [UInt8])
+        case deliver(channel: UInt16, payload: ArraySlice<UInt8>)
         case rttMeasured(nanoseconds: UInt64)
         /// Send CLOSE (when the reason has a code and TLS is up), then close the connection.
         case close(DisconnectReason, String)

@@ -69,8 +69,9 @@ public enum WireMessage: Sendable, Equatable {
     case ping(nonce: UInt64)
     case pong(nonce: UInt64)
     case close(CloseCode, String)
-    /// Opaque payload for the layers above, on a numbered channel.
-    case data(channel: UInt16, payload: [UInt8])
+    /// Opaque payload for the layers above, on a numbered channel. A slice, so decoding a frame
+    /// does not copy its payload again.
+    case data(channel: UInt16, payload: ArraySlice<UInt8>)
 
     public enum TypeCode: UInt8, Sendable {
         case hello = 0x01, ping = 0x02, pong = 0x03, close = 0x04, data = 0x10
@@ -161,7 +162,7 @@ public enum WireMessage: Sendable, Equatable {
             message = .close(CloseCode(rawValue: raw) ?? .protocolViolation, text)
         case .data:
             let channel = try r.u16("DATA channel")
-            return .data(channel: channel, payload: Array(r.rest()))
+            return .data(channel: channel, payload: r.rest())
         }
         guard r.isAtEnd else { throw .malformed("\(message.name) has \(r.remaining) unexpected trailing bytes") }
         return message
