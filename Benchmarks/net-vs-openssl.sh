@@ -5,7 +5,7 @@
 #     C1  openssl s_time -new  → citymesh serve (the real daemon)    same client, CityMesh listener
 #     C2  citymesh-net-bench: CityMesh listener + a NIO client that also exchanges HELLOs
 #   Throughput over one loopback connection:
-#     O2  openssl s_client < 512 MiB → openssl s_server                OpenSSL's own TLS pipe
+#     O2  OpenSSL's own TLS 1.3 pipe (Python's ssl module over OpenSSL, two processes)
 #     C3  raw TLS over swift-nio-ssl, 64 KiB writes (no framing)      the stack CityMesh uses
 #     C4  CityMesh DATA frames of 64 KiB through the whole peer pipeline, delivered
 #     O3  openssl speed -evp aes-256-gcm (the TLS 1.3 cipher negotiated): the cipher's ceiling
@@ -50,15 +50,6 @@ openssl s_time -connect "127.0.0.1:$L" -new -tls1_3 -time 5 -cert sh-cert/node.p
 cd - >/dev/null
 
 echo "== throughput, one loopback connection"
-P=$(port)
-openssl s_server -accept "127.0.0.1:$P" -tls1_3 -cert "$WORK/pki/server.pem" -key "$WORK/pki/server.key" \
-    -CAfile "$WORK/pki/ca.pem" -Verify 1 -naccept 1 -quiet >/dev/null 2>&1 &
-PIDS+=($!)
-sleep 0.5
-START=$(date +%s.%N)
-head -c "$((MIB * 1048576))" /dev/zero | openssl s_client -connect "127.0.0.1:$P" -tls1_3 -quiet \
-    -cert "$WORK/pki/client.pem" -key "$WORK/pki/client.key" -CAfile "$WORK/pki/ca.pem" >/dev/null 2>&1 || true
-END=$(date +%s.%N)
-python3 -c "print('O2  openssl s_client -> s_server            %8.0f MB/s  (%d MiB, one run; s_client reads stdin 16 KiB at a time)' % ($MIB / ($END - $START), $MIB))"
+python3 Benchmarks/openssl-tls-pipe.py "$WORK/pki" "$MIB" | sed 's/^/O2  /'
 "$BIN/citymesh-net-bench" throughput --mib "$MIB" | sed 's/^/C3-4  /'
 openssl speed -evp aes-256-gcm -seconds 2 2>/dev/null | tail -1 | awk '{printf "O3  openssl speed aes-256-gcm, 16 KiB blocks %8.0f MB/s\n", $(NF-1)/1000/1.048576}'

@@ -35,7 +35,7 @@ struct LocalClose: Sendable {
 /// The thin handler around `PeerSession`: feeds it TLS, message, error and timer events and
 /// performs what it returns. Everything it learns goes to the `PeerNetwork`.
 final class PeerChannelHandler: ChannelDuplexHandler {
-    typealias InboundIn = WireMessage
+    typealias InboundIn = WireInbound
     typealias OutboundIn = WireMessage
     typealias OutboundOut = WireMessage
 
@@ -83,7 +83,17 @@ final class PeerChannelHandler: ChannelDuplexHandler {
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        perform(session.onMessage(unwrapInboundIn(data), now: NIODeadline.now().uptimeNanoseconds), context: context)
+        let now = NIODeadline.now().uptimeNanoseconds
+        switch unwrapInboundIn(data) {
+        case .message(let message):
+            perform(session.onMessage(message, now: now), context: context)
+        case .data(let channel, let payload):
+            if let directives = session.onData(now: now) {
+                perform(directives, context: context)
+            } else if let peer = session.peer {
+                network.deliver(PeerMessage(city: peer.city, fingerprint: peer.fingerprint, channel: channel, payload: payload))
+            }
+        }
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
@@ -150,8 +160,9 @@ final class PeerChannelHandler: ChannelDuplexHandler {
                 wasEstablished = true
                 network.established(connection, peer: peer, identity: identity, channel: context.channel)
             case .deliver(let channel, let payload):
+                // DATA arrives through onData above; this path only serves messages decoded whole.
                 guard let peer = session.peer else { continue }
-                network.deliver(PeerMessage(city: peer.city, fingerprint: peer.fingerprint, channel: channel, payload: payload))
+                network.deliver(PeerMessage(city: peer.city, fingerprint: peer.fingerprint, channel: channel, payload: ByteBuffer(bytes: payload)))
             case .rttMeasured(let ns):
                 network.measured(connection, rttNanoseconds: ns)
             case .close(let reason, let detail):

@@ -15,7 +15,8 @@ public struct PeerMessage: Sendable, Equatable {
     public let city: CitySlug
     public let fingerprint: String
     public let channel: UInt16
-    public let payload: ArraySlice<UInt8>
+    /// A view of the receive buffer: the payload is not copied on its way up.
+    public let payload: ByteBuffer
 }
 
 /// A refusal, as listed by `citymesh peers`.

@@ -1,10 +1,16 @@
 import CityMeshCore
 public import NIOCore
 
+/// A decoded frame. DATA keeps its payload as a slice of the receive buffer (no copy).
+public enum WireInbound: Sendable {
+    case message(WireMessage)
+    case data(channel: UInt16, payload: ByteBuffer)
+}
+
 /// Splits the TLS plaintext stream into CityMesh messages with `WireFraming.parse`, the same pure
 /// function the simulator uses. Refuses an oversize frame as soon as its length arrives.
 public struct WireMessageDecoder: ByteToMessageDecoder {
-    public typealias InboundOut = WireMessage
+    public typealias InboundOut = WireInbound
     public let maxFrameLength: Int
 
     public init(maxFrameLength: Int = WireFraming.defaultMaxFrameLength) {
@@ -18,11 +24,19 @@ public struct WireMessageDecoder: ByteToMessageDecoder {
         }.get()
         guard case .frame(let type, let body, let consumed) = parsed else { return .needMoreData }
         let start = buffer.readerIndex
-        // getBytes cannot fail here: parse saw `consumed` readable bytes.
+        if type == WireMessage.TypeCode.data.rawValue {
+            // get*/getSlice cannot fail here: parse saw `consumed` readable bytes.
+            let head = buffer.getBytes(at: start + body.lowerBound, length: min(2, body.count)) ?? []
+            let channel = try WireMessage.dataChannel(head[...])
+            let payload = buffer.getSlice(at: start + body.lowerBound + 2, length: body.count - 2) ?? ByteBuffer()
+            buffer.moveReaderIndex(forwardBy: consumed)
+            context.fireChannelRead(Self.wrapInboundOut(.data(channel: channel, payload: payload)))
+            return .continue
+        }
         let bytes = buffer.getBytes(at: start + body.lowerBound, length: body.count) ?? []
         buffer.moveReaderIndex(forwardBy: consumed)
         let message = try WireMessage.decode(type: type, body: bytes[...])
-        context.fireChannelRead(Self.wrapInboundOut(message))
+        context.fireChannelRead(Self.wrapInboundOut(.message(message)))
         return .continue
     }
 

@@ -160,6 +160,7 @@ struct PeerSessionTests {
         #expect(s.onMessage(.pong(nonce: 1), now: 10) == [])  // stale pong ignored
         #expect(s.onMessage(.ping(nonce: 42), now: 11) == [.send(.pong(nonce: 42))])
         #expect(s.onMessage(.data(channel: 5, payload: [1]), now: 12) == [.deliver(channel: 5, payload: [1])])
+        #expect(s.onData(now: 13) == nil)  // established: the shell delivers its own buffer
     }
 
     @Test("refusals: version mismatch, a HELLO naming another city, messages out of order")
@@ -180,6 +181,10 @@ struct PeerSessionTests {
         var o = PeerSession(configuration: Self.config(), now: 0)
         _ = o.onTLSEstablished(city: Self.hz, fingerprint: "ab", now: 0)
         #expect(o.onMessage(.data(channel: 1, payload: []), now: 1).last.map { if case .close(.protocolViolation, _) = $0 { true } else { false } } == true)
+        var early = PeerSession(configuration: Self.config(), now: 0)
+        _ = early.onTLSEstablished(city: Self.hz, fingerprint: "ab", now: 0)
+        #expect(early.onData(now: 1)?.last.map { if case .close(.protocolViolation, _) = $0 { true } else { false } } == true)
+        #expect(early.onData(now: 2) == [])  // closed: dropped silently
 
         var twice = PeerSession(configuration: Self.config(), now: 0)
         _ = twice.onTLSEstablished(city: Self.hz, fingerprint: "ab", now: 0)

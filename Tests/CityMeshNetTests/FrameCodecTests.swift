@@ -39,7 +39,12 @@ struct FrameCodecTests {
                 i += step
             }
             var got: [WireMessage] = []
-            while let m = try reader.readInbound(as: WireMessage.self) { got.append(m) }
+            while let m = try reader.readInbound(as: WireInbound.self) {
+                switch m {
+                case .message(let message): got.append(message)
+                case .data(let channel, let payload): got.append(.data(channel: channel, payload: ArraySlice(payload.readableBytesView)))
+                }
+            }
             #expect(got == Self.messages)
             #expect(try reader.finish().isClean)
         }
@@ -52,6 +57,12 @@ struct FrameCodecTests {
             try c.writeInbound(ByteBuffer(bytes: [0x00, 0x01, 0x11, 0x71]))
         }
         _ = try? c.finish()
+
+        let short = try channel()
+        #expect(throws: WireError.malformed("DATA channel runs past the end of the message")) {
+            try short.writeInbound(ByteBuffer(bytes: [0, 0, 0, 2, 0x10, 0x01]))
+        }
+        _ = try? short.finish()
 
         let t = try channel()
         try t.writeInbound(ByteBuffer(bytes: [0, 0, 0, 9, 0x02, 0, 0]))

@@ -77,6 +77,9 @@ public struct PeerSession: Sendable {
     }
 
     public mutating func onMessage(_ message: WireMessage, now: UInt64) -> [Directive] {
+        if case .data(let channel, let payload) = message {
+            return onData(now: now) ?? [.deliver(channel: channel, payload: payload)]
+        }
         lastReceived = now
         switch state {
         case .closed:
@@ -100,13 +103,25 @@ public struct PeerSession: Sendable {
                 guard let out = outstandingPing, out.nonce == nonce else { return [] }
                 outstandingPing = nil
                 return [.rttMeasured(nanoseconds: now &- out.sentAt)]
-            case .data(let channel, let payload):
-                return [.deliver(channel: channel, payload: payload)]
+            case .data:
+                return []  // handled by onData above
             case .close(let code, let text):
                 return closedByPeer(code, text)
             case .hello:
                 return close(.protocolViolation, "a second HELLO on an established connection")
             }
+        }
+    }
+
+    /// DATA arrived and the shell holds the payload itself (so it is never copied): nil means
+    /// deliver it; otherwise perform the returned directives instead.
+    public mutating func onData(now: UInt64) -> [Directive]? {
+        lastReceived = now
+        switch state {
+        case .established: return nil
+        case .closed: return []
+        case .awaitingTLS: return close(.protocolViolation, "DATA before the TLS handshake finished")
+        case .awaitingHello: return close(.protocolViolation, "expected HELLO first, got DATA")
         }
     }
 

@@ -125,6 +125,13 @@ public enum WireMessage: Sendable, Equatable {
         return frame
     }
 
+    /// The channel of a DATA body (its first two bytes); shells that keep the payload in their own
+    /// buffers read the channel with this and the payload from byte 2 on.
+    public static func dataChannel(_ body: ArraySlice<UInt8>) throws(WireError) -> UInt16 {
+        var r = WireReader(body)
+        return try r.u16("DATA channel")
+    }
+
     /// Decodes a message body of the given type. Unknown types and malformed bodies throw.
     public static func decode(type: UInt8, body: ArraySlice<UInt8>) throws(WireError) -> WireMessage {
         guard let code = TypeCode(rawValue: type) else { throw .unknownType(type) }
@@ -161,8 +168,8 @@ public enum WireMessage: Sendable, Equatable {
             // Unknown codes from newer peers are read as a protocol violation report rather than refused.
             message = .close(CloseCode(rawValue: raw) ?? .protocolViolation, text)
         case .data:
-            let channel = try r.u16("DATA channel")
-            return .data(channel: channel, payload: r.rest())
+            let channel = try dataChannel(body)
+            return .data(channel: channel, payload: body.dropFirst(2))
         }
         guard r.isAtEnd else { throw .malformed("\(message.name) has \(r.remaining) unexpected trailing bytes") }
         return message
