@@ -15,10 +15,13 @@ import X509
 public struct NodeServer: Sendable {
     public let directory: NodeDirectory
     public let logger: Logger
+    /// Renders the process's metrics for `GET /metrics` (the executable owns the metrics backend).
+    public let metrics: (@Sendable () -> String)?
 
-    public init(directory: NodeDirectory, logger: Logger) {
+    public init(directory: NodeDirectory, logger: Logger, metrics: (@Sendable () -> String)? = nil) {
         self.directory = directory
         self.logger = logger
+        self.metrics = metrics
     }
 
     /// Checks the config and identity, takes the node lock, and runs until a shutdown signal.
@@ -59,7 +62,8 @@ public struct NodeServer: Sendable {
             store: store, version: CityMeshVersion.current,
             startedAt: RFC3339.format(microseconds: Int64(Date().timeIntervalSince1970 * 1_000_000)),
             physicalMillis: { UInt64(Date().timeIntervalSince1970 * 1000) },
-            peers: { Self.peerList(network, city: city) })
+            peers: { Self.peerList(network, city: city) },
+            metrics: metrics)
         var httpLogger = logger
         httpLogger[metadataKey: "service"] = "admin"
         let app = Application(

@@ -4,6 +4,8 @@ import CityMeshCore
 import CityMeshNode
 import Foundation
 import Logging
+import Metrics
+import Prometheus
 
 struct Init: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -83,8 +85,10 @@ struct Serve: AsyncParsableCommand {
             handler.logLevel = level
             return handler
         }
+        let registry = PrometheusCollectorRegistry()
+        MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry))
         let logger = Logger(label: "citymesh")
-        try await NodeServer(directory: directory, logger: logger).run { address in
+        try await NodeServer(directory: directory, logger: logger, metrics: { registry.emitToString() }).run { address in
             logger.notice("admin API listening", metadata: ["admin.address": "\(address)"])
         }
     }

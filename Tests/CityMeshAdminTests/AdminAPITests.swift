@@ -13,7 +13,7 @@ struct Fixture {
     let app: Application<RouterResponder<AdminContext>>
     var tokens: [Role: String] = [:]
 
-    init() async throws {
+    init(peers: (@Sendable () -> API.PeerList)? = nil, metrics: (@Sendable () -> String)? = nil) async throws {
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("cm-admin-\(UUID().uuidString)").path
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         store = try NodeStore(path: dir + "/citymesh.db", createFor: try CitySlug("hangzhou"))
@@ -22,7 +22,7 @@ struct Fixture {
             try await store.insertToken(id: id, name: role.rawValue, role: role, hash: AdminToken.hash(token), createdAt: "t")
             tokens[role] = token
         }
-        let api = AdminAPI(store: store, version: "test", startedAt: "t", physicalMillis: { 1_795_939_200_000 })
+        let api = AdminAPI(store: store, version: "test", startedAt: "t", physicalMillis: { 1_795_939_200_000 }, peers: peers, metrics: metrics)
         app = Application(router: api.makeRouter())
     }
 
@@ -209,6 +209,42 @@ struct AdminAPITests {
             try await client.execute(uri: "/v1/datasets", method: .get, headers: h) { r in #expect(r.status == .unauthorized) }
             try await client.execute(uri: "/v1/tokens", method: .post, headers: f.headers(.admin), body: body(#"{"role":"root","name":"x"}"#)) { r in
                 #expect(r.status == .badRequest)
+            }
+        }
+    }
+
+    @Test("peers and metrics: readable by auditors, never anonymously; absent parts say so")
+    func peersAndMetrics() async throws {
+        let list = API.PeerList(
+            city: "hangzhou", listen: "127.0.0.1:7001",
+            peers: [
+                API.Peer(
+                    city: "shanghai", state: "connected", address: "127.0.0.1:7002", direction: "inbound", rttMs: 0.4, lastSeen: "t",
+                    certificateExpires: "2027-11-29T00:00:00Z", certificateFingerprint: "ab", protocolVersion: 1, software: "citymesh/0.1.0",
+                    fromSeed: false, lastError: nil)
+            ],
+            refusals: ["foreign_ca": 2], recentRefusals: [])
+        let f = try await Fixture(peers: { list }, metrics: { "citymesh_peers_connected 1\n" })
+        try await f.app.test(.router) { client in
+            try await client.execute(uri: "/v1/peers", method: .get, headers: f.headers(.auditor)) { r in
+                #expect(r.status == .ok)
+                let got = try JSONDecoder().decode(API.PeerList.self, from: data(r.body))
+                #expect(got.peers == list.peers)
+                #expect(got.refusals == ["foreign_ca": 2])
+            }
+            try await client.execute(uri: "/metrics", method: .get, headers: f.headers(.auditor)) { r in
+                #expect(r.status == .ok)
+                #expect(String(buffer: r.body) == "citymesh_peers_connected 1\n")
+                #expect(r.headers[.contentType]?.hasPrefix("text/plain") == true)
+            }
+            try await client.execute(uri: "/metrics", method: .get) { r in #expect(r.status == .unauthorized) }
+            try await client.execute(uri: "/v1/peers", method: .get) { r in #expect(r.status == .unauthorized) }
+        }
+        let bare = try await Fixture()
+        try await bare.app.test(.router) { client in
+            try await client.execute(uri: "/v1/peers", method: .get, headers: bare.headers(.admin)) { r in
+                #expect(r.status != .ok)
+                #expect(errorCode(r) == "node.not_running")
             }
         }
     }

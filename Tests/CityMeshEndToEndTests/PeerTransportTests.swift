@@ -147,6 +147,13 @@ struct PeerTransportTests {
         for reason in ["foreign_ca", "no_client_certificate", "frame_too_large"] {
             #expect(log.contains("peer.reason=\(reason)"), "logged: \(reason)")
         }
+        // The same counts as Prometheus metrics on the admin API (auditor token or better).
+        let token = try String(contentsOfFile: work + "/hangzhou/admin.token", encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
+        let metrics = try Harness.run("/usr/bin/curl", ["-s", "-H", "Authorization: Bearer \(token)", "http://\(cities[0].admin)/metrics"], cwd: work)
+        #expect(metrics.stdout.contains(#"citymesh_peer_refusals_total{reason="foreign_ca"}"#), "\(metrics.stdout)")
+        #expect(metrics.stdout.contains("citymesh_peers_connected"), "\(metrics.stdout)")
+        let anonymous = try Harness.run("/usr/bin/curl", ["-s", "-o", "/dev/null", "-w", "%{http_code}", "http://\(cities[0].admin)/metrics"], cwd: work)
+        #expect(anonymous.stdout == "401")
         // Plaintext on the peer port.
         r = try Harness.run("/usr/bin/curl", ["-s", "-m", "5", "http://\(target)/"], cwd: work)
         #expect(r.status != 0)

@@ -15,16 +15,19 @@ public struct AdminAPI: Sendable {
     public let physicalMillis: @Sendable () -> UInt64
     /// The peer transport's view (nil when the node runs without one, as in route tests).
     public let peers: (@Sendable () -> API.PeerList)?
+    /// The metrics in Prometheus text format (nil when the process has no metrics backend).
+    public let metrics: (@Sendable () -> String)?
 
     public init(
         store: NodeStore, version: String, startedAt: String, physicalMillis: @escaping @Sendable () -> UInt64,
-        peers: (@Sendable () -> API.PeerList)? = nil
+        peers: (@Sendable () -> API.PeerList)? = nil, metrics: (@Sendable () -> String)? = nil
     ) {
         self.store = store
         self.version = version
         self.startedAt = startedAt
         self.physicalMillis = physicalMillis
         self.peers = peers
+        self.metrics = metrics
     }
 
     public func makeRouter() -> Router<AdminContext> {
@@ -37,6 +40,14 @@ public struct AdminAPI: Sendable {
             json(API.NodeInfo(city: store.city.rawValue, version: version, datasets: try await store.datasets().count, startedAt: startedAt))
         }
 
+        router.get("/metrics") { _, _ in
+            guard let metrics else {
+                throw CityMeshError(.nodeNotRunning, "this process has no metrics backend")
+            }
+            var headers = HTTPFields()
+            headers[.contentType] = "text/plain; version=0.0.4; charset=utf-8"
+            return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(string: metrics())))
+        }
         router.get("/v1/peers") { _, _ in
             guard let peers else {
                 throw CityMeshError(.nodeNotRunning, "this node runs without a peer transport")
