@@ -82,8 +82,12 @@ public struct NodeServer: Sendable {
                 gracefulShutdownSignals: [.sigterm, .sigint],
                 logger: logger))
         logger.info("node starting", metadata: ["admin.address": "\(admin)", "version": "\(CityMeshVersion.current)"])
+        // Bind the peer port before anything starts, so a taken port fails cleanly and first.
+        try await network.bind()
         do {
             try await group.run()
+        } catch let e as CityMeshError {
+            throw e
         } catch {
             let text = "\(error)"
             if text.contains("Address already in use") || text.contains("EADDRINUSE") || text.contains("errno: 98") {

@@ -87,6 +87,18 @@ struct BadInputTests {
         expectClearError(try node.cm("dataset", "list"), mentions: "CITYMESH_DIR")
         expectClearError(try node.cm("dataset", "list", "--dir", "nowhere"), mentions: "citymesh init")
         expectClearError(try node.cm("serve", "--dir", "hz"), mentions: "already running")
+        expectClearError(try node.cm("peers", "--dir", "nowhere"), mentions: "citymesh init")
+        // A second node on the first one's peer port: refused at start, saying which setting to change.
+        let busy = try String(contentsOfFile: node.work + "/hz/citymesh.yaml", encoding: .utf8)
+            .split(separator: "\n").first { $0.hasPrefix("listen:") }.map { String($0.dropFirst(7)).trimmingCharacters(in: .whitespaces).replacingOccurrences(of: "\"", with: "") } ?? ""
+        _ = try node.cm("federation", "issue", "--ca", "fed", "--city", "shanghai", "--out", "sh-cert")
+        _ = try node.cm("init", "--dir", "sh", "--city", "shanghai", "--ca", "fed/ca.pem", "--cert", "sh-cert/node.pem", "--key", "sh-cert/node.key",
+                        "--listen", busy, "--admin", "127.0.0.1:\(Harness.freePort())")
+        // serve logs its start-up first; the last line is the error.
+        let r = try node.cm("serve", "--dir", "sh")
+        #expect(r.status != 0)
+        let last = r.stderr.split(separator: "\n").last.map(String.init) ?? ""
+        #expect(last.hasPrefix("error: ") && last.contains("cannot listen for peers on \(busy)") && last.contains("change 'listen'"), "\(r.stderr)")
         expectClearError(try node.cm("init", "--dir", "hz", "--city", "hangzhou", "--ca", "fed/ca.pem", "--cert", "hz-cert/node.pem",
                                      "--key", "hz-cert/node.key"), mentions: "already holds a node")
     }
@@ -109,6 +121,15 @@ struct BadInputTests {
         expectClearError(try initNode("other/ca.pem", "hz-cert/node.pem", "hz-cert/node.key"), mentions: "does not chain to the federation CA")
         expectClearError(try initNode("fed/ca.pem", "sh-cert/node.pem", "sh-cert/node.key"), mentions: "is for city 'shanghai'")
         expectClearError(try initNode("fed/ca.pem", "missing.pem", "hz-cert/node.key"), mentions: "does not exist")
+        // Peering input: bad seeds, its own city as a seed, a CRL another CA signed.
+        expectClearError(try Harness.citymesh(["init", "--dir", "hz", "--ca", "fed/ca.pem", "--cert", "hz-cert/node.pem", "--key", "hz-cert/node.key", "--seed", "127.0.0.1:7002"] + base, cwd: work), mentions: "CITY@HOST:PORT")
+        expectClearError(try Harness.citymesh(["init", "--dir", "hz", "--ca", "fed/ca.pem", "--cert", "hz-cert/node.pem", "--key", "hz-cert/node.key", "--seed", "hangzhou@127.0.0.1:7002"] + base, cwd: work), mentions: "own city")
+        _ = try cm("federation", "issue", "--ca", "other", "--city", "suzhou", "--out", "sz-other")
+        _ = try cm("federation", "revoke", "--ca", "other", "--cert", "sz-other/node.pem")
+        expectClearError(try Harness.citymesh(["init", "--dir", "hz", "--ca", "fed/ca.pem", "--cert", "hz-cert/node.pem", "--key", "hz-cert/node.key", "--crl", "other/crl.pem"] + base, cwd: work), mentions: "not by the federation CA")
+        expectClearError(try cm("federation", "revoke", "--ca", "fed", "--cert", "sz-other/node.pem"), mentions: "was not issued by the CA")
+        expectClearError(try cm("federation", "revoke", "--ca", "fed", "--cert", "missing.pem"), mentions: "does not exist")
+        #expect(!FileManager.default.fileExists(atPath: work + "/fed/crl.pem"), "a refused revoke writes no CRL")
         #expect(!FileManager.default.fileExists(atPath: work + "/hz"), "a refused init must leave nothing behind")
         let entries = try FileManager.default.contentsOfDirectory(atPath: work)
         #expect(!entries.contains { $0.contains(".init-") }, "no staging directory is left behind: \(entries)")
@@ -119,7 +140,8 @@ struct BadInputTests {
         let work = try Harness.tempDir("help")
         for cmd in [["federation", "init"], ["federation", "issue"], ["init"], ["serve"], ["dataset", "create"], ["dataset", "list"],
                     ["dataset", "show"], ["dataset", "add-field"], ["record", "put"], ["record", "get"], ["record", "delete"],
-                    ["record", "list"], ["import"], ["export"], ["token", "create"], ["token", "list"], ["token", "revoke"]] {
+                    ["record", "list"], ["import"], ["export"], ["token", "create"], ["token", "list"], ["token", "revoke"],
+                    ["peers"], ["federation", "revoke"]] {
             let r = try Harness.citymesh(cmd + ["--help"], cwd: work)
             #expect(r.ok && r.stdout.contains("citymesh \(cmd.joined(separator: " "))"), "\(cmd)")
             #expect(r.stdout.contains("Example"), "\(cmd) --help has no example")
