@@ -44,6 +44,8 @@ struct Init: AsyncParsableCommand {
         print("  config:      \(result.configPath)")
         print("  certificate: expires \(RFC3339.format(microseconds: Int64(result.identity.notValidAfter.timeIntervalSince1970) * 1_000_000)), sha256 \(result.identity.fingerprint)")
         print("  admin token: \(result.tokenPath) (mode 0600; the CLI uses it by default)")
+        print("  peers:       listen \(listen), seeds \(seed.isEmpty ? "none" : seed.joined(separator: ", "))"
+              + (crl.map { ", CRL \($0)" + (FileManager.default.fileExists(atPath: $0) ? "" : " (not there yet; read when it is, on SIGHUP)") } ?? ""))
         print("next: citymesh serve --dir \(path)")
     }
 }
