@@ -97,6 +97,7 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Yams", package: "Yams"),
                 .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "CryptoExtras", package: "swift-crypto"),
             ],
             swiftSettings: upcoming
         ),
@@ -148,7 +149,9 @@ let package = Package(
         ),
         .testTarget(
             name: "CityMeshStoreTests",
-            dependencies: ["CityMeshCore", "CityMeshStore", .product(name: "GRDB", package: "GRDB.swift")],
+            dependencies: [
+                "CityMeshCore", "CityMeshStore", .product(name: "GRDB", package: "GRDB.swift"), .product(name: "Crypto", package: "swift-crypto"),
+            ],
             swiftSettings: upcoming
         ),
         .testTarget(

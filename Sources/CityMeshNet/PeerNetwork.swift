@@ -19,6 +19,12 @@ public struct PeerMessage: Sendable, Equatable {
     public let payload: ByteBuffer
 }
 
+/// What the ledger records of the transport: sessions established and connections refused.
+public enum PeerEvent: Sendable {
+    case connected(city: CitySlug, fingerprint: String, remote: String, direction: PeerDirectory.Direction, protocolVersion: UInt16)
+    case refused(reason: DisconnectReason, remote: String, direction: PeerDirectory.Direction, detail: String)
+}
+
 /// A refusal, as listed by `citymesh peers`.
 public struct PeerRefusalRecord: Sendable, Codable, Equatable {
     public let at: Date
@@ -107,17 +113,19 @@ public final class PeerNetwork: Service, Sendable {
     let sessionConfiguration: PeerSession.Configuration
     let state: Mutex<State>
     let onMessage: @Sendable (PeerMessage) -> Void
+    let onEvent: @Sendable (PeerEvent) -> Void
     let tickInterval: TimeAmount
     let bound = Mutex<(any Channel)?>(nil)
 
     public init(
         configuration: Configuration, logger: Logger, group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
-        onMessage: @escaping @Sendable (PeerMessage) -> Void = { _ in }
+        onMessage: @escaping @Sendable (PeerMessage) -> Void = { _ in }, onEvent: @escaping @Sendable (PeerEvent) -> Void = { _ in }
     ) throws {
         self.configuration = configuration
         self.logger = logger
         self.group = group
         self.onMessage = onMessage
+        self.onEvent = onEvent
         serverContext = try PeerTLS.serverContext(identity: configuration.identity, roots: configuration.trust.roots)
         clientContext = try PeerTLS.clientContext(identity: configuration.identity, roots: configuration.trust.roots)
         sessionConfiguration = PeerSession.Configuration(
@@ -287,6 +295,7 @@ public final class PeerNetwork: Service, Sendable {
                 "peer certificate expires soon",
                 metadata: ["peer.city": "\(peer.city)", "cert.expires": "\(identity.notValidAfter)", "cert.days_left": "\(Int(left / 86_400))"])
         }
+        onEvent(.connected(city: peer.city, fingerprint: peer.fingerprint, remote: c.remote, direction: c.direction, protocolVersion: peer.protocolVersion))
         perform(directives)
         updateConnectedGauge()
     }
@@ -328,6 +337,7 @@ public final class PeerNetwork: Service, Sendable {
             if s.recent.count > 50 { s.recent.removeFirst(s.recent.count - 50) }
         }
         Counter(label: "citymesh_peer_refusals_total", dimensions: [("reason", failure.reason.rawValue)]).increment()
+        onEvent(.refused(reason: failure.reason, remote: remote, direction: direction, detail: failure.detail))
         logger.warning(
             "peer refused",
             metadata: ["peer.address": "\(remote)", "peer.direction": "\(direction.rawValue)", "peer.reason": "\(failure.reason.rawValue)", "peer.detail": "\(failure.detail)"])

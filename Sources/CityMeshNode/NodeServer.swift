@@ -50,9 +50,29 @@ public struct NodeServer: Sendable {
         }
         var peerLogger = logger
         peerLogger[metadataKey: "service"] = "peers"
+        var ledgerLogger = logger
+        ledgerLogger[metadataKey: "service"] = "ledger"
+        let (signer, signerProblem) = LedgerService.signer(city: city, keyPEM: try Files.read(directory.file(config.tls.key), what: "the key"))
+        if let signerProblem { ledgerLogger.warning("\(signerProblem)") }
+        let ledgerService = LedgerService(ledger: LedgerStore(store: store), signer: signer, logger: ledgerLogger)
+        let nowText: @Sendable () -> String = { RFC3339.format(microseconds: Int64(Date().timeIntervalSince1970 * 1_000_000)) }
+        ledgerService.report(
+            LedgerEntry(time: nowText(), kind: LedgerEntry.Kind.nodeStarted, actor: "node", hashes: ["certificate.sha256": identity.fingerprint], detail: "citymesh \(CityMeshVersion.current)"))
+
         let peerConfiguration = try Self.peerConfiguration(config: config, directory: directory, city: city)
         Self.warnIfStale(peerConfiguration.trust, logger: peerLogger)
-        let network = try PeerNetwork(configuration: peerConfiguration, logger: peerLogger)
+        let network = try PeerNetwork(configuration: peerConfiguration, logger: peerLogger, onEvent: { event in
+            switch event {
+            case .connected(let peer, let fingerprint, let remote, let direction, let version):
+                ledgerService.report(LedgerEntry(
+                    time: nowText(), kind: LedgerEntry.Kind.peerConnected, actor: "peer:\(peer)", peer: peer.rawValue,
+                    hashes: ["certificate.sha256": fingerprint], detail: "\(direction.rawValue) \(remote), protocol \(version)"))
+            case .refused(let reason, let remote, let direction, let detail):
+                ledgerService.report(LedgerEntry(
+                    time: nowText(), kind: LedgerEntry.Kind.peerRefused, actor: "node", reason: reason.rawValue,
+                    detail: "\(direction.rawValue) \(remote): \(detail)"))
+            }
+        })
 
         let admin = try HostPort(config.admin, what: "admin")
         if !admin.isLoopback {
@@ -63,7 +83,7 @@ public struct NodeServer: Sendable {
             startedAt: RFC3339.format(microseconds: Int64(Date().timeIntervalSince1970 * 1_000_000)),
             physicalMillis: { UInt64(Date().timeIntervalSince1970 * 1000) },
             peers: { Self.peerList(network, city: city) },
-            metrics: metrics)
+            metrics: metrics, ledger: ledgerService.ledger, verifierKey: signer?.verifier)
         var httpLogger = logger
         httpLogger[metadataKey: "service"] = "admin"
         let app = Application(
@@ -76,7 +96,7 @@ public struct NodeServer: Sendable {
         let group = ServiceGroup(
             configuration: .init(
                 services: [
-                    StoreService(store: store, logger: logger), network,
+                    StoreService(store: store, logger: logger), ledgerService, network,
                     ReloadService(directory: directory, network: network, logger: peerLogger), app,
                 ],
                 gracefulShutdownSignals: [.sigterm, .sigint],

@@ -43,6 +43,29 @@ enum Migrations {
                 );
                 """)
         }
+        m.registerMigration("v2-ledger") { db in
+            try db.execute(sql: """
+                -- The accountability ledger: append-only. idx is the entry's index in the Merkle
+                -- tree; entry holds its exact bytes; leaf is SHA-256(0x00 || entry) as computed
+                -- when it was appended. kind/time/peer/dataset are copies for filtering only.
+                CREATE TABLE ledger (
+                    idx INTEGER PRIMARY KEY,
+                    entry BLOB NOT NULL,
+                    leaf BLOB NOT NULL,
+                    kind TEXT NOT NULL,
+                    time TEXT NOT NULL,
+                    peer TEXT,
+                    dataset TEXT
+                );
+                CREATE INDEX ledger_by_time ON ledger (time);
+                -- Signed checkpoints (C2SP signed notes), one per published tree size.
+                CREATE TABLE ledger_checkpoints (
+                    size INTEGER PRIMARY KEY,
+                    note TEXT NOT NULL,
+                    created_at TEXT NOT NULL
+                );
+                """)
+        }
         return m
     }
 }

@@ -28,7 +28,10 @@ enum Net {
     ) throws -> PeerNetwork {
         var c = PeerNetwork.Configuration(
             city: try CitySlug(city), listenHost: "127.0.0.1", listenPort: 0, advertise: "", identity: try node.identity(), trust: trust,
-            seeds: try seeds.map { try PeerDirectory.Seed($0) }, keepaliveInterval: .seconds(1), idleTimeout: .seconds(5))
+            seeds: try seeds.map { try PeerDirectory.Seed($0) },
+            // Generous: the whole test run shares two cores, and a handshake that waits for CPU is
+            // not what these tests are about (the timeout tests set their own).
+            handshakeTimeout: .seconds(60), keepaliveInterval: .seconds(1), idleTimeout: .seconds(30))
         tweak(&c)
         return try PeerNetwork(configuration: c, logger: logger, onMessage: { m in inbox?.add(m) })
     }

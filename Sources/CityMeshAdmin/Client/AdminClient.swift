@@ -23,6 +23,11 @@ public struct AdminClient: Sendable {
         try decode(try await send(.GET, path, query: query))
     }
 
+    /// A plain-text answer (checkpoints, verifier keys).
+    public func getText(_ path: String) async throws -> String {
+        String(buffer: try await send(.GET, path, query: [:]).body)
+    }
+
     public func post<B: Encodable, T: Decodable>(_ path: String, body: B, query: [String: String] = [:], as: T.Type = T.self) async throws -> T {
         try decode(try await send(.POST, path, query: query, body: try JSONEncoder().encode(body)))
     }

@@ -25,6 +25,11 @@ public enum API {
         }
     }
 
+    public struct AuditLog: Codable, Sendable {
+        public let entries: [LedgerEntry]
+        public init(entries: [LedgerEntry]) { self.entries = entries }
+    }
+
     /// One peer as `GET /v1/peers` and `citymesh peers --json` show it.
     public struct Peer: Codable, Sendable, Equatable {
         public let city: String
@@ -213,6 +218,9 @@ public enum API {
         public var seconds: Double = 0
         /// Time spent in write transactions (the rest of `seconds` overlaps with parsing or waits for the upload).
         public var writeSeconds: Double = 0
+        /// Bytes received and their SHA-256 (hex): what the ledger records of the upload.
+        public var bytes: Int = 0
+        public var contentSHA256: String = ""
         public init() {}
     }
 

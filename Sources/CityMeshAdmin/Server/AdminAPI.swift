@@ -2,6 +2,7 @@ import Foundation
 public import Hummingbird
 public import CityMeshCore
 public import CityMeshStore
+import Crypto
 import Logging
 import NIOCore
 
@@ -17,10 +18,14 @@ public struct AdminAPI: Sendable {
     public let peers: (@Sendable () -> API.PeerList)?
     /// The metrics in Prometheus text format (nil when the process has no metrics backend).
     public let metrics: (@Sendable () -> String)?
+    /// The accountability ledger and its verifier key (nil in route tests without a ledger writer).
+    public let ledger: LedgerStore?
+    public let verifierKey: NoteVerifier?
 
     public init(
         store: NodeStore, version: String, startedAt: String, physicalMillis: @escaping @Sendable () -> UInt64,
-        peers: (@Sendable () -> API.PeerList)? = nil, metrics: (@Sendable () -> String)? = nil
+        peers: (@Sendable () -> API.PeerList)? = nil, metrics: (@Sendable () -> String)? = nil,
+        ledger: LedgerStore? = nil, verifierKey: NoteVerifier? = nil
     ) {
         self.store = store
         self.version = version
@@ -28,6 +33,8 @@ public struct AdminAPI: Sendable {
         self.physicalMillis = physicalMillis
         self.peers = peers
         self.metrics = metrics
+        self.ledger = ledger
+        self.verifierKey = verifierKey
     }
 
     public func makeRouter() -> Router<AdminContext> {
@@ -48,6 +55,29 @@ public struct AdminAPI: Sendable {
             headers[.contentType] = "text/plain; version=0.0.4; charset=utf-8"
             return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(string: metrics())))
         }
+        router.get("/v1/audit/log") { request, _ in
+            let ledger = try requireLedger()
+            let q = request.uri.queryParameters
+            let limit = try limitParameter(request)
+            let entries = try await ledger.entries(
+                since: q.get("since"), peer: q.get("peer"), kind: q.get("kind"), dataset: q.get("dataset"), limit: limit)
+            return json(API.AuditLog(entries: entries))
+        }
+        router.get("/v1/audit/checkpoint") { _, _ in
+            guard let latest = try await requireLedger().latestCheckpoint() else {
+                throw CityMeshError(.recordNotFound, "no checkpoint yet: the node signs one within seconds of the first entry")
+            }
+            return text(latest.note)
+        }
+        router.get("/v1/audit/vkey") { _, _ in
+            _ = try requireLedger()
+            guard let verifierKey else { throw CityMeshError(.nodeNotRunning, "this node has no Ed25519 key to sign checkpoints with") }
+            return text(verifierKey.vkey + "\n")
+        }
+        router.get("/v1/audit/verify") { _, _ in
+            guard let verifierKey else { throw CityMeshError(.nodeNotRunning, "this node has no Ed25519 key to sign checkpoints with") }
+            return json(try await requireLedger().audit(verifier: verifierKey))
+        }
         router.get("/v1/peers") { _, _ in
             guard let peers else {
                 throw CityMeshError(.nodeNotRunning, "this node runs without a peer transport")
@@ -65,6 +95,7 @@ public struct AdminAPI: Sendable {
             let schema = try Schema(keyField: body.key, fields: body.fields.map { ($0.name, $0.type) })
             let info = try await store.createDataset(id, schema: schema, createdAt: now())
             context.logger.info("dataset created", metadata: ["dataset.id": "\(id)"])
+            try await record(LedgerEntry.Kind.datasetCreated, context, dataset: id, counts: ["fields": schema.fields.count])
             return json(API.Dataset(info), status: .created)
         }
         router.get("/v1/datasets/:owner/:name") { _, context in
@@ -73,7 +104,10 @@ public struct AdminAPI: Sendable {
         router.post("/v1/datasets/:owner/:name/fields") { request, context in
             try context.require(.operator)
             let body = try await decodeBody(request, as: API.AddField.self)
-            return json(API.Dataset(try await store.addField(try datasetID(context), name: body.name, type: body.type)))
+            let id = try datasetID(context)
+            let info = try await store.addField(id, name: body.name, type: body.type)
+            try await record(LedgerEntry.Kind.fieldAdded, context, dataset: id, detail: "\(body.name): \(body.type.rawValue)")
+            return json(API.Dataset(info))
         }
         router.get("/v1/datasets/:owner/:name/records") { request, context in
             let id = try datasetID(context)
@@ -103,12 +137,17 @@ public struct AdminAPI: Sendable {
             let input = try RecordInput.fromJSON(body.values, key: key, schema: info.schema)
             // The schema is already in hand: stamp and encode here, one write transaction after.
             let s = try await store.apply(id, store.prepare([input], schema: info.schema, physicalMillis: physicalMillis()))
+            try await record(
+                LedgerEntry.Kind.recordWritten, context, dataset: id, counts: ["written": s.written, "unchanged": s.unchanged],
+                hashes: ["key.sha256": keyHash(key)])
             return json(API.WriteResult(written: s.written, unchanged: s.unchanged, seq: s.lastSeq))
         }
         router.delete("/v1/datasets/:owner/:name/record") { request, context in
             try context.require(.operator)
             let id = try datasetID(context)
-            let s = try await store.delete(id, key: try keyParameter(request), physicalMillis: physicalMillis())
+            let key = try keyParameter(request)
+            let s = try await store.delete(id, key: key, physicalMillis: physicalMillis())
+            try await record(LedgerEntry.Kind.recordDeleted, context, dataset: id, counts: ["deleted": s.written], hashes: ["key.sha256": keyHash(key)])
             return json(API.WriteResult(written: s.written, unchanged: s.unchanged, seq: s.lastSeq))
         }
         router.post("/v1/datasets/:owner/:name/import") { request, context in
@@ -121,6 +160,10 @@ public struct AdminAPI: Sendable {
             context.logger.info(
                 "import finished",
                 metadata: ["dataset.id": "\(id)", "import.rows": "\(summary.imported)", "import.rejected": "\(summary.rejected)"])
+            try await record(
+                LedgerEntry.Kind.imported, context, dataset: id,
+                counts: ["imported": summary.imported, "unchanged": summary.unchanged, "rejected": summary.rejected, "bytes": summary.bytes],
+                hashes: ["content.sha256": summary.contentSHA256], detail: format == .csv ? "csv" : "jsonl")
             return json(summary)
         }
         router.get("/v1/datasets/:owner/:name/export") { request, context in
@@ -151,15 +194,38 @@ public struct AdminAPI: Sendable {
             let (tokenID, token) = AdminToken.generate()
             try await store.insertToken(id: tokenID, name: body.name, role: body.role, hash: AdminToken.hash(token), createdAt: now())
             context.logger.info("token created", metadata: ["token.id": "\(tokenID)", "token.role": "\(body.role.rawValue)"])
+            try await record(LedgerEntry.Kind.tokenCreated, context, detail: "token:\(tokenID) role \(body.role.rawValue)")
             return json(API.NewToken(id: tokenID, name: body.name, role: body.role, token: token), status: .created)
         }
         router.delete("/v1/tokens/:id") { _, context in
             try context.require(.admin)
             let tokenID = try context.parameters.require("id")
             try await store.revokeToken(id: tokenID, at: now())
+            try await record(LedgerEntry.Kind.tokenRevoked, context, detail: "token:\(tokenID)")
             return json(["revoked": tokenID])
         }
         return router
+    }
+
+    /// Appends an admin action to the ledger and waits until it is durable, so nothing the API
+    /// reports as done is missing from the log.
+    func record(
+        _ kind: String, _ context: AdminContext, dataset: DatasetID? = nil, counts: [String: Int]? = nil, hashes: [String: String]? = nil,
+        detail: String? = nil
+    ) async throws {
+        guard let ledger else { return }
+        _ = try await ledger.append(
+            LedgerEntry(time: now(), kind: kind, actor: context.actor, dataset: dataset.map { "\($0)" }, counts: counts, hashes: hashes, detail: detail))
+    }
+
+    /// Record keys can be personal data (a person's or firm's id): the ledger keeps their hash.
+    func keyHash(_ key: String) -> String {
+        SHA256.hash(data: Array(key.utf8)).map { String(format: "%02x", $0) }.joined()
+    }
+
+    func requireLedger() throws -> LedgerStore {
+        guard let ledger else { throw CityMeshError(.nodeNotRunning, "this node runs without a ledger") }
+        return ledger
     }
 
     func now() -> String { RFC3339.format(microseconds: Int64(physicalMillis()) * 1000) }
@@ -192,6 +258,13 @@ func decodeBody<T: Decodable>(_ request: Request, as: T.Type) async throws -> T 
         throw CityMeshError(.valueTooLarge, "the request body is over 2 MiB: send fewer values at once, or use import for bulk data")
     }
     return try JSONDecoder().decode(T.self, from: Data(buffer.readableBytesView))
+}
+
+/// A plain-text response.
+func text(_ body: String) -> Response {
+    var headers = HTTPFields()
+    headers[.contentType] = "text/plain; charset=utf-8"
+    return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(string: body)))
 }
 
 /// A JSON response with stable key order.

@@ -6,6 +6,8 @@ public struct AdminContext: RequestContext {
     public var coreContext: CoreRequestContextStorage
     /// Set by ``TokenAuthMiddleware``; nil only on the unauthenticated health routes.
     public var role: Role?
+    /// Who is calling, as the ledger names it: `token:<id>`.
+    public var actor: String = "anonymous"
 
     public init(source: Source) {
         self.coreContext = .init(source: source)

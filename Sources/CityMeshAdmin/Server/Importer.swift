@@ -4,6 +4,7 @@ import CityMeshStore
 import Hummingbird
 import NIOCore
 import AsyncAlgorithms
+import Crypto
 
 /// The formats `import` and `export` speak.
 public enum ImportFormat: String, Sendable, Codable {
@@ -94,6 +95,7 @@ struct Importer: Sendable {
         var csv = CSVParser()
         var mapper: CSVRowMapper?
         var lines = JSONLines()
+        var hasher = SHA256()
 
         func reject(_ line: Int, _ reason: String) {
             summary.rejected += 1
@@ -142,7 +144,9 @@ struct Importer: Sendable {
         }
 
         for try await buffer in body {
+            summary.bytes += buffer.readableBytes
             try buffer.withUnsafeReadableBytes { raw in
+                hasher.update(bufferPointer: raw)
                 switch format {
                 case .csv:
                     try csv.feed(raw) { try take(csvRow: $0) }
@@ -160,6 +164,7 @@ struct Importer: Sendable {
             lines.finish { take(jsonLine: $0, bytes: $1) }
         }
         await flush()
+        summary.contentSHA256 = hasher.finalize().map { String(format: "%02x", $0) }.joined()
         return summary
     }
 }

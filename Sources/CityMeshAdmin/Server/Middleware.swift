@@ -82,6 +82,9 @@ public struct TokenAuthMiddleware: RouterMiddleware {
         }
         var context = context
         context.role = role
+        // Tokens are cm_<id>_<secret>; the id is public and names the caller in the ledger.
+        let parts = token.split(separator: "_", maxSplits: 2)
+        context.actor = parts.count == 3 ? "token:\(parts[1])" : "token:?"
         if role == .auditor, request.method != .get, request.method != .head {
             throw CityMeshError(.forbidden, "auditor tokens are read-only: use an operator or admin token to change anything")
         }

@@ -4,7 +4,7 @@ public import Foundation
 /// Why a note, key or checkpoint was rejected.
 public struct NoteError: Error, Sendable, Equatable, CustomStringConvertible {
     public let description: String
-    init(_ d: String) { description = d }
+    public init(_ d: String) { description = d }
 }
 
 /// A C2SP signed-note Ed25519 verifier key: `<name>+<key ID, 8 hex>+<base64(0x01 || public key)>`.

@@ -1,0 +1,123 @@
+public import Foundation
+
+/// One entry of the accountability ledger: what happened, when, who did it, to what — hashes and
+/// metadata only, never cell values. Its leaf in the Merkle tree is the hash of its exact stored
+/// bytes (`encoded()`), so any tool can recompute the tree from an exported bundle.
+public struct LedgerEntry: Codable, Sendable, Equatable {
+    /// Stable kind labels. New parts add kinds; old ones never change meaning.
+    public enum Kind {
+        public static let peerConnected = "peer.connected"
+        public static let peerRefused = "peer.refused"
+        public static let datasetCreated = "dataset.created"
+        public static let fieldAdded = "dataset.field_added"
+        public static let imported = "dataset.imported"
+        public static let recordWritten = "record.written"
+        public static let recordDeleted = "record.deleted"
+        public static let tokenCreated = "token.created"
+        public static let tokenRevoked = "token.revoked"
+        public static let nodeStarted = "node.started"
+    }
+
+    /// The entry's position in the log (0-based); part of the signed bytes, so reordering shows.
+    public var index: UInt64
+    /// RFC 3339 UTC, microseconds.
+    public var time: String
+    public var kind: String
+    /// Who caused it: `token:<id>`, `node`, or `peer:<city>`.
+    public var actor: String
+    public var peer: String?
+    public var dataset: String?
+    public var counts: [String: Int]?
+    /// Named hashes, lowercase hex (e.g. `content.sha256` of an import).
+    public var hashes: [String: String]?
+    public var reason: String?
+    public var detail: String?
+
+    public init(
+        index: UInt64 = 0, time: String, kind: String, actor: String, peer: String? = nil, dataset: String? = nil,
+        counts: [String: Int]? = nil, hashes: [String: String]? = nil, reason: String? = nil, detail: String? = nil
+    ) {
+        self.index = index
+        self.time = time
+        self.kind = kind
+        self.actor = actor
+        self.peer = peer
+        self.dataset = dataset
+        self.counts = counts
+        self.hashes = hashes
+        self.reason = reason
+        self.detail = detail
+    }
+
+    /// The stored bytes: compact JSON with sorted keys.
+    public func encoded() throws -> [UInt8] {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        return Array(try encoder.encode(self))
+    }
+
+    public static func decode(_ bytes: some DataProtocol) throws -> LedgerEntry {
+        try JSONDecoder().decode(LedgerEntry.self, from: Data(bytes))
+    }
+}
+
+/// Re-checks a stored log from its entries alone, one entry at a time (so a million entries need
+/// no more memory than a few hashes), against the leaf hashes stored beside them and the signed
+/// checkpoints. Pure: the caller reads the database and the files.
+public struct LedgerAudit: Sendable {
+    public struct Failure: Error, Sendable, Equatable, CustomStringConvertible {
+        /// The first index known to be bad (or the start of the range that is).
+        public let index: UInt64
+        public let reason: String
+        public var description: String { "entry \(index): \(reason)" }
+    }
+
+    var range = CompactRange()
+    /// Signed checkpoints to meet, smallest first (size, root).
+    var pending: [(size: UInt64, root: MerkleHash)]
+    var lastGood: UInt64 = 0
+    public private(set) var checkpointsMatched = 0
+
+    /// `checkpoints` must already be signature-checked.
+    public init(checkpoints: [Checkpoint]) {
+        pending = checkpoints.map { ($0.size, $0.root) }.sorted { $0.size < $1.size }
+        while let first = pending.first, first.size == 0 {
+            pending.removeFirst()
+            checkpointsMatched += 1
+        }
+    }
+
+    public var count: UInt64 { range.count }
+    public var root: MerkleHash { range.root }
+
+    /// Adds the stored entry at `index` (its row number), its bytes and the leaf hash stored with it.
+    public mutating func add(index: UInt64, bytes: [UInt8], storedLeaf: [UInt8]?) throws(Failure) {
+        guard index == range.count else {
+            throw Failure(index: range.count, reason: index > range.count ? "missing: the next stored entry is \(index)" : "duplicate or out of order")
+        }
+        let leaf = Merkle.leafHash(bytes)
+        if let storedLeaf, storedLeaf != leaf.bytes {
+            throw Failure(index: index, reason: "the entry's bytes do not match the leaf hash recorded when it was appended: it was edited")
+        }
+        guard let entry = try? LedgerEntry.decode(bytes) else { throw Failure(index: index, reason: "not a valid entry") }
+        guard entry.index == index else { throw Failure(index: index, reason: "it says it is entry \(entry.index): entries were moved") }
+        range.append(leaf)
+        if let next = pending.first, next.size == range.count {
+            pending.removeFirst()
+            guard range.root == next.root else {
+                throw Failure(
+                    index: lastGood,
+                    reason: "the tree of \(next.size) entries does not match its signed checkpoint: an entry from \(lastGood) to \(next.size - 1) was altered, with its recorded leaf hash")
+            }
+            lastGood = next.size
+            checkpointsMatched += 1
+        }
+    }
+
+    /// Call after the last entry: every checkpoint must have been met.
+    public func finish() throws(Failure) {
+        if let next = pending.first {
+            throw Failure(index: range.count, reason: "a checkpoint was signed at size \(next.size) but only \(range.count) entries are stored: entries were deleted")
+        }
+    }
+}

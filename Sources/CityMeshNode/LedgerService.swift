@@ -1,0 +1,119 @@
+public import CityMeshCore
+public import CityMeshStore
+import Crypto
+import CryptoExtras
+import Foundation
+public import Logging
+import ServiceLifecycle
+import Synchronization
+
+/// The node's ledger as a service: the group-commit writer, the entries other parts report
+/// (peer events), and the checkpoint publisher, which signs a C2SP checkpoint with the node's key
+/// every `interval` while the log grows and once more at shutdown.
+public final class LedgerService: Service, Sendable {
+    public let ledger: LedgerStore
+    public let signer: NoteSigner?
+    let logger: Logger
+    let interval: Duration
+    let events: AsyncStream<LedgerEntry>
+    let eventSink: AsyncStream<LedgerEntry>.Continuation
+    let tree = Mutex(CompactRange())
+    let stopping = Atomic<Bool>(false)
+    /// Set when the stored log contradicts a checkpoint this node signed: signing stops for good.
+    let broken = Atomic<Bool>(false)
+
+    /// The log's origin and key name.
+    public static func origin(_ city: CitySlug) -> String { "\(city).citymesh/ledger" }
+
+    public init(ledger: LedgerStore, signer: NoteSigner?, logger: Logger, interval: Duration = .seconds(2)) {
+        self.ledger = ledger
+        self.signer = signer
+        self.logger = logger
+        self.interval = interval
+        // Bounded: a refusal flood cannot grow memory without limit; what overflows is counted in the log.
+        (events, eventSink) = AsyncStream.makeStream(of: LedgerEntry.self, bufferingPolicy: .bufferingOldest(100_000))
+    }
+
+    /// The node's Ed25519 key as a note signer; nil (with the reason) for other key types.
+    public static func signer(city: CitySlug, keyPEM: String) -> (NoteSigner?, String?) {
+        do {
+            let key = try Curve25519.Signing.PrivateKey(pemRepresentation: keyPEM)
+            return (try NoteSigner(name: origin(city), key: key), nil)
+        } catch {
+            return (nil, "checkpoints are signed with the node's Ed25519 key, and this node's key is not Ed25519: entries are logged but not signed")
+        }
+    }
+
+    /// Records an entry reported from a synchronous context (it is appended in the background).
+    public func report(_ entry: LedgerEntry) {
+        if case .dropped = eventSink.yield(entry) {
+            logger.error("ledger event queue full: an entry was dropped", metadata: ["ledger.kind": "\(entry.kind)"])
+        }
+    }
+
+    public func run() async throws {
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask { await self.ledger.runWriter() }
+            await withGracefulShutdownHandler {
+                await withTaskGroup(of: Void.self) { inner in
+                    inner.addTask {
+                        for await entry in self.events {
+                            do { _ = try await self.ledger.append(entry) } catch {
+                                self.logger.error("ledger append failed", metadata: ["ledger.kind": "\(entry.kind)", "error": "\(error)"])
+                            }
+                        }
+                    }
+                    inner.addTask {
+                        while !self.stopping.load(ordering: .relaxed) {
+                            try? await Task.sleep(for: self.interval)
+                            await self.publishLogged()
+                        }
+                    }
+                }
+            } onGracefulShutdown: {
+                self.stopping.store(true, ordering: .relaxed)
+                self.eventSink.finish()
+            }
+            await publishLogged()
+            ledger.finish()
+        }
+        logger.info("ledger closed")
+    }
+
+    func publishLogged() async {
+        do { try await publish() } catch { logger.error("checkpoint not published", metadata: ["error": "\(error)"]) }
+    }
+
+    /// Signs and stores a checkpoint of the whole log if it grew since the last one.
+    @discardableResult
+    public func publish() async throws -> Checkpoint? {
+        guard let signer, !broken.load(ordering: .relaxed) else { return nil }
+        let latest = try await ledger.latestCheckpoint()
+        let signed = try latest.map { try Checkpoint.verify(signedNote: $0.note, key: signer.verifier) }
+        let known = tree.withLock { $0.count }
+        let leaves = try await ledger.leafHashes(from: known)
+        let (size, root, consistent) = tree.withLock { t -> (UInt64, MerkleHash, Bool) in
+            var consistent = true
+            // Another publish may have advanced the tree meanwhile; only append what it lacks.
+            for leaf in leaves.dropFirst(Int(t.count - known)) {
+                t.append(leaf)
+                if let signed, t.count == signed.size, t.root != signed.root { consistent = false }
+            }
+            return (t.count, t.root, consistent)
+        }
+        // Never sign a tree that contradicts what this log signed before (C2SP tlog-checkpoint).
+        guard consistent, size >= (signed?.size ?? 0) else {
+            broken.store(true, ordering: .relaxed)
+            throw CityMeshError(
+                .internalError,
+                "the stored ledger does not match its last signed checkpoint (size \(signed?.size ?? 0)): entries were altered or removed; no further checkpoints are signed. Run 'citymesh audit verify' to find the first bad entry")
+        }
+        if let latest, latest.size >= size { return nil }
+        guard size > 0 else { return nil }
+        let checkpoint = Checkpoint(origin: signer.verifier.name, size: size, root: root)
+        let note = try signer.sign(checkpoint.text)
+        try await ledger.saveCheckpoint(size: size, note: note, createdAt: RFC3339.format(microseconds: Int64(Date().timeIntervalSince1970 * 1_000_000)))
+        logger.debug("checkpoint published", metadata: ["ledger.size": "\(size)"])
+        return checkpoint
+    }
+}

@@ -1,0 +1,72 @@
+import Foundation
+import Testing
+
+/// The ledger through the real binary: admin actions and peer refusals are logged, checkpoints are
+/// signed, and a hand edit with the sqlite3 shell is caught by `audit verify`.
+@Suite("End to end: the ledger", .serialized)
+struct AuditTests {
+    @Test("actions and refusals are logged; audit verify passes, then fails on a hand-edited entry")
+    func logVerifyTamper() throws {
+        let work = try Harness.tempDir("audit")
+        let listen = "127.0.0.1:\(Harness.freePort())"
+        let admin = "127.0.0.1:\(Harness.freePort())"
+        func cm(_ args: String...) throws -> CommandResult { try Harness.citymesh(args, cwd: work) }
+        _ = try cm("federation", "init", "--out", "fed", "--name", "Test")
+        _ = try cm("federation", "issue", "--ca", "fed", "--city", "hangzhou", "--out", "hz-cert")
+        var r = try cm("init", "--dir", "hz", "--city", "hangzhou", "--ca", "fed/ca.pem", "--cert", "hz-cert/node.pem", "--key", "hz-cert/node.key",
+                       "--listen", listen, "--admin", admin)
+        #expect(r.ok, "\(r.stderr)")
+        var daemon = try Daemon(dir: "hz", cwd: work)
+        #expect(try daemon.waitReady(admin: admin), "\(daemon.log)")
+        r = try cm("dataset", "create", "--dir", "hz", "air", "--key", "station", "--field", "station:string", "--field", "pm25:double")
+        #expect(r.ok, "\(r.stderr)")
+        try "station,pm25\nS-1,3.5\nS-2,4\n".write(toFile: work + "/a.csv", atomically: true, encoding: .utf8)
+        r = try cm("import", "--dir", "hz", "air", "--csv", "a.csv")
+        #expect(r.ok, "\(r.stderr)")
+        // A refused peer: no client certificate.
+        _ = try Harness.run("/bin/sh", ["-c", "sleep 0.5 | timeout 5 openssl s_client -connect \(listen) -tls1_3 >/dev/null 2>&1"], cwd: work)
+
+        var log = ""
+        let deadline = Date().addingTimeInterval(20)
+        while Date() < deadline {
+            log = try cm("audit", "log", "--dir", "hz", "--json").stdout
+            if log.contains("peer.refused") { break }
+            Thread.sleep(forTimeInterval: 0.2)
+        }
+        let lines = log.split(separator: "\n").compactMap { try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any] }
+        let kinds = lines.compactMap { $0["kind"] as? String }
+        #expect(kinds.contains("node.started") && kinds.contains("dataset.created") && kinds.contains("dataset.imported") && kinds.contains("peer.refused"), "\(log)")
+        let imported = lines.first { $0["kind"] as? String == "dataset.imported" }
+        #expect((imported?["counts"] as? [String: Int])?["imported"] == 2)
+        let sha = try Harness.run("/usr/bin/sha256sum", ["a.csv"], cwd: work).stdout.prefix(64)
+        #expect((imported?["hashes"] as? [String: String])?["content.sha256"] == String(sha), "the import's hash is the file's SHA-256")
+        #expect((imported?["actor"] as? String)?.hasPrefix("token:") == true)
+        #expect(!log.contains("S-1"), "record values never reach the ledger")
+        #expect(lines.first { $0["kind"] as? String == "peer.refused" }?["reason"] as? String == "no_client_certificate")
+
+        // Wait for a checkpoint covering everything, then verify.
+        var checkpoint = ""
+        for _ in 0..<100 {
+            checkpoint = try cm("audit", "checkpoint", "--dir", "hz").stdout
+            if checkpoint.split(separator: "\n").dropFirst().first.map(String.init) == String(lines.count) { break }
+            Thread.sleep(forTimeInterval: 0.2)
+        }
+        #expect(checkpoint.hasPrefix("hangzhou.citymesh/ledger\n\(lines.count)\n"), "\(checkpoint)")
+        #expect(checkpoint.contains("\n\n\u{2014} hangzhou.citymesh/ledger "))
+        r = try cm("audit", "vkey", "--dir", "hz")
+        #expect(r.stdout.hasPrefix("hangzhou.citymesh/ledger+"), "\(r.stdout)")
+        r = try cm("audit", "verify", "--dir", "hz")
+        #expect(r.ok && r.stdout.contains("ledger OK"), "\(r.stdout)\(r.stderr)")
+        #expect(daemon.terminate() == 0)
+
+        // Edit entry 2 by hand, as an operator with shell access could.
+        r = try Harness.run("/usr/bin/sqlite3", ["hz/citymesh.db", "UPDATE ledger SET entry = CAST(replace(CAST(entry AS TEXT), 'hangzhou/air', 'hangzhou/aiR') AS BLOB) WHERE idx = 2;"], cwd: work)
+        #expect(r.ok, "\(r.stderr)")
+        daemon = try Daemon(dir: "hz", cwd: work)
+        #expect(try daemon.waitReady(admin: admin), "\(daemon.log)")
+        r = try cm("audit", "verify", "--dir", "hz")
+        #expect(r.status == 1, "\(r.stdout)\(r.stderr)")
+        #expect(r.stdout.contains("FAILED at entry 2"), "\(r.stdout)")
+        #expect(daemon.terminate() == 0)
+    }
+}

@@ -1,0 +1,134 @@
+import CityMeshCore
+import Crypto
+import Foundation
+import GRDB
+import Testing
+@testable import CityMeshStore
+
+/// The ledger on a real SQLite file: group commit, verification, and tampering by hand.
+@Suite("Ledger store")
+struct LedgerStoreTests {
+    static func makeStore() throws -> NodeStore {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("cm-ledger-\(UUID().uuidString)").path
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        return try NodeStore(path: dir + "/citymesh.db", createFor: try CitySlug("hangzhou"))
+    }
+
+    /// Runs the writer while `body` appends; returns after the writer drained.
+    static func withWriter<T: Sendable>(_ ledger: LedgerStore, _ body: @Sendable () async throws -> T) async throws -> T {
+        try await withThrowingTaskGroup(of: T?.self) { group in
+            group.addTask { await ledger.runWriter(); return nil }
+            let result = try await body()
+            ledger.finish()
+            try await group.waitForAll()
+            return result
+        }
+    }
+
+    static func entry(_ i: Int) -> LedgerEntry {
+        LedgerEntry(time: "2026-11-29T08:00:00.\(String(format: "%06d", i))Z", kind: LedgerEntry.Kind.recordWritten, actor: "token:test", dataset: "hangzhou/air", counts: ["written": 1])
+    }
+
+    /// Signs a checkpoint of everything stored, as the node's publisher does.
+    static func checkpoint(_ ledger: LedgerStore, _ signer: NoteSigner) async throws {
+        let leaves = try await ledger.leafHashes(from: 0)
+        let cp = Checkpoint(origin: signer.verifier.name, size: UInt64(leaves.count), root: Merkle.root(leaves))
+        try await ledger.saveCheckpoint(size: cp.size, note: try signer.sign(cp.text), createdAt: "t")
+    }
+
+    @Test("concurrent appends get distinct, dense indices; the audit recomputes the signed tree")
+    func groupCommit() async throws {
+        let store = try Self.makeStore()
+        let ledger = LedgerStore(store: store)
+        let signer = try NoteSigner(name: "hangzhou.citymesh/ledger", key: Curve25519.Signing.PrivateKey())
+        let indices = try await Self.withWriter(ledger) {
+            try await withThrowingTaskGroup(of: [UInt64].self) { group in
+                for t in 0..<8 {
+                    group.addTask { var out: [UInt64] = []; for i in 0..<125 { out.append(try await ledger.append(Self.entry(t * 1000 + i))) }; return out }
+                }
+                return try await group.reduce(into: []) { $0 += $1 }
+            }
+        }
+        #expect(indices.sorted() == Array(0..<1000))
+        #expect(try await ledger.count() == 1000)
+        try await Self.checkpoint(ledger, signer)
+        let report = try await ledger.audit(verifier: signer.verifier)
+        #expect(report.ok, "\(report.problem ?? "")")
+        #expect(report.entries == 1000)
+        #expect(report.checkpointsVerified == 1)
+        // Each stored entry carries its own index.
+        let stored = try await ledger.entries(limit: 5)
+        #expect(stored.map(\.index) == [0, 1, 2, 3, 4])
+    }
+
+    @Test("editing, deleting or reordering entries by hand is found, with the first bad index")
+    func tampering() async throws {
+        let signer = try NoteSigner(name: "hangzhou.citymesh/ledger", key: Curve25519.Signing.PrivateKey())
+        func fresh() async throws -> (NodeStore, LedgerStore) {
+            let store = try Self.makeStore()
+            let ledger = LedgerStore(store: store)
+            try await Self.withWriter(ledger) { for i in 0..<20 { _ = try await ledger.append(Self.entry(i)) } }
+            try await Self.checkpoint(ledger, signer)
+            return (store, ledger)
+        }
+
+        // An entry's bytes edited (as with the sqlite3 shell): its recorded leaf hash gives it away.
+        var (store, ledger) = try await fresh()
+        try await store.pool.write { db in
+            try db.execute(sql: "UPDATE ledger SET entry = CAST(replace(CAST(entry AS TEXT), 'written\":1', 'written\":9') AS BLOB) WHERE idx = 7")
+        }
+        var report = try await ledger.audit(verifier: signer.verifier)
+        #expect(!report.ok)
+        #expect(report.firstBadIndex == 7)
+
+        // Entry and leaf hash both rewritten: the signed checkpoint still catches it.
+        (store, ledger) = try await fresh()
+        let forged = try Self.entry(99).encodedAt(index: 7)
+        try await store.pool.write { db in
+            try db.execute(sql: "UPDATE ledger SET entry = ?, leaf = ? WHERE idx = 7", arguments: [Data(forged), Data(Merkle.leafHash(forged).bytes)])
+        }
+        report = try await ledger.audit(verifier: signer.verifier)
+        #expect(!report.ok)
+        #expect(report.firstBadIndex == 0)
+        #expect(report.problem?.contains("signed checkpoint") == true)
+
+        // The last entries deleted.
+        (store, ledger) = try await fresh()
+        try await store.pool.write { db in try db.execute(sql: "DELETE FROM ledger WHERE idx >= 18") }
+        report = try await ledger.audit(verifier: signer.verifier)
+        #expect(!report.ok)
+        #expect(report.problem?.contains("deleted") == true)
+
+        // An entry in the middle deleted.
+        (store, ledger) = try await fresh()
+        try await store.pool.write { db in try db.execute(sql: "DELETE FROM ledger WHERE idx = 4") }
+        report = try await ledger.audit(verifier: signer.verifier)
+        #expect(report.firstBadIndex == 4)
+
+        // Two entries swapped.
+        (store, ledger) = try await fresh()
+        try await store.pool.write { db in
+            try db.execute(sql: "UPDATE ledger SET idx = -1 WHERE idx = 3; UPDATE ledger SET idx = 3 WHERE idx = 5; UPDATE ledger SET idx = 5 WHERE idx = -1")
+        }
+        report = try await ledger.audit(verifier: signer.verifier)
+        #expect(report.firstBadIndex == 3)
+        #expect(report.problem?.contains("moved") == true)
+
+        // A checkpoint signed by another key.
+        (store, ledger) = try await fresh()
+        let other = try NoteSigner(name: "hangzhou.citymesh/ledger", key: Curve25519.Signing.PrivateKey())
+        let cp = Checkpoint(origin: other.verifier.name, size: 20, root: Merkle.root(try await ledger.leafHashes(from: 0)))
+        try await store.pool.write { db in try db.execute(sql: "UPDATE ledger_checkpoints SET note = ? WHERE size = 20", arguments: [try other.sign(cp.text)]) }
+        report = try await ledger.audit(verifier: signer.verifier)
+        #expect(!report.ok)
+        #expect(report.problem?.contains("does not verify") == true)
+    }
+}
+
+extension LedgerEntry {
+    func encodedAt(index: UInt64) throws -> [UInt8] {
+        var e = self
+        e.index = index
+        return try e.encoded()
+    }
+}
