@@ -83,7 +83,11 @@ public struct NodeServer: Sendable {
             startedAt: RFC3339.format(microseconds: Int64(Date().timeIntervalSince1970 * 1_000_000)),
             physicalMillis: { UInt64(Date().timeIntervalSince1970 * 1000) },
             peers: { Self.peerList(network, city: city) },
-            metrics: metrics, ledger: ledgerService.ledger, verifierKey: signer?.verifier)
+            metrics: metrics, ledger: ledgerService.ledger, verifierKey: signer?.verifier,
+            certificates: (
+                node: try Files.read(directory.file(config.tls.cert), what: "the certificate"),
+                ca: try Files.read(directory.file(config.tls.ca), what: "the CA certificate")
+            ))
         var httpLogger = logger
         httpLogger[metadataKey: "service"] = "admin"
         let app = Application(

@@ -139,6 +139,31 @@ public final class LedgerStore: Sendable {
         }
     }
 
+    /// (index, bytes) of the entries below `size`, from `since` (RFC 3339 prefix) on if given.
+    public func entryRows(size: UInt64, since: String?) async throws -> [(UInt64, [UInt8])] {
+        try await pool.read { db in
+            var sql = "SELECT idx, entry FROM ledger WHERE idx < ?"
+            var args: [any DatabaseValueConvertible] = [Int64(size)]
+            if let since { sql += " AND time >= ?"; args.append(since) }
+            return try Row.fetchAll(db, sql: sql + " ORDER BY idx", arguments: StatementArguments(args)).map { row in
+                let data: Data = row[1]
+                return (UInt64(row[0] as Int64), Array(data))
+            }
+        }
+    }
+
+    /// The stored bytes of entry `index`.
+    public func entryBytes(_ index: UInt64) async throws -> [UInt8]? {
+        try await pool.read { db in
+            try Data.fetchOne(db, sql: "SELECT entry FROM ledger WHERE idx = ?", arguments: [Int64(index)]).map { Array($0) }
+        }
+    }
+
+    /// The signed checkpoint published at exactly `size`, if any.
+    public func checkpoint(size: UInt64) async throws -> String? {
+        try await pool.read { db in try String.fetchOne(db, sql: "SELECT note FROM ledger_checkpoints WHERE size = ?", arguments: [Int64(size)]) }
+    }
+
     public func saveCheckpoint(size: UInt64, note: String, createdAt: String) async throws {
         try await pool.write { db in
             try db.execute(sql: "INSERT OR IGNORE INTO ledger_checkpoints (size, note, created_at) VALUES (?, ?, ?)", arguments: [Int64(size), note, createdAt])

@@ -7,7 +7,7 @@ import Foundation
 struct Audit: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Inspect and verify the node's accountability ledger (an auditor token is enough).",
-        subcommands: [AuditLog.self, AuditVerify.self, AuditCheckpoint.self, AuditVKey.self])
+        subcommands: [AuditLog.self, AuditVerify.self, AuditCheckpoint.self, AuditVKey.self, AuditProve.self, AuditConsistency.self, AuditExport.self, AuditVerifyBundle.self])
 }
 
 struct AuditLog: AsyncParsableCommand {
@@ -102,5 +102,168 @@ struct AuditVKey: AsyncParsableCommand {
 
     func run() async throws {
         print(try await node.withNode { client, _ in try await client.getText("/v1/audit/vkey") }, terminator: "")
+    }
+}
+
+struct AuditProve: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "prove",
+        abstract: "An RFC 9162 inclusion proof for one entry (checked here before it is printed).",
+        discussion: """
+            Example:
+              citymesh audit prove --dir hz --index 41
+              citymesh audit prove --dir hz --index 41 --size 1000 --json
+
+            Without --size the proof is for the latest signed checkpoint. --json prints the tree size,
+            root hash, leaf hash and index and the proof hashes (base64) for any RFC 9162 verifier.
+            """)
+
+    @OptionGroup var node: NodeOptions
+    @Option(help: "The entry's index.") var index: UInt64
+    @Option(help: "The tree size (default: the latest signed checkpoint's).") var size: UInt64?
+    @OptionGroup var output: OutputOptions
+
+    func run() async throws {
+        var query = ["index": String(index)]
+        if let size { query["size"] = String(size) }
+        let p: API.InclusionProof = try await node.withNode { client, _ in try await client.get("/v1/audit/prove", query: query) }
+        // Do not take the node's word for it: recompute the root from the proof.
+        guard let leaf = MerkleHash(base64: p.leafHash), let root = MerkleHash(base64: p.rootHash) else {
+            throw CityMeshError(.internalError, "the node sent hashes that are not base64 SHA-256")
+        }
+        let path = p.proof.compactMap { MerkleHash(base64: $0) }
+        do {
+            try Merkle.verifyInclusion(leaf: leaf, index: p.index, size: p.treeSize, proof: path, root: root)
+            guard leaf == Merkle.leafHash(try p.entry.encoded()) else { throw MerkleProofError.leafMismatch }
+        } catch {
+            throw CityMeshError(.internalError, "the node's inclusion proof does not verify (\(error)): report this; the ledger may be damaged")
+        }
+        if output.json { return try printJSON(p) }
+        print("entry \(p.index) is in the tree of size \(p.treeSize) (proof verified)")
+        print("  leaf hash  \(p.leafHash)")
+        print("  root hash  \(p.rootHash)" + (p.checkpoint != nil ? "  (the signed checkpoint of that size)" : "  (no checkpoint was signed at exactly this size)"))
+        print("  proof      \(p.proof.count) hashes")
+        for h in p.proof { print("             \(h)") }
+    }
+}
+
+struct AuditConsistency: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "consistency",
+        abstract: "An RFC 9162 consistency proof between two tree sizes (checked here before it is printed).",
+        discussion: """
+            Example:
+              citymesh audit consistency --dir hz --from 500
+              citymesh audit consistency --dir hz --from 500 --to 1000 --json
+
+            Proves the log of --from entries is a prefix of the log of --to entries (default: the latest
+            signed checkpoint), i.e. nothing logged before was rewritten.
+            """)
+
+    @OptionGroup var node: NodeOptions
+    @Option(help: "The older tree size.") var from: UInt64
+    @Option(help: "The newer tree size (default: the latest signed checkpoint's).") var to: UInt64?
+    @OptionGroup var output: OutputOptions
+
+    func run() async throws {
+        var query = ["from": String(from)]
+        if let to { query["to"] = String(to) }
+        let p: API.ConsistencyProof = try await node.withNode { client, _ in try await client.get("/v1/audit/consistency", query: query) }
+        do {
+            try Merkle.verifyConsistency(
+                size1: p.size1, size2: p.size2, root1: Array(Data(base64Encoded: p.rootHash1) ?? Data()),
+                root2: Array(Data(base64Encoded: p.rootHash2) ?? Data()), proof: p.proof.map { Array(Data(base64Encoded: $0) ?? Data()) })
+        } catch {
+            throw CityMeshError(.internalError, "the node's consistency proof does not verify (\(error)): the log may have been rewritten")
+        }
+        if output.json { return try printJSON(p) }
+        print("the tree of \(p.size1) entries is a prefix of the tree of \(p.size2) (proof verified)")
+        print("  root \(p.size1)  \(p.rootHash1)")
+        print("  root \(p.size2)  \(p.rootHash2)")
+        print("  proof     \(p.proof.count) hashes")
+        for h in p.proof { print("            \(h)") }
+    }
+}
+
+struct AuditExport: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "export",
+        abstract: "Write a self-contained evidence bundle (verifiable offline with 'audit verify-bundle').",
+        discussion: """
+            Example:
+              citymesh audit export --dir hz --out hz-audit.bundle
+              citymesh audit export --dir hz --out nov.bundle --since 2026-11-01
+
+            The bundle holds the latest signed checkpoint, the log's verifier key, the node and CA
+            certificates, and the entries: all of them, or those from --since on with an inclusion
+            proof each. Its format is described in docs/auditing.md.
+            """)
+
+    @OptionGroup var node: NodeOptions
+    @Option(help: "The bundle file to write.") var out: String
+    @Option(help: "Only entries at or after this time (RFC 3339 or a date), each with its proof.") var since: String?
+
+    func run() async throws {
+        let bundle: AuditBundle = try await node.withNode { client, _ in
+            try await client.get("/v1/audit/bundle", query: since.map { ["since": $0] } ?? [:])
+        }
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .prettyPrinted, .withoutEscapingSlashes]
+        let data = try encoder.encode(bundle)
+        guard FileManager.default.createFile(atPath: out, contents: data) else {
+            throw CityMeshError(.ioError, "cannot write \(out): check the directory exists and is writable")
+        }
+        let size = (try? Checkpoint(text: try SignedNote(parsing: bundle.checkpoint).text).size) ?? 0
+        print("wrote \(out): \(bundle.entries.count) entries, checkpoint at size \(size) of \(bundle.origin)")
+        print("next: citymesh audit verify-bundle \(out)   (offline: no node, network or database needed)")
+    }
+}
+
+struct AuditVerifyBundle: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "verify-bundle",
+        abstract: "Verify an evidence bundle offline: certificates, checkpoint signature, every entry.",
+        discussion: """
+            Example:
+              citymesh audit verify-bundle hz-audit.bundle
+
+            Needs nothing but the file: no node, no network, no database. Exits 0 if everything
+            verifies, 1 otherwise, saying what failed.
+            """)
+
+    @Argument(help: "The bundle file.") var file: String
+    @Option(help: "The federation CA certificate you trust (PEM); the bundle's CA must be this one.") var ca: String?
+    @OptionGroup var output: OutputOptions
+
+    func run() async throws {
+        guard let data = FileManager.default.contents(atPath: file) else {
+            throw CityMeshError(.fileNotFound, "\(file) does not exist or cannot be read")
+        }
+        let bundle: AuditBundle
+        do { bundle = try JSONDecoder().decode(AuditBundle.self, from: data) } catch {
+            throw CityMeshError(.malformedInput, "\(file) is not an audit bundle: \(error)")
+        }
+        if let ca {
+            guard let trusted = FileManager.default.contents(atPath: ca).flatMap({ String(data: $0, encoding: .utf8) }) else {
+                throw CityMeshError(.fileNotFound, "\(ca) does not exist or cannot be read")
+            }
+            let mine = try PEM.certificates(trusted, what: ca)
+            let theirs = try PEM.certificates(bundle.caCertificate, what: "the bundle's CA certificate")
+            guard mine == theirs else {
+                throw CityMeshError(.certificateForeignCA, "the bundle's CA is not \(ca): it comes from another federation, or was forged")
+            }
+        }
+        let report = try await bundle.verify(now: Date())
+        if output.json {
+            for e in report.entries { try printJSONLine(e) }
+            return
+        }
+        print("bundle OK: \(report.entries.count) entries of \(report.city)'s ledger are in its signed checkpoint")
+        print("  checkpoint  \(report.checkpoint.origin) size \(report.checkpoint.size) root \(report.checkpoint.root)")
+        print("  key         \(bundle.verifierKey) (the key of \(report.city)'s certificate, issued by the bundle's CA)")
+        for w in report.warnings { print("  warning     \(w)") }
+        if ca == nil {
+            print("  note        the CA was taken from the bundle itself: pass --ca <your federation's ca.pem> to check it is yours")
+        }
     }
 }

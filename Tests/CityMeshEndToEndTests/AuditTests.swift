@@ -57,7 +57,41 @@ struct AuditTests {
         #expect(r.stdout.hasPrefix("hangzhou.citymesh/ledger+"), "\(r.stdout)")
         r = try cm("audit", "verify", "--dir", "hz")
         #expect(r.ok && r.stdout.contains("ledger OK"), "\(r.stdout)\(r.stderr)")
+
+        // Proofs, checked by the CLI and printed for any RFC 9162 verifier.
+        r = try cm("audit", "prove", "--dir", "hz", "--index", "2", "--json")
+        #expect(r.ok, "\(r.stderr)")
+        let proof = try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [String: Any] ?? [:]
+        #expect(proof["index"] as? Int == 2 && proof["treeSize"] as? Int == lines.count)
+        #expect((proof["proof"] as? [String])?.isEmpty == false && proof["checkpoint"] is String, "\(r.stdout)")
+        r = try cm("audit", "consistency", "--dir", "hz", "--from", "2")
+        #expect(r.ok && r.stdout.contains("proof verified"), "\(r.stdout)\(r.stderr)")
+        r = try cm("audit", "prove", "--dir", "hz", "--index", "999")
+        #expect(!r.ok && r.stderr.contains("not in the tree"), "\(r.stderr)")
+
+        // A bundle, verified after the node is stopped: no node, network or database.
+        r = try cm("audit", "export", "--dir", "hz", "--out", "hz.bundle")
+        #expect(r.ok, "\(r.stderr)")
+        r = try cm("audit", "export", "--dir", "hz", "--out", "recent.bundle", "--since", "2000-01-01")
+        #expect(r.ok, "\(r.stderr)")
         #expect(daemon.terminate() == 0)
+        try FileManager.default.moveItem(atPath: work + "/hz", toPath: work + "/hz-away")
+        r = try cm("audit", "verify-bundle", "hz.bundle", "--ca", "fed/ca.pem")
+        #expect(r.ok && r.stdout.contains("bundle OK: \(lines.count) entries"), "\(r.stdout)\(r.stderr)")
+        r = try cm("audit", "verify-bundle", "recent.bundle")
+        #expect(r.ok && r.stdout.contains("bundle OK"), "\(r.stdout)\(r.stderr)")
+        // An altered bundle fails: one entry's bytes changed.
+        var text = try String(contentsOfFile: work + "/hz.bundle", encoding: .utf8)
+        let firstEntry = try #require(text.range(of: #""entry" : ""#))
+        let at = text.index(firstEntry.upperBound, offsetBy: 10)
+        text.replaceSubrange(at...at, with: text[at] == "A" ? "B" : "A")
+        try text.write(toFile: work + "/bad.bundle", atomically: true, encoding: .utf8)
+        r = try cm("audit", "verify-bundle", "bad.bundle")
+        #expect(r.status == 1 && r.stderr.contains("does not verify"), "\(r.stdout)\(r.stderr)")
+        _ = try cm("federation", "init", "--out", "other", "--name", "Other")
+        r = try cm("audit", "verify-bundle", "hz.bundle", "--ca", "other/ca.pem")
+        #expect(r.status == 1 && r.stderr.contains("another federation"), "\(r.stderr)")
+        try FileManager.default.moveItem(atPath: work + "/hz-away", toPath: work + "/hz")
 
         // Edit entry 2 by hand, as an operator with shell access could.
         r = try Harness.run("/usr/bin/sqlite3", ["hz/citymesh.db", "UPDATE ledger SET entry = CAST(replace(CAST(entry AS TEXT), 'hangzhou/air', 'hangzhou/aiR') AS BLOB) WHERE idx = 2;"], cwd: work)

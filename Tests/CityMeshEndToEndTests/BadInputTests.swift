@@ -141,7 +141,8 @@ struct BadInputTests {
         for cmd in [["federation", "init"], ["federation", "issue"], ["init"], ["serve"], ["dataset", "create"], ["dataset", "list"],
                     ["dataset", "show"], ["dataset", "add-field"], ["record", "put"], ["record", "get"], ["record", "delete"],
                     ["record", "list"], ["import"], ["export"], ["token", "create"], ["token", "list"], ["token", "revoke"],
-                    ["peers"], ["federation", "revoke"], ["audit", "log"], ["audit", "verify"], ["audit", "checkpoint"], ["audit", "vkey"]] {
+                    ["peers"], ["federation", "revoke"], ["audit", "log"], ["audit", "verify"], ["audit", "checkpoint"], ["audit", "vkey"],
+                    ["audit", "prove"], ["audit", "consistency"], ["audit", "export"], ["audit", "verify-bundle"]] {
             let r = try Harness.citymesh(cmd + ["--help"], cwd: work)
             #expect(r.ok && r.stdout.contains("citymesh \(cmd.joined(separator: " "))"), "\(cmd)")
             #expect(r.stdout.contains("Example"), "\(cmd) --help has no example")

@@ -25,6 +25,43 @@ public enum API {
         }
     }
 
+    /// An RFC 9162 inclusion proof, hashes in base64 (`citymesh audit prove --json`).
+    public struct InclusionProof: Codable, Sendable {
+        public let index: UInt64
+        public let treeSize: UInt64
+        public let leafHash: String
+        public let rootHash: String
+        public let proof: [String]
+        public let entry: LedgerEntry
+        /// The signed checkpoint for `treeSize`, when one was published at exactly that size.
+        public let checkpoint: String?
+        public init(index: UInt64, treeSize: UInt64, leafHash: String, rootHash: String, proof: [String], entry: LedgerEntry, checkpoint: String?) {
+            self.index = index
+            self.treeSize = treeSize
+            self.leafHash = leafHash
+            self.rootHash = rootHash
+            self.proof = proof
+            self.entry = entry
+            self.checkpoint = checkpoint
+        }
+    }
+
+    /// An RFC 9162 consistency proof, hashes in base64 (`citymesh audit consistency --json`).
+    public struct ConsistencyProof: Codable, Sendable {
+        public let size1: UInt64
+        public let size2: UInt64
+        public let rootHash1: String
+        public let rootHash2: String
+        public let proof: [String]
+        public init(size1: UInt64, size2: UInt64, rootHash1: String, rootHash2: String, proof: [String]) {
+            self.size1 = size1
+            self.size2 = size2
+            self.rootHash1 = rootHash1
+            self.rootHash2 = rootHash2
+            self.proof = proof
+        }
+    }
+
     public struct AuditLog: Codable, Sendable {
         public let entries: [LedgerEntry]
         public init(entries: [LedgerEntry]) { self.entries = entries }

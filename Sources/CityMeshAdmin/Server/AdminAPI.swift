@@ -21,11 +21,13 @@ public struct AdminAPI: Sendable {
     /// The accountability ledger and its verifier key (nil in route tests without a ledger writer).
     public let ledger: LedgerStore?
     public let verifierKey: NoteVerifier?
+    /// The node's certificate chain and the CA certificate (PEM), for evidence bundles.
+    public let certificates: (node: String, ca: String)?
 
     public init(
         store: NodeStore, version: String, startedAt: String, physicalMillis: @escaping @Sendable () -> UInt64,
         peers: (@Sendable () -> API.PeerList)? = nil, metrics: (@Sendable () -> String)? = nil,
-        ledger: LedgerStore? = nil, verifierKey: NoteVerifier? = nil
+        ledger: LedgerStore? = nil, verifierKey: NoteVerifier? = nil, certificates: (node: String, ca: String)? = nil
     ) {
         self.store = store
         self.version = version
@@ -35,6 +37,7 @@ public struct AdminAPI: Sendable {
         self.metrics = metrics
         self.ledger = ledger
         self.verifierKey = verifierKey
+        self.certificates = certificates
     }
 
     public func makeRouter() -> Router<AdminContext> {
@@ -73,6 +76,57 @@ public struct AdminAPI: Sendable {
             _ = try requireLedger()
             guard let verifierKey else { throw CityMeshError(.nodeNotRunning, "this node has no Ed25519 key to sign checkpoints with") }
             return text(verifierKey.vkey + "\n")
+        }
+        router.get("/v1/audit/prove") { request, _ in
+            let ledger = try requireLedger()
+            guard let index = request.uri.queryParameters.get("index").flatMap({ UInt64($0) }) else {
+                throw CityMeshError(.invalidArgument, "give the entry as ?index=N (see 'citymesh audit log' for indices)")
+            }
+            let size = try await treeSize(request.uri.queryParameters.get("size"), ledger)
+            guard index < size else {
+                throw CityMeshError(.invalidArgument, "entry \(index) is not in the tree of size \(size): give --size above \(index), or wait for the next checkpoint")
+            }
+            let leaves = try await ledger.leafHashes(from: 0).prefix(Int(size))
+            let proof = try Merkle.inclusionProof(index: Int(index), leaves: leaves[...])
+            guard let bytes = try await ledger.entryBytes(index) else { throw CityMeshError(.recordNotFound, "no entry \(index)") }
+            return json(API.InclusionProof(
+                index: index, treeSize: size, leafHash: leaves[Int(index)].base64, rootHash: Merkle.root(leaves).base64,
+                proof: proof.map(\.base64), entry: try LedgerEntry.decode(bytes), checkpoint: try await ledger.checkpoint(size: size)))
+        }
+        router.get("/v1/audit/consistency") { request, _ in
+            let ledger = try requireLedger()
+            guard let from = request.uri.queryParameters.get("from").flatMap({ UInt64($0) }), from > 0 else {
+                throw CityMeshError(.invalidArgument, "give the older tree size as ?from=N (N ≥ 1)")
+            }
+            let to = try await treeSize(request.uri.queryParameters.get("to"), ledger)
+            guard from <= to else { throw CityMeshError(.invalidArgument, "--from \(from) is larger than --to \(to)") }
+            let leaves = try await ledger.leafHashes(from: 0).prefix(Int(to))
+            let proof = from == to ? [] : try Merkle.consistencyProof(size1: Int(from), leaves: leaves[...])
+            return json(API.ConsistencyProof(
+                size1: from, size2: to, rootHash1: Merkle.root(leaves.prefix(Int(from))).base64, rootHash2: Merkle.root(leaves).base64,
+                proof: proof.map(\.base64)))
+        }
+        router.get("/v1/audit/bundle") { request, _ in
+            let ledger = try requireLedger()
+            guard let verifierKey, let certificates else { throw CityMeshError(.nodeNotRunning, "this node has no Ed25519 key to sign checkpoints with") }
+            guard let latest = try await ledger.latestCheckpoint() else {
+                throw CityMeshError(.recordNotFound, "no checkpoint yet: wait a few seconds for the first one")
+            }
+            let since = request.uri.queryParameters.get("since")
+            let rows = try await ledger.entryRows(size: latest.size, since: since)
+            var items: [AuditBundle.Item] = []
+            if since == nil {
+                items = rows.map { AuditBundle.Item(index: $0.0, entry: Data($0.1).base64EncodedString(), proof: nil) }
+            } else {
+                let leaves = try await ledger.leafHashes(from: 0).prefix(Int(latest.size))
+                for (index, bytes) in rows {
+                    let proof = try Merkle.inclusionProof(index: Int(index), leaves: leaves[...])
+                    items.append(AuditBundle.Item(index: index, entry: Data(bytes).base64EncodedString(), proof: proof.map(\.base64)))
+                }
+            }
+            return json(AuditBundle(
+                origin: verifierKey.name, verifierKey: verifierKey.vkey, nodeCertificate: certificates.node, caCertificate: certificates.ca,
+                checkpoint: latest.note, complete: since == nil, entries: items))
         }
         router.get("/v1/audit/verify") { _, _ in
             guard let verifierKey else { throw CityMeshError(.nodeNotRunning, "this node has no Ed25519 key to sign checkpoints with") }
@@ -221,6 +275,21 @@ public struct AdminAPI: Sendable {
     /// Record keys can be personal data (a person's or firm's id): the ledger keeps their hash.
     func keyHash(_ key: String) -> String {
         SHA256.hash(data: Array(key.utf8)).map { String(format: "%02x", $0) }.joined()
+    }
+
+    /// A tree size from a parameter, defaulting to the latest signed checkpoint; never beyond the log.
+    func treeSize(_ text: String?, _ ledger: LedgerStore) async throws -> UInt64 {
+        let count = try await ledger.count()
+        if let text {
+            guard let size = UInt64(text), size > 0, size <= count else {
+                throw CityMeshError(.invalidArgument, "tree size '\(text)' is not between 1 and the log's \(count) entries")
+            }
+            return size
+        }
+        guard let latest = try await ledger.latestCheckpoint() else {
+            throw CityMeshError(.recordNotFound, "no checkpoint yet: give a size, or wait a few seconds for the first one")
+        }
+        return latest.size
     }
 
     func requireLedger() throws -> LedgerStore {

@@ -48,6 +48,8 @@ public struct MerkleHash: Hashable, Sendable, CustomStringConvertible {
 public struct MerkleProofError: Error, Sendable, Equatable, CustomStringConvertible {
     public let description: String
     init(_ d: String) { description = d }
+    /// The proof is for a leaf other than the entry shown with it.
+    public static let leafMismatch = MerkleProofError("the leaf hash is not the hash of the entry")
 }
 
 /// RFC 6962 / RFC 9162 §2.1 Merkle tree hashing and proofs, over leaf hashes.
