@@ -123,6 +123,16 @@ let package = Package(
             swiftSettings: upcoming
         ),
         .executableTarget(
+            name: "citymesh-ledger-bench",
+            dependencies: [
+                "CityMeshCore", "CityMeshStore",
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "GRDB", package: "GRDB.swift"),
+            ],
+            path: "Benchmarks/CityMeshLedgerBench",
+            swiftSettings: upcoming
+        ),
+        .executableTarget(
             name: "citymesh-net-bench",
             dependencies: [
                 "CityMeshCore", "CityMeshNet",

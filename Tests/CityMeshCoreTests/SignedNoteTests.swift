@@ -79,3 +79,20 @@ struct SignedNoteTests {
         #expect(try Checkpoint(text: "o\n8\n\(root.base64)\next one\n").extensions == ["ext one"])
     }
 }
+
+@Suite("Ledger entries")
+struct LedgerEntryTests {
+    @Test("the top-level index is read straight from the bytes, never from nested objects or strings")
+    func indexScan() throws {
+        var e = LedgerEntry(
+            index: 41, time: "t", kind: "k", actor: "a", counts: ["index": 7, "a": 1], hashes: ["x": #"\"index\":9"#], detail: #"{"index":8}"#)
+        #expect(LedgerEntry.index(in: try e.encoded()) == 41)
+        e.index = 0
+        #expect(LedgerEntry.index(in: try e.encoded()) == 0)
+        e.index = .max
+        #expect(LedgerEntry.index(in: try e.encoded()) == .max)
+        #expect(LedgerEntry.index(in: Array(#"{"counts":{"index":3}}"#.utf8)) == nil)
+        #expect(LedgerEntry.index(in: Array("garbage".utf8)) == nil)
+        #expect(try LedgerEntry.decode(try e.encoded()) == e)
+    }
+}
