@@ -155,6 +155,8 @@ let package = Package(
                 .product(name: "X509", package: "swift-certificates"),
                 .product(name: "SwiftASN1", package: "swift-asn1"),
             ],
+            // Read from the source tree by path (see MerkleTests.swift), not bundled as resources.
+            exclude: ["Fixtures"],
             swiftSettings: upcoming
         ),
         .testTarget(

@@ -82,14 +82,15 @@ public final class LedgerStore: Sendable {
     }
 
     /// Every stored row in index order, read from one snapshot: (idx, entry bytes, stored leaf).
-    public func forEachRow(_ body: @Sendable (UInt64, [UInt8], [UInt8]) throws -> Void) async throws {
+    /// The entry bytes are SQLite's own buffer (no copy), valid only during the call.
+    public func forEachRow(_ body: @Sendable (UInt64, Data, Data?) throws -> Void) async throws {
         try await pool.read { db in
             let rows = try Row.fetchCursor(db, sql: "SELECT idx, entry, leaf FROM ledger ORDER BY idx")
             while let row = try rows.next() {
                 let idx: Int64 = row[0]
-                let entry: Data = row[1]
-                let leaf: Data = row[2]
-                try body(UInt64(idx), Array(entry), Array(leaf))
+                let entry = row.dataNoCopy(atIndex: 1) ?? Data()
+                let leaf = row.dataNoCopy(atIndex: 2)
+                try body(UInt64(idx), entry, leaf)
             }
         }
     }
@@ -215,7 +216,15 @@ extension LedgerStore {
         var failure: LedgerAudit.Failure?
         do {
             try await forEachRow { idx, bytes, leaf in
-                try state.withLock { a throws(LedgerAudit.Failure) in try a.add(index: idx, bytes: bytes, storedLeaf: leaf) }
+                try bytes.withUnsafeBytes { raw in
+                    if let leaf {
+                        try leaf.withUnsafeBytes { stored in
+                            try state.withLock { a throws(LedgerAudit.Failure) in try a.add(index: idx, bytes: raw, storedLeaf: stored) }
+                        }
+                    } else {
+                        try state.withLock { a throws(LedgerAudit.Failure) in try a.add(index: idx, bytes: raw, storedLeaf: nil) }
+                    }
+                }
                 if idx % 65_536 == 0 { progress(idx) }
             }
             try state.withLock { a throws(LedgerAudit.Failure) in try a.finish() }

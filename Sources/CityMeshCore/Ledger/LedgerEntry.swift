@@ -58,10 +58,15 @@ public struct LedgerEntry: Codable, Sendable, Equatable {
 
     /// The top-level `"index"` of stored entry bytes, read without decoding the whole entry (the
     /// audit of a million entries would otherwise spend most of its time in the JSON decoder).
-    public static func index(in bytes: [UInt8]) -> UInt64? {
+    public static func index(in array: [UInt8]) -> UInt64? {
+        array.withUnsafeBytes { index(in: $0) }
+    }
+
+    /// The same over raw bytes (non-generic, so it is fast when called from other modules).
+    public static func index(in bytes: UnsafeRawBufferPointer) -> UInt64? {
         let key = Array(#""index":"#.utf8)
-        var depth = 0, inString = false, escaped = false, i = 0
-        while i < bytes.count {
+        var depth = 0, inString = false, escaped = false, i = bytes.startIndex
+        while i < bytes.endIndex {
             let b = bytes[i]
             if inString {
                 if escaped { escaped = false } else if b == UInt8(ascii: "\\") { escaped = true } else if b == UInt8(ascii: "\"") { inString = false }
@@ -74,7 +79,7 @@ public struct LedgerEntry: Codable, Sendable, Equatable {
             case UInt8(ascii: "\""):
                 if depth == 1, bytes[i...].starts(with: key) {
                     var j = i + key.count, value: UInt64 = 0, digits = 0
-                    while j < bytes.count, bytes[j] >= 0x30, bytes[j] <= 0x39, digits < 20 {
+                    while j < bytes.endIndex, bytes[j] >= 0x30, bytes[j] <= 0x39, digits < 20 {
                         value = value &* 10 &+ UInt64(bytes[j] - 0x30)
                         j += 1
                         digits += 1
@@ -124,12 +129,12 @@ public struct LedgerAudit: Sendable {
     public var root: MerkleHash { range.root }
 
     /// Adds the stored entry at `index` (its row number), its bytes and the leaf hash stored with it.
-    public mutating func add(index: UInt64, bytes: [UInt8], storedLeaf: [UInt8]?) throws(Failure) {
+    public mutating func add(index: UInt64, bytes: UnsafeRawBufferPointer, storedLeaf: UnsafeRawBufferPointer?) throws(Failure) {
         guard index == range.count else {
             throw Failure(index: range.count, reason: index > range.count ? "missing: the next stored entry is \(index)" : "duplicate or out of order")
         }
         let leaf = Merkle.leafHash(bytes)
-        if let storedLeaf, storedLeaf != leaf.bytes {
+        if let storedLeaf, !leaf.equals(storedLeaf) {
             throw Failure(index: index, reason: "the entry's bytes do not match the leaf hash recorded when it was appended: it was edited")
         }
         guard let own = LedgerEntry.index(in: bytes) else { throw Failure(index: index, reason: "not a valid entry (no index)") }

@@ -28,6 +28,11 @@ public struct MerkleHash: Hashable, Sendable, CustomStringConvertible {
     }
 
     public var bytes: [UInt8] { withUnsafeBytes(of: storage) { Array($0) } }
+
+    /// Compares with raw bytes without copying them.
+    public func equals(_ raw: UnsafeRawBufferPointer) -> Bool {
+        raw.count == 32 && withUnsafeBytes(of: storage) { mine in memcmp(mine.baseAddress!, raw.baseAddress!, 32) == 0 }  // both 32 bytes
+    }
     public var base64: String { Data(bytes).base64EncodedString() }
     public var hex: String { bytes.map { String(format: "%02x", $0) }.joined() }
     public var description: String { base64 }
@@ -62,6 +67,14 @@ public enum Merkle {
         var h = SHA256()
         h.update(data: [0x00])
         h.update(data: data)
+        return MerkleHash(h.finalize())
+    }
+
+    /// `SHA-256(0x00 || data)` over raw bytes (non-generic: fast from other modules).
+    public static func leafHash(_ data: UnsafeRawBufferPointer) -> MerkleHash {
+        var h = SHA256()
+        withUnsafeBytes(of: UInt8(0)) { h.update(bufferPointer: $0) }
+        h.update(bufferPointer: data)
         return MerkleHash(h.finalize())
     }
 

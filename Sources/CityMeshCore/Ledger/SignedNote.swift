@@ -22,7 +22,8 @@ public struct NoteVerifier: Sendable, Hashable {
 
     /// Parses the verifier key text; the key ID must match the name and key.
     public init(vkey: String) throws(NoteError) {
-        let parts = vkey.split(separator: "+", omittingEmptySubsequences: false)
+        // The name has no '+' and the key ID is hex, but base64 may contain '+': split twice only.
+        let parts = vkey.split(separator: "+", maxSplits: 2, omittingEmptySubsequences: false)
         guard parts.count == 3 else { throw NoteError("a verifier key is NAME+KEYID+KEY (three parts separated by '+')") }
         guard parts[1].count == 8, let id = UInt32(parts[1], radix: 16) else { throw NoteError("the key ID '\(parts[1])' is not 8 hex digits") }
         guard let data = Data(base64Encoded: String(parts[2])), data.count == 33 else { throw NoteError("the key is not base64 of 33 bytes") }
