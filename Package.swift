@@ -170,6 +170,7 @@ let package = Package(
             name: "CityMeshAdminTests",
             dependencies: [
                 "CityMeshCore", "CityMeshStore", "CityMeshAdmin",
+                .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
             ],
             swiftSettings: upcoming

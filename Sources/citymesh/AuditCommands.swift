@@ -69,7 +69,26 @@ struct AuditVerify: AsyncParsableCommand {
     @OptionGroup var output: OutputOptions
 
     func run() async throws {
-        let report: LedgerAuditReport = try await node.withNode { client, _ in try await client.get("/v1/audit/verify") }
+        // The node streams its progress as JSON lines; the bar is drawn on stderr when it is a terminal.
+        let bar = ProgressBar(label: "verifying", unit: "entries")
+        let report: LedgerAuditReport = try await node.withNode { client, _ in
+            var pending = Data()
+            var report: LedgerAuditReport?
+            try await client.download("/v1/audit/verify", query: ["progress": "1"]) { chunk in
+                pending.append(chunk)
+                while let newline = pending.firstIndex(of: 0x0A) {
+                    let line = pending[pending.startIndex..<newline]
+                    pending = Data(pending[(newline + 1)...])
+                    let event = try JSONDecoder().decode(VerifyEvent.self, from: line)
+                    if let done = event.done { bar.update(done: Int64(done), total: Int64(event.total ?? done)) }
+                    if let r = event.report { report = r }
+                    if let e = event.error { throw CityMeshError(.init(e.code), e.message) }
+                }
+            }
+            bar.finish()
+            guard let report else { throw CityMeshError(.internalError, "the node ended the audit without a report: see its log") }
+            return report
+        }
         if output.json { try printJSON(report) } else if report.ok {
             print("ledger OK: \(report.entries) entries, root \(report.root), \(report.checkpointsVerified) signed checkpoints match (latest at size \(report.latestCheckpointSize.map(String.init) ?? "-"))")
         } else {
@@ -77,6 +96,18 @@ struct AuditVerify: AsyncParsableCommand {
         }
         if !report.ok { throw ExitCode(1) }
     }
+}
+
+/// One line of `/v1/audit/verify?progress=1`.
+struct VerifyEvent: Decodable {
+    struct Failure: Decodable {
+        let code: String
+        let message: String
+    }
+    var done: UInt64?
+    var total: UInt64?
+    var report: LedgerAuditReport?
+    var error: Failure?
 }
 
 struct AuditCheckpoint: AsyncParsableCommand {

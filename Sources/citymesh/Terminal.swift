@@ -49,9 +49,12 @@ final class ProgressBar: @unchecked Sendable {
     private let lock = NSLock()
     private var lastDraw = Date.distantPast
     private let started = Date()
+    private let unit: String?
 
-    init(label: String) {
+    /// `unit` names what is counted (e.g. "entries"); without it the counts are bytes.
+    init(label: String, unit: String? = nil) {
         self.label = label
+        self.unit = unit
         self.enabled = Terminal.stderrIsTerminal
     }
 
@@ -65,9 +68,11 @@ final class ProgressBar: @unchecked Sendable {
         let fraction = total > 0 ? min(1, Double(done) / Double(total)) : 0
         let width = 30
         let filled = Int(fraction * Double(width))
-        let rate = Double(done) / max(0.001, now.timeIntervalSince(started)) / 1_048_576
+        let perSecond = Double(done) / max(0.001, now.timeIntervalSince(started))
         let bar = String(repeating: "#", count: filled) + String(repeating: ".", count: width - filled)
-        let text = String(format: "\r%@ [%@] %3d%%  %.1f MB/s ", label, bar, Int(fraction * 100), rate)
+        let rate = unit.map { String(format: "%@ of %@ %@, %.0f/s", Terminal.number(Int(done)), Terminal.number(Int(total)), $0, perSecond) }
+            ?? String(format: "%.1f MB/s", perSecond / 1_048_576)
+        let text = String(format: "\r%@ [%@] %3d%%  %@ ", label, bar, Int(fraction * 100), rate)
         FileHandle.standardError.write(Data(text.utf8))
     }
 

@@ -1,5 +1,6 @@
 import CityMeshCore
 import CityMeshStore
+import Crypto
 import Foundation
 import Hummingbird
 import HummingbirdTesting
@@ -13,7 +14,10 @@ struct Fixture {
     let app: Application<RouterResponder<AdminContext>>
     var tokens: [Role: String] = [:]
 
-    init(peers: (@Sendable () -> API.PeerList)? = nil, metrics: (@Sendable () -> String)? = nil) async throws {
+    var ledger: LedgerStore?
+    var signer: NoteSigner?
+
+    init(peers: (@Sendable () -> API.PeerList)? = nil, metrics: (@Sendable () -> String)? = nil, withLedger: Bool = false) async throws {
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("cm-admin-\(UUID().uuidString)").path
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         store = try NodeStore(path: dir + "/citymesh.db", createFor: try CitySlug("hangzhou"))
@@ -22,7 +26,13 @@ struct Fixture {
             try await store.insertToken(id: id, name: role.rawValue, role: role, hash: AdminToken.hash(token), createdAt: "t")
             tokens[role] = token
         }
-        let api = AdminAPI(store: store, version: "test", startedAt: "t", physicalMillis: { 1_795_939_200_000 }, peers: peers, metrics: metrics)
+        if withLedger {
+            ledger = LedgerStore(store: store)
+            signer = try NoteSigner(name: "hangzhou.citymesh/ledger", key: Curve25519.Signing.PrivateKey())
+        }
+        let api = AdminAPI(
+            store: store, version: "test", startedAt: "t", physicalMillis: { 1_795_939_200_000 }, peers: peers, metrics: metrics,
+            ledger: ledger, verifierKey: signer?.verifier)
         app = Application(router: api.makeRouter())
     }
 
@@ -245,6 +255,72 @@ struct AdminAPITests {
             try await client.execute(uri: "/v1/peers", method: .get, headers: bare.headers(.admin)) { r in
                 #expect(r.status != .ok)
                 #expect(errorCode(r) == "node.not_running")
+            }
+        }
+    }
+
+    @Test("audit routes: proofs from the stored levels verify; verify streams its progress; --since is checked")
+    func auditRoutes() async throws {
+        let f = try await Fixture(withLedger: true)
+        let ledger = try #require(f.ledger), signer = try #require(f.signer)
+        let writer = Task { await ledger.runWriter() }
+        defer { ledger.finish(); writer.cancel() }
+        try await f.app.test(.router) { client in
+            // 300 logged actions: more than one block of 256 leaves.
+            try await client.execute(uri: "/v1/datasets", method: .post, headers: f.headers(.operator), body: body(createAir)) { r in #expect(r.status == .created) }
+            for i in 0..<300 {
+                try await client.execute(
+                    uri: "/v1/datasets/hangzhou/air-quality/record?key=S-\(i)", method: .put, headers: f.headers(.operator),
+                    body: body(#"{"values":{"district":"Xihu","pm25":\#(i)}}"#)) { r in #expect(r.status == .ok) }
+            }
+            let leaves = try await ledger.leafHashes(from: 0)
+            #expect(leaves.count == 301)
+            let cp = Checkpoint(origin: signer.verifier.name, size: 301, root: Merkle.root(leaves))
+            try await ledger.saveCheckpoint(size: 301, note: try signer.sign(cp.text), createdAt: "t")
+
+            for index in [0, 255, 256, 300] {
+                try await client.execute(uri: "/v1/audit/prove?index=\(index)", method: .get, headers: f.headers(.auditor)) { r in
+                    #expect(r.status == .ok)
+                    let p = try JSONDecoder().decode(API.InclusionProof.self, from: data(r.body))
+                    #expect(p.rootHash == cp.root.base64 && p.leafHash == leaves[index].base64)
+                    try Merkle.verifyInclusion(
+                        leaf: leaves[index], index: UInt64(index), size: 301, proof: p.proof.compactMap { MerkleHash(base64: $0) }, root: cp.root)
+                }
+            }
+            try await client.execute(uri: "/v1/audit/consistency?from=200", method: .get, headers: f.headers(.auditor)) { r in
+                let p = try JSONDecoder().decode(API.ConsistencyProof.self, from: data(r.body))
+                #expect(p.rootHash1 == Merkle.root(leaves.prefix(200)).base64)
+                try Merkle.verifyConsistency(
+                    size1: 200, size2: 301, root1: Merkle.root(leaves.prefix(200)), root2: cp.root, proof: p.proof.compactMap { MerkleHash(base64: $0) })
+            }
+            try await client.execute(uri: "/v1/audit/prove?index=301", method: .get, headers: f.headers(.auditor)) { r in
+                #expect(r.status == .badRequest)
+            }
+            try await client.execute(uri: "/v1/audit/verify?progress=1", method: .get, headers: f.headers(.auditor)) { r in
+                #expect(r.status == .ok)
+                let lines = String(buffer: r.body).split(separator: "\n")
+                #expect(lines.first == #"{"done":0,"total":301}"#)
+                let last = try JSONDecoder().decode([String: LedgerAuditReport].self, from: Data(lines.last!.utf8))
+                #expect(last["report"]?.ok == true)
+                #expect(last["report"]?.entries == 301)
+            }
+            for bad in ["yesterday", "2026-13-01", "2026-11-01T25:00:00Z"] {
+                try await client.execute(uri: "/v1/audit/log?since=\(bad)", method: .get, headers: f.headers(.auditor)) { r in
+                    #expect(r.status == .badRequest)
+                    #expect(String(buffer: r.body).contains("RFC 3339"))
+                }
+            }
+            // An offset is turned into the UTC the ledger stores: 2025-12-01 08:00+08:00 is midnight UTC.
+            for since in ["2025-12-01", "2025-12-01T08:00:00%2B08:00"] {
+                try await client.execute(uri: "/v1/audit/log?since=\(since)&limit=5", method: .get, headers: f.headers(.auditor)) { r in
+                    #expect(r.status == .ok)
+                    let log = try JSONDecoder().decode(API.AuditLog.self, from: data(r.body))
+                    #expect(log.entries.count == 5)
+                }
+            }
+            try await client.execute(uri: "/v1/audit/log?since=2099-01-01", method: .get, headers: f.headers(.auditor)) { r in
+                let log = try JSONDecoder().decode(API.AuditLog.self, from: data(r.body))
+                #expect(log.entries.isEmpty)
             }
         }
     }

@@ -90,6 +90,42 @@ struct MerkleTests {
         }
     }
 
+    @Test("stored levels give the same roots and proofs as the leaves, with any lowest level kept", arguments: [0, 1, 3, 8])
+    func levels(base: Int) throws {
+        var rng = SeededRNG(seed: UInt64(9162 + base))
+        for n in [1, 2, 3, 7, 8, 9, 255, 256, 257, 600] {
+            let leaves = (0..<n).map { i in Merkle.leafHash(withUnsafeBytes(of: UInt64(i &* 31).bigEndian) { Array($0) }) }
+            var levels = MerkleLevels(base: base)
+            var fetches = 0
+            // The leaf source counts its calls and refuses ranges that span a block.
+            let source: (Range<UInt64>) throws -> [MerkleHash] = { r in
+                fetches += 1
+                #expect(base > 0 && r.lowerBound >> base == (r.upperBound - 1) >> base, "asked for \(r) across blocks of 2^\(base)")
+                return Array(leaves[Int(r.lowerBound)..<Int(r.upperBound)])
+            }
+            for (i, l) in leaves.enumerated() {
+                levels.append(l)
+                #expect(try levels.root(size: UInt64(i + 1), leaves: source) == Merkle.root(leaves.prefix(i + 1)))
+            }
+            if base == 0 { #expect(MerkleLevels(leaves: leaves, workers: 2).levels.map(\.count) == levels.levels.map(\.count)) }
+            for _ in 0..<20 {
+                let size = Int.random(in: 1...n, using: &rng), index = Int.random(in: 0..<size, using: &rng)
+                #expect(try levels.inclusionProof(index: UInt64(index), size: UInt64(size), leaves: source) == Merkle.inclusionProof(index: index, leaves: leaves.prefix(size)[...]))
+                let from = Int.random(in: 1...size, using: &rng)
+                #expect(try levels.consistencyProof(size1: UInt64(from), size2: UInt64(size), leaves: source) == Merkle.consistencyProof(size1: from, leaves: leaves.prefix(size)[...]))
+            }
+            #expect(throws: MerkleProofError.self) { try levels.inclusionProof(index: UInt64(n), size: UInt64(n), leaves: source) }
+            #expect(throws: MerkleProofError.self) { try levels.root(size: UInt64(n + 1), leaves: source) }
+            #expect(throws: MerkleProofError.self) { try levels.consistencyProof(size1: 0, size2: UInt64(n), leaves: source) }
+            if base == 0 { #expect(fetches == 0) }
+        }
+        // A large tree: levels hashed on two threads equal the one-at-a-time build.
+        let big = (0..<100_003).map { i in Merkle.leafHash(withUnsafeBytes(of: UInt64(i).bigEndian) { Array($0) }) }
+        let parallel = MerkleLevels(leaves: big, workers: 2)
+        #expect(try parallel.root(size: 100_003) == Merkle.root(big))
+        #expect(try parallel.root(size: 65_537) == Merkle.root(big.prefix(65_537)))
+    }
+
     @Test("property: every inclusion and consistency proof of random trees verifies, and any flipped bit fails")
     func properties() throws {
         var rng = SeededRNG(seed: 6962)

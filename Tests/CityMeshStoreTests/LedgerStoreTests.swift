@@ -2,6 +2,7 @@ import CityMeshCore
 import Crypto
 import Foundation
 import GRDB
+import Synchronization
 import Testing
 @testable import CityMeshStore
 
@@ -122,6 +123,62 @@ struct LedgerStoreTests {
         report = try await ledger.audit(verifier: signer.verifier)
         #expect(!report.ok)
         #expect(report.problem?.contains("does not verify") == true)
+    }
+
+    @Test("a log large enough to be audited in parallel parts: the first bad index is still the smallest")
+    func parallelAudit() async throws {
+        let signer = try NoteSigner(name: "hangzhou.citymesh/ledger", key: Curve25519.Signing.PrivateKey())
+        let store = try Self.makeStore()
+        let ledger = LedgerStore(store: store)
+        let n = 150_000
+        // Written directly (the writer's fsync per batch is not what this test is about).
+        try await store.pool.write { db in
+            let insert = try db.makeStatement(sql: "INSERT INTO ledger (idx, entry, leaf, kind, time) VALUES (?, ?, ?, ?, ?)")
+            for i in 0..<n {
+                let bytes = try Self.entry(i % 1000).encodedAt(index: UInt64(i))
+                try insert.execute(arguments: [i, Data(bytes), Data(Merkle.leafHash(bytes).bytes), "record.written", "t"])
+            }
+        }
+        // Checkpoints at three sizes, one in each half.
+        let leaves = try await ledger.leafHashes(from: 0)
+        for size in [1_000, 80_000, n] {
+            let cp = Checkpoint(origin: signer.verifier.name, size: UInt64(size), root: Merkle.root(leaves.prefix(size)))
+            try await ledger.saveCheckpoint(size: cp.size, note: try signer.sign(cp.text), createdAt: "t")
+        }
+        var progress: [UInt64] = []
+        let seen = Mutex<[UInt64]>([])
+        var report = try await ledger.audit(verifier: signer.verifier) { done in seen.withLock { $0.append(done) } }
+        progress = seen.withLock { $0 }
+        #expect(report.ok, "\(report.problem ?? "")")
+        #expect(report.entries == UInt64(n))
+        #expect(report.checkpointsVerified == 3)
+        #expect(report.root == Merkle.root(leaves).base64)
+        #expect(progress.first == 0 && progress.last == UInt64(n) && progress.count > 2)
+
+        // Two edits, one in each part: the lower index is named.
+        try await store.pool.write { db in
+            for idx in [140_000, 90_000] {
+                try db.execute(sql: "UPDATE ledger SET entry = CAST(replace(CAST(entry AS TEXT), 'written\":1', 'written\":7') AS BLOB) WHERE idx = ?", arguments: [idx])
+            }
+        }
+        report = try await ledger.audit(verifier: signer.verifier)
+        #expect(report.firstBadIndex == 90_000)
+        #expect(report.checkpointsVerified == 2)
+
+        // A forged entry with its leaf below the first bad one: the checkpoint after it fails first.
+        let forged = try Self.entry(5).encodedAt(index: 50_000)
+        try await store.pool.write { db in
+            try db.execute(sql: "UPDATE ledger SET entry = ?, leaf = ? WHERE idx = 50000", arguments: [Data(forged), Data(Merkle.leafHash(forged).bytes)])
+        }
+        report = try await ledger.audit(verifier: signer.verifier)
+        #expect(report.firstBadIndex == 1_000)
+        #expect(report.problem?.contains("signed checkpoint") == true)
+
+        // A row moved past the end of the log: a hole where it was.
+        try await store.pool.write { db in try db.execute(sql: "UPDATE ledger SET idx = 999999 WHERE idx = 10") }
+        report = try await ledger.audit(verifier: signer.verifier)
+        #expect(report.firstBadIndex == 10)
+        #expect(report.problem?.contains("missing") == true)
     }
 }
 

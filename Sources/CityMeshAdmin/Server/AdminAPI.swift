@@ -63,7 +63,7 @@ public struct AdminAPI: Sendable {
             let q = request.uri.queryParameters
             let limit = try limitParameter(request)
             let entries = try await ledger.entries(
-                since: q.get("since"), peer: q.get("peer"), kind: q.get("kind"), dataset: q.get("dataset"), limit: limit)
+                since: try sinceParameter(request), peer: q.get("peer"), kind: q.get("kind"), dataset: q.get("dataset"), limit: limit)
             return json(API.AuditLog(entries: entries))
         }
         router.get("/v1/audit/checkpoint") { _, _ in
@@ -86,11 +86,10 @@ public struct AdminAPI: Sendable {
             guard index < size else {
                 throw CityMeshError(.invalidArgument, "entry \(index) is not in the tree of size \(size): give --size above \(index), or wait for the next checkpoint")
             }
-            let leaves = try await ledger.leafHashes(from: 0).prefix(Int(size))
-            let proof = try Merkle.inclusionProof(index: Int(index), leaves: leaves[...])
+            let (proof, root, leaf) = try await ledger.inclusionProof(index: index, size: size)
             guard let bytes = try await ledger.entryBytes(index) else { throw CityMeshError(.recordNotFound, "no entry \(index)") }
             return json(API.InclusionProof(
-                index: index, treeSize: size, leafHash: leaves[Int(index)].base64, rootHash: Merkle.root(leaves).base64,
+                index: index, treeSize: size, leafHash: leaf.base64, rootHash: root.base64,
                 proof: proof.map(\.base64), entry: try LedgerEntry.decode(bytes), checkpoint: try await ledger.checkpoint(size: size)))
         }
         router.get("/v1/audit/consistency") { request, _ in
@@ -100,11 +99,8 @@ public struct AdminAPI: Sendable {
             }
             let to = try await treeSize(request.uri.queryParameters.get("to"), ledger)
             guard from <= to else { throw CityMeshError(.invalidArgument, "--from \(from) is larger than --to \(to)") }
-            let leaves = try await ledger.leafHashes(from: 0).prefix(Int(to))
-            let proof = from == to ? [] : try Merkle.consistencyProof(size1: Int(from), leaves: leaves[...])
-            return json(API.ConsistencyProof(
-                size1: from, size2: to, rootHash1: Merkle.root(leaves.prefix(Int(from))).base64, rootHash2: Merkle.root(leaves).base64,
-                proof: proof.map(\.base64)))
+            let (proof, root1, root2) = try await ledger.consistencyProof(size1: from, size2: to)
+            return json(API.ConsistencyProof(size1: from, size2: to, rootHash1: root1.base64, rootHash2: root2.base64, proof: proof.map(\.base64)))
         }
         router.get("/v1/audit/bundle") { request, _ in
             let ledger = try requireLedger()
@@ -112,15 +108,14 @@ public struct AdminAPI: Sendable {
             guard let latest = try await ledger.latestCheckpoint() else {
                 throw CityMeshError(.recordNotFound, "no checkpoint yet: wait a few seconds for the first one")
             }
-            let since = request.uri.queryParameters.get("since")
+            let since = try sinceParameter(request)
             let rows = try await ledger.entryRows(size: latest.size, since: since)
             var items: [AuditBundle.Item] = []
             if since == nil {
                 items = rows.map { AuditBundle.Item(index: $0.0, entry: Data($0.1).base64EncodedString(), proof: nil) }
             } else {
-                let leaves = try await ledger.leafHashes(from: 0).prefix(Int(latest.size))
                 for (index, bytes) in rows {
-                    let proof = try Merkle.inclusionProof(index: Int(index), leaves: leaves[...])
+                    let proof = try await ledger.inclusionProof(index: index, size: latest.size).proof
                     items.append(AuditBundle.Item(index: index, entry: Data(bytes).base64EncodedString(), proof: proof.map(\.base64)))
                 }
             }
@@ -128,9 +123,30 @@ public struct AdminAPI: Sendable {
                 origin: verifierKey.name, verifierKey: verifierKey.vkey, nodeCertificate: certificates.node, caCertificate: certificates.ca,
                 checkpoint: latest.note, complete: since == nil, entries: items))
         }
-        router.get("/v1/audit/verify") { _, _ in
+        router.get("/v1/audit/verify") { request, _ in
             guard let verifierKey else { throw CityMeshError(.nodeNotRunning, "this node has no Ed25519 key to sign checkpoints with") }
-            return json(try await requireLedger().audit(verifier: verifierKey))
+            let ledger = try requireLedger()
+            guard request.uri.queryParameters.get("progress") == "1" else { return json(try await ledger.audit(verifier: verifierKey)) }
+            // JSON lines: {"done":N,"total":M} as the audit goes, then {"report":{…}}.
+            let total = try await ledger.count()
+            let (lines, sink) = AsyncStream.makeStream(of: String.self, bufferingPolicy: .bufferingNewest(64))
+            let audit = Task {
+                defer { sink.finish() }
+                do {
+                    let report = try await ledger.audit(verifier: verifierKey) { done in sink.yield("{\"done\":\(done),\"total\":\(max(total, done))}\n") }
+                    sink.yield(String(decoding: try JSONEncoder().encode(["report": report]), as: UTF8.self) + "\n")
+                } catch {
+                    let e = error as? CityMeshError ?? CityMeshError(.internalError, "the audit failed: \(error)")
+                    sink.yield(String(decoding: try! JSONEncoder().encode(["error": ["code": e.code.rawValue, "message": e.message]]), as: UTF8.self) + "\n")
+                }
+            }
+            var headers = HTTPFields()
+            headers[.contentType] = "application/x-ndjson"
+            return Response(status: .ok, headers: headers, body: ResponseBody { writer in
+                for await line in lines { try await writer.write(ByteBuffer(string: line)) }
+                _ = await audit.result
+                try await writer.finish(nil)
+            })
         }
         router.get("/v1/peers") { _, _ in
             guard let peers else {
@@ -290,6 +306,16 @@ public struct AdminAPI: Sendable {
             throw CityMeshError(.recordNotFound, "no checkpoint yet: give a size, or wait a few seconds for the first one")
         }
         return latest.size
+    }
+
+    /// `?since=`: a date (midnight UTC) or an RFC 3339 time, as the UTC text the ledger stores.
+    func sinceParameter(_ request: Request) throws -> String? {
+        guard let text = request.uri.queryParameters.get("since") else { return nil }
+        let date = text.utf8.count == 10 ? RFC3339.parse(text + "T00:00:00Z") : nil
+        guard let micros = date ?? RFC3339.parse(text) else {
+            throw CityMeshError(.invalidArgument, "--since '\(text)' is neither a date (2026-11-01) nor an RFC 3339 time (2026-11-01T08:00:00Z or with an offset, +08:00)")
+        }
+        return RFC3339.format(microseconds: micros)
     }
 
     func requireLedger() throws -> LedgerStore {

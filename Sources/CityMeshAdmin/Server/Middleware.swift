@@ -40,7 +40,7 @@ public struct JSONErrorMiddleware: RouterMiddleware {
         case .unauthenticated: .unauthorized
         case .forbidden: .forbidden
         case .valueTooLarge: .contentTooLarge
-        case .internalError, .ioError: .internalServerError
+        case .internalError, .ioError, .ledgerCorrupt: .internalServerError
         default: .badRequest
         }
     }

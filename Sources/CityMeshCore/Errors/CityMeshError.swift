@@ -46,6 +46,7 @@ public struct CityMeshError: Error, Hashable, Sendable, CustomStringConvertible 
         public static let nodeExists = Code("node.exists")
         public static let configInvalid = Code("config.invalid")
         public static let storeVersionTooNew = Code("store.version_too_new")
+        public static let ledgerCorrupt = Code("ledger.corrupt")
         public static let internalError = Code("internal")
     }
 

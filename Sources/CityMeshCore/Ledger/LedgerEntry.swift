@@ -108,6 +108,10 @@ public struct LedgerAudit: Sendable {
         public let index: UInt64
         public let reason: String
         public var description: String { "entry \(index): \(reason)" }
+        public init(index: UInt64, reason: String) {
+            self.index = index
+            self.reason = reason
+        }
     }
 
     var range = CompactRange()
@@ -133,13 +137,7 @@ public struct LedgerAudit: Sendable {
         guard index == range.count else {
             throw Failure(index: range.count, reason: index > range.count ? "missing: the next stored entry is \(index)" : "duplicate or out of order")
         }
-        let leaf = Merkle.leafHash(bytes)
-        if let storedLeaf, !leaf.equals(storedLeaf) {
-            throw Failure(index: index, reason: "the entry's bytes do not match the leaf hash recorded when it was appended: it was edited")
-        }
-        guard let own = LedgerEntry.index(in: bytes) else { throw Failure(index: index, reason: "not a valid entry (no index)") }
-        guard own == index else { throw Failure(index: index, reason: "it says it is entry \(own): entries were moved") }
-        range.append(leaf)
+        range.append(try Self.check(index: index, bytes: bytes, storedLeaf: storedLeaf))
         if let next = pending.first, next.size == range.count {
             pending.removeFirst()
             guard range.root == next.root else {
@@ -150,6 +148,40 @@ public struct LedgerAudit: Sendable {
             lastGood = next.size
             checkpointsMatched += 1
         }
+    }
+
+    /// Checks one stored entry against the leaf hash stored with it and the index it was stored
+    /// at, and returns its leaf hash. Entries can be checked in any order and on any thread.
+    public static func check(index: UInt64, bytes: UnsafeRawBufferPointer, storedLeaf: UnsafeRawBufferPointer?) throws(Failure) -> MerkleHash {
+        let leaf = Merkle.leafHash(bytes)
+        if let storedLeaf, !leaf.equals(storedLeaf) {
+            throw Failure(index: index, reason: "the entry's bytes do not match the leaf hash recorded when it was appended: it was edited")
+        }
+        guard let own = LedgerEntry.index(in: bytes) else { throw Failure(index: index, reason: "not a valid entry (no index)") }
+        guard own == index else { throw Failure(index: index, reason: "it says it is entry \(own): entries were moved") }
+        return leaf
+    }
+
+    /// Checks the tree of `levels` (every leaf already checked) against signed checkpoints, as
+    /// `add` does one entry at a time: the first checkpoint whose root differs fails at the
+    /// last good size; a checkpoint beyond the stored entries means entries were deleted.
+    /// `firstBadLeaf` stops the check where the leaves stop being trustworthy.
+    public static func check(levels: MerkleLevels, checkpoints: [Checkpoint], firstBadLeaf: Failure?) -> (matched: Int, failure: Failure?) {
+        var lastGood: UInt64 = 0, matched = 0
+        for cp in checkpoints.sorted(by: { $0.size < $1.size }) {
+            if let bad = firstBadLeaf, cp.size > bad.index { return (matched, bad) }
+            guard cp.size <= levels.count else {
+                return (matched, Failure(index: levels.count, reason: "a checkpoint was signed at size \(cp.size) but only \(levels.count) entries are stored: entries were deleted"))
+            }
+            guard (try? levels.root(size: cp.size)) == cp.root else {
+                return (matched, Failure(
+                    index: lastGood,
+                    reason: "the tree of \(cp.size) entries does not match its signed checkpoint: an entry from \(lastGood) to \(cp.size - 1) was altered, with its recorded leaf hash"))
+            }
+            lastGood = cp.size
+            matched += 1
+        }
+        return (matched, firstBadLeaf)
     }
 
     /// Call after the last entry: every checkpoint must have been met.
