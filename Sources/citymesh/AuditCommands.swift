@@ -7,7 +7,7 @@ import Foundation
 struct Audit: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Inspect and verify the node's accountability ledger (an auditor token is enough).",
-        subcommands: [AuditLog.self, AuditVerify.self, AuditCheckpoint.self, AuditVKey.self, AuditProve.self, AuditConsistency.self, AuditExport.self, AuditVerifyBundle.self])
+        subcommands: [AuditLog.self, AuditVerify.self, AuditCheckpoint.self, AuditVKey.self, AuditProve.self, AuditVerifyProof.self, AuditConsistency.self, AuditExport.self, AuditVerifyBundle.self])
 }
 
 struct AuditLog: AsyncParsableCommand {
@@ -144,15 +144,23 @@ struct AuditProve: AsyncParsableCommand {
             Example:
               citymesh audit prove --dir hz --index 41
               citymesh audit prove --dir hz --index 41 --size 1000 --json
+              citymesh audit prove --dir hz --index 41 --tlog-proof > entry-41.tlog-proof
 
             Without --size the proof is for the latest signed checkpoint. --json prints the tree size,
             root hash, leaf hash and index and the proof hashes (base64) for any RFC 9162 verifier.
+            --tlog-proof prints a C2SP tlog-proof (the entry in its extra line, the proof, the signed
+            checkpoint) that 'citymesh audit verify-proof' or any tlog-proof verifier checks offline.
             """)
 
     @OptionGroup var node: NodeOptions
     @Option(help: "The entry's index.") var index: UInt64
     @Option(help: "The tree size (default: the latest signed checkpoint's).") var size: UInt64?
+    @Flag(name: .customLong("tlog-proof"), help: "Print a C2SP tlog-proof, verifiable offline.") var tlogProof = false
     @OptionGroup var output: OutputOptions
+
+    func validate() throws {
+        if tlogProof && output.json { throw ValidationError("--tlog-proof and --json are two output formats: choose one") }
+    }
 
     func run() async throws {
         var query = ["index": String(index)]
@@ -169,12 +177,64 @@ struct AuditProve: AsyncParsableCommand {
         } catch {
             throw CityMeshError(.internalError, "the node's inclusion proof does not verify (\(error)): report this; the ledger may be damaged")
         }
+        if tlogProof {
+            guard let checkpoint = p.checkpoint else {
+                throw CityMeshError(.invalidArgument, "no checkpoint was signed at size \(p.treeSize): leave out --size to use the latest one")
+            }
+            return print(TLogProof(extra: try p.entry.encoded(), index: p.index, hashes: path, checkpoint: checkpoint).text, terminator: "")
+        }
         if output.json { return try printJSON(p) }
         print("entry \(p.index) is in the tree of size \(p.treeSize) (proof verified)")
         print("  leaf hash  \(p.leafHash)")
         print("  root hash  \(p.rootHash)" + (p.checkpoint != nil ? "  (the signed checkpoint of that size)" : "  (no checkpoint was signed at exactly this size)"))
         print("  proof      \(p.proof.count) hashes")
         for h in p.proof { print("             \(h)") }
+    }
+}
+
+struct AuditVerifyProof: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "verify-proof",
+        abstract: "Verify a C2SP tlog-proof offline against the log's verifier key, and show its entry.",
+        discussion: """
+            Example:
+              citymesh audit vkey --dir hz > hz.vkey
+              citymesh audit prove --dir hz --index 41 --tlog-proof > entry-41.tlog-proof
+              citymesh audit verify-proof entry-41.tlog-proof --vkey hz.vkey
+
+            Needs no node and no network. Checks the checkpoint's signature with the key, then that
+            the entry (the proof's extra line) is in the signed tree. Exits 0 if it is, 1 if not.
+            """)
+
+    @Argument(help: "The .tlog-proof file.") var file: String
+    @Option(help: "The log's verifier key, or a file holding it (from 'citymesh audit vkey').") var vkey: String
+    @OptionGroup var output: OutputOptions
+
+    func run() async throws {
+        guard let data = FileManager.default.contents(atPath: file) else {
+            throw CityMeshError(.fileNotFound, "cannot read '\(file)': give the path of a .tlog-proof file")
+        }
+        let keyText = FileManager.default.contents(atPath: vkey).map { String(decoding: $0, as: UTF8.self) } ?? vkey
+        let key: NoteVerifier
+        do { key = try NoteVerifier(vkey: keyText.trimmingCharacters(in: .whitespacesAndNewlines)) } catch {
+            throw CityMeshError(.invalidArgument, "--vkey is neither a verifier key nor a file holding one (\(error)): get it with 'citymesh audit vkey'")
+        }
+        let proof: TLogProof
+        let checkpoint: Checkpoint
+        do {
+            proof = try TLogProof(parsing: String(decoding: data, as: UTF8.self))
+            checkpoint = try proof.verify(key: key)
+        } catch {
+            Terminal.error("the proof does NOT verify: \(error)")
+            throw ExitCode(1)
+        }
+        let entry = try proof.extra.map { try LedgerEntry.decode($0) }
+        if output.json {
+            struct Out: Encodable { let ok: Bool; let origin: String; let treeSize: UInt64; let index: UInt64; let entry: LedgerEntry? }
+            return try printJSON(Out(ok: true, origin: checkpoint.origin, treeSize: checkpoint.size, index: proof.index, entry: entry))
+        }
+        print("proof OK: entry \(proof.index) is in \(checkpoint.origin)'s tree of size \(checkpoint.size), signed by \(key.name) (key \(String(format: "%08x", key.keyID)))")
+        if let entry { print("  \(entry.time)  \(entry.kind)  actor \(entry.actor)  peer \(entry.peer ?? "-")  dataset \(entry.dataset ?? "-")") }
     }
 }
 

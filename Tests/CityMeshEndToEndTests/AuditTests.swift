@@ -69,6 +69,14 @@ struct AuditTests {
         r = try cm("audit", "prove", "--dir", "hz", "--index", "999")
         #expect(!r.ok && r.stderr.contains("not in the tree"), "\(r.stderr)")
 
+        r = try cm("audit", "log", "--dir", "hz", "--since", "last week")
+        #expect(r.status != 0 && r.stderr.contains("RFC 3339"), "\(r.stderr)")
+        // A C2SP tlog-proof of one entry, kept with the verifier key for offline checks below.
+        r = try cm("audit", "prove", "--dir", "hz", "--index", "1", "--tlog-proof")
+        #expect(r.ok && r.stdout.hasPrefix("c2sp.org/tlog-proof@v1\nextra "), "\(r.stdout)\(r.stderr)")
+        try r.stdout.write(toFile: work + "/e1.tlog-proof", atomically: true, encoding: .utf8)
+        try cm("audit", "vkey", "--dir", "hz").stdout.write(toFile: work + "/hz.vkey", atomically: true, encoding: .utf8)
+
         // A bundle, verified after the node is stopped: no node, network or database.
         r = try cm("audit", "export", "--dir", "hz", "--out", "hz.bundle")
         #expect(r.ok, "\(r.stderr)")
@@ -78,6 +86,12 @@ struct AuditTests {
         try FileManager.default.moveItem(atPath: work + "/hz", toPath: work + "/hz-away")
         r = try cm("audit", "verify-bundle", "hz.bundle", "--ca", "fed/ca.pem")
         #expect(r.ok && r.stdout.contains("bundle OK: \(lines.count) entries"), "\(r.stdout)\(r.stderr)")
+        r = try cm("audit", "verify-proof", "e1.tlog-proof", "--vkey", "hz.vkey")
+        #expect(r.ok && r.stdout.contains("proof OK: entry 1 is in hangzhou.citymesh/ledger's tree"), "\(r.stdout)\(r.stderr)")
+        let tampered = try String(contentsOfFile: work + "/e1.tlog-proof", encoding: .utf8).replacingOccurrences(of: "\nindex 1\n", with: "\nindex 0\n")
+        try tampered.write(toFile: work + "/bad.tlog-proof", atomically: true, encoding: .utf8)
+        r = try cm("audit", "verify-proof", "bad.tlog-proof", "--vkey", "hz.vkey")
+        #expect(r.status == 1 && r.stderr.contains("does NOT verify"), "\(r.stdout)\(r.stderr)")
         r = try cm("audit", "verify-bundle", "recent.bundle")
         #expect(r.ok && r.stdout.contains("bundle OK"), "\(r.stdout)\(r.stderr)")
         // An altered bundle fails: one entry's bytes changed.
