@@ -226,6 +226,11 @@ public final class PeerNetwork: Service, Sendable {
         }
     }
 
+    /// The verified certificate of `city`'s established connection, if there is one.
+    public func identity(of city: CitySlug) -> VerifiedIdentity? {
+        state.withLock { s in s.directory.entries[city]?.connection.flatMap { s.live[$0]?.identity } }
+    }
+
     /// Sends `payload` on `channel` to `city` over its established connection.
     public func send(to city: CitySlug, channel: UInt16, payload: [UInt8]) async throws {
         let target: (any Channel)? = state.withLock { s in

@@ -61,7 +61,8 @@ public struct NodeServer: Sendable {
 
         let peerConfiguration = try Self.peerConfiguration(config: config, directory: directory, city: city)
         Self.warnIfStale(peerConfiguration.trust, logger: peerLogger)
-        let network = try PeerNetwork(configuration: peerConfiguration, logger: peerLogger, onEvent: { event in
+        let exchange = PeerLedgerExchange(ledger: ledgerService.ledger, logger: ledgerLogger)
+        let network = try PeerNetwork(configuration: peerConfiguration, logger: peerLogger, onMessage: { exchange.receive($0) }, onEvent: { event in
             switch event {
             case .connected(let peer, let fingerprint, let remote, let direction, let version):
                 ledgerService.report(LedgerEntry(
@@ -74,6 +75,8 @@ public struct NodeServer: Sendable {
             }
         })
 
+        exchange.attach(network)
+
         let admin = try HostPort(config.admin, what: "admin")
         if !admin.isLoopback {
             logger.warning("the admin API listens beyond loopback; protect it with a firewall", metadata: ["admin.address": "\(admin)"])
@@ -84,6 +87,10 @@ public struct NodeServer: Sendable {
             physicalMillis: { UInt64(Date().timeIntervalSince1970 * 1000) },
             peers: { Self.peerList(network, city: city) },
             metrics: metrics, ledger: ledgerService.ledger, verifierKey: signer?.verifier,
+            peerCheckpoint: { city in
+                let o = try await exchange.fetchCheckpoint(city)
+                return API.PeerCheckpoint(city: o.city, checkpoint: o.note, size: o.size, rootHash: o.root, verifierKey: o.keyName, consistentWith: o.consistentWith)
+            },
             certificates: (
                 node: try Files.read(directory.file(config.tls.cert), what: "the certificate"),
                 ca: try Files.read(directory.file(config.tls.ca), what: "the CA certificate")

@@ -193,35 +193,55 @@ public final class LedgerStore: Sendable {
 
 extension LedgerStore {
     /// Runs `body` on the in-memory levels, first brought up to `size` from the stored leaves;
-    /// leaves below a stored level are read from the same snapshot.
+    /// leaves below a stored level are read from the same snapshot, a whole block at a time.
     func withProver<T: Sendable>(size: UInt64, _ body: @escaping @Sendable (MerkleLevels, (Range<UInt64>) throws -> [MerkleHash]) throws -> T) async throws -> T {
         try await pool.read { db in
             try self.prover.withLock { levels in
                 if levels.count < size {
-                    let rows = try Row.fetchCursor(
-                        db, sql: "SELECT idx, leaf, entry FROM ledger WHERE idx >= ? AND idx < ? ORDER BY idx", arguments: [Int64(levels.count), Int64(size)])
-                    while let row = try rows.next() {
-                        guard UInt64(row[0] as Int64) == levels.count else {
-                            throw CityMeshError(.ledgerCorrupt, "ledger entry \(levels.count) is missing: run 'citymesh audit verify'")
-                        }
-                        levels.append(Self.leaf(row))
+                    try Self.readLeaves(db, from: levels.count, to: size) { idx, leaf in
+                        guard idx == levels.count else { throw CityMeshError(.ledgerCorrupt, "ledger entry \(levels.count) is missing: run 'citymesh audit verify'") }
+                        levels.append(leaf)
                     }
                     guard levels.count >= size else { throw CityMeshError(.invalidArgument, "the log has \(levels.count) entries, not \(size)") }
                 }
+                let block = UInt64(1) << levels.base
+                let count = levels.count
+                var blocks: [UInt64: [MerkleHash]] = [:]
                 return try body(levels) { range in
-                    try Row.fetchAll(
-                        db, sql: "SELECT idx, leaf, entry FROM ledger WHERE idx >= ? AND idx < ? ORDER BY idx",
-                        arguments: [Int64(range.lowerBound), Int64(range.upperBound)]
-                    ).map(Self.leaf)
+                    let b = range.lowerBound / block
+                    if blocks[b] == nil {
+                        var got: [MerkleHash] = []
+                        try Self.readLeaves(db, from: b * block, to: min((b + 1) * block, count)) { _, leaf in got.append(leaf) }
+                        blocks[b] = got
+                    }
+                    let have = blocks[b]!  // set just above
+                    let lo = Int(range.lowerBound - b * block), hi = Int(range.upperBound - b * block)
+                    guard hi <= have.count else { throw CityMeshError(.ledgerCorrupt, "ledger entries \(range) are missing: run 'citymesh audit verify'") }
+                    return Array(have[lo..<hi])
                 }
             }
         }
     }
 
-    /// A row's leaf hash: the one stored at append time, or recomputed if there is none.
-    static func leaf(_ row: Row) -> MerkleHash {
-        if let stored = row.dataNoCopy(atIndex: 1), let h = MerkleHash(stored) { return h }
-        return (row.dataNoCopy(atIndex: 2) ?? Data()).withUnsafeBytes { Merkle.leafHash($0) }
+    /// The leaf hashes of entries `[from, to)`, in index order: the one stored at append time, or
+    /// recomputed from the entry if there is none. Stepped with SQLite's own API (no per-row
+    /// allocation), as loading the levels of a large log reads every row.
+    static func readLeaves(_ db: Database, from: UInt64, to: UInt64, _ each: (UInt64, MerkleHash) throws -> Void) throws {
+        let statement = try db.makeStatement(sql: "SELECT idx, leaf, entry FROM ledger WHERE idx >= ? AND idx < ? ORDER BY idx")
+        try statement.setArguments([Int64(from), Int64(to)])
+        let sql = statement.sqliteStatement
+        while true {
+            let rc = sqlite3_step(sql)
+            if rc == SQLITE_DONE { return }
+            guard rc == SQLITE_ROW else { throw DatabaseError(resultCode: ResultCode(rawValue: rc), message: String(cString: sqlite3_errmsg(db.sqliteConnection))) }
+            let idx = UInt64(bitPattern: sqlite3_column_int64(sql, 0))
+            let stored = UnsafeRawBufferPointer(start: sqlite3_column_blob(sql, 1), count: Int(sqlite3_column_bytes(sql, 1)))
+            if let leaf = MerkleHash(raw: stored) {
+                try each(idx, leaf)
+            } else {
+                try each(idx, Merkle.leafHash(UnsafeRawBufferPointer(start: sqlite3_column_blob(sql, 2), count: Int(sqlite3_column_bytes(sql, 2)))))
+            }
+        }
     }
 
     /// MTH of the first `size` entries.

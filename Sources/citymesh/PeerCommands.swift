@@ -5,7 +5,45 @@ import Foundation
 
 struct Peers: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "List known and connected peers, and recent refusals.",
+        abstract: "Peers: who is connected, who was refused, and their signed ledger checkpoints.",
+        subcommands: [PeersList.self, PeersCheckpoint.self],
+        defaultSubcommand: PeersList.self)
+}
+
+struct PeersCheckpoint: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "checkpoint",
+        abstract: "Fetch a connected peer's latest signed ledger checkpoint over the peer transport, and check it.",
+        discussion: """
+            Example:
+              citymesh peers checkpoint --dir sh hangzhou
+
+            The node asks the peer on the ledger channel, verifies the checkpoint's signature with the
+            key in the certificate the peer connected with, and, if it saw an earlier checkpoint of
+            that peer, verifies a consistency proof between the two: a peer that shows two histories
+            is caught here. Exits non-zero if any check fails.
+            """)
+
+    @OptionGroup var node: NodeOptions
+    @Argument(help: "The peer city.") var city: String
+    @OptionGroup var output: OutputOptions
+
+    func run() async throws {
+        let slug = try CitySlug(city)
+        let got: API.PeerCheckpoint = try await node.withNode { client, _ in try await client.get("/v1/peers/\(slug)/checkpoint") }
+        if output.json { return try printJSON(got) }
+        print("\(got.city): \(got.size) entries, root \(got.rootHash)")
+        print("  signature verified with \(got.verifierKey) (from its certificate)")
+        print(got.consistentWith.map { "  consistent with its checkpoint at size \($0) (proof verified)" } ?? "  first checkpoint seen from \(got.city) since this node started")
+        print("")
+        print(got.checkpoint, terminator: "")
+    }
+}
+
+struct PeersList: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "list",
+        abstract: "List known and connected peers, and recent refusals (the default).",
         discussion: """
             Example:
               citymesh peers --dir sh

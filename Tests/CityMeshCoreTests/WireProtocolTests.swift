@@ -338,3 +338,79 @@ struct PeerDirectoryTests {
         #expect(d.onTick(now: 700_000_000_000).contains { if case .dial(_, suzhou, _) = $0 { true } else { false } })
     }
 }
+
+/// The ledger's messages on the peer transport (channel 3), and the answers a node gives.
+@Suite("Ledger messages on the wire")
+struct LedgerWireTests {
+    /// A prover over an in-memory tree: the same MerkleLevels the store keeps.
+    struct TreeProver: LedgerProver {
+        let levels: MerkleLevels
+        let note: String?
+        func latestCheckpoint() async throws -> String? { note }
+        func inclusionProof(index: UInt64, size: UInt64) async throws -> [MerkleHash] { try levels.inclusionProof(index: index, size: size) }
+        func consistencyProof(size1: UInt64, size2: UInt64) async throws -> [MerkleHash] { try levels.consistencyProof(size1: size1, size2: size2) }
+        func size() async throws -> UInt64 { levels.count }
+    }
+
+    static let h = MerkleHash([UInt8](repeating: 0xAB, count: 32))!
+
+    @Test("every message round-trips; the bytes of one are as documented")
+    func roundTrip() throws {
+        let all: [LedgerWire] = [
+            .getCheckpoint(id: 1), .checkpoint(id: 2, note: "a\n1\nxyz\n\n— a sig\n"), .getInclusion(id: 3, index: 4, size: 5),
+            .inclusion(id: 3, index: 4, size: 5, hashes: [Self.h, Self.h]), .getConsistency(id: 9, size1: 1, size2: 2),
+            .consistency(id: 9, size1: 1, size2: 2, hashes: []), .error(id: 7, message: "no"),
+        ]
+        for m in all { #expect(try LedgerWire.decode(m.encoded()[...]) == m) }
+        #expect(LedgerWire.getInclusion(id: 0x0102_0304, index: 41, size: 1000).encoded()
+            == [0x03, 1, 2, 3, 4, 0, 0, 0, 0, 0, 0, 0, 41, 0, 0, 0, 0, 0, 0, 0x03, 0xE8])
+    }
+
+    @Test("malformed messages are refused, never crash (fuzzed)")
+    func fuzz() {
+        #expect(throws: WireError.self) { try LedgerWire.decode([][...]) }
+        #expect(throws: WireError.self) { try LedgerWire.decode([0x09, 0, 0, 0, 1][...]) }
+        #expect(throws: WireError.self) { try LedgerWire.decode(LedgerWire.getCheckpoint(id: 1).encoded()[...] + [0]) }
+        #expect(throws: WireError.self) { try LedgerWire.decode([0x04, 0, 0, 0, 1] + [UInt8](repeating: 0, count: 16) + [200][...]) }
+        var rng = SeededRNG(seed: 33)
+        let seeds: [[UInt8]] = [LedgerWire.inclusion(id: 3, index: 4, size: 5, hashes: [Self.h]).encoded(), LedgerWire.checkpoint(id: 1, note: "x\n").encoded()]
+        for _ in 0..<20_000 {
+            var bytes = seeds[Int.random(in: 0..<seeds.count, using: &rng)]
+            for _ in 0..<Int.random(in: 1...4, using: &rng) {
+                switch Int.random(in: 0..<3, using: &rng) {
+                case 0 where !bytes.isEmpty: bytes[Int.random(in: 0..<bytes.count, using: &rng)] = UInt8.random(in: 0...255, using: &rng)
+                case 1 where !bytes.isEmpty: bytes.removeLast(Int.random(in: 1...bytes.count, using: &rng))
+                default: bytes.append(UInt8.random(in: 0...255, using: &rng))
+                }
+            }
+            if let m = try? LedgerWire.decode(bytes[...]) { #expect(m.encoded() == bytes) }
+        }
+    }
+
+    @Test("a node answers with proofs that verify, and with an error for what it cannot prove")
+    func answers() async throws {
+        let leaves = (0..<100).map { i in Merkle.leafHash([UInt8(i)]) }
+        let prover = TreeProver(levels: MerkleLevels(leaves: leaves), note: "the note\n")
+        #expect(await LedgerWire.answer(.getCheckpoint(id: 5), from: prover) == .checkpoint(id: 5, note: "the note\n"))
+        guard case .inclusion(6, 41, 90, let path)? = await LedgerWire.answer(.getInclusion(id: 6, index: 41, size: 90), from: prover) else {
+            Issue.record("no inclusion proof")
+            return
+        }
+        try Merkle.verifyInclusion(leaf: leaves[41], index: 41, size: 90, proof: path, root: Merkle.root(leaves.prefix(90)))
+        guard case .consistency(7, 10, 100, let c)? = await LedgerWire.answer(.getConsistency(id: 7, size1: 10, size2: 100), from: prover) else {
+            Issue.record("no consistency proof")
+            return
+        }
+        try Merkle.verifyConsistency(size1: 10, size2: 100, root1: Merkle.root(leaves.prefix(10)), root2: Merkle.root(leaves), proof: c)
+        for bad: LedgerWire in [.getInclusion(id: 8, index: 90, size: 90), .getInclusion(id: 8, index: 0, size: 101), .getConsistency(id: 8, size1: 0, size2: 5),
+                                .getConsistency(id: 8, size1: 6, size2: 5), .getConsistency(id: 8, size1: 5, size2: 500)] {
+            guard case .error(8, let message)? = await LedgerWire.answer(bad, from: prover) else {
+                Issue.record("answered \(bad)")
+                continue
+            }
+            #expect(message.contains("100"))
+        }
+        #expect(await LedgerWire.answer(.getCheckpoint(id: 1), from: TreeProver(levels: MerkleLevels(base: 0), note: nil)) == .error(id: 1, message: "no checkpoint has been signed yet"))
+        #expect(await LedgerWire.answer(.error(id: 1, message: "x"), from: prover) == nil, "answers are not answered")
+    }
+}

@@ -80,7 +80,34 @@ struct PeerTransportTests {
         #expect(hzView["address"] as? String == cities[1].listen, "learned from shanghai's HELLO")
         #expect((hzView["certificateFingerprint"] as? String)?.count == 64)
 
-        var r = try Harness.citymesh(["federation", "revoke", "--ca", "fed", "--cert", "shanghai-cert/node.pem"], cwd: work)
+        // Ledger checkpoints over the peer transport: suzhou fetches hangzhou's, checks the signature
+        // with hangzhou's certificate key, then, once hangzhou's log has grown, a consistency proof.
+        var r = CommandResult(status: -1, stdout: "", stderr: "")
+        try Self.eventually("hangzhou's first checkpoint fetched by suzhou") {
+            r = try Harness.citymesh(["peers", "checkpoint", "--dir", "suzhou", "hangzhou", "--json"], cwd: work)
+            #expect(r.ok || r.stderr.contains("no checkpoint has been signed yet"), "\(r.stderr)")
+            return r.ok
+        }
+        let first = try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [String: Any] ?? [:]
+        let firstSize = first["size"] as? Int ?? 0
+        #expect(firstSize > 0 && first["consistentWith"] == nil, "\(r.stdout)")
+        #expect((first["checkpoint"] as? String)?.hasPrefix("hangzhou.citymesh/ledger\n") == true)
+        r = try Harness.citymesh(["dataset", "create", "--dir", "hangzhou", "air", "--key", "station", "--field", "station:string"], cwd: work)
+        #expect(r.ok, "\(r.stderr)")
+        try Self.eventually("hangzhou signs a larger checkpoint") {
+            let cp = try Harness.citymesh(["audit", "checkpoint", "--dir", "hangzhou"], cwd: work).stdout
+            return (cp.split(separator: "\n").dropFirst().first.flatMap { Int($0) } ?? 0) > firstSize
+        }
+        r = try Harness.citymesh(["peers", "checkpoint", "--dir", "suzhou", "hangzhou"], cwd: work)
+        #expect(r.ok && r.stdout.contains("consistent with its checkpoint at size \(firstSize) (proof verified)"), "\(r.stdout)\(r.stderr)")
+        #expect(r.stdout.contains("signature verified with hangzhou.citymesh/ledger+"), "\(r.stdout)")
+        // shanghai's key is P-256: it logs but does not sign checkpoints, and says so.
+        r = try Harness.citymesh(["peers", "checkpoint", "--dir", "hangzhou", "shanghai"], cwd: work)
+        #expect(!r.ok && r.stderr.contains("not Ed25519"), "\(r.stdout)\(r.stderr)")
+        r = try Harness.citymesh(["peers", "checkpoint", "--dir", "hangzhou", "wuxi"], cwd: work)
+        #expect(!r.ok && r.stderr.contains("no connection to 'wuxi'"), "\(r.stdout)\(r.stderr)")
+
+        r = try Harness.citymesh(["federation", "revoke", "--ca", "fed", "--cert", "shanghai-cert/node.pem"], cwd: work)
         #expect(r.ok, "\(r.stderr)")
         // The CRL is a real X.509 CRL: openssl verifies its signature and lists the serial.
         r = try Harness.openssl(["crl", "-in", "fed/crl.pem", "-CAfile", "fed/ca.pem", "-noout", "-text"], cwd: work)

@@ -47,6 +47,27 @@ public enum API {
     }
 
     /// An RFC 9162 consistency proof, hashes in base64 (`citymesh audit consistency --json`).
+    /// A peer's latest checkpoint, fetched over the peer transport and checked by this node.
+    public struct PeerCheckpoint: Codable, Sendable {
+        public let city: String
+        /// The signed note, verbatim.
+        public let checkpoint: String
+        public let size: UInt64
+        public let rootHash: String
+        /// The key it verified with, from the peer's certificate (signed-note verifier key).
+        public let verifierKey: String
+        /// The size of the earlier checkpoint of this peer it was proven consistent with, if any.
+        public let consistentWith: UInt64?
+        public init(city: String, checkpoint: String, size: UInt64, rootHash: String, verifierKey: String, consistentWith: UInt64?) {
+            self.city = city
+            self.checkpoint = checkpoint
+            self.size = size
+            self.rootHash = rootHash
+            self.verifierKey = verifierKey
+            self.consistentWith = consistentWith
+        }
+    }
+
     public struct ConsistencyProof: Codable, Sendable {
         public let size1: UInt64
         public let size2: UInt64

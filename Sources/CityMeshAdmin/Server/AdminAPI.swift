@@ -20,6 +20,8 @@ public struct AdminAPI: Sendable {
     public let metrics: (@Sendable () -> String)?
     /// The accountability ledger and its verifier key (nil in route tests without a ledger writer).
     public let ledger: LedgerStore?
+    /// Fetches and checks a peer's latest signed checkpoint over the peer transport.
+    public let peerCheckpoint: (@Sendable (CitySlug) async throws -> API.PeerCheckpoint)?
     public let verifierKey: NoteVerifier?
     /// The node's certificate chain and the CA certificate (PEM), for evidence bundles.
     public let certificates: (node: String, ca: String)?
@@ -27,7 +29,8 @@ public struct AdminAPI: Sendable {
     public init(
         store: NodeStore, version: String, startedAt: String, physicalMillis: @escaping @Sendable () -> UInt64,
         peers: (@Sendable () -> API.PeerList)? = nil, metrics: (@Sendable () -> String)? = nil,
-        ledger: LedgerStore? = nil, verifierKey: NoteVerifier? = nil, certificates: (node: String, ca: String)? = nil
+        ledger: LedgerStore? = nil, verifierKey: NoteVerifier? = nil,
+        peerCheckpoint: (@Sendable (CitySlug) async throws -> API.PeerCheckpoint)? = nil, certificates: (node: String, ca: String)? = nil
     ) {
         self.store = store
         self.version = version
@@ -36,6 +39,7 @@ public struct AdminAPI: Sendable {
         self.peers = peers
         self.metrics = metrics
         self.ledger = ledger
+        self.peerCheckpoint = peerCheckpoint
         self.verifierKey = verifierKey
         self.certificates = certificates
     }
@@ -147,6 +151,11 @@ public struct AdminAPI: Sendable {
                 _ = await audit.result
                 try await writer.finish(nil)
             })
+        }
+        router.get("/v1/peers/{city}/checkpoint") { _, context in
+            guard let peerCheckpoint else { throw CityMeshError(.nodeNotRunning, "this node runs without a peer transport") }
+            let city = try CitySlug(context.parameters.get("city") ?? "")
+            return json(try await peerCheckpoint(city))
         }
         router.get("/v1/peers") { _, _ in
             guard let peers else {

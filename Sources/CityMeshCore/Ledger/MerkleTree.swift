@@ -14,6 +14,13 @@ public struct MerkleHash: Hashable, Sendable, CustomStringConvertible {
         }
     }
 
+    /// Exactly 32 raw bytes (copied), or nil.
+    public init?(raw: UnsafeRawBufferPointer) {
+        guard raw.count == 32, let base = raw.baseAddress else { return nil }
+        storage = (0, 0, 0, 0)
+        withUnsafeMutableBytes(of: &storage) { $0.baseAddress!.copyMemory(from: base, byteCount: 32) }  // both 32 bytes
+    }
+
     /// Standard base64 of exactly 32 bytes, or nil.
     public init?(base64: String) {
         guard let data = Data(base64Encoded: base64) else { return nil }
