@@ -88,6 +88,8 @@ public struct NodeConfig: Sendable, Codable, Equatable {
     public var database: String
     public var log: Log
     public var peers: Peers?
+    /// A sharing-policy file (docs/policy.md) applied at start and on SIGHUP, if set.
+    public var policy: String?
 
     public static let fileName = "citymesh.yaml"
 
@@ -188,6 +190,11 @@ public struct NodeConfig: Sendable, Codable, Equatable {
           # The HOST:PORT other cities should dial, announced in HELLO (default: listen).
           # Set it when listen is 0.0.0.0 or behind NAT.
           advertise: \(peers?.advertise.map { "\"\($0)\"" } ?? "null")
+
+        # The sharing policy (docs/policy.md): what this city shares, with whom, and what it
+        # accepts. If set, the file is applied at start and on SIGHUP (an invalid file is logged
+        # and the policy in force stays). 'citymesh policy apply' works with or without it.
+        policy: \(policy.map { "\"\($0)\"" } ?? "null")
 
         """
     }

@@ -2,6 +2,8 @@ public import CityMeshCore
 import CityMeshAdmin
 import CityMeshNet
 import CityMeshStore
+import Crypto
+import CryptoExtras
 import Foundation
 import Metrics
 import Hummingbird
@@ -61,6 +63,17 @@ public struct NodeServer: Sendable {
 
         let peerConfiguration = try Self.peerConfiguration(config: config, directory: directory, city: city)
         Self.warnIfStale(peerConfiguration.trust, logger: peerLogger)
+        // Policy versions are signed with the node's key when it is Ed25519, like checkpoints.
+        let policySigner: NoteSigner? = try? NoteSigner(
+            name: PolicyManager.noteName(city), key: Curve25519.Signing.PrivateKey(pemRepresentation: try Files.read(directory.file(config.tls.key), what: "the key")))
+        let policy = PolicyManager(
+            store: store, ledger: ledgerService.ledger, signer: policySigner,
+            clock: { Int64(Date().timeIntervalSince1970 * 1_000_000) })
+        if let issues = try await policy.load() {
+            logger.error("the policy in force no longer fits the datasets: nothing is shared until a valid one is applied", metadata: ["issues": "\(issues)"])
+        }
+        let policyFile = PolicyFile(directory: directory, manager: policy, ledger: ledgerService, logger: logger)
+
         let exchange = PeerLedgerExchange(ledger: ledgerService.ledger, logger: ledgerLogger)
         let network = try PeerNetwork(configuration: peerConfiguration, logger: peerLogger, onMessage: { exchange.receive($0) }, onEvent: { event in
             switch event {
@@ -94,7 +107,8 @@ public struct NodeServer: Sendable {
             certificates: (
                 node: try Files.read(directory.file(config.tls.cert), what: "the certificate"),
                 ca: try Files.read(directory.file(config.tls.ca), what: "the CA certificate")
-            ))
+            ),
+            policy: policy)
         var httpLogger = logger
         httpLogger[metadataKey: "service"] = "admin"
         let app = Application(
@@ -108,11 +122,12 @@ public struct NodeServer: Sendable {
             configuration: .init(
                 services: [
                     StoreService(store: store, logger: logger), ledgerService, network,
-                    ReloadService(directory: directory, network: network, logger: peerLogger), app,
+                    ReloadService(directory: directory, network: network, policyFile: policyFile, logger: peerLogger), app,
                 ],
                 gracefulShutdownSignals: [.sigterm, .sigint],
                 logger: logger))
         logger.info("node starting", metadata: ["admin.address": "\(admin)", "version": "\(CityMeshVersion.current)"])
+        await policyFile.apply(config: config, reason: "start")
         // Bind the peer port before anything starts, so a taken port fails cleanly and first.
         try await network.bind()
         do {
@@ -208,6 +223,7 @@ struct StoreService: Service {
 struct ReloadService: Service {
     let directory: NodeDirectory
     let network: PeerNetwork
+    let policyFile: PolicyFile
     let logger: Logger
 
     func run() async throws {
@@ -218,9 +234,38 @@ struct ReloadService: Service {
                 NodeServer.warnIfStale(trust, logger: logger)
                 network.reload(trust: trust, seeds: try (config.peers ?? .init()).seedList())
                 logger.notice("configuration reloaded (SIGHUP)", metadata: ["crl.entries": "\(trust.revocations?.entries.count ?? 0)"])
+                await policyFile.apply(config: config, reason: "SIGHUP")
             } catch {
                 logger.error("reload failed; the previous configuration stays in force", metadata: ["error": "\(error)"])
             }
+        }
+    }
+}
+
+/// The config's `policy:` file, applied at start and on SIGHUP. An invalid file changes nothing:
+/// its problems are logged (with line and column) and ledgered, and the policy in force stays.
+struct PolicyFile: Sendable {
+    let directory: NodeDirectory
+    let manager: PolicyManager
+    let ledger: LedgerService
+    let logger: Logger
+
+    func apply(config: NodeConfig, reason: String) async {
+        guard let path = config.policy else { return }
+        let file = directory.file(path)
+        do {
+            let text = try Files.read(file, what: "the policy file")
+            let (version, changes, unchanged) = try await manager.apply(text, actor: "node:\(reason.lowercased())")
+            if !unchanged {
+                logger.notice("policy applied from \(path)", metadata: ["policy.version": "\(version.version)", "policy.changes": "\(changes.count)"])
+            }
+        } catch let issues as PolicyIssues {
+            logger.error("the policy file \(path) was not applied; the policy in force stays", metadata: ["issues": "\(issues.description)"])
+            ledger.report(LedgerEntry(
+                time: RFC3339.format(microseconds: Int64(Date().timeIntervalSince1970 * 1_000_000)), kind: LedgerEntry.Kind.policyRejected,
+                actor: "node:\(reason.lowercased())", counts: ["issues": issues.issues.count], detail: issues.issues.prefix(5).map(\.description).joined(separator: "; ")))
+        } catch {
+            logger.error("the policy file \(path) was not applied; the policy in force stays", metadata: ["error": "\(error)"])
         }
     }
 }

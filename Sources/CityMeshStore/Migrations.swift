@@ -66,6 +66,20 @@ enum Migrations {
                 );
                 """)
         }
+        m.registerMigration("v3-policy") { db in
+            try db.execute(sql: """
+                -- Every applied version of the sharing policy (docs/policy.md), kept: the YAML as
+                -- applied, its SHA-256, who applied it and when, and the node's signed note over them.
+                CREATE TABLE policy_versions (
+                    version INTEGER PRIMARY KEY,
+                    document TEXT NOT NULL,
+                    sha256 TEXT NOT NULL,
+                    applied_by TEXT NOT NULL,
+                    applied_at TEXT NOT NULL,
+                    signed_note TEXT
+                );
+                """)
+        }
         return m
     }
 }

@@ -6,6 +6,11 @@ import Foundation
 struct Peers: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Peers: who is connected, who was refused, and their signed ledger checkpoints.",
+        discussion: """
+            Examples:
+              citymesh peers --dir sh                        # the same as 'peers list'
+              citymesh peers checkpoint --dir sh hangzhou    # hangzhou's signed checkpoint, checked
+            """,
         subcommands: [PeersList.self, PeersCheckpoint.self],
         defaultSubcommand: PeersList.self)
 }

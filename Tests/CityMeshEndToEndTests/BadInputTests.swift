@@ -142,7 +142,9 @@ struct BadInputTests {
                     ["dataset", "show"], ["dataset", "add-field"], ["record", "put"], ["record", "get"], ["record", "delete"],
                     ["record", "list"], ["import"], ["export"], ["token", "create"], ["token", "list"], ["token", "revoke"],
                     ["peers"], ["federation", "revoke"], ["audit", "log"], ["audit", "verify"], ["audit", "checkpoint"], ["audit", "vkey"],
-                    ["audit", "prove"], ["audit", "consistency"], ["audit", "export"], ["audit", "verify-bundle"]] {
+                    ["audit", "prove"], ["audit", "consistency"], ["audit", "export"], ["audit", "verify-bundle"], ["audit", "verify-proof"],
+                    ["peers", "list"], ["peers", "checkpoint"], ["policy", "validate"], ["policy", "diff"], ["policy", "apply"],
+                    ["policy", "show"], ["policy", "explain"]] {
             let r = try Harness.citymesh(cmd + ["--help"], cwd: work)
             #expect(r.ok && r.stdout.contains("citymesh \(cmd.joined(separator: " "))"), "\(cmd)")
             #expect(r.stdout.contains("Example"), "\(cmd) --help has no example")

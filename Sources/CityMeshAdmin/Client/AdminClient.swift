@@ -36,6 +36,23 @@ public struct AdminClient: Sendable {
         try decode(try await send(.PUT, path, query: query, body: try JSONEncoder().encode(body)))
     }
 
+    /// POSTs a text document (a policy in YAML) as the body.
+    public func postText<T: Decodable>(_ path: String, text: String, as: T.Type = T.self) async throws -> T {
+        try await sendText(.POST, path, text: text)
+    }
+
+    /// PUTs a text document (a policy in YAML) as the body.
+    public func putText<T: Decodable>(_ path: String, text: String, as: T.Type = T.self) async throws -> T {
+        try await sendText(.PUT, path, text: text)
+    }
+
+    func sendText<T: Decodable>(_ method: HTTPMethod, _ path: String, text: String) async throws -> T {
+        var request = try makeRequest(method, path, query: [:])
+        request.headers.add(name: "Content-Type", value: "application/yaml; charset=utf-8")
+        request.body = .bytes(ByteBuffer(string: text))
+        return try decode(try await execute(request))
+    }
+
     public func delete<T: Decodable>(_ path: String, query: [String: String] = [:], as: T.Type = T.self) async throws -> T {
         try decode(try await send(.DELETE, path, query: query))
     }

@@ -47,6 +47,44 @@ public enum API {
     }
 
     /// An RFC 9162 consistency proof, hashes in base64 (`citymesh audit consistency --json`).
+    /// `GET /v1/policy`: one version (the latest unless asked), and the list of all.
+    public struct PolicyShow: Codable, Sendable {
+        public let current: PolicyVersion?
+        /// The version the node enforces now.
+        public let inForce: Int?
+        public let versions: [PolicyVersion]
+        public init(current: PolicyVersion?, inForce: Int?, versions: [PolicyVersion]) {
+            self.current = current
+            self.inForce = inForce
+            self.versions = versions
+        }
+    }
+
+    /// `POST /v1/policy/check`: the problems of a document, or what applying it would change.
+    public struct PolicyCheck: Codable, Sendable {
+        public let ok: Bool
+        public let issues: [PolicyIssue]
+        public let changes: [PolicyDiff.Change]
+        public init(ok: Bool, issues: [PolicyIssue], changes: [PolicyDiff.Change]) {
+            self.ok = ok
+            self.issues = issues
+            self.changes = changes
+        }
+    }
+
+    public struct PolicyApplied: Codable, Sendable {
+        public let version: Int
+        public let sha256: String
+        public let unchanged: Bool
+        public let changes: [PolicyDiff.Change]
+        public init(version: Int, sha256: String, unchanged: Bool, changes: [PolicyDiff.Change]) {
+            self.version = version
+            self.sha256 = sha256
+            self.unchanged = unchanged
+            self.changes = changes
+        }
+    }
+
     /// A peer's latest checkpoint, fetched over the peer transport and checked by this node.
     public struct PeerCheckpoint: Codable, Sendable {
         public let city: String

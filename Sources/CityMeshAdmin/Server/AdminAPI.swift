@@ -25,13 +25,17 @@ public struct AdminAPI: Sendable {
     public let verifierKey: NoteVerifier?
     /// The node's certificate chain and the CA certificate (PEM), for evidence bundles.
     public let certificates: (node: String, ca: String)?
+    /// The sharing policy in force (nil in route tests that do not need one).
+    public let policy: PolicyManager?
 
     public init(
         store: NodeStore, version: String, startedAt: String, physicalMillis: @escaping @Sendable () -> UInt64,
         peers: (@Sendable () -> API.PeerList)? = nil, metrics: (@Sendable () -> String)? = nil,
         ledger: LedgerStore? = nil, verifierKey: NoteVerifier? = nil,
-        peerCheckpoint: (@Sendable (CitySlug) async throws -> API.PeerCheckpoint)? = nil, certificates: (node: String, ca: String)? = nil
+        peerCheckpoint: (@Sendable (CitySlug) async throws -> API.PeerCheckpoint)? = nil, certificates: (node: String, ca: String)? = nil,
+        policy: PolicyManager? = nil
     ) {
+        self.policy = policy
         self.store = store
         self.version = version
         self.startedAt = startedAt
@@ -151,6 +155,49 @@ public struct AdminAPI: Sendable {
                 _ = await audit.result
                 try await writer.finish(nil)
             })
+        }
+        router.get("/v1/policy") { request, _ in
+            let policy = try requirePolicy()
+            let number = try request.uri.queryParameters.get("version").map { text in
+                guard let n = Int(text), n > 0 else { throw CityMeshError(.invalidArgument, "--version '\(text)' is not a version number (1, 2, …)") }
+                return n
+            }
+            let versions = try await store.policyVersions()
+            guard let v = try await store.policyVersion(number) else {
+                if let number { throw CityMeshError(.recordNotFound, "there is no policy version \(number): versions are 1 to \(versions.count)") }
+                return json(API.PolicyShow(current: nil, inForce: nil, versions: versions))
+            }
+            return json(API.PolicyShow(current: v, inForce: policy.current?.version, versions: versions))
+        }
+        router.post("/v1/policy/check") { request, _ in
+            let policy = try requirePolicy()
+            let document = try await bodyText(request)
+            do {
+                let changes = try await policy.diff(document)
+                return json(API.PolicyCheck(ok: true, issues: [], changes: changes))
+            } catch let issues as PolicyIssues {
+                return json(API.PolicyCheck(ok: false, issues: issues.issues, changes: []))
+            }
+        }
+        router.put("/v1/policy") { request, context in
+            try context.require(.admin)
+            let policy = try requirePolicy()
+            let document = try await bodyText(request)
+            do {
+                let (version, changes, unchanged) = try await policy.apply(document, actor: context.actor)
+                context.logger.info("policy applied", metadata: ["policy.version": "\(version.version)", "policy.changes": "\(changes.count)"])
+                return json(API.PolicyApplied(version: version.version, sha256: version.sha256, unchanged: unchanged, changes: changes))
+            } catch let issues as PolicyIssues {
+                throw CityMeshError(.policyInvalid, "the policy was not applied; fix these first ('citymesh policy validate'):\n" + issues.description)
+            }
+        }
+        router.get("/v1/policy/explain") { request, _ in
+            let policy = try requirePolicy()
+            let q = request.uri.queryParameters
+            guard let cityText = q.get("city"), let dataset = q.get("dataset") else {
+                throw CityMeshError(.invalidArgument, "give ?city=CITY&dataset=NAME (e.g. --city shanghai --dataset air-quality)")
+            }
+            return json(try await policy.explain(member: try CitySlug(cityText), dataset: dataset))
         }
         router.get("/v1/peers/{city}/checkpoint") { _, context in
             guard let peerCheckpoint else { throw CityMeshError(.nodeNotRunning, "this node runs without a peer transport") }
@@ -327,6 +374,11 @@ public struct AdminAPI: Sendable {
         return RFC3339.format(microseconds: micros)
     }
 
+    func requirePolicy() throws -> PolicyManager {
+        guard let policy else { throw CityMeshError(.nodeNotRunning, "this node runs without a policy manager") }
+        return policy
+    }
+
     func requireLedger() throws -> LedgerStore {
         guard let ledger else { throw CityMeshError(.nodeNotRunning, "this node runs without a ledger") }
         return ledger
@@ -369,6 +421,19 @@ func text(_ body: String) -> Response {
     var headers = HTTPFields()
     headers[.contentType] = "text/plain; charset=utf-8"
     return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(string: body)))
+}
+
+/// The request body as UTF-8 text (a policy document), at most 1 MiB.
+func bodyText(_ request: Request) async throws -> String {
+    var request = request
+    let buffer: ByteBuffer
+    do { buffer = try await request.collectBody(upTo: 1 << 20) } catch {
+        throw CityMeshError(.valueTooLarge, "the document is over 1 MiB: a policy is a short YAML file")
+    }
+    guard let text = String(validating: buffer.readableBytesView, as: UTF8.self) else {
+        throw CityMeshError(.invalidUTF8, "the document is not UTF-8 text")
+    }
+    return text
 }
 
 /// A JSON response with stable key order.

@@ -47,6 +47,7 @@ public struct CityMeshError: Error, Hashable, Sendable, CustomStringConvertible 
         public static let configInvalid = Code("config.invalid")
         public static let storeVersionTooNew = Code("store.version_too_new")
         public static let ledgerCorrupt = Code("ledger.corrupt")
+        public static let policyInvalid = Code("policy.invalid")
         public static let internalError = Code("internal")
     }
 

@@ -16,6 +16,9 @@ public struct LedgerEntry: Codable, Sendable, Equatable {
         public static let tokenCreated = "token.created"
         public static let tokenRevoked = "token.revoked"
         public static let nodeStarted = "node.started"
+        public static let policyApplied = "policy.applied"
+        public static let policyRejected = "policy.rejected"
+        public static let policyDenied = "policy.denied"
     }
 
     /// The entry's position in the log (0-based); part of the signed bytes, so reordering shows.
