@@ -66,18 +66,31 @@ public struct NodeServer: Sendable {
         // Policy versions are signed with the node's key when it is Ed25519, like checkpoints.
         let policySigner: NoteSigner? = try? NoteSigner(
             name: PolicyManager.noteName(city), key: Curve25519.Signing.PrivateKey(pemRepresentation: try Files.read(directory.file(config.tls.key), what: "the key")))
+        let book = AgreementBook()
+        let clock: @Sendable () -> Int64 = { Int64(Date().timeIntervalSince1970 * 1_000_000) }
         let policy = PolicyManager(
-            store: store, ledger: ledgerService.ledger, signer: policySigner,
-            clock: { Int64(Date().timeIntervalSince1970 * 1_000_000) })
+            store: store, ledger: ledgerService.ledger, signer: policySigner, clock: clock,
+            accepted: { book.isActive(share: $0, member: $1) })
         if let issues = try await policy.load() {
             logger.error("the policy in force no longer fits the datasets: nothing is shared until a valid one is applied", metadata: ["issues": "\(issues)"])
         }
         let policyFile = PolicyFile(directory: directory, manager: policy, ledger: ledgerService, logger: logger)
 
+        let keyPEM = try Files.read(directory.file(config.tls.key), what: "the key")
+        let agreementKey: Agreement.Key? =
+            (try? Curve25519.Signing.PrivateKey(pemRepresentation: keyPEM)).map { .ed25519($0) }
+            ?? (try? P256.Signing.PrivateKey(pemRepresentation: keyPEM)).map { .p256($0) }
+        var agreementLogger = logger
+        agreementLogger[metadataKey: "service"] = "agreements"
+        let agreements = AgreementService(
+            city: city, store: store, key: agreementKey, policy: policy, book: book, ledger: ledgerService, logger: agreementLogger, clock: clock)
+        policy.onChange { await agreements.sync() }
+
         let exchange = PeerLedgerExchange(ledger: ledgerService.ledger, logger: ledgerLogger)
-        let network = try PeerNetwork(configuration: peerConfiguration, logger: peerLogger, onMessage: { exchange.receive($0) }, onEvent: { event in
+        let network = try PeerNetwork(configuration: peerConfiguration, logger: peerLogger, onMessage: { exchange.receive($0); agreements.receive($0) }, onEvent: { event in
             switch event {
             case .connected(let peer, let fingerprint, let remote, let direction, let version):
+                Task { await agreements.connected(peer) }
                 ledgerService.report(LedgerEntry(
                     time: nowText(), kind: LedgerEntry.Kind.peerConnected, actor: "peer:\(peer)", peer: peer.rawValue,
                     hashes: ["certificate.sha256": fingerprint], detail: "\(direction.rawValue) \(remote), protocol \(version)"))
@@ -89,6 +102,7 @@ public struct NodeServer: Sendable {
         })
 
         exchange.attach(network)
+        agreements.attach(network)
 
         let admin = try HostPort(config.admin, what: "admin")
         if !admin.isLoopback {
@@ -108,7 +122,7 @@ public struct NodeServer: Sendable {
                 node: try Files.read(directory.file(config.tls.cert), what: "the certificate"),
                 ca: try Files.read(directory.file(config.tls.ca), what: "the CA certificate")
             ),
-            policy: policy)
+            policy: policy, agreements: agreements)
         var httpLogger = logger
         httpLogger[metadataKey: "service"] = "admin"
         let app = Application(
@@ -128,6 +142,7 @@ public struct NodeServer: Sendable {
                 logger: logger))
         logger.info("node starting", metadata: ["admin.address": "\(admin)", "version": "\(CityMeshVersion.current)"])
         await policyFile.apply(config: config, reason: "start")
+        await agreements.sync()
         // Bind the peer port before anything starts, so a taken port fails cleanly and first.
         try await network.bind()
         do {

@@ -80,6 +80,24 @@ enum Migrations {
                 );
                 """)
         }
+        m.registerMigration("v4-agreements") { db in
+            try db.execute(sql: """
+                -- Sharing agreements, on both sides: the owner's signed offer, the member's signed
+                -- response, the owner's signed revocation (each the JSON of Agreement.Signed).
+                CREATE TABLE agreements (
+                    offer_id TEXT PRIMARY KEY,
+                    owner TEXT NOT NULL,
+                    share TEXT NOT NULL,
+                    member TEXT NOT NULL,
+                    dataset TEXT NOT NULL,
+                    offer TEXT NOT NULL,
+                    response TEXT,
+                    revocation TEXT,
+                    received_at TEXT NOT NULL
+                );
+                CREATE INDEX agreements_by_pair ON agreements (owner, share, member);
+                """)
+        }
         return m
     }
 }

@@ -47,6 +47,68 @@ public enum API {
     }
 
     /// An RFC 9162 consistency proof, hashes in base64 (`citymesh audit consistency --json`).
+    /// One agreement as `citymesh agreement list` shows it.
+    public struct AgreementInfo: Codable, Sendable, Equatable {
+        public let id: String
+        public let owner: String
+        public let share: String
+        public let member: String
+        public let dataset: String
+        /// offered, active, accepted, rejected, revoked or expired.
+        public let state: String
+        public let fields: [String]
+        public let filter: String?
+        public let write: [String]
+        public let purpose: String
+        public let legalBasis: String
+        public let validUntil: String
+        public let onRevoke: String
+        public let offeredAt: String
+        /// Each signature as `<city> <algorithm> <base64>`; all were verified when received.
+        public let ownerSignature: String
+        public let memberSignature: String?
+        public let decision: String?
+        public let respondedAt: String?
+        public let revokedAt: String?
+        public let revocationReason: String?
+
+        public init(
+            id: String, owner: String, share: String, member: String, dataset: String, state: String, fields: [String], filter: String?, write: [String],
+            purpose: String, legalBasis: String, validUntil: String, onRevoke: String, offeredAt: String, ownerSignature: String, memberSignature: String?,
+            decision: String?, respondedAt: String?, revokedAt: String?, revocationReason: String?
+        ) {
+            self.id = id
+            self.owner = owner
+            self.share = share
+            self.member = member
+            self.dataset = dataset
+            self.state = state
+            self.fields = fields
+            self.filter = filter
+            self.write = write
+            self.purpose = purpose
+            self.legalBasis = legalBasis
+            self.validUntil = validUntil
+            self.onRevoke = onRevoke
+            self.offeredAt = offeredAt
+            self.ownerSignature = ownerSignature
+            self.memberSignature = memberSignature
+            self.decision = decision
+            self.respondedAt = respondedAt
+            self.revokedAt = revokedAt
+            self.revocationReason = revocationReason
+        }
+    }
+
+    public struct AgreementList: Codable, Sendable {
+        public let city: String
+        public let agreements: [AgreementInfo]
+        public init(city: String, agreements: [AgreementInfo]) {
+            self.city = city
+            self.agreements = agreements
+        }
+    }
+
     /// `GET /v1/policy`: one version (the latest unless asked), and the list of all.
     public struct PolicyShow: Codable, Sendable {
         public let current: PolicyVersion?

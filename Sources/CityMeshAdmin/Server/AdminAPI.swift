@@ -27,15 +27,18 @@ public struct AdminAPI: Sendable {
     public let certificates: (node: String, ca: String)?
     /// The sharing policy in force (nil in route tests that do not need one).
     public let policy: PolicyManager?
+    /// Sharing agreements with other cities (nil without a peer transport).
+    public let agreements: (any AgreementDesk)?
 
     public init(
         store: NodeStore, version: String, startedAt: String, physicalMillis: @escaping @Sendable () -> UInt64,
         peers: (@Sendable () -> API.PeerList)? = nil, metrics: (@Sendable () -> String)? = nil,
         ledger: LedgerStore? = nil, verifierKey: NoteVerifier? = nil,
         peerCheckpoint: (@Sendable (CitySlug) async throws -> API.PeerCheckpoint)? = nil, certificates: (node: String, ca: String)? = nil,
-        policy: PolicyManager? = nil
+        policy: PolicyManager? = nil, agreements: (any AgreementDesk)? = nil
     ) {
         self.policy = policy
+        self.agreements = agreements
         self.store = store
         self.version = version
         self.startedAt = startedAt
@@ -198,6 +201,32 @@ public struct AdminAPI: Sendable {
                 throw CityMeshError(.invalidArgument, "give ?city=CITY&dataset=NAME (e.g. --city shanghai --dataset air-quality)")
             }
             return json(try await policy.explain(member: try CitySlug(cityText), dataset: dataset))
+        }
+        router.get("/v1/agreements") { _, _ in
+            guard let agreements else { throw CityMeshError(.nodeNotRunning, "this node runs without agreements") }
+            return json(try await agreements.list())
+        }
+        router.post("/v1/agreements/{owner}/{share}/{action}") { _, context in
+            try context.require(.admin)
+            guard let agreements else { throw CityMeshError(.nodeNotRunning, "this node runs without agreements") }
+            let owner = try CitySlug(context.parameters.get("owner") ?? "")
+            let share = context.parameters.get("share") ?? ""
+            switch context.parameters.get("action") {
+            case "accept", "reject":
+                let accept = context.parameters.get("action") == "accept"
+                return json(try await agreements.respond(owner: owner, share: share, accept: accept, actor: context.actor))
+            default:
+                throw CityMeshError(.invalidArgument, "the action is accept or reject")
+            }
+        }
+        router.post("/v1/shares/{share}/revoke") { request, context in
+            try context.require(.admin)
+            guard let agreements else { throw CityMeshError(.nodeNotRunning, "this node runs without agreements") }
+            guard let member = request.uri.queryParameters.get("city") else {
+                throw CityMeshError(.invalidArgument, "give the member city: --city CITY")
+            }
+            let share = context.parameters.get("share") ?? ""
+            return json(try await agreements.revoke(share: share, member: try CitySlug(member), actor: context.actor))
         }
         router.get("/v1/peers/{city}/checkpoint") { _, context in
             guard let peerCheckpoint else { throw CityMeshError(.nodeNotRunning, "this node runs without a peer transport") }
@@ -421,6 +450,15 @@ func text(_ body: String) -> Response {
     var headers = HTTPFields()
     headers[.contentType] = "text/plain; charset=utf-8"
     return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(string: body)))
+}
+
+/// What the admin API asks of the node's agreements (implemented by the node).
+public protocol AgreementDesk: Sendable {
+    func list() async throws -> API.AgreementList
+    /// The member accepts or rejects the owner's current offer of `share`.
+    func respond(owner: CitySlug, share: String, accept: Bool, actor: String) async throws -> API.AgreementInfo
+    /// The owner revokes `member`'s agreement on `share`.
+    func revoke(share: String, member: CitySlug, actor: String) async throws -> API.AgreementInfo
 }
 
 /// The request body as UTF-8 text (a policy document), at most 1 MiB.

@@ -15,6 +15,14 @@ public final class PolicyManager: Sendable {
     /// Whether a member has accepted a share; agreements decide it (until they exist, nobody has).
     let accepted: PolicyEngine.Accepted
     let live = Mutex<(version: PolicyVersion?, engine: PolicyEngine?)>((nil, nil))
+    let listeners = Mutex<[@Sendable () async -> Void]>([])
+
+    /// Called after each new version is in force (and after `load`): agreements follow the policy.
+    public func onChange(_ listener: @escaping @Sendable () async -> Void) { listeners.withLock { $0.append(listener) } }
+
+    func changed() async {
+        for l in listeners.withLock({ $0 }) { await l() }
+    }
 
     public var city: CitySlug { store.city }
 
@@ -93,6 +101,7 @@ public final class PolicyManager: Sendable {
             return PolicyVersion(version: number, document: document, sha256: sha, appliedBy: actor, appliedAt: at, signedNote: note)
         }
         live.withLock { $0 = (version, engine) }
+        defer { Task { await self.changed() } }
         _ = try await ledger?.append(LedgerEntry(
             time: at, kind: LedgerEntry.Kind.policyApplied, actor: actor,
             counts: ["version": version.version, "shares": policy.shares.count, "accept": policy.accept.count, "changes": changes.count],

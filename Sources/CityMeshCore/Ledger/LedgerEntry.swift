@@ -19,6 +19,11 @@ public struct LedgerEntry: Codable, Sendable, Equatable {
         public static let policyApplied = "policy.applied"
         public static let policyRejected = "policy.rejected"
         public static let policyDenied = "policy.denied"
+        public static let agreementOffered = "agreement.offered"
+        public static let agreementAccepted = "agreement.accepted"
+        public static let agreementRejected = "agreement.rejected"
+        public static let agreementRevoked = "agreement.revoked"
+        public static let agreementRefused = "agreement.refused"
     }
 
     /// The entry's position in the log (0-based); part of the signed bytes, so reordering shows.
