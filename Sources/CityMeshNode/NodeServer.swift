@@ -103,6 +103,7 @@ public struct NodeServer: Sendable {
 
         exchange.attach(network)
         agreements.attach(network)
+        policy.setKnownCities { Set(network.status().peers.map(\.city.rawValue)) }
 
         let admin = try HostPort(config.admin, what: "admin")
         if !admin.isLoopback {

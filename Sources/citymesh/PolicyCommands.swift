@@ -15,7 +15,7 @@ struct PolicyCommand: AsyncParsableCommand {
               citymesh policy apply --dir hz hz-policy.yaml
               citymesh policy explain --dir hz --city shanghai --dataset air-quality
             """,
-        subcommands: [PolicyValidate.self, PolicyDiffCommand.self, PolicyApply.self, PolicyShowCommand.self, PolicyExplain.self])
+        subcommands: [PolicyValidate.self, PolicyDiffCommand.self, PolicyApply.self, PolicyShowCommand.self, PolicyExplain.self, PolicyPreview.self])
 }
 
 /// Reads a policy file, or says how to get one.
@@ -31,6 +31,7 @@ func readPolicyFile(_ path: String) throws -> String {
 func checkPolicy(_ client: AdminClient, file: String) async throws -> API.PolicyCheck {
     let check: API.PolicyCheck = try await client.postText("/v1/policy/check", text: try readPolicyFile(file))
     for issue in check.issues { Terminal.note("\(file):\(issue.line):\(issue.column): error: \(issue.message)") }
+    for warning in check.warnings { Terminal.note("\(file): warning: \(warning)") }
     return check
 }
 
@@ -177,5 +178,43 @@ struct PolicyExplain: AsyncParsableCommand {
         }
         print("")
         Terminal.table(["FIELD", "TYPE", "ACCESS", "RULE"], x.fields.map { [$0.field, $0.type, $0.access, $0.rule] })
+    }
+}
+
+struct PolicyPreview: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "preview",
+        abstract: "Exactly what a city would be sent of one record now, or why nothing.",
+        discussion: """
+            Example:
+              citymesh policy preview --dir hz --city shanghai --dataset air-quality --key S-001
+            """)
+
+    @OptionGroup var node: NodeOptions
+    @Option(help: "The other city.") var city: String
+    @Option(help: "One of this node's datasets.") var dataset: String
+    @Option(help: "The record's key.") var key: String
+    @OptionGroup var output: OutputOptions
+
+    func run() async throws {
+        let slug = try CitySlug(city)
+        let p: API.PolicyPreview = try await node.withNode { client, _ in
+            try await client.get("/v1/policy/preview", query: ["city": slug.rawValue, "dataset": dataset, "key": key])
+        }
+        if output.json { return try printJSON(p) }
+        guard p.sent else { return print("\(slug) is sent nothing of \(key): \(p.reason ?? p.denial ?? "denied")") }
+        print("\(slug) is sent these fields of \(key) (nothing else):")
+        Terminal.table(["FIELD", "VALUE"], p.values.sorted { $0.key < $1.key }.map { [$0.key, Self.show($0.value)] })
+    }
+
+    static func show(_ v: JSONValue) -> String {
+        switch v {
+        case .null: "(null)"
+        case .bool(let b): b ? "true" : "false"
+        case .int(let i): String(i)
+        case .double(let d): String(d)
+        case .string(let s): s
+        default: "\(v)"
+        }
     }
 }

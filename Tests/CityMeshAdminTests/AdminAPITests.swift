@@ -5,8 +5,13 @@ import Foundation
 import Hummingbird
 import HummingbirdTesting
 import NIOCore
+import Synchronization
 import Testing
 @testable import CityMeshAdmin
+
+final class AcceptedPairs: Sendable {
+    let pairs = Mutex<Set<String>>([])
+}
 
 /// A router over a real SQLite store with one token per role.
 struct Fixture {
@@ -16,8 +21,11 @@ struct Fixture {
 
     var ledger: LedgerStore?
     var signer: NoteSigner?
+    var policy: PolicyManager?
+    /// The (share, member) pairs the tests declare accepted.
+    let accepted = AcceptedPairs()
 
-    init(peers: (@Sendable () -> API.PeerList)? = nil, metrics: (@Sendable () -> String)? = nil, withLedger: Bool = false) async throws {
+    init(peers: (@Sendable () -> API.PeerList)? = nil, metrics: (@Sendable () -> String)? = nil, withLedger: Bool = false, withPolicy: Bool = false) async throws {
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("cm-admin-\(UUID().uuidString)").path
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         store = try NodeStore(path: dir + "/citymesh.db", createFor: try CitySlug("hangzhou"))
@@ -30,9 +38,15 @@ struct Fixture {
             ledger = LedgerStore(store: store)
             signer = try NoteSigner(name: "hangzhou.citymesh/ledger", key: Curve25519.Signing.PrivateKey())
         }
+        if withPolicy {
+            let accepted = self.accepted
+            policy = PolicyManager(
+                store: store, ledger: ledger, signer: try NoteSigner(name: "hangzhou.citymesh/policy", key: Curve25519.Signing.PrivateKey()),
+                clock: { 1_795_939_200_000_000 }, accepted: { share, member in accepted.pairs.withLock { $0.contains("\(share) \(member)") } })
+        }
         let api = AdminAPI(
             store: store, version: "test", startedAt: "t", physicalMillis: { 1_795_939_200_000 }, peers: peers, metrics: metrics,
-            ledger: ledger, verifierKey: signer?.verifier)
+            ledger: ledger, verifierKey: signer?.verifier, policy: policy)
         app = Application(router: api.makeRouter())
     }
 
@@ -324,4 +338,86 @@ struct AdminAPITests {
             }
         }
     }
+
+    @Test("policy routes with each role; preview and the enforcement points; every denial ledgered")
+    func policyRoutes() async throws {
+        let f = try await Fixture(withLedger: true, withPolicy: true)
+        let ledger = try #require(f.ledger), policy = try #require(f.policy)
+        let writer = Task { await ledger.runWriter() }
+        defer { ledger.finish(); writer.cancel() }
+        let document = """
+            shares:
+              - id: delta-air
+                dataset: air-quality
+                to: [shanghai]
+                fields: [station, district, pm25]
+                where: "district != 'Restricted'"
+                write: [pm25]
+                purpose: forecasting
+                legal_basis: MoU
+                valid_until: 2099-12-31
+                on_revoke: keep
+
+            """
+        try await f.app.test(.router) { client in
+            try await client.execute(uri: "/v1/datasets", method: .post, headers: f.headers(.operator), body: body(createAir)) { r in #expect(r.status == .created) }
+            for (key, district) in [("S-1", "Xihu"), ("S-2", "Restricted")] {
+                try await client.execute(
+                    uri: "/v1/datasets/hangzhou/air-quality/record?key=\(key)", method: .put, headers: f.headers(.operator),
+                    body: body(#"{"values":{"district":"\#(district)","pm25":41.5}}"#)) { r in #expect(r.status == .ok) }
+            }
+            try await client.execute(uri: "/v1/policy/check", method: .post, headers: f.headers(.auditor), body: body(document)) { r in #expect(r.status == .forbidden) }
+            try await client.execute(uri: "/v1/policy/check", method: .post, headers: f.headers(.operator), body: body(document)) { r in
+                let check = try JSONDecoder().decode(API.PolicyCheck.self, from: data(r.body))
+                #expect(check.ok && !check.changes.isEmpty)
+            }
+            try await client.execute(uri: "/v1/policy/check", method: .post, headers: f.headers(.operator), body: body("shares: [1")) { r in
+                let check = try JSONDecoder().decode(API.PolicyCheck.self, from: data(r.body))
+                #expect(!check.ok && check.issues.first?.message.contains("not valid YAML") == true)
+            }
+            try await client.execute(uri: "/v1/policy", method: .put, headers: f.headers(.operator), body: body(document)) { r in #expect(r.status == .forbidden) }
+            try await client.execute(uri: "/v1/policy", method: .put, headers: f.headers(.admin), body: body("shares: 3")) { r in
+                #expect(r.status == .badRequest && errorCode(r) == "policy.invalid")
+            }
+            try await client.execute(uri: "/v1/policy", method: .put, headers: f.headers(.admin), body: body(document)) { r in
+                let applied = try JSONDecoder().decode(API.PolicyApplied.self, from: data(r.body))
+                #expect(applied.version == 1 && !applied.unchanged)
+            }
+            try await client.execute(uri: "/v1/policy", method: .get, headers: f.headers(.auditor)) { r in
+                let shown = try JSONDecoder().decode(API.PolicyShow.self, from: data(r.body))
+                #expect(shown.current?.document == document && shown.inForce == 1 && shown.current?.signedNote?.contains("— hangzhou.citymesh/policy ") == true)
+            }
+            try await client.execute(uri: "/v1/policy?version=7", method: .get, headers: f.headers(.auditor)) { r in #expect(r.status == .notFound) }
+            try await client.execute(uri: "/v1/policy/explain?city=shanghai&dataset=air-quality", method: .get, headers: f.headers(.auditor)) { r in
+                let x = try JSONDecoder().decode(PolicyEngine.Explanation.self, from: data(r.body))
+                #expect(x.share == "delta-air" && !x.active)
+            }
+            func preview(_ city: String, _ key: String) async throws -> API.PolicyPreview {
+                try await client.execute(uri: "/v1/policy/preview?city=\(city)&dataset=air-quality&key=\(key)", method: .get, headers: f.headers(.auditor)) { r in
+                    try JSONDecoder().decode(API.PolicyPreview.self, from: data(r.body))
+                }
+            }
+            #expect(try await preview("shanghai", "S-1").denial == "not_accepted")
+            f.accepted.pairs.withLock { _ = $0.insert("delta-air shanghai") }
+            let sent = try await preview("shanghai", "S-1")
+            #expect(sent.sent && Set(sent.values.keys) == ["station", "district", "pm25"], "exactly the view: \(sent.values)")
+            #expect(try await preview("shanghai", "S-2").denial == "row_filtered")
+            #expect(try await preview("nanjing", "S-1").denial == "no_share")
+        }
+        // Previews are not ledgered; the enforcement points ledger every denial with its reason.
+        #expect(try await ledger.entries(kind: "policy.denied").isEmpty)
+        #expect(try await policy.view(dataset: "air-quality", key: "S-1", for: CitySlug("nanjing")) == .failure(.noShare(dataset: "air-quality", city: CitySlug("nanjing"))))
+        #expect(try await policy.mayWrite(dataset: "air-quality", key: "S-1", field: "pm25", member: CitySlug("shanghai")) == .success("delta-air"))
+        #expect(try await policy.mayWrite(dataset: "air-quality", key: "S-1", field: "district", member: CitySlug("shanghai"))
+            == .failure(.fieldNotWritable(share: "delta-air", field: "district")))
+        #expect(try await policy.mayWrite(dataset: "air-quality", key: "S-2", field: "pm25", member: CitySlug("shanghai")).isFailure)
+        let denied = try await ledger.entries(kind: "policy.denied")
+        #expect(denied.map { $0.reason ?? "" } == ["no_share", "field_not_writable", "row_filtered"])
+        #expect(denied.allSatisfy { $0.hashes?["key.sha256"]?.count == 64 && $0.dataset == "hangzhou/air-quality" })
+        #expect(!(try await ledger.entries(kind: "policy").map(\.detail).contains { $0?.contains("S-1") == true }), "keys never reach the ledger")
+    }
+}
+
+extension Result {
+    var isFailure: Bool { if case .failure = self { true } else { false } }
 }

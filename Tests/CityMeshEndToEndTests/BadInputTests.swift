@@ -144,7 +144,7 @@ struct BadInputTests {
                     ["peers"], ["federation", "revoke"], ["audit", "log"], ["audit", "verify"], ["audit", "checkpoint"], ["audit", "vkey"],
                     ["audit", "prove"], ["audit", "consistency"], ["audit", "export"], ["audit", "verify-bundle"], ["audit", "verify-proof"],
                     ["peers", "list"], ["peers", "checkpoint"], ["policy", "validate"], ["policy", "diff"], ["policy", "apply"],
-                    ["policy", "show"], ["policy", "explain"], ["agreement", "list"], ["agreement", "accept"], ["agreement", "reject"], ["agreement", "revoke"]] {
+                    ["policy", "show"], ["policy", "explain"], ["policy", "preview"], ["agreement", "list"], ["agreement", "accept"], ["agreement", "reject"], ["agreement", "revoke"]] {
             let r = try Harness.citymesh(cmd + ["--help"], cwd: work)
             #expect(r.ok && r.stdout.contains("citymesh \(cmd.joined(separator: " "))"), "\(cmd)")
             #expect(r.stdout.contains("Example"), "\(cmd) --help has no example")

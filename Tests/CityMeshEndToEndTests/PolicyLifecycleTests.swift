@@ -60,6 +60,7 @@ struct PolicyLifecycleTests {
         try Self.policy.write(toFile: work + "/hz-policy.yaml", atomically: true, encoding: .utf8)
         r = try cm("policy", "validate", "--dir", "hz", "hz-policy.yaml")
         #expect(r.ok && r.stdout.contains("OK"), "\(r.stdout)\(r.stderr)")
+        #expect(r.stderr.contains("hz-policy.yaml: warning: share 'delta-air': shanghai is not a peer of this node"), "\(r.stderr)")
         r = try cm("policy", "diff", "--dir", "hz", "hz-policy.yaml")
         #expect(r.ok && r.stdout.contains("delta-air → shanghai: will be offered 'air-quality' (read)"), "\(r.stdout)\(r.stderr)")
 
@@ -84,6 +85,10 @@ struct PolicyLifecycleTests {
         #expect((x["decision"] as? String)?.contains("has not accepted") == true)
         let access = (x["fields"] as? [[String: Any]] ?? []).reduce(into: [String: String]()) { $0[$1["field"] as? String ?? ""] = $1["access"] as? String }
         #expect(access == ["station": "read", "district": "read", "pm25": "read", "operator_phone": "none"])
+        r = try cm("record", "put", "--dir", "hz", "air-quality", "S-1", "district=Xihu", "pm25=41.5", "operator_phone=+86 571 0000")
+        #expect(r.ok, "\(r.stderr)")
+        r = try cm("policy", "preview", "--dir", "hz", "--city", "shanghai", "--dataset", "air-quality", "--key", "S-1")
+        #expect(r.ok && r.stdout.contains("shanghai is sent nothing of S-1: share 'delta-air' is offered to shanghai but shanghai has not accepted it"), "\(r.stdout)\(r.stderr)")
         r = try cm("policy", "explain", "--dir", "hz", "--city", "nanjing", "--dataset", "air-quality")
         #expect(r.ok && r.stdout.contains("denied by default"), "\(r.stdout)")
         r = try cm("policy", "explain", "--dir", "hz", "--city", "shanghai", "--dataset", "nope")

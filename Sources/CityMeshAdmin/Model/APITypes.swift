@@ -47,6 +47,20 @@ public enum API {
     }
 
     /// An RFC 9162 consistency proof, hashes in base64 (`citymesh audit consistency --json`).
+    /// `GET /v1/policy/preview`: what one city would be sent of one record now.
+    public struct PolicyPreview: Codable, Sendable {
+        public let sent: Bool
+        public let values: [String: JSONValue]
+        public let denial: String?
+        public let reason: String?
+        public init(sent: Bool, values: [String: JSONValue], denial: String?, reason: String?) {
+            self.sent = sent
+            self.values = values
+            self.denial = denial
+            self.reason = reason
+        }
+    }
+
     /// One agreement as `citymesh agreement list` shows it.
     public struct AgreementInfo: Codable, Sendable, Equatable {
         public let id: String
@@ -127,10 +141,12 @@ public enum API {
         public let ok: Bool
         public let issues: [PolicyIssue]
         public let changes: [PolicyDiff.Change]
-        public init(ok: Bool, issues: [PolicyIssue], changes: [PolicyDiff.Change]) {
+        public let warnings: [String]
+        public init(ok: Bool, issues: [PolicyIssue], changes: [PolicyDiff.Change], warnings: [String]) {
             self.ok = ok
             self.issues = issues
             self.changes = changes
+            self.warnings = warnings
         }
     }
 

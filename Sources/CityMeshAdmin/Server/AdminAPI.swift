@@ -177,9 +177,10 @@ public struct AdminAPI: Sendable {
             let document = try await bodyText(request)
             do {
                 let changes = try await policy.diff(document)
-                return json(API.PolicyCheck(ok: true, issues: [], changes: changes))
+                let warnings = policy.warnings(try await policy.check(document).0)
+                return json(API.PolicyCheck(ok: true, issues: [], changes: changes, warnings: warnings))
             } catch let issues as PolicyIssues {
-                return json(API.PolicyCheck(ok: false, issues: issues.issues, changes: []))
+                return json(API.PolicyCheck(ok: false, issues: issues.issues, changes: [], warnings: []))
             }
         }
         router.put("/v1/policy") { request, context in
@@ -201,6 +202,20 @@ public struct AdminAPI: Sendable {
                 throw CityMeshError(.invalidArgument, "give ?city=CITY&dataset=NAME (e.g. --city shanghai --dataset air-quality)")
             }
             return json(try await policy.explain(member: try CitySlug(cityText), dataset: dataset))
+        }
+        router.get("/v1/policy/preview") { request, _ in
+            let policy = try requirePolicy()
+            let q = request.uri.queryParameters
+            guard let cityText = q.get("city"), let dataset = q.get("dataset"), let key = q.get("key") else {
+                throw CityMeshError(.invalidArgument, "give ?city=CITY&dataset=NAME&key=KEY")
+            }
+            // A preview asks the policy; it is not a denial of anything, so it is not ledgered.
+            switch try await policy.view(dataset: dataset, key: key, for: try CitySlug(cityText), ledgered: false) {
+            case .success(let values):
+                return json(API.PolicyPreview(sent: true, values: values.mapValues { $0?.json ?? .null }, denial: nil, reason: nil))
+            case .failure(let denial):
+                return json(API.PolicyPreview(sent: false, values: [:], denial: denial.code, reason: denial.description))
+            }
         }
         router.get("/v1/agreements") { _, _ in
             guard let agreements else { throw CityMeshError(.nodeNotRunning, "this node runs without agreements") }

@@ -16,6 +16,25 @@ public final class PolicyManager: Sendable {
     let accepted: PolicyEngine.Accepted
     let live = Mutex<(version: PolicyVersion?, engine: PolicyEngine?)>((nil, nil))
     let listeners = Mutex<[@Sendable () async -> Void]>([])
+    /// The cities this node knows as peers (seeds or connected), for warnings; nil if unknown.
+    let knownCities = Mutex<(@Sendable () -> Set<String>)?>(nil)
+
+    public func setKnownCities(_ f: @escaping @Sendable () -> Set<String>) { knownCities.withLock { $0 = f } }
+
+    /// Things worth knowing that do not stop a policy: cities this node has never heard of.
+    public func warnings(_ policy: Policy) -> [String] {
+        guard let known = knownCities.withLock({ $0 })?() else { return [] }
+        var out: [String] = []
+        for share in policy.shares {
+            for c in share.to where !known.contains(c.rawValue) {
+                out.append("share '\(share.id)': \(c) is not a peer of this node (no seed, never connected); its offer waits until it connects")
+            }
+        }
+        for a in policy.accept where !known.contains(a.from.rawValue) {
+            out.append("accept '\(a.from)/\(a.share)': \(a.from) is not a peer of this node (no seed, never connected)")
+        }
+        return out
+    }
 
     /// Called after each new version is in force (and after `load`): agreements follow the policy.
     public func onChange(_ listener: @escaping @Sendable () async -> Void) { listeners.withLock { $0.append(listener) } }
@@ -107,6 +126,58 @@ public final class PolicyManager: Sendable {
             counts: ["version": version.version, "shares": policy.shares.count, "accept": policy.accept.count, "changes": changes.count],
             hashes: ["document.sha256": sha], detail: changes.prefix(20).map(\.description).joined(separator: "; ")))
         return (version, changes, false)
+    }
+
+    // MARK: Enforcement points (replication calls these)
+
+    /// The engine in force, or an empty one (default deny) when no policy was applied.
+    func engineInForce() async throws -> PolicyEngine {
+        if let engine = live.withLock({ $0.engine }) { return engine }
+        return try PolicyEngine(city: city, policy: Policy(), schemas: try await context().datasets)
+    }
+
+    static func reader(_ state: RecordState, _ schema: Schema) -> (String) -> Value? {
+        { name in schema.field(named: name).flatMap { f in state.cell(field: f.id)?.value } }
+    }
+
+    /// Exactly the fields of record `key` that may be sent to `member` now, with their values; a
+    /// denial otherwise. Denials other than the row filter (a record simply outside the view)
+    /// are ledgered with their reason when `ledgered`.
+    public func view(dataset: String, key: String, for member: CitySlug, ledgered: Bool = true) async throws -> Result<[String: Value?], PolicyEngine.Denial> {
+        let id = try DatasetID(owner: city, name: dataset)
+        let info = try await store.dataset(id)
+        guard let record = try await store.get(id, key: key), record.state.isLive else {
+            throw CityMeshError(.recordNotFound, "no record '\(key)' in \(id)")
+        }
+        let value = Self.reader(record.state, info.schema)
+        switch try await engineInForce().view(dataset: dataset, for: member, now: clock(), accepted: accepted, value: value) {
+        case .success(let fields):
+            return .success(Dictionary(uniqueKeysWithValues: fields.map { ($0, value($0)) }))
+        case .failure(let denial):
+            if ledgered, denial.code != "row_filtered" { try await deny(denial, member: member, dataset: id, key: key) }
+            return .failure(denial)
+        }
+    }
+
+    /// Whether `member` may write `field` of record `key`; every denial is ledgered.
+    public func mayWrite(dataset: String, key: String, field: String, member: CitySlug) async throws -> Result<String, PolicyEngine.Denial> {
+        let id = try DatasetID(owner: city, name: dataset)
+        let info = try await store.dataset(id)
+        let state = try await store.get(id, key: key)?.state ?? RecordState()
+        switch try await engineInForce().mayWrite(dataset: dataset, member: member, field: field, now: clock(), accepted: accepted, value: Self.reader(state, info.schema)) {
+        case .success(let share): return .success(share.id)
+        case .failure(let denial):
+            try await deny(denial, member: member, dataset: id, key: key, field: field)
+            return .failure(denial)
+        }
+    }
+
+    func deny(_ denial: PolicyEngine.Denial, member: CitySlug, dataset: DatasetID, key: String, field: String? = nil) async throws {
+        let keyHash = SHA256.hash(data: Array(key.utf8)).map { String(format: "%02x", $0) }.joined()
+        _ = try await ledger?.append(LedgerEntry(
+            time: RFC3339.format(microseconds: clock()), kind: LedgerEntry.Kind.policyDenied, actor: "peer:\(member)", peer: member.rawValue,
+            dataset: dataset.description, hashes: ["key.sha256": keyHash], reason: denial.code,
+            detail: (field.map { "write of '\($0)': " } ?? "") + denial.description))
     }
 
     /// What `member` gets of this node's `dataset` under the policy in force, and why.
