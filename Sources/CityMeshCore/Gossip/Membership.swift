@@ -1,0 +1,263 @@
+/// Federation membership by gossip, in the SWIM family (Das, Gupta, Motivala 2002, with the
+/// suspicion mechanism and incarnation numbers): each period a node probes one member with a
+/// PING; without an ACK in time it asks `indirectProbes` others to probe it (PING-REQ); still
+/// nothing by the end of the period and the member is suspected; a suspect that does not refute
+/// (by gossiping a higher incarnation) within the suspicion timeout is declared dead. Changes
+/// spread by piggybacking on the probes themselves, each sent about λ·log(n) times.
+///
+/// Pure: time comes in as nanoseconds, randomness from the seed, and every message to send is a
+/// directive. Every member is still authenticated by the peer transport (part 2); this decides
+/// only who is up.
+public struct Membership: Sendable {
+    public struct Config: Sendable {
+        /// One probe per period.
+        public var probeInterval: UInt64 = 1_000_000_000
+        /// How long to wait for a direct ACK before asking others.
+        public var ackTimeout: UInt64 = 300_000_000
+        /// How many members are asked to probe indirectly.
+        public var indirectProbes = 3
+        /// The suspicion timeout is this many probe periods times log2(n + 1).
+        public var suspicionMultiplier: UInt64 = 4
+        /// Each change is piggybacked this many times log2(n + 1).
+        public var retransmitMultiplier = 3
+        /// At most this many changes ride on one message.
+        public var maxPiggyback = 8
+        public init() {}
+    }
+
+    public enum Status: UInt8, Sendable, Codable, Comparable {
+        case alive = 0, suspect = 1, dead = 2
+        public static func < (l: Status, r: Status) -> Bool { l.rawValue < r.rawValue }
+    }
+
+    /// What one node says about one member.
+    public struct Update: Sendable, Equatable, Hashable, Codable {
+        public let city: CitySlug
+        public let status: Status
+        public let incarnation: UInt64
+        public init(city: CitySlug, status: Status, incarnation: UInt64) {
+            self.city = city
+            self.status = status
+            self.incarnation = incarnation
+        }
+    }
+
+    public enum Message: Sendable, Equatable {
+        case ping(seq: UInt32, updates: [Update])
+        case ack(seq: UInt32, updates: [Update])
+        /// Probe `target` for me and send me its ACK with `seq`.
+        case pingReq(seq: UInt32, target: CitySlug, updates: [Update])
+
+        public var updates: [Update] {
+            switch self {
+            case .ping(_, let u), .ack(_, let u), .pingReq(_, _, let u): u
+            }
+        }
+    }
+
+    public enum Directive: Sendable, Equatable {
+        case send(to: CitySlug, Message)
+    }
+
+    public struct Member: Sendable, Equatable {
+        public let city: CitySlug
+        public internal(set) var status: Status
+        public internal(set) var incarnation: UInt64
+        /// When the member entered its status (nanoseconds).
+        public internal(set) var since: UInt64
+    }
+
+    struct Probe {
+        let target: CitySlug
+        let seq: UInt32
+        let sentAt: UInt64
+        var indirect = false
+        var acked = false
+    }
+
+    public let me: CitySlug
+    public let config: Config
+    public private(set) var incarnation: UInt64 = 0
+    public private(set) var members: [CitySlug: Member] = [:]
+    var order: [CitySlug] = []
+    var next = 0
+    var probe: Probe?
+    var periodStart: UInt64?
+    var seq: UInt32 = 0
+    /// PING-REQs being relayed: our seq → (who asked, their seq).
+    var relays: [UInt32: (CitySlug, UInt32)] = [:]
+    /// Changes still to piggyback, with how many more times.
+    var gossip: [CitySlug: (Update, Int)] = [:]
+    var rng: SplitMix64
+
+    public init(me: CitySlug, seeds: [CitySlug], config: Config = Config(), seed: UInt64) {
+        self.me = me
+        self.config = config
+        // Each node's generator differs even with one seed for the whole federation (FNV-1a of the name).
+        rng = SplitMix64(seed: seed ^ me.rawValue.utf8.reduce(0xcbf2_9ce4_8422_2325) { ($0 ^ UInt64($1)) &* 0x100_0000_01b3 })
+        for s in seeds where s != me { members[s] = Member(city: s, status: .alive, incarnation: 0, since: 0) }
+        enqueue(Update(city: me, status: .alive, incarnation: 0))
+    }
+
+    /// Members other than this node, by status.
+    public func cities(_ status: Status) -> [CitySlug] {
+        members.values.filter { $0.status == status }.map(\.city).sorted()
+    }
+
+    var retransmits: Int {
+        var n = members.count + 1, log = 0
+        while n > 0 { log += 1; n >>= 1 }
+        return config.retransmitMultiplier * log
+    }
+
+    var suspicionTimeout: UInt64 {
+        var n = UInt64(members.count + 1), log: UInt64 = 0
+        while n > 0 { log += 1; n >>= 1 }
+        return config.suspicionMultiplier * log * config.probeInterval
+    }
+
+    mutating func enqueue(_ u: Update) { gossip[u.city] = (u, retransmits) }
+
+    /// Changes to piggyback on the next message: the least-sent first.
+    mutating func piggyback() -> [Update] {
+        let chosen = gossip.sorted { $0.value.1 != $1.value.1 ? $0.value.1 > $1.value.1 : $0.key < $1.key }.prefix(config.maxPiggyback)
+        var out: [Update] = []
+        for (city, (u, left)) in chosen {
+            out.append(u)
+            if left <= 1 { gossip[city] = nil } else { gossip[city] = (u, left - 1) }
+        }
+        return out
+    }
+
+    mutating func nextSeq() -> UInt32 {
+        seq &+= 1
+        return seq
+    }
+
+    // MARK: Events
+
+    /// Drives probes and timeouts; call it often (every 100 ms or so).
+    public mutating func onTick(now: UInt64) -> [Directive] {
+        var out: [Directive] = []
+        // Suspects that did not refute in time are dead.
+        let timeout = suspicionTimeout
+        for (city, m) in members where m.status == .suspect && now >= m.since + timeout {
+            members[city] = Member(city: city, status: .dead, incarnation: m.incarnation, since: now)
+            enqueue(Update(city: city, status: .dead, incarnation: m.incarnation))
+        }
+        if var p = probe {
+            if !p.acked, !p.indirect, now >= p.sentAt + config.ackTimeout {
+                p.indirect = true
+                probe = p
+                let helpers = pick(config.indirectProbes, excluding: [p.target])
+                for h in helpers { out.append(.send(to: h, .pingReq(seq: p.seq, target: p.target, updates: piggyback()))) }
+            }
+        }
+        guard now >= (periodStart ?? 0) + (periodStart == nil ? 0 : config.probeInterval) else { return out }
+        // End of a period: an unanswered probe makes its target suspect.
+        if let p = probe, !p.acked, let m = members[p.target], m.status == .alive {
+            members[p.target] = Member(city: p.target, status: .suspect, incarnation: m.incarnation, since: now)
+            enqueue(Update(city: p.target, status: .suspect, incarnation: m.incarnation))
+        }
+        probe = nil
+        periodStart = now
+        guard let target = nextTarget() else { return out }
+        let s = nextSeq()
+        probe = Probe(target: target, seq: s, sentAt: now)
+        out.append(.send(to: target, .ping(seq: s, updates: piggyback())))
+        return out
+    }
+
+    /// Round-robin over a shuffled list of live members, reshuffled each pass (SWIM's bound on detection time).
+    mutating func nextTarget() -> CitySlug? {
+        if next >= order.count {
+            order = members.values.filter { $0.status != .dead }.map(\.city).sorted()
+            rng.shuffle(&order)
+            next = 0
+        }
+        while next < order.count {
+            let c = order[next]
+            next += 1
+            if members[c].map({ $0.status != .dead }) == true { return c }
+        }
+        return nil
+    }
+
+    mutating func pick(_ k: Int, excluding: Set<CitySlug>) -> [CitySlug] {
+        var candidates = members.values.filter { $0.status == .alive && !excluding.contains($0.city) }.map(\.city).sorted()
+        rng.shuffle(&candidates)
+        return Array(candidates.prefix(k))
+    }
+
+    public mutating func onMessage(from sender: CitySlug, _ message: Message, now: UInt64) -> [Directive] {
+        // Hearing from a member at all: it is known (joins happen this way).
+        if sender != me, members[sender] == nil {
+            members[sender] = Member(city: sender, status: .alive, incarnation: 0, since: now)
+            enqueue(Update(city: sender, status: .alive, incarnation: 0))
+        }
+        for u in message.updates { apply(u, now: now) }
+        switch message {
+        case .ping(let s, _):
+            return [.send(to: sender, .ack(seq: s, updates: piggyback()))]
+        case .pingReq(let s, let target, _):
+            guard target != me else { return [.send(to: sender, .ack(seq: s, updates: piggyback()))] }
+            let mine = nextSeq()
+            relays[mine] = (sender, s)
+            return [.send(to: target, .ping(seq: mine, updates: piggyback()))]
+        case .ack(let s, _):
+            if var p = probe, p.seq == s {
+                p.acked = true
+                probe = p
+                return []
+            }
+            if let (requester, theirs) = relays.removeValue(forKey: s) {
+                return [.send(to: requester, .ack(seq: theirs, updates: piggyback()))]
+            }
+            return []
+        }
+    }
+
+    /// SWIM's precedence: a higher incarnation wins; at the same incarnation suspect beats alive;
+    /// dead beats both unless the member comes back with a higher incarnation.
+    mutating func apply(_ u: Update, now: UInt64) {
+        if u.city == me {
+            // Refute: anything but "alive" about me, at or above my incarnation, is answered with a higher one.
+            if u.status != .alive, u.incarnation >= incarnation {
+                incarnation = u.incarnation + 1
+                enqueue(Update(city: me, status: .alive, incarnation: incarnation))
+            }
+            return
+        }
+        guard let m = members[u.city] else {
+            members[u.city] = Member(city: u.city, status: u.status, incarnation: u.incarnation, since: now)
+            enqueue(u)
+            return
+        }
+        let newer: Bool
+        switch (u.status, m.status) {
+        case (.dead, .dead): newer = false
+        case (.dead, _): newer = u.incarnation >= m.incarnation
+        case (_, .dead): newer = u.incarnation > m.incarnation
+        case (.suspect, .alive): newer = u.incarnation >= m.incarnation
+        default: newer = u.incarnation > m.incarnation
+        }
+        guard newer else { return }
+        members[u.city] = Member(city: u.city, status: u.status, incarnation: u.incarnation, since: now)
+        enqueue(u)
+    }
+}
+
+/// A small, fast, seedable generator (SplitMix64), so runs replay exactly.
+public struct SplitMix64: RandomNumberGenerator, Sendable {
+    var state: UInt64
+    public init(seed: UInt64) { state = seed }
+    public mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+
+    mutating func shuffle<T>(_ a: inout [T]) { a.shuffle(using: &self) }
+}

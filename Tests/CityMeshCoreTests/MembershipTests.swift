@@ -1,0 +1,130 @@
+import Testing
+@testable import CityMeshCore
+
+/// SWIM membership under a deterministic simulated network: joins from one seed, failure
+/// detection, refutation of false suspicion, and loss.
+@Suite("Gossip membership (SWIM)")
+struct MembershipTests {
+    /// N nodes on a fake network: every message takes one 100 ms step, some are lost, some nodes are down.
+    struct Sim {
+        var nodes: [CitySlug: Membership] = [:]
+        var down: Set<CitySlug> = []
+        var inFlight: [(from: CitySlug, to: CitySlug, Membership.Message)] = []
+        var rng: SplitMix64
+        var now: UInt64 = 0
+        let loss: Double
+        var sent = 0
+
+        init(count: Int, loss: Double, seed: UInt64) {
+            self.loss = loss
+            rng = SplitMix64(seed: seed)
+            let cities = (0..<count).map { try! CitySlug("city\($0)") }
+            for c in cities {
+                // Everyone knows only the first city: membership spreads by gossip.
+                nodes[c] = Membership(me: c, seeds: c == cities[0] ? [] : [cities[0]], seed: seed)
+            }
+        }
+
+        mutating func step() {
+            now += 100_000_000
+            let delivering = inFlight
+            inFlight = []
+            for (from, to, m) in delivering where !down.contains(to) && !down.contains(from) {
+                if Double(rng.next() % 10_000) / 10_000 < loss { continue }
+                emit(to, nodes[to]!.onMessage(from: from, m, now: now))
+            }
+            for c in nodes.keys.sorted() where !down.contains(c) { emit(c, nodes[c]!.onTick(now: now)) }
+        }
+
+        mutating func emit(_ from: CitySlug, _ directives: [Membership.Directive]) {
+            for case .send(let to, let m) in directives {
+                inFlight.append((from, to, m))
+                sent += 1
+            }
+        }
+
+        mutating func run(seconds: Int) { for _ in 0..<(seconds * 10) { step() } }
+
+        /// Steps until `done` holds; the number of seconds it took, or nil.
+        mutating func until(seconds: Int, _ done: (Sim) -> Bool) -> Double? {
+            for i in 0..<(seconds * 10) {
+                if done(self) { return Double(i) / 10 }
+                step()
+            }
+            return done(self) ? Double(seconds) : nil
+        }
+
+        func everyoneSees(_ status: Membership.Status, of city: CitySlug) -> Bool {
+            nodes.filter { $0.key != city && !down.contains($0.key) }.allSatisfy { $0.value.members[city]?.status == status }
+        }
+
+        var allKnowAll: Bool {
+            let live = nodes.keys.filter { !down.contains($0) }
+            return live.allSatisfy { c in live.allSatisfy { $0 == c || nodes[c]!.members[$0]?.status == .alive } }
+        }
+    }
+
+    @Test("thirty cities that each know one seed all learn of each other, alive")
+    func join() {
+        var sim = Sim(count: 30, loss: 0, seed: 1)
+        let t = sim.until(seconds: 60) { $0.allKnowAll }
+        #expect(t != nil, "not converged")
+    }
+
+    @Test("a city that stops is suspected, then declared dead by all; nobody else is")
+    func failure() throws {
+        var sim = Sim(count: 20, loss: 0, seed: 2)
+        #expect(sim.until(seconds: 60) { $0.allKnowAll } != nil)
+        let victim = try CitySlug("city7")
+        sim.down.insert(victim)
+        let t = sim.until(seconds: 120) { $0.everyoneSees(.dead, of: victim) }
+        #expect(t != nil, "not detected")
+        for (c, n) in sim.nodes where c != victim {
+            #expect(n.cities(.dead) == [victim], "\(c) wrongly thinks \(n.cities(.dead)) dead")
+        }
+    }
+
+    @Test("with 10% of messages lost, live cities are never left dead: suspicion is refuted")
+    func loss() {
+        var sim = Sim(count: 15, loss: 0.1, seed: 3)
+        #expect(sim.until(seconds: 90) { $0.allKnowAll } != nil)
+        sim.run(seconds: 60)
+        for (c, n) in sim.nodes {
+            #expect(n.cities(.dead).isEmpty, "\(c) declared \(n.cities(.dead)) dead")
+        }
+    }
+
+    @Test("a city wrongly suspected refutes with a higher incarnation, and everyone takes it back")
+    func refutation() throws {
+        var sim = Sim(count: 8, loss: 0, seed: 4)
+        #expect(sim.until(seconds: 60) { $0.allKnowAll } != nil)
+        let a = try CitySlug("city1"), b = try CitySlug("city2")
+        let inc = sim.nodes[b]!.incarnation
+        // city1 hears a rumour that city2 is suspect.
+        _ = sim.nodes[a]!.onMessage(from: try CitySlug("city3"), .ack(seq: 999, updates: [.init(city: b, status: .suspect, incarnation: inc)]), now: sim.now)
+        #expect(sim.nodes[a]!.members[b]?.status == .suspect)
+        #expect(sim.until(seconds: 30) { s in s.nodes[b]!.incarnation > inc && s.everyoneSees(.alive, of: b) } != nil)
+    }
+
+    @Test("precedence: higher incarnation wins; suspect beats alive at the same one; dead is final unless it comes back newer")
+    func precedence() throws {
+        let me = try CitySlug("aa"), x = try CitySlug("xx")
+        var m = Membership(me: me, seeds: [x], seed: 9)
+        func hear(_ s: Membership.Status, _ i: UInt64) { _ = m.onMessage(from: x, .ack(seq: 0, updates: [.init(city: x, status: s, incarnation: i)]), now: 1) }
+        hear(.suspect, 0)
+        #expect(m.members[x]?.status == .suspect)
+        hear(.alive, 0)
+        #expect(m.members[x]?.status == .suspect, "alive at the same incarnation does not clear a suspicion")
+        hear(.alive, 1)
+        #expect(m.members[x]?.status == .alive)
+        hear(.dead, 1)
+        #expect(m.members[x]?.status == .dead)
+        hear(.alive, 1)
+        #expect(m.members[x]?.status == .dead)
+        hear(.alive, 2)
+        #expect(m.members[x]?.status == .alive, "a restarted member rejoins with a higher incarnation")
+        // About myself: a suspicion is refuted.
+        _ = m.onMessage(from: x, .ack(seq: 0, updates: [.init(city: me, status: .suspect, incarnation: 0)]), now: 2)
+        #expect(m.incarnation == 1)
+    }
+}
