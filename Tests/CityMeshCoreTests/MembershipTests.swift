@@ -127,4 +127,32 @@ struct MembershipTests {
         _ = m.onMessage(from: x, .ack(seq: 0, updates: [.init(city: me, status: .suspect, incarnation: 0)]), now: 2)
         #expect(m.incarnation == 1)
     }
+
+    @Test("membership messages on the wire: round trips, the documented bytes, and every malformed input refused (fuzzed)")
+    func codec() throws {
+        let sh = try CitySlug("sh"), hz = try CitySlug("hz")
+        let all: [Membership.Message] = [
+            .ping(seq: 1, updates: []), .ack(seq: 7, updates: [.init(city: sh, status: .suspect, incarnation: 3)]),
+            .pingReq(seq: 0xFFFF_FFFF, target: hz, updates: [.init(city: hz, status: .dead, incarnation: 0), .init(city: sh, status: .alive, incarnation: 9)]),
+        ]
+        for m in all { #expect(try Membership.Message.decode(m.encoded()[...]) == m) }
+        #expect(Membership.Message.ack(seq: 7, updates: [.init(city: sh, status: .suspect, incarnation: 3)]).encoded()
+            == [2, 0, 0, 0, 7, 1, 2, 0x73, 0x68, 1, 0, 0, 0, 0, 0, 0, 0, 3])
+        for bad: [UInt8] in [[], [9, 0, 0, 0, 1, 0], [1, 0, 0, 0, 1], [1, 0, 0, 0, 1, 0, 0], [3, 0, 0, 0, 1, 1, 0x41, 0],
+                             [2, 0, 0, 0, 1, 1, 2, 0x73, 0x68, 7, 0, 0, 0, 0, 0, 0, 0, 3], [1, 0, 0, 0, 1, 65]] {
+            #expect(throws: WireError.self) { try Membership.Message.decode(bad[...]) }
+        }
+        var rng = SplitMix64(seed: 77)
+        for _ in 0..<20_000 {
+            var bytes = all[Int(rng.next() % 3)].encoded()
+            for _ in 0..<Int(1 + rng.next() % 3) {
+                switch rng.next() % 3 {
+                case 0 where !bytes.isEmpty: bytes[Int(rng.next() % UInt64(bytes.count))] = UInt8(truncatingIfNeeded: rng.next())
+                case 1 where !bytes.isEmpty: bytes.removeLast(Int(1 + rng.next() % UInt64(bytes.count)))
+                default: bytes.append(UInt8(truncatingIfNeeded: rng.next()))
+                }
+            }
+            if let m = try? Membership.Message.decode(bytes[...]) { #expect(m.encoded() == bytes) }
+        }
+    }
 }

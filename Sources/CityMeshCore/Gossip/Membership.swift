@@ -261,3 +261,61 @@ public struct SplitMix64: RandomNumberGenerator, Sendable {
 
     mutating func shuffle<T>(_ a: inout [T]) { a.shuffle(using: &self) }
 }
+
+extension Membership.Message {
+    /// The DATA channel membership gossip travels on.
+    public static let channel: UInt16 = 1
+    /// Most updates one message may carry.
+    public static let maxUpdates = 64
+
+    /// `type: u8` (1 PING, 2 ACK, 3 PING-REQ), `seq: u32`, PING-REQ's `target: str8`, then
+    /// `count: u8` updates of `city: str8, status: u8 (0 alive, 1 suspect, 2 dead), incarnation: u64`.
+    public func encoded() -> [UInt8] {
+        var w = WireWriter()
+        switch self {
+        case .ping(let s, _): w.u8(1); w.u32(s)
+        case .ack(let s, _): w.u8(2); w.u32(s)
+        case .pingReq(let s, let target, _): w.u8(3); w.u32(s); w.str8(target.rawValue)
+        }
+        let updates = self.updates.prefix(Self.maxUpdates)
+        w.u8(UInt8(updates.count))
+        for u in updates {
+            w.str8(u.city.rawValue)
+            w.u8(u.status.rawValue)
+            w.u64(u.incarnation)
+        }
+        return w.bytes
+    }
+
+    public static func decode(_ bytes: ArraySlice<UInt8>) throws(WireError) -> Membership.Message {
+        var r = WireReader(bytes)
+        let type = try r.u8("membership message type")
+        let seq = try r.u32("seq")
+        func city(_ what: String) throws(WireError) -> CitySlug {
+            let text = try r.str8(what)
+            guard let c = try? CitySlug(text) else { throw .malformed("\(what) '\(text)' is not a city slug") }
+            return c
+        }
+        var target: CitySlug?
+        switch type {
+        case 1, 2: break
+        case 3: target = try city("PING-REQ target")
+        default: throw .malformed("unknown membership message type \(type)")
+        }
+        let n = Int(try r.u8("update count"))
+        guard n <= maxUpdates else { throw .malformed("\(n) updates in one message; at most \(maxUpdates)") }
+        var updates: [Membership.Update] = []
+        for _ in 0..<n {
+            let c = try city("update city")
+            let s = try r.u8("status")
+            guard let status = Membership.Status(rawValue: s) else { throw .malformed("unknown member status \(s)") }
+            updates.append(Membership.Update(city: c, status: status, incarnation: try r.u64("incarnation")))
+        }
+        guard r.isAtEnd else { throw .malformed("\(r.remaining) bytes after a membership message") }
+        switch type {
+        case 1: return .ping(seq: seq, updates: updates)
+        case 2: return .ack(seq: seq, updates: updates)
+        default: return .pingReq(seq: seq, target: target!, updates: updates)  // type 3 set target above
+        }
+    }
+}
