@@ -32,8 +32,8 @@ public final class AgreementService: AgreementDesk, Sendable {
     let clock: @Sendable () -> Int64
     /// How a revocation by an admin starts: such an agreement is not offered again on the same terms.
     static let byHand = "revoked by"
-    /// One sync at a time (policy changes and starts may overlap).
-    let syncing = Mutex(false)
+    /// One sync at a time (policy changes and starts may overlap); `again` asks for one more.
+    let syncing = Mutex((running: false, again: false))
 
     public init(
         city: CitySlug, store: NodeStore, key: Agreement.Key?, policy: PolicyManager, book: AgreementBook, ledger: LedgerService, logger: Logger,
@@ -76,8 +76,19 @@ public final class AgreementService: AgreementDesk, Sendable {
     /// Makes the offers out match the policy in force: new offers for new pairs or changed terms,
     /// revocations for the rest. Sends what it can now; the rest goes when members connect.
     public func sync() async {
-        guard syncing.withLock({ s in defer { s = true }; return !s }) else { return }
-        defer { syncing.withLock { $0 = false } }
+        // One sync at a time; a change that arrives meanwhile makes the running one go again.
+        let first = syncing.withLock { s in
+            defer { s = (running: true, again: s.running) }
+            return !s.running
+        }
+        guard first else { return }
+        repeat { await syncOnce() } while syncing.withLock { s in
+            defer { s = (running: s.again, again: false) }
+            return s.again
+        }
+    }
+
+    func syncOnce() async {
         do {
             let key = try requireKey()
             let version = policy.current?.version ?? 0

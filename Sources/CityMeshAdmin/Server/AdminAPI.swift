@@ -176,8 +176,7 @@ public struct AdminAPI: Sendable {
             let policy = try requirePolicy()
             let document = try await bodyText(request)
             do {
-                let changes = try await policy.diff(document)
-                let warnings = policy.warnings(try await policy.check(document).0)
+                let (changes, warnings) = try await policy.diff(document)
                 return json(API.PolicyCheck(ok: true, issues: [], changes: changes, warnings: warnings))
             } catch let issues as PolicyIssues {
                 return json(API.PolicyCheck(ok: false, issues: issues.issues, changes: [], warnings: []))

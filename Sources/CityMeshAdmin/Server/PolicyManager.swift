@@ -91,11 +91,11 @@ public final class PolicyManager: Sendable {
         return (try Policy.load(yaml: document, context: context), context)
     }
 
-    /// What applying `document` would change, against the version in force.
-    public func diff(_ document: String) async throws -> [PolicyDiff.Change] {
+    /// What applying `document` would change, against the version in force, and its warnings.
+    public func diff(_ document: String) async throws -> (changes: [PolicyDiff.Change], warnings: [String]) {
         let (new, _) = try await check(document)
         let old = live.withLock { $0.engine?.policy }
-        return PolicyDiff.between(old, new)
+        return (PolicyDiff.between(old, new), warnings(new))
     }
 
     /// Checks, stores, signs and ledgers `document` as the next version and puts it in force.
