@@ -257,6 +257,13 @@ extension LedgerStore {
         }
     }
 
+    /// Inclusion proofs of many entries in the tree of `size`, from one read (an export's proofs).
+    public func inclusionProofs(indices: [UInt64], size: UInt64) async throws -> [[MerkleHash]] {
+        try await withProver(size: size) { levels, leaves in
+            try indices.map { try levels.inclusionProof(index: $0, size: size, leaves: leaves) }
+        }
+    }
+
     /// RFC 9162 consistency proof between the trees of `size1` and `size2`, with both roots.
     public func consistencyProof(size1: UInt64, size2: UInt64) async throws -> (proof: [MerkleHash], root1: MerkleHash, root2: MerkleHash) {
         try await withProver(size: size2) { levels, leaves in

@@ -125,8 +125,8 @@ public struct AdminAPI: Sendable {
             if since == nil {
                 items = rows.map { AuditBundle.Item(index: $0.0, entry: Data($0.1).base64EncodedString(), proof: nil) }
             } else {
-                for (index, bytes) in rows {
-                    let proof = try await ledger.inclusionProof(index: index, size: latest.size).proof
+                let proofs = try await ledger.inclusionProofs(indices: rows.map(\.0), size: latest.size)
+                for ((index, bytes), proof) in zip(rows, proofs) {
                     items.append(AuditBundle.Item(index: index, entry: Data(bytes).base64EncodedString(), proof: proof.map(\.base64)))
                 }
             }
