@@ -85,34 +85,6 @@ public final class LedgerStore: Sendable {
         try await pool.read { db in UInt64(try Int64.fetchOne(db, sql: "SELECT COUNT(*) FROM ledger") ?? 0) }
     }
 
-    /// Every stored row in index order, read from one snapshot: (idx, entry bytes, stored leaf).
-    /// The entry bytes are SQLite's own buffer (no copy), valid only during the call.
-    public func forEachRow(_ body: @Sendable (UInt64, Data, Data?) throws -> Void) async throws {
-        try await pool.read { db in
-            let rows = try Row.fetchCursor(db, sql: "SELECT idx, entry, leaf FROM ledger ORDER BY idx")
-            while let row = try rows.next() {
-                let idx: Int64 = row[0]
-                let entry = row.dataNoCopy(atIndex: 1) ?? Data()
-                let leaf = row.dataNoCopy(atIndex: 2)
-                try body(UInt64(idx), entry, leaf)
-            }
-        }
-    }
-
-    /// The leaf hashes of the first `size` entries, recomputed from the entries.
-    public func leaves(size: UInt64) async throws -> [MerkleHash] {
-        try await pool.read { db in
-            var out: [MerkleHash] = []
-            out.reserveCapacity(Int(size))
-            let rows = try Row.fetchCursor(db, sql: "SELECT entry FROM ledger WHERE idx < ? ORDER BY idx", arguments: [Int64(size)])
-            while let row = try rows.next() {
-                let entry: Data = row[0]
-                out.append(Merkle.leafHash(entry))
-            }
-            return out
-        }
-    }
-
     /// Leaf hashes of the entries from index `from` on, recomputed from their stored bytes.
     public func leafHashes(from: UInt64) async throws -> [MerkleHash] {
         try await pool.read { db in

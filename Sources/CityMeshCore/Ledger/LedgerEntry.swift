@@ -107,10 +107,10 @@ public struct LedgerEntry: Codable, Sendable, Equatable {
     }
 }
 
-/// Re-checks a stored log from its entries alone, one entry at a time (so a million entries need
-/// no more memory than a few hashes), against the leaf hashes stored beside them and the signed
-/// checkpoints. Pure: the caller reads the database and the files.
-public struct LedgerAudit: Sendable {
+/// The checks an audit makes of a stored log: each row against the leaf hash and index it was
+/// stored with, then the tree against the signed checkpoints. Pure: the caller reads the
+/// database (in parallel ranges) and builds the tree.
+public enum LedgerAudit {
     public struct Failure: Error, Sendable, Equatable, CustomStringConvertible {
         /// The first index known to be bad (or the start of the range that is).
         public let index: UInt64
@@ -119,42 +119,6 @@ public struct LedgerAudit: Sendable {
         public init(index: UInt64, reason: String) {
             self.index = index
             self.reason = reason
-        }
-    }
-
-    var range = CompactRange()
-    /// Signed checkpoints to meet, smallest first (size, root).
-    var pending: [(size: UInt64, root: MerkleHash)]
-    var lastGood: UInt64 = 0
-    public private(set) var checkpointsMatched = 0
-
-    /// `checkpoints` must already be signature-checked.
-    public init(checkpoints: [Checkpoint]) {
-        pending = checkpoints.map { ($0.size, $0.root) }.sorted { $0.size < $1.size }
-        while let first = pending.first, first.size == 0 {
-            pending.removeFirst()
-            checkpointsMatched += 1
-        }
-    }
-
-    public var count: UInt64 { range.count }
-    public var root: MerkleHash { range.root }
-
-    /// Adds the stored entry at `index` (its row number), its bytes and the leaf hash stored with it.
-    public mutating func add(index: UInt64, bytes: UnsafeRawBufferPointer, storedLeaf: UnsafeRawBufferPointer?) throws(Failure) {
-        guard index == range.count else {
-            throw Failure(index: range.count, reason: index > range.count ? "missing: the next stored entry is \(index)" : "duplicate or out of order")
-        }
-        range.append(try Self.check(index: index, bytes: bytes, storedLeaf: storedLeaf))
-        if let next = pending.first, next.size == range.count {
-            pending.removeFirst()
-            guard range.root == next.root else {
-                throw Failure(
-                    index: lastGood,
-                    reason: "the tree of \(next.size) entries does not match its signed checkpoint: an entry from \(lastGood) to \(next.size - 1) was altered, with its recorded leaf hash")
-            }
-            lastGood = next.size
-            checkpointsMatched += 1
         }
     }
 
@@ -170,8 +134,8 @@ public struct LedgerAudit: Sendable {
         return leaf
     }
 
-    /// Checks the tree of `levels` (every leaf already checked) against signed checkpoints, as
-    /// `add` does one entry at a time: the first checkpoint whose root differs fails at the
+    /// Checks the tree of `levels` (every leaf already checked) against signed checkpoints, in
+    /// size order: the first checkpoint whose root differs fails at the
     /// last good size; a checkpoint beyond the stored entries means entries were deleted.
     /// `firstBadLeaf` stops the check where the leaves stop being trustworthy.
     public static func check(levels: MerkleLevels, checkpoints: [Checkpoint], firstBadLeaf: Failure?) -> (matched: Int, failure: Failure?) {
@@ -190,12 +154,5 @@ public struct LedgerAudit: Sendable {
             matched += 1
         }
         return (matched, firstBadLeaf)
-    }
-
-    /// Call after the last entry: every checkpoint must have been met.
-    public func finish() throws(Failure) {
-        if let next = pending.first {
-            throw Failure(index: range.count, reason: "a checkpoint was signed at size \(next.size) but only \(range.count) entries are stored: entries were deleted")
-        }
     }
 }
