@@ -63,22 +63,45 @@ enum Harness {
         try run("/usr/bin/openssl", args, cwd: cwd)
     }
 
-    /// A TCP port that was free a moment ago on 127.0.0.1.
+    /// Ports handed out so far by this test process; no port is handed out twice.
+    private static let nextPort = PortCounter()
+
+    /// A TCP port on 127.0.0.1 that nothing listens on and that no other test in this run will be given.
+    ///
+    /// Ports come from below the kernel's ephemeral range (32768–60999 on Linux), so a client socket
+    /// opened by another test (curl, a peer dialling out) can never be given the same port between the
+    /// moment it is chosen here and the moment the daemon binds it. Each candidate is test-bound first.
     static func freePort() -> Int {
+        while true {
+            let port = nextPort.take()
+            if canBind(port) { return port }
+        }
+    }
+
+    private static func canBind(_ port: Int) -> Bool {
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         defer { close(fd) }
         var addr = sockaddr_in()
         addr.sin_family = sa_family_t(AF_INET)
-        addr.sin_port = 0
+        addr.sin_port = in_port_t(UInt16(port).bigEndian)
         addr.sin_addr.s_addr = inet_addr("127.0.0.1")
-        var len = socklen_t(MemoryLayout<sockaddr_in>.size)
-        withUnsafeMutablePointer(to: &addr) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                _ = bind(fd, $0, len)
-                _ = getsockname(fd, $0, &len)
-            }
+        return withUnsafePointer(to: &addr) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) == 0 }
         }
-        return Int(UInt16(bigEndian: addr.sin_port))
+    }
+}
+
+/// Hands out ports 20000–32767 in turn, starting at a place chosen by the process id so two test
+/// processes running at once are unlikely to walk the same ports.
+final class PortCounter: @unchecked Sendable {
+    private let lock = NSLock()
+    private var next: Int
+    init() { next = 20000 + Int(getpid() % 1000) * 12 }
+    func take() -> Int {
+        lock.lock(); defer { lock.unlock() }
+        let port = next
+        next = next >= 32767 ? 20000 : next + 1
+        return port
     }
 }
 

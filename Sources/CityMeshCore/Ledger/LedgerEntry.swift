@@ -24,6 +24,14 @@ public struct LedgerEntry: Codable, Sendable, Equatable {
         public static let agreementRejected = "agreement.rejected"
         public static let agreementRevoked = "agreement.revoked"
         public static let agreementRefused = "agreement.refused"
+        /// A bilateral receipt of one exchange: the receiver's receipt and the sender's countersignature.
+        public static let exchangeReceipt = "exchange.receipt"
+        /// Batches or cells a peer sent that this node refused (bad signature, no write right, …).
+        public static let exchangeRefused = "exchange.refused"
+        /// A peer showed two histories that cannot both be true; both signed checkpoints are kept.
+        public static let peerForked = "peer.forked"
+        /// Records purged because an agreement ended with `on_revoke: purge`.
+        public static let sharePurged = "share.purged"
     }
 
     /// The entry's position in the log (0-based); part of the signed bytes, so reordering shows.
@@ -40,11 +48,16 @@ public struct LedgerEntry: Codable, Sendable, Equatable {
     public var hashes: [String: String]?
     public var reason: String?
     public var detail: String?
+    /// Signed documents the entry is about, whole (a receipt and its countersignature): hashes,
+    /// counts and signatures, never record values.
+    public var documents: [Agreement.Signed]?
 
     public init(
         index: UInt64 = 0, time: String, kind: String, actor: String, peer: String? = nil, dataset: String? = nil,
-        counts: [String: Int]? = nil, hashes: [String: String]? = nil, reason: String? = nil, detail: String? = nil
+        counts: [String: Int]? = nil, hashes: [String: String]? = nil, reason: String? = nil, detail: String? = nil,
+        documents: [Agreement.Signed]? = nil
     ) {
+        self.documents = documents
         self.index = index
         self.time = time
         self.kind = kind

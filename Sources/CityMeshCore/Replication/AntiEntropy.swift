@@ -1,0 +1,270 @@
+/// How far a node holds each origin's batches of one share: origin → the highest batch number
+/// held. Batches are taken strictly in order, so "up to n" means "all of 1…n".
+public typealias VersionVector = [CitySlug: UInt64]
+
+/// Anti-entropy for the shares a node is party to, as a pure state machine (DESIGN.md §1, §5).
+///
+/// Two mechanisms together:
+/// - **epidemic push**: a batch that is new here (written here, or just taken from a peer) goes at
+///   once to `fanout` random parties that can take it next (they hold its predecessor), each
+///   party forwarding it once;
+/// - **pull**: every tick each share's summary (its version vector) goes to `fanout` random
+///   connected parties; a party that holds more answers with exactly the batches missing, in
+///   order, at most `window` per origin per answer. A summary from a party that holds batches we
+///   lack is answered with our own summary, so they flow both ways in one exchange (never a reply
+///   to a reply).
+///
+/// The node tells it who is party to each share (`setParties`) and who is reachable
+/// (`setConnected`); it answers with directives the shell performs. What a peer holds is tracked
+/// optimistically (what it said, plus what we sent it since); a disconnect forgets the optimism.
+public struct AntiEntropy: Sendable {
+    public struct Config: Sendable {
+        /// Parties a fresh batch is pushed to, and summaries sent per share per tick.
+        public var fanout = 3
+        /// Batches per origin in one answer to a summary: bounds what one answer costs.
+        public var window: UInt64 = 64
+        public init(fanout: Int = 3, window: UInt64 = 64) {
+            self.fanout = fanout
+            self.window = window
+        }
+    }
+
+    public enum Directive: Sendable, Equatable {
+        /// Send our summary of `share`. `reply` marks an answer, which is never answered.
+        case summary(to: CitySlug, share: String, vector: VersionVector, reply: Bool)
+        /// Send `origin`'s batches `seqs` of `share`, in order.
+        case send(to: CitySlug, share: String, origin: CitySlug, seqs: ClosedRange<UInt64>)
+    }
+
+    /// What to do with a batch that arrived.
+    public enum Verdict: Sendable, Equatable {
+        /// The next one expected: verify it, merge it, then call ``accepted(share:origin:seq:from:)``.
+        case take
+        /// Already held: drop it (a relay raced another).
+        case duplicate
+        /// Ahead of what is held: drop it; the missing ones come first through pull.
+        case gap(expected: UInt64)
+        /// Not a party to this share (or the sender is not): refuse it.
+        case notParty
+    }
+
+    struct Share: Sendable {
+        var parties: Set<CitySlug> = []
+        var held: VersionVector = [:]
+        /// Per party: what it said it holds.
+        var reported: [CitySlug: VersionVector] = [:]
+        /// Per party: what it said, raised by what we sent it since.
+        var known: [CitySlug: VersionVector] = [:]
+    }
+
+    public let me: CitySlug
+    public let config: Config
+    var shares: [String: Share] = [:]
+    public private(set) var connected: Set<CitySlug> = []
+    var rng: SplitMix64
+
+    public init(me: CitySlug, config: Config = Config(), seed: UInt64) {
+        self.me = me
+        self.config = config
+        self.rng = SplitMix64(seed: seed)
+    }
+
+    // MARK: What the node tells it
+
+    /// Who besides us may exchange `share`'s batches, and what we hold of it (from the store).
+    public mutating func setParties(share: String, parties: Set<CitySlug>, held: VersionVector) {
+        var s = shares[share] ?? Share()
+        s.parties = parties.subtracting([me])
+        s.held = held
+        for gone in Set(s.reported.keys).subtracting(s.parties) {
+            s.reported[gone] = nil
+            s.known[gone] = nil
+        }
+        shares[share] = s
+    }
+
+    public mutating func removeShare(_ share: String) { shares[share] = nil }
+
+    public var shareNames: [String] { shares.keys.sorted() }
+
+    public func held(_ share: String) -> VersionVector { shares[share]?.held ?? [:] }
+    public func parties(_ share: String) -> Set<CitySlug> { shares[share]?.parties ?? [] }
+    /// What `party` last said it holds of `share` (nil: it has not said since we connected).
+    public func reported(_ share: String, by party: CitySlug) -> VersionVector? { shares[share]?.reported[party] }
+
+    /// Which peers are reachable now. A peer that went away loses what we assumed it got.
+    public mutating func setConnected(_ peers: Set<CitySlug>) {
+        let gone = connected.subtracting(peers)
+        connected = peers
+        guard !gone.isEmpty else { return }
+        for name in Array(shares.keys) {
+            guard var s = shares[name] else { continue }
+            for p in gone { s.known[p] = s.reported[p] }
+            shares[name] = s
+        }
+    }
+
+    /// The vector every party has confirmed holding (the minimum over all parties' reports; an
+    /// origin some party has not reported counts as 0): batches at or below it may be forgotten,
+    /// and tombstones in them collected.
+    public func acknowledgedByAll(_ share: String) -> VersionVector {
+        guard let s = shares[share] else { return [:] }
+        var out = s.held
+        for p in s.parties {
+            let r = s.reported[p] ?? [:]
+            for (o, n) in out { out[o] = min(n, r[o] ?? 0) }
+        }
+        return out.filter { $0.value > 0 }
+    }
+
+    // MARK: Events
+
+    /// A period passed: pull from `fanout` random connected parties of each share.
+    public mutating func onTick() -> [Directive] {
+        var out: [Directive] = []
+        for name in shares.keys.sorted() {
+            guard let s = shares[name] else { continue }
+            let reachable = s.parties.intersection(connected).sorted { $0.rawValue < $1.rawValue }
+            for p in pick(config.fanout, from: reachable) {
+                out.append(.summary(to: p, share: name, vector: s.held, reply: false))
+            }
+        }
+        return out
+    }
+
+    /// A party's summary arrived: send what it lacks; ask for what we lack.
+    public mutating func onSummary(from peer: CitySlug, share name: String, vector: VersionVector, reply: Bool) -> [Directive] {
+        guard var s = shares[name], s.parties.contains(peer) else { return [] }
+        s.reported[peer] = vector
+        var known = s.known[peer] ?? [:]
+        for (o, n) in vector { known[o] = Swift.max(known[o] ?? 0, n) }
+        var out: [Directive] = []
+        for (o, mine) in s.held.sorted(by: { $0.key.rawValue < $1.key.rawValue }) {
+            let from = (known[o] ?? 0) + 1
+            guard mine >= from else { continue }
+            let through = Swift.min(mine, from + config.window - 1)
+            out.append(.send(to: peer, share: name, origin: o, seqs: from...through))
+            known[o] = through
+        }
+        s.known[peer] = known
+        let theyHaveMore = vector.contains { o, n in n > (s.held[o] ?? 0) }
+        shares[name] = s
+        if theyHaveMore && !reply {
+            out.append(.summary(to: peer, share: name, vector: s.held, reply: true))
+        }
+        return out
+    }
+
+    /// A batch arrived: may it be merged now?
+    public func onBatch(share name: String, origin: CitySlug, seq: UInt64, from peer: CitySlug) -> Verdict {
+        guard let s = shares[name], s.parties.contains(peer) || peer == me else { return .notParty }
+        let have = s.held[origin] ?? 0
+        if seq <= have { return .duplicate }
+        if seq > have + 1 { return .gap(expected: have + 1) }
+        return .take
+    }
+
+    /// A batch was merged and stored (or, with `from == me`, written here): hold it, and push it
+    /// to parties that can take it next.
+    public mutating func accepted(share name: String, origin: CitySlug, seq: UInt64, from peer: CitySlug) -> [Directive] {
+        guard var s = shares[name] else { return [] }
+        s.held[origin] = Swift.max(s.held[origin] ?? 0, seq)
+        if peer != me {
+            var k = s.known[peer] ?? [:]
+            k[origin] = Swift.max(k[origin] ?? 0, seq)
+            s.known[peer] = k
+        }
+        let ready = s.parties.intersection(connected).filter { p in
+            p != peer && p != origin && (s.known[p]?[origin] ?? 0) == seq - 1
+        }.sorted { $0.rawValue < $1.rawValue }
+        var out: [Directive] = []
+        for p in pick(config.fanout, from: ready) {
+            out.append(.send(to: p, share: name, origin: origin, seqs: seq...seq))
+            var k = s.known[p] ?? [:]
+            k[origin] = seq
+            s.known[p] = k
+        }
+        shares[name] = s
+        return out
+    }
+
+    mutating func pick(_ k: Int, from candidates: [CitySlug]) -> [CitySlug] {
+        guard candidates.count > k else { return candidates }
+        var c = candidates
+        c.shuffle(using: &rng)
+        return Array(c.prefix(k))
+    }
+}
+
+/// The summary message of channel 5 (docs/protocol.md §8): `u8 0x01` (0x02 for a reply),
+/// `str8 share`, `u16 n`, then n × (`str8 origin`, `u64 seq`), origins in byte order.
+public enum ReplicationWire {
+    public static let channel: UInt16 = 5
+
+    public enum Message: Sendable, Equatable {
+        case summary(share: String, vector: VersionVector, reply: Bool)
+        /// A signed batch (bytes of ``SignedBatch``).
+        case batch(share: String, bytes: [UInt8])
+        /// A city's certificate (DER), sent before the first relayed batch of that city.
+        case certificate(city: CitySlug, der: [UInt8])
+        /// A signed JSON document: a roster, a receipt or a countersignature.
+        case document(json: [UInt8])
+    }
+
+    public static let maxVector = 4096
+
+    public static func encode(_ m: Message) -> [UInt8] {
+        var w = WireWriter()
+        switch m {
+        case .summary(let share, let vector, let reply):
+            w.u8(reply ? 2 : 1)
+            w.str8(share)
+            let sorted = vector.sorted { $0.key.rawValue < $1.key.rawValue }
+            w.u16(UInt16(sorted.count))
+            for (o, n) in sorted {
+                w.str8(o.rawValue)
+                w.u64(n)
+            }
+        case .batch(let share, let bytes):
+            w.u8(3)
+            w.str8(share)
+            w.raw(bytes)
+        case .certificate(let city, let der):
+            w.u8(4)
+            w.str8(city.rawValue)
+            w.raw(der)
+        case .document(let json):
+            w.u8(5)
+            w.raw(json)
+        }
+        return w.bytes
+    }
+
+    public static func decode(_ bytes: ArraySlice<UInt8>) throws(WireError) -> Message {
+        var r = WireReader(bytes)
+        let type = try r.u8("replication message type")
+        switch type {
+        case 1, 2:
+            let share = try r.str8("summary share")
+            let n = Int(try r.u16("summary size"))
+            guard n <= maxVector else { throw .malformed("summary names \(n) origins; the limit is \(maxVector)") }
+            var v: VersionVector = [:]
+            for _ in 0..<n {
+                guard let o = try? CitySlug(try r.str8("summary origin")) else { throw .malformed("summary names an invalid city") }
+                v[o] = try r.u64("summary seq")
+            }
+            guard r.isAtEnd else { throw .malformed("bytes after the summary") }
+            return .summary(share: share, vector: v, reply: type == 2)
+        case 3:
+            let share = try r.str8("batch share")
+            return .batch(share: share, bytes: Array(r.rest()))
+        case 4:
+            guard let city = try? CitySlug(try r.str8("certificate city")) else { throw .malformed("certificate names an invalid city") }
+            return .certificate(city: city, der: Array(r.rest()))
+        case 5:
+            return .document(json: Array(r.rest()))
+        default:
+            throw .unknownType(type)
+        }
+    }
+}
