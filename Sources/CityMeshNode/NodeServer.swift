@@ -86,10 +86,22 @@ public struct NodeServer: Sendable {
             city: city, store: store, key: agreementKey, policy: policy, book: book, ledger: ledgerService, logger: agreementLogger, clock: clock)
         policy.onChange { await agreements.sync() }
 
+        var replicationLogger = logger
+        replicationLogger[metadataKey: "service"] = "replication"
+        let replication = ReplicationService(
+            city: city, store: store, key: agreementKey, policy: policy, book: book, ledger: ledgerService, roots: peerConfiguration.trust.roots,
+            logger: replicationLogger, clock: clock)
+        policy.onChange { replication.invalidate() }
+
         let exchange = PeerLedgerExchange(ledger: ledgerService.ledger, logger: ledgerLogger)
-        let network = try PeerNetwork(configuration: peerConfiguration, logger: peerLogger, onMessage: { exchange.receive($0); agreements.receive($0) }, onEvent: { event in
+        let network = try PeerNetwork(configuration: peerConfiguration, logger: peerLogger, onMessage: {
+            exchange.receive($0)
+            agreements.receive($0)
+            replication.receive($0)
+        }, onEvent: { event in
             switch event {
             case .connected(let peer, let fingerprint, let remote, let direction, let version):
+                replication.connected(peer)
                 Task { await agreements.connected(peer) }
                 ledgerService.report(LedgerEntry(
                     time: nowText(), kind: LedgerEntry.Kind.peerConnected, actor: "peer:\(peer)", peer: peer.rawValue,
@@ -103,6 +115,7 @@ public struct NodeServer: Sendable {
 
         exchange.attach(network)
         agreements.attach(network)
+        replication.attach(network)
         policy.setKnownCities { Set(network.status().peers.map(\.city.rawValue)) }
 
         let admin = try HostPort(config.admin, what: "admin")
@@ -123,7 +136,7 @@ public struct NodeServer: Sendable {
                 node: try Files.read(directory.file(config.tls.cert), what: "the certificate"),
                 ca: try Files.read(directory.file(config.tls.ca), what: "the CA certificate")
             ),
-            policy: policy, agreements: agreements)
+            policy: policy, agreements: agreements, replication: replication)
         var httpLogger = logger
         httpLogger[metadataKey: "service"] = "admin"
         let app = Application(
@@ -136,7 +149,7 @@ public struct NodeServer: Sendable {
         let group = ServiceGroup(
             configuration: .init(
                 services: [
-                    StoreService(store: store, logger: logger), ledgerService, network,
+                    StoreService(store: store, logger: logger), ledgerService, network, replication,
                     ReloadService(directory: directory, network: network, policyFile: policyFile, logger: peerLogger), app,
                 ],
                 gracefulShutdownSignals: [.sigterm, .sigint],

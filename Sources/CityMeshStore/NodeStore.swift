@@ -327,6 +327,9 @@ struct BatchWriter {
     let update: Statement
     /// Rows per multi-row INSERT: amortises SQLite's per-statement cost over many rows.
     static let chunk = 200
+    /// Called with (key, stored, incoming) before a write merges into a record that exists:
+    /// replication uses it to find conflicts.
+    var observe: ((String, RecordState, RecordState) -> Void)?
 
     init(db: Database, dataset: Int64) throws {
         self.db = db
@@ -461,6 +464,7 @@ struct BatchWriter {
     /// Merges into a record that exists, taking the next sequence number if anything changed.
     private mutating func mergeExisting(_ p: PreparedWrite, stored: RecordState) throws {
         let seq = nextSeq
+        observe?(p.key, stored, p.state)
         var state = stored
         let wasLive = state.isLive
         if state.merge(p.state) {

@@ -55,6 +55,9 @@ public struct AntiEntropy: Sendable {
         var reported: [CitySlug: VersionVector] = [:]
         /// Per party: what it said, raised by what we sent it since.
         var known: [CitySlug: VersionVector] = [:]
+        /// Per party: how many summaries in a row showed no progress while below `known` — a
+        /// batch we assumed it took was dropped (it arrived out of order), so send again.
+        var stalls: [CitySlug: [CitySlug: Int]] = [:]
     }
 
     public let me: CitySlug
@@ -104,6 +107,18 @@ public struct AntiEntropy: Sendable {
         }
     }
 
+    /// A peer (re)connected: forget what we assumed it holds and wait for its summary.
+    public mutating func onConnect(_ peer: CitySlug) {
+        connected.insert(peer)
+        for name in Array(shares.keys) {
+            guard var s = shares[name] else { continue }
+            s.known[peer] = nil
+            s.reported[peer] = nil
+            s.stalls[peer] = nil
+            shares[name] = s
+        }
+    }
+
     /// The vector every party has confirmed holding (the minimum over all parties' reports; an
     /// origin some party has not reported counts as 0): batches at or below it may be forgotten,
     /// and tombstones in them collected.
@@ -135,8 +150,23 @@ public struct AntiEntropy: Sendable {
     /// A party's summary arrived: send what it lacks; ask for what we lack.
     public mutating func onSummary(from peer: CitySlug, share name: String, vector: VersionVector, reply: Bool) -> [Directive] {
         guard var s = shares[name], s.parties.contains(peer) else { return [] }
+        let before = s.reported[peer]
         s.reported[peer] = vector
         var known = s.known[peer] ?? [:]
+        var stalls = s.stalls[peer] ?? [:]
+        for (o, k) in known {
+            let now = vector[o] ?? 0
+            if now < k, let before, (before[o] ?? 0) == now {
+                stalls[o, default: 0] += 1
+                if stalls[o]! >= 2 {
+                    known[o] = now
+                    stalls[o] = 0
+                }
+            } else {
+                stalls[o] = 0
+            }
+        }
+        s.stalls[peer] = stalls
         for (o, n) in vector { known[o] = Swift.max(known[o] ?? 0, n) }
         var out: [Directive] = []
         for (o, mine) in s.held.sorted(by: { $0.key.rawValue < $1.key.rawValue }) {
