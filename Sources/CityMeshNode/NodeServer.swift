@@ -9,6 +9,7 @@ import Metrics
 import Hummingbird
 public import Logging
 import ServiceLifecycle
+import Synchronization
 import UnixSignals
 import X509
 
@@ -114,6 +115,8 @@ public struct NodeServer: Sendable {
         })
 
         exchange.attach(network)
+        await exchange.witness(store: store, ledger: ledgerService)
+        replication.witness.withLock { $0 = exchange }
         agreements.attach(network)
         replication.attach(network)
         policy.setKnownCities { Set(network.status().peers.map(\.city.rawValue)) }
@@ -150,6 +153,7 @@ public struct NodeServer: Sendable {
             configuration: .init(
                 services: [
                     StoreService(store: store, logger: logger), ledgerService, network, replication,
+                    WitnessService(exchange: exchange, replication: replication, interval: .seconds(10)),
                     ReloadService(directory: directory, network: network, policyFile: policyFile, logger: peerLogger), app,
                 ],
                 gracefulShutdownSignals: [.sigterm, .sigint],

@@ -73,6 +73,8 @@ public final class ReplicationService: Service, ReplicaDesk, Sendable {
     let machine: Mutex<AntiEntropy>
     let state = Mutex(State())
     let network = Mutex<PeerNetwork?>(nil)
+    /// Where checkpoints passed on by peers go (witnessing).
+    let witness = Mutex<PeerLedgerExchange?>(nil)
     let inbox: AsyncStream<PeerMessage>
     let inboxContinuation: AsyncStream<PeerMessage>.Continuation
 
@@ -410,6 +412,9 @@ public final class ReplicationService: Service, ReplicaDesk, Sendable {
             try? await store.saveCertificate(city: origin, der: der, at: now)
         case .document(let json):
             await document(json, from: peer)
+        case .checkpoint(let city, let note):
+            guard city != self.city, let witness = witness.withLock({ $0 }), let cert = await certificate(of: city) else { return }
+            await witness.witnessed(city, note: note, certificate: cert)
         }
     }
 

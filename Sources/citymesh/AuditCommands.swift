@@ -326,7 +326,8 @@ struct AuditVerifyBundle: AsyncParsableCommand {
     @Option(help: "The federation CA certificate you trust (PEM); the bundle's CA must be this one.") var ca: String?
     @OptionGroup var output: OutputOptions
 
-    func run() async throws {
+    /// Reads a bundle file and, with `ca`, checks that the bundle's CA is the one the auditor trusts.
+    static func read(_ file: String, trusting ca: String?) throws -> AuditBundle {
         guard let data = FileManager.default.contents(atPath: file) else {
             throw CityMeshError(.fileNotFound, "\(file) does not exist or cannot be read")
         }
@@ -339,11 +340,16 @@ struct AuditVerifyBundle: AsyncParsableCommand {
                 throw CityMeshError(.fileNotFound, "\(ca) does not exist or cannot be read")
             }
             let mine = try PEM.certificates(trusted, what: ca)
-            let theirs = try PEM.certificates(bundle.caCertificate, what: "the bundle's CA certificate")
+            let theirs = try PEM.certificates(bundle.caCertificate, what: "\(file)'s CA certificate")
             guard mine == theirs else {
-                throw CityMeshError(.certificateForeignCA, "the bundle's CA is not \(ca): it comes from another federation, or was forged")
+                throw CityMeshError(.certificateForeignCA, "\(file)'s CA is not \(ca): it comes from another federation, or was forged")
             }
         }
+        return bundle
+    }
+
+    func run() async throws {
+        let bundle = try Self.read(file, trusting: ca)
         let report = try await bundle.verify(now: Date())
         if output.json {
             for e in report.entries { try printJSONLine(e) }
@@ -381,21 +387,7 @@ struct AuditReconcile: AsyncParsableCommand {
     @OptionGroup var output: OutputOptions
 
     func load(_ file: String) async throws -> (AuditBundle, AuditBundle.Report) {
-        guard let data = FileManager.default.contents(atPath: file) else {
-            throw CityMeshError(.fileNotFound, "\(file) does not exist or cannot be read")
-        }
-        let bundle: AuditBundle
-        do { bundle = try JSONDecoder().decode(AuditBundle.self, from: data) } catch {
-            throw CityMeshError(.malformedInput, "\(file) is not an audit bundle: \(error)")
-        }
-        if let ca {
-            guard let trusted = FileManager.default.contents(atPath: ca).flatMap({ String(data: $0, encoding: .utf8) }) else {
-                throw CityMeshError(.fileNotFound, "\(ca) does not exist or cannot be read")
-            }
-            guard try PEM.certificates(trusted, what: ca) == PEM.certificates(bundle.caCertificate, what: "\(file)'s CA certificate") else {
-                throw CityMeshError(.certificateForeignCA, "\(file)'s CA is not \(ca): it comes from another federation, or was forged")
-            }
-        }
+        let bundle = try AuditVerifyBundle.read(file, trusting: ca)
         do { return (bundle, try await bundle.verify(now: Date())) } catch {
             throw CityMeshError(.ledgerCorrupt, "\(file) does not verify, so it cannot be reconciled: \(error)")
         }

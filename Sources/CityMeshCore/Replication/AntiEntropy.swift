@@ -239,6 +239,8 @@ public enum ReplicationWire {
         case certificate(city: CitySlug, der: [UInt8])
         /// A signed JSON document: a roster, a receipt or a countersignature.
         case document(json: [UInt8])
+        /// Another city's signed checkpoint, passed on for witnessing.
+        case checkpoint(city: CitySlug, note: String)
     }
 
     public static let maxVector = 4096
@@ -266,6 +268,10 @@ public enum ReplicationWire {
         case .document(let json):
             w.u8(5)
             w.raw(json)
+        case .checkpoint(let city, let note):
+            w.u8(6)
+            w.str8(city.rawValue)
+            w.raw(Array(note.utf8))
         }
         return w.bytes
     }
@@ -293,6 +299,11 @@ public enum ReplicationWire {
             return .certificate(city: city, der: Array(r.rest()))
         case 5:
             return .document(json: Array(r.rest()))
+        case 6:
+            guard let city = try? CitySlug(try r.str8("checkpoint city")) else { throw .malformed("checkpoint names an invalid city") }
+            let rest = r.rest()
+            guard rest.count <= 4096, let note = String(validating: rest, as: UTF8.self) else { throw .malformed("a checkpoint note must be UTF-8 under 4 KiB") }
+            return .checkpoint(city: city, note: note)
         default:
             throw .unknownType(type)
         }
