@@ -158,7 +158,6 @@ public final class ReplicationService: Service, ReplicaDesk, Sendable {
             defer { s.refreshNeeded = false }
             return (s.refreshNeeded || s.ticks % 2 == 1, s.ticks)
         }
-        _ = count
         if refresh { await refreshShares() }
         await cutOwnBatches()
         let peers = Set(network.withLock { $0 }?.status().peers.filter { $0.state == .connected }.map(\.city) ?? [])
@@ -170,6 +169,30 @@ public final class ReplicationService: Service, ReplicaDesk, Sendable {
         }
         await perform(directives)
         await issueReceipts()
+        if count % 10 == 0 { await collectTombstones() }
+    }
+
+    /// How old a tombstone must be before it may be collected (on top of every party having
+    /// acknowledged everything): covers a write committed but not yet cut into a batch.
+    static let tombstoneGrace: UInt64 = 10_000
+
+    /// Deleted records are removed once every party of every share of their dataset holds every
+    /// batch this node holds: then each party has merged the delete, and no write older than it
+    /// can come back from anywhere.
+    func collectTombstones() async {
+        let shares = state.withLock { Array($0.shares.values) }
+        let byDataset = Dictionary(grouping: shares, by: \.dataset)
+        let cutoff = HLC(millis: UInt64(max(0, clock() / 1000)) &- Self.tombstoneGrace, logical: 0)
+        for (dataset, group) in byDataset {
+            let settled = machine.withLock { m in group.allSatisfy { m.settled($0.id) } }
+            guard settled else { continue }
+            do {
+                let n = try await store.collectTombstones(dataset, before: cutoff)
+                if n > 0 { logger.info("tombstones collected", metadata: ["dataset": "\(dataset)", "records": "\(n)"]) }
+            } catch {
+                logger.error("collecting tombstones failed", metadata: ["dataset": "\(dataset)", "error": "\(error)"])
+            }
+        }
     }
 
     // MARK: Which shares
@@ -204,6 +227,24 @@ public final class ReplicationService: Service, ReplicaDesk, Sendable {
             found[id] = ShareInfo(
                 id: id, owner: owner, name: a.terms.share, dataset: dataset, parties: parties, fields: a.terms.fields, write: a.terms.write,
                 filter: a.terms.filter, isOwner: false, onRevoke: a.terms.onRevoke)
+        }
+        // Agreements that ended with on_revoke: purge take the replica with them.
+        let agreements = (try? await store.agreements()) ?? []
+        for a in agreements where a.terms.member == city.rawValue && a.terms.onRevoke == "purge" {
+            let ended = a.state(now: t)
+            guard ended == .revoked || ended == .expired, let owner = try? CitySlug(a.terms.owner),
+                let dataset = try? DatasetID(owner: owner, name: a.terms.dataset), !found.values.contains(where: { $0.dataset == dataset }),
+                (try? await store.dataset(dataset)) != nil
+            else { continue }
+            do {
+                let removed = try await store.purgeReplica(dataset, share: "\(owner)/\(a.terms.share)")
+                logger.notice("replica purged: the agreement ended with on_revoke: purge", metadata: ["dataset": "\(dataset)", "records": "\(removed)"])
+                ledger.report(LedgerEntry(
+                    time: now, kind: LedgerEntry.Kind.sharePurged, actor: "node", peer: owner.rawValue, dataset: dataset.description, counts: ["records": removed],
+                    hashes: ["offer.sha256": a.id], detail: "share \(owner)/\(a.terms.share) \(ended.rawValue): replica purged (on_revoke: purge)"))
+            } catch {
+                logger.error("purging a replica failed", metadata: ["dataset": "\(dataset)", "error": "\(error)"])
+            }
         }
         let held = (try? await store.heldVectors()) ?? [:]
         let previous = state.withLock { s in
@@ -266,8 +307,14 @@ public final class ReplicationService: Service, ReplicaDesk, Sendable {
         }
     }
 
-    /// Cuts at most one batch of `info` from the changes after its cursor; true if more may follow.
+    /// Cuts at most one batch of `info`; true if more may follow.
     func cutOne(_ info: ShareInfo, key: Agreement.Key) async throws -> Bool {
+        info.isOwner ? try await cutOwner(info, key: key) : try await cutMember(info, key: key)
+    }
+
+    /// The owner: every record changed since the cursor, projected onto the view (rows outside the
+    /// filter are not sent), whoever wrote the cells.
+    func cutOwner(_ info: ShareInfo, key: Agreement.Key) async throws -> Bool {
         let dataset = try await store.dataset(info.dataset)
         let cursor = try await store.cursor(share: info.id)
         guard dataset.lastSeq > cursor.recordSeq else { return false }
@@ -275,26 +322,16 @@ public final class ReplicationService: Service, ReplicaDesk, Sendable {
         guard !changes.isEmpty else { return false }
         let schema = dataset.schema
         let viewIDs = Set(info.fields.compactMap { schema.field(named: $0)?.id })
-        let filter = info.isOwner ? info.filter.flatMap { try? RowFilter($0, schema: schema) } : nil
+        let filter = info.filter.flatMap { try? RowFilter($0, schema: schema) }
         var records: [ChangeBatch.Record] = []
         var size = 0
         var lastSeq = cursor.recordSeq
-        var emitted = cursor.emitted
-        let writable = Set(info.write.compactMap { schema.field(named: $0)?.id })
         for r in changes {
-            let state: RecordState
-            var newest = emitted
-            if info.isOwner {
-                if let filter, r.state.isLive, !filter.matches({ name in schema.field(named: name).flatMap { r.state.value(field: $0.id) } }) {
-                    lastSeq = r.seq
-                    continue
-                }
-                state = r.state.projected(onto: viewIDs)
-            } else {
-                let own = r.state.written(by: city, after: cursor.emitted)
-                state = RecordState(sortedCells: own.cells.filter { writable.contains($0.field) }, tombstone: nil)
-                for c in own.cells where newest < c.stamp.hlc { newest = c.stamp.hlc }
+            if let filter, r.state.isLive, !filter.matches({ name in schema.field(named: name).flatMap { r.state.value(field: $0.id) } }) {
+                lastSeq = r.seq
+                continue
             }
+            let state = r.state.projected(onto: viewIDs)
             guard !state.cells.isEmpty || state.tombstone != nil else {
                 lastSeq = r.seq
                 continue
@@ -304,17 +341,13 @@ public final class ReplicationService: Service, ReplicaDesk, Sendable {
             records.append(.init(key: r.key, state: state))
             size += bytes
             lastSeq = r.seq
-            emitted = newest
         }
         guard !records.isEmpty else {
-            try await store.appendOwnBatch(share: info.id, dataset: info.dataset, signed: nil, seq: 0, records: 0, cursor: lastSeq, emitted: emitted, at: now)
+            try await store.appendOwnBatch(share: info.id, dataset: info.dataset, signed: nil, seq: 0, records: 0, cursor: lastSeq, emitted: .zero, at: now)
             return changes.count == Self.recordsPerRead
         }
-        let link = try await store.nextBatchLink(share: info.id)
-        let fields = ([schema.key] + schema.fields.filter { viewIDs.contains($0.id) && $0.name != schema.keyField })
         // What the writes in this batch knew: the knowledge at the first of them (knowledge only
-        // grows, so the earliest is what all of them had at least); the clock part is this
-        // node's own, which is current.
+        // grows, so the earliest is what all of them had at least).
         var seen = try await store.seenClocks(info.dataset)
         let atWrite = state.withLock { s in
             defer { s.knowledgeAtWrite[info.dataset] = nil }
@@ -322,16 +355,57 @@ public final class ReplicationService: Service, ReplicaDesk, Sendable {
         }
         if let atWrite {
             for (c, t) in seen where c != city { seen[c] = atWrite[c].map { Swift.min($0, t) } }
-            seen = seen.compactMapValues { $0 }
         }
+        let fields = [schema.key] + schema.fields.filter { viewIDs.contains($0.id) && $0.name != schema.keyField }
+        try await emit(info, key: key, fields: fields, seen: seen, records: records, cursor: lastSeq, outboxThrough: nil)
+        return true
+    }
+
+    /// A member: its own writes to the replica as it made them (from the outbox), only cells of
+    /// the fields the share lets members write — a write a concurrent one overwrote here still goes.
+    func cutMember(_ info: ShareInfo, key: Agreement.Key) async throws -> Bool {
+        guard !info.write.isEmpty else { return false }
+        let pending = try await store.outbox(info.dataset, limit: Self.recordsPerRead)
+        guard let last = pending.last else { return false }
+        let schema = try await store.dataset(info.dataset).schema
+        let writable = Set(info.write.compactMap { schema.field(named: $0)?.id })
+        var records: [ChangeBatch.Record] = []
+        var size = 0
+        var through = pending[0].id
+        var seen: [CitySlug: HLC]? = nil
+        for w in pending {
+            let state = RecordState(sortedCells: w.state.cells.filter { $0.stamp.city == city && writable.contains($0.field) }, tombstone: nil)
+            let bytes = RecordStateCodec.encode(state).count + w.key.utf8.count + 6
+            if size + bytes > Self.batchBytes && !records.isEmpty { break }
+            through = w.id
+            guard !state.cells.isEmpty else { continue }
+            records.append(.init(key: w.key, state: state))
+            size += bytes
+            // The batch's knowledge is the least of its writes' knowledge.
+            seen = seen.map { s in s.merging(w.seen, uniquingKeysWith: Swift.min).filter { w.seen[$0.key] != nil } } ?? w.seen
+        }
+        guard !records.isEmpty else {
+            try await store.appendOwnBatch(share: info.id, dataset: info.dataset, signed: nil, seq: 0, records: 0, cursor: 0, emitted: .zero, outboxThrough: through, at: now)
+            return through != last.id || pending.count == Self.recordsPerRead
+        }
+        var knowledge = seen ?? [:]
+        knowledge[city] = records.flatMap(\.state.cells).map(\.stamp.hlc).max()
+        let fields = [schema.key] + schema.fields.filter { writable.contains($0.id) && $0.name != schema.keyField }
+        try await emit(info, key: key, fields: fields, seen: knowledge, records: records, cursor: 0, outboxThrough: through)
+        return true
+    }
+
+    /// Signs and keeps the next own batch of `info`, then pushes it.
+    func emit(_ info: ShareInfo, key: Agreement.Key, fields: [Schema.Field], seen: [CitySlug: HLC], records: [ChangeBatch.Record], cursor: Int64, outboxThrough: Int64?) async throws {
+        let link = try await store.nextBatchLink(share: info.id)
         let batch = ChangeBatch(
             share: info.id, dataset: info.dataset.description, origin: city, seq: link.seq, prev: link.prev, fields: fields, seen: seen, records: records)
         let signed = try batch.signed(with: key)
         try await store.appendOwnBatch(
-            share: info.id, dataset: info.dataset, signed: signed, seq: link.seq, records: records.count, cursor: lastSeq, emitted: emitted, at: now)
+            share: info.id, dataset: info.dataset, signed: signed, seq: link.seq, records: records.count, cursor: cursor, emitted: .zero,
+            outboxThrough: outboxThrough, at: now)
         let directives = machine.withLock { $0.accepted(share: info.id, origin: city, seq: link.seq, from: city) }
         await perform(directives)
-        return true
     }
 
     // MARK: Directives
@@ -341,6 +415,8 @@ public final class ReplicationService: Service, ReplicaDesk, Sendable {
             switch d {
             case .summary(let to, let share, let vector, let reply):
                 _ = await send(.summary(share: share, vector: vector, reply: reply), to: to)
+            case .acked(let to, let share, let vector):
+                _ = await send(.acked(share: share, vector: vector), to: to)
             case .send(let to, let share, let origin, let seqs):
                 guard let batches = try? await store.batches(share: share, origin: origin, seqs: seqs) else { continue }
                 if origin != city && origin != to {
@@ -399,6 +475,8 @@ public final class ReplicationService: Service, ReplicaDesk, Sendable {
                 if behind { if s.behindSince[k] == nil { s.behindSince[k] = clock() } } else { s.behindSince[k] = nil }
             }
             await perform(directives)
+        case .acked(let share, let vector):
+            machine.withLock { $0.onAcked(from: peer, share: share, vector: vector) }
         case .batch(let share, let bytes):
             await take(share: share, bytes: bytes, from: peer)
         case .certificate(let origin, let der):
@@ -697,8 +775,16 @@ public final class ReplicationService: Service, ReplicaDesk, Sendable {
         state.withLock { s in if s.knowledgeAtWrite[dataset] == nil { s.knowledgeAtWrite[dataset] = snapshot } }
     }
 
+    /// A conflict stays open while the value it kept is still in force; a later write of the
+    /// field (a resolution made at another city, replicated here) settles it.
     public func conflicts(dataset: DatasetID, all: Bool) async throws -> [StoredConflict] {
-        _ = try await store.dataset(dataset)
+        let schema = try await store.dataset(dataset).schema
+        for c in try await store.conflicts(dataset, open: true) {
+            guard let field = schema.field(named: c.field), let record = try await store.get(dataset, key: c.key),
+                let current = record.state.cell(field: field.id), current.stamp.description != c.winnerStamp
+            else { continue }
+            try await store.settleConflicts(dataset, key: c.key, field: c.field, by: "a later write (\(current.stamp))", at: now)
+        }
         return try await store.conflicts(dataset, open: !all)
     }
 

@@ -136,6 +136,16 @@ enum Migrations {
                     record_seq INTEGER NOT NULL,
                     emitted_hlc INTEGER NOT NULL
                 );
+                -- A member's own writes to replicas, as written, until cut into a batch: a write a
+                -- concurrent one overwrites here must still reach the others (as a conflict).
+                -- `seen` is what this node had merged of each city when it wrote.
+                CREATE TABLE outbox (
+                    id INTEGER PRIMARY KEY,
+                    dataset TEXT NOT NULL,
+                    key TEXT NOT NULL,
+                    state BLOB NOT NULL,
+                    seen TEXT NOT NULL
+                );
                 -- The owner's latest signed roster of each share this node is a member of.
                 CREATE TABLE share_rosters (
                     share TEXT PRIMARY KEY NOT NULL,

@@ -120,10 +120,12 @@ public final class NodeStore: Sendable {
     /// Merges prepared writes into the stored records in one transaction; every change that alters
     /// a record takes the next sequence number.
     public func apply(_ id: DatasetID, _ writes: [PreparedWrite]) async throws -> WriteSummary {
-        try await pool.write { db in
+        let replica = id.owner != city
+        return try await pool.write { db in
             let (rowid, _) = try Self.datasetHandle(id, db: db)
             var w = try BatchWriter(db: db, dataset: rowid)
             try w.mergeAll(writes)
+            if replica { try Self.keepInOutbox(db: db, dataset: id, writes) }
             return try w.finish(lastHLC: clock.withLock { $0.last })
         }
     }

@@ -129,9 +129,14 @@ extension NodeStore {
 
     /// Keeps an own batch and moves the cursor past what it covers, in one transaction. When the
     /// cut produced no batch (nothing to send), `signed` is nil and only the cursor moves.
-    public func appendOwnBatch(share: String, dataset: DatasetID, signed: SignedBatch?, seq: UInt64, records: Int, cursor: Int64, emitted: HLC, at: String) async throws {
+    public func appendOwnBatch(
+        share: String, dataset: DatasetID, signed: SignedBatch?, seq: UInt64, records: Int, cursor: Int64, emitted: HLC, outboxThrough: Int64? = nil, at: String
+    ) async throws {
         let me = city
         try await pool.write { db in
+            if let outboxThrough {
+                try db.execute(sql: "DELETE FROM outbox WHERE dataset = ? AND id <= ?", arguments: [dataset.description, outboxThrough])
+            }
             if let signed {
                 let (n, h) = try Self.lastBatch(db: db, share: share, origin: me) ?? (0, ChangeBatch.zeroHash)
                 guard seq == n + 1 else { throw CityMeshError(.internalError, "own batch \(seq) of \(share) is not the next (\(n + 1))") }
@@ -266,6 +271,68 @@ extension NodeStore {
                 if c != me { out[c] = HLC(rawValue: UInt64(bitPattern: row["hlc"] as Int64)) }
             }
             return out
+        }
+    }
+
+    // MARK: Outbox (a member's own writes to replicas)
+
+    static func keepInOutbox(db: Database, dataset: DatasetID, _ writes: [PreparedWrite]) throws {
+        var seen: [CitySlug: HLC] = [:]
+        for row in try Row.fetchAll(db, sql: "SELECT city, hlc FROM seen_clocks WHERE dataset = ?", arguments: [dataset.description]) {
+            seen[try CitySlug(row["city"])] = HLC(rawValue: UInt64(bitPattern: row["hlc"] as Int64))
+        }
+        let text = seenText(seen)
+        for w in writes {
+            try db.execute(
+                sql: "INSERT INTO outbox (dataset, key, state, seen) VALUES (?, ?, ?, ?)",
+                arguments: [dataset.description, w.key, Data(RecordStateCodec.encode(w.state)), text])
+        }
+    }
+
+    /// The oldest own writes to replica `dataset` not yet cut into a batch.
+    public func outbox(_ dataset: DatasetID, limit: Int) async throws -> [(id: Int64, key: String, state: RecordState, seen: [CitySlug: HLC])] {
+        try await pool.read { db in
+            try Row.fetchAll(db, sql: "SELECT id, key, state, seen FROM outbox WHERE dataset = ? ORDER BY id LIMIT ?", arguments: [dataset.description, limit]).map {
+                ($0["id"], $0["key"], try RecordStateCodec.decode(Array($0["state"] as Data)), Self.parseSeen($0["seen"]))
+            }
+        }
+    }
+
+    // MARK: Tombstones and purges
+
+    /// Removes deleted records of `dataset` whose tombstone is older than `before`: called only
+    /// once every party of every share of the dataset has acknowledged everything this node holds.
+    /// Returns how many were collected.
+    public func collectTombstones(_ id: DatasetID, before: HLC) async throws -> Int {
+        try await pool.write { db in
+            let (rowid, _) = try Self.datasetHandle(id, db: db)
+            var gone: [Int64] = []
+            for row in try Row.fetchAll(db, sql: "SELECT seq, key, state FROM records WHERE dataset = ? AND live = 0", arguments: [rowid]) {
+                let key: String = row["key"]
+                let blob: Data = row["state"]
+                let state = try blob.withUnsafeBytes { try RecordStateCodec.decode(buffer: $0, key: key) }
+                if let t = state.tombstone, t.hlc < before { gone.append(row["seq"]) }
+            }
+            for seq in gone { try db.execute(sql: "DELETE FROM records WHERE seq = ?", arguments: [seq]) }
+            return gone.count
+        }
+    }
+
+    /// Deletes a replica and everything kept to replicate it (an agreement ended with
+    /// `on_revoke: purge`). Returns the number of records removed.
+    public func purgeReplica(_ id: DatasetID, share: String) async throws -> Int {
+        try await pool.write { db in
+            guard let rowid = try Int64.fetchOne(db, sql: "SELECT id FROM datasets WHERE owner = ? AND name = ?", arguments: [id.owner.rawValue, id.name]) else { return 0 }
+            let count = try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM records WHERE dataset = ?", arguments: [rowid]) ?? 0
+            try db.execute(sql: "DELETE FROM records WHERE dataset = ?", arguments: [rowid])
+            try db.execute(sql: "DELETE FROM datasets WHERE id = ?", arguments: [rowid])
+            try db.execute(sql: "DELETE FROM share_batches WHERE share = ?", arguments: [share])
+            try db.execute(sql: "DELETE FROM share_cursors WHERE share = ?", arguments: [share])
+            try db.execute(sql: "DELETE FROM share_rosters WHERE share = ?", arguments: [share])
+            try db.execute(sql: "DELETE FROM origin_seen WHERE share = ?", arguments: [share])
+            try db.execute(sql: "DELETE FROM seen_clocks WHERE dataset = ?", arguments: [id.description])
+            try db.execute(sql: "DELETE FROM conflicts WHERE dataset = ?", arguments: [id.description])
+            return count
         }
     }
 

@@ -134,6 +134,10 @@ struct ReplicationTests {
         try eventually("the resolution reached both members") {
             try ["shanghai", "suzhou"].allSatisfy { try cm("record", "get", "--dir", $0, "hangzhou/registry", key, "--json").stdout.contains("under-review") }
         }
+        for dir in ["shanghai", "suzhou"] {
+            r = try cm("record", "conflicts", "--dir", dir, "hangzhou/registry", "--json")
+            #expect(r.ok && !r.stdout.contains("\"key\" : \"\(key)\""), "the replicated resolution settles the conflict at \(dir) too: \(r.stdout)")
+        }
 
         // A member killed with SIGKILL in the middle of a large sync loses nothing.
         csv = "id,name,status,district,tax_id\n"
@@ -186,6 +190,37 @@ struct ReplicationTests {
         // A bundle with an exchange removed is caught.
         r = try cm("audit", "reconcile", "hz.bundle", "hz.bundle")
         #expect(!r.ok && r.stderr.contains("both bundles are hangzhou's"), "\(r.stderr)")
+
+        // A delete replicates; once every party has acknowledged it, every node collects the tombstone.
+        r = try cm("record", "delete", "--dir", "hangzhou", "registry", "E-1")
+        #expect(r.ok, "\(r.stderr)")
+        try eventually("E-1 is gone at both members") {
+            try ["shanghai", "suzhou"].allSatisfy { !(try cm("record", "get", "--dir", $0, "hangzhou/registry", "E-1").ok) }
+        }
+        func rows(_ dir: String, key: String) throws -> String {
+            try Harness.run("/usr/bin/sqlite3", ["\(dir)/citymesh.db", "SELECT COUNT(*) FROM records WHERE key = '\(key)'"], cwd: work).stdout
+                .trimmingCharacters(in: .whitespacesAndNewlines)
+        }
+        #expect(try rows("hangzhou", key: "E-2") == "1")
+        try eventually("the tombstone of E-1 is collected on all three nodes", seconds: 60) {
+            try ["hangzhou", "shanghai", "suzhou"].allSatisfy { try rows($0, key: "E-1") == "0" }
+        }
+        #expect(try rows("shanghai", key: "E-2") == "1", "only the deleted record is collected")
+
+        // An agreement with on_revoke: purge takes the member's replica with it when revoked.
+        try Self.policy.replacingOccurrences(of: "on_revoke: keep", with: "on_revoke: purge").write(toFile: work + "/hz-policy.yaml", atomically: true, encoding: .utf8)
+        r = try cm("policy", "apply", "--dir", "hangzhou", "hz-policy.yaml")
+        #expect(r.ok, "\(r.stdout)\(r.stderr)")
+        try eventually("shanghai accepted the new terms") {
+            try AgreementTests.list("shanghai", work).contains { $0["onRevoke"] as? String == "purge" && $0["state"] as? String == "active" }
+        }
+        #expect(try Self.export("shanghai", "hangzhou/registry", work).count == 20_049, "new terms on the same share keep the replica")
+        r = try cm("agreement", "revoke", "--dir", "hangzhou", "registry-rw", "--city", "shanghai")
+        #expect(r.ok, "\(r.stdout)\(r.stderr)")
+        try eventually("shanghai's replica is purged") { !(try cm("dataset", "list", "--dir", "shanghai").stdout.contains("hangzhou/registry")) }
+        r = try cm("audit", "log", "--dir", "shanghai", "--kind", "share.purged", "--json")
+        #expect(r.ok && r.stdout.contains("\"records\":20049"), "\(r.stdout)")
+        #expect(try Self.export("suzhou", "hangzhou/registry", work).count == 20_049, "suzhou keeps its replica")
 
         for d in [hz, sh, sz] { #expect(d.terminate() == 0, "\(d.log)") }
     }

@@ -34,6 +34,9 @@ public struct AntiEntropy: Sendable {
         case summary(to: CitySlug, share: String, vector: VersionVector, reply: Bool)
         /// Send `origin`'s batches `seqs` of `share`, in order.
         case send(to: CitySlug, share: String, origin: CitySlug, seqs: ClosedRange<UInt64>)
+        /// Tell a party what every party of ours has confirmed holding (for tombstone collection
+        /// by nodes that cannot hear from every party themselves).
+        case acked(to: CitySlug, share: String, vector: VersionVector)
     }
 
     /// What to do with a batch that arrived.
@@ -58,6 +61,8 @@ public struct AntiEntropy: Sendable {
         /// Per party: how many summaries in a row showed no progress while below `known` — a
         /// batch we assumed it took was dropped (it arrived out of order), so send again.
         var stalls: [CitySlug: [CitySlug: Int]] = [:]
+        /// Per party: the vector it said all of its parties hold.
+        var ackedByAll: [CitySlug: VersionVector] = [:]
     }
 
     public let me: CitySlug
@@ -65,6 +70,9 @@ public struct AntiEntropy: Sendable {
     var shares: [String: Share] = [:]
     public private(set) var connected: Set<CitySlug> = []
     var rng: SplitMix64
+    var ticks: UInt64 = 0
+    /// Every this many ticks, the acknowledged vector goes along with the summaries.
+    public static let ackEvery: UInt64 = 10
 
     public init(me: CitySlug, config: Config = Config(), seed: UInt64) {
         self.me = me
@@ -136,15 +144,37 @@ public struct AntiEntropy: Sendable {
 
     /// A period passed: pull from `fanout` random connected parties of each share.
     public mutating func onTick() -> [Directive] {
+        ticks += 1
         var out: [Directive] = []
         for name in shares.keys.sorted() {
             guard let s = shares[name] else { continue }
             let reachable = s.parties.intersection(connected).sorted { $0.rawValue < $1.rawValue }
+            let acked = ticks % Self.ackEvery == 0 ? acknowledgedByAll(name) : [:]
             for p in pick(config.fanout, from: reachable) {
                 out.append(.summary(to: p, share: name, vector: s.held, reply: false))
+                if !acked.isEmpty { out.append(.acked(to: p, share: name, vector: acked)) }
             }
         }
         return out
+    }
+
+    /// A party says all of its parties hold `vector`.
+    public mutating func onAcked(from peer: CitySlug, share name: String, vector: VersionVector) {
+        guard var s = shares[name], s.parties.contains(peer) else { return }
+        s.ackedByAll[peer] = vector
+        shares[name] = s
+    }
+
+    /// Whether every party holds every batch this node holds: then no write older than what this
+    /// node has merged can arrive from anywhere, and tombstones it holds may be collected. A party
+    /// counts as holding them if it said so itself, or if another party said all of its parties do.
+    public func settled(_ share: String) -> Bool {
+        guard let s = shares[share], !s.held.isEmpty else { return false }
+        func covers(_ v: VersionVector?) -> Bool { v.map { r in s.held.allSatisfy { (r[$0.key] ?? 0) >= $0.value } } ?? false }
+        // Every party knows the share's whole party list (the owner from its policy, members from
+        // the roster), so one party's "all of mine hold v" covers everyone.
+        if s.ackedByAll.values.contains(where: covers) { return true }
+        return s.parties.allSatisfy { covers(s.reported[$0]) }
     }
 
     /// A party's summary arrived: send what it lacks; ask for what we lack.
@@ -241,15 +271,15 @@ public enum ReplicationWire {
         case document(json: [UInt8])
         /// Another city's signed checkpoint, passed on for witnessing.
         case checkpoint(city: CitySlug, note: String)
+        /// What all of the sender's parties have confirmed holding of a share (layout as SUMMARY).
+        case acked(share: String, vector: VersionVector)
     }
 
     public static let maxVector = 4096
 
     public static func encode(_ m: Message) -> [UInt8] {
         var w = WireWriter()
-        switch m {
-        case .summary(let share, let vector, let reply):
-            w.u8(reply ? 2 : 1)
+        func vector(_ share: String, _ vector: VersionVector) {
             w.str8(share)
             let sorted = vector.sorted { $0.key.rawValue < $1.key.rawValue }
             w.u16(UInt16(sorted.count))
@@ -257,6 +287,14 @@ public enum ReplicationWire {
                 w.str8(o.rawValue)
                 w.u64(n)
             }
+        }
+        switch m {
+        case .summary(let share, let v, let reply):
+            w.u8(reply ? 2 : 1)
+            vector(share, v)
+        case .acked(let share, let v):
+            w.u8(7)
+            vector(share, v)
         case .batch(let share, let bytes):
             w.u8(3)
             w.str8(share)
@@ -280,7 +318,7 @@ public enum ReplicationWire {
         var r = WireReader(bytes)
         let type = try r.u8("replication message type")
         switch type {
-        case 1, 2:
+        case 1, 2, 7:
             let share = try r.str8("summary share")
             let n = Int(try r.u16("summary size"))
             guard n <= maxVector else { throw .malformed("summary names \(n) origins; the limit is \(maxVector)") }
@@ -290,7 +328,7 @@ public enum ReplicationWire {
                 v[o] = try r.u64("summary seq")
             }
             guard r.isAtEnd else { throw .malformed("bytes after the summary") }
-            return .summary(share: share, vector: v, reply: type == 2)
+            return type == 7 ? .acked(share: share, vector: v) : .summary(share: share, vector: v, reply: type == 2)
         case 3:
             let share = try r.str8("batch share")
             return .batch(share: share, bytes: Array(r.rest()))
