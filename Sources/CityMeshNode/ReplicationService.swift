@@ -5,6 +5,7 @@ public import CityMeshStore
 import Crypto
 import Foundation
 public import Logging
+import Metrics
 import NIOCore
 import ServiceLifecycle
 import SwiftASN1
@@ -432,11 +433,28 @@ public final class ReplicationService: Service, ReplicaDesk, Sendable {
         }
     }
 
+    /// Bytes of a DATA frame on the wire, TLS excluded: length (4), type (1), channel (2), payload.
+    static let frameOverhead = 7
+
+    static func kind(_ m: ReplicationWire.Message) -> String {
+        switch m {
+        case .summary: "summary"
+        case .acked: "acked"
+        case .batch: "batch"
+        case .certificate: "certificate"
+        case .document: "document"
+        case .checkpoint: "checkpoint"
+        }
+    }
+
     @discardableResult
     func send(_ message: ReplicationWire.Message, to peer: CitySlug) async -> Bool {
         guard let network = network.withLock({ $0 }) else { return false }
         do {
-            try await network.send(to: peer, channel: ReplicationWire.channel, payload: ReplicationWire.encode(message))
+            let payload = ReplicationWire.encode(message)
+            try await network.send(to: peer, channel: ReplicationWire.channel, payload: payload)
+            Counter(label: "citymesh_replication_bytes_total", dimensions: [("direction", "sent"), ("kind", Self.kind(message))])
+                .increment(by: payload.count + Self.frameOverhead)
             return true
         } catch {
             logger.debug("replication message not sent", metadata: ["peer": "\(peer)", "error": "\(error)"])
@@ -466,6 +484,8 @@ public final class ReplicationService: Service, ReplicaDesk, Sendable {
             refuse(peer: peer, share: nil, reason: "malformed replication message: \(error)")
             return
         }
+        Counter(label: "citymesh_replication_bytes_total", dimensions: [("direction", "received"), ("kind", Self.kind(decoded))])
+            .increment(by: message.payload.readableBytes + Self.frameOverhead)
         switch decoded {
         case .summary(let share, let vector, let reply):
             let (directives, held) = machine.withLock { ($0.onSummary(from: peer, share: share, vector: vector, reply: reply), $0.held(share)) }
@@ -548,6 +568,9 @@ public final class ReplicationService: Service, ReplicaDesk, Sendable {
                 conflicts: { _, stored, incoming, mySeen in
                     ConflictRule.find(stored: stored, incoming: incoming, origin: origin, originSeen: originSeen, me: me, mySeen: mySeen, latestSeen: { latest[$0] })
                 })
+            Counter(label: "citymesh_replication_records_merged_total").increment(by: outcome.written)
+            Counter(label: "citymesh_replication_batches_taken_total").increment()
+            if outcome.conflicts > 0 { Counter(label: "citymesh_replication_conflicts_total").increment(by: outcome.conflicts) }
             state.withLock { s in
                 guard var k = s.knowledge[info.dataset] else { return }
                 for r in states { for c in r.state.cells where (k[c.stamp.city] ?? .zero) < c.stamp.hlc { k[c.stamp.city] = c.stamp.hlc } }

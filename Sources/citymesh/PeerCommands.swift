@@ -79,10 +79,10 @@ struct PeersList: AsyncParsableCommand {
             print("no peers known: add seeds (CITY@HOST:PORT) under peers.seeds in citymesh.yaml, then 'kill -HUP' the node")
         } else {
             Terminal.table(
-                ["CITY", "STATE", "ADDRESS", "RTT", "LAST SEEN", "CERT EXPIRES", "PROTOCOL", "LAST ERROR"],
+                ["CITY", "STATE", "SWIM", "ADDRESS", "RTT", "LAST SEEN", "CERT EXPIRES", "PROTOCOL", "LAST ERROR"],
                 list.peers.map { p in
                     [
-                        p.city, p.state, p.address ?? "-", p.rttMs.map { String(format: "%.1fms", $0) } ?? "-",
+                        p.city, p.state, list.membership?[p.city].map { String($0.prefix { $0 != "/" }) } ?? "-", p.address ?? "-", p.rttMs.map { String(format: "%.1fms", $0) } ?? "-",
                         p.lastSeen.map { String($0.prefix(19)) } ?? "-", p.certificateExpires.map { String($0.prefix(10)) } ?? "-",
                         p.protocolVersion.map(String.init) ?? "-", p.state == "connected" ? "" : (p.lastError ?? ""),
                     ]

@@ -148,12 +148,18 @@ struct ReplicationTests {
         try eventually("suzhou started receiving the bulk records") { try Self.export("suzhou", "hangzhou/registry", work).count > 50 }
         kill(sz.process.processIdentifier, SIGKILL)
         sz.process.waitUntilExit()
-        let partial = try Self.export("shanghai", "hangzhou/registry", work).count
+        func swim(_ dir: String, _ city: String) throws -> String {
+            ((try PeerTransportTests.peers(dir, work)["membership"] as? [String: String])?[city]) ?? ""
+        }
+        try eventually("hangzhou's SWIM gossip suspects the killed suzhou", seconds: 30) {
+            let s = try swim("hangzhou", "suzhou")
+            return s.hasPrefix("suspect") || s.hasPrefix("dead")
+        }
         sz = try Daemon(dir: "suzhou", cwd: work)
         #expect(try sz.waitReady(admin: cities[2].admin), "\(sz.log)")
         try eventually("suzhou caught up after restart", seconds: 90) { try Self.export("suzhou", "hangzhou/registry", work).count == 20_050 }
         try eventually("shanghai has everything", seconds: 60) { try Self.export("shanghai", "hangzhou/registry", work).count == 20_050 }
-        _ = partial
+        try eventually("suzhou refuted its suspicion and is alive again for hangzhou", seconds: 40) { try swim("hangzhou", "suzhou").hasPrefix("alive") }
 
         // Convergence: the members' exports are byte-identical, and match the owner's view.
         let shExport = try Self.export("shanghai", "hangzhou/registry", work)

@@ -265,13 +265,16 @@ public enum API {
         public let refusals: [String: Int]
         /// The latest refusals (at most 50), oldest first.
         public let recentRefusals: [Refusal]
+        /// What SWIM gossip says of each member: `alive`, `suspect` or `dead`, with its incarnation.
+        public let membership: [String: String]?
 
-        public init(city: String, listen: String, peers: [Peer], refusals: [String: Int], recentRefusals: [Refusal]) {
+        public init(city: String, listen: String, peers: [Peer], refusals: [String: Int], recentRefusals: [Refusal], membership: [String: String]? = nil) {
             self.city = city
             self.listen = listen
             self.peers = peers
             self.refusals = refusals
             self.recentRefusals = recentRefusals
+            self.membership = membership
         }
     }
 
