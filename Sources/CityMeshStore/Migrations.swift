@@ -116,6 +116,8 @@ enum Migrations {
                     receipt TEXT,
                     PRIMARY KEY (share, origin, seq)
                 ) WITHOUT ROWID;
+                -- Deleted records, for tombstone collection without scanning live ones.
+                CREATE INDEX records_dead ON records (dataset) WHERE live = 0;
                 CREATE INDEX share_batches_unreceipted ON share_batches (received_at) WHERE received_from IS NOT NULL AND receipt IS NULL;
                 -- Bilateral receipts this node is party to: as receiver (it signed the receipt) or
                 -- as sender (it countersigned). A receipt is in the ledger once countersigned.
