@@ -1,0 +1,1006 @@
+import Foundation
+
+/// A whole federation sharing one dataset, simulated deterministically (DESIGN.md §1, §8).
+///
+/// Every node runs the real ``Membership`` and ``AntiEntropy`` state machines; the simulator is
+/// their shell, with a fake clock and a fake network that loses messages, splits the federation
+/// in two for a while and crashes nodes. Node 0 owns the dataset and its share; every other node
+/// is a member. The share's view holds fields 1–3; field 4 is private to the owner; members may
+/// write field 3. Writes are cut into real ``ChangeBatch``es (real encoding and hash chain, not
+/// signed: signing changes nothing the simulator checks, and a 64-byte placeholder keeps the byte
+/// counts those of an Ed25519-signed batch).
+///
+/// Time: one round is one second, one anti-entropy tick and one membership probe period.
+/// Membership runs in ten 100 ms steps a round, its messages taking one step; a replication
+/// message (summary, batch, receipt) takes `delay` rounds, so every hop of a change costs at
+/// least one round. All randomness comes from the seed: the same config gives the same result.
+public enum FederationSimulator {
+    /// What to simulate. Durations are in rounds (seconds).
+    public struct Config: Sendable, Equatable, Codable {
+        /// Nodes in the federation: `city-0` owns the dataset, `city-1`… are members of its share.
+        public var nodes = 20
+        /// Every random choice (workload, loss, partition sides, crash victims, protocol RNGs) derives from it.
+        public var seed: UInt64 = 1
+        /// Probability that any one message is lost.
+        public var loss = 0.0
+        /// Rounds a replication message takes to arrive.
+        public var delay = 1
+        /// Rounds the federation is split in two (0: never), from round `partitionAt` on.
+        public var partition = 0
+        public var partitionAt = 10
+        /// Members that crash at round `crashAt` and restart `downFor` rounds later.
+        public var crashes = 0
+        public var crashAt = 20
+        public var downFor = 30
+        /// Writes, at random rounds in 1…`writeRounds`, to `keys` records.
+        public var writes = 200
+        public var writeRounds = 60
+        public var keys = 50
+        /// Members that write besides the owner (`city-1`…`city-<writers>`), each only field 3.
+        public var writers = 5
+        /// The part of the writes the owner makes, and the part of those that are deletes.
+        public var ownerShare = 0.5
+        public var deleteShare = 0.05
+        /// Give up after this many rounds.
+        public var maxRounds = 2000
+        /// Rounds measured after everything converged: the idle cost.
+        public var idleRounds = 10
+        /// The anti-entropy settings every node runs with.
+        public var fanout = AntiEntropy.Config().fanout
+        public var window = AntiEntropy.Config().window
+        /// A node's transport redials each peer its membership holds dead every this many rounds
+        /// (the capped backoff of docs/protocol.md §6.1); 0: never.
+        public var redialInterval = 30
+        /// Deliberate defects, to show that the invariants can fail.
+        public var faults: [Fault] = []
+
+        public init() {}
+
+        /// Throws `invalid_argument` naming the first setting out of range and what to use instead.
+        public func validate() throws(CityMeshError) {
+            func check(_ ok: Bool, _ message: String) throws(CityMeshError) {
+                if !ok { throw CityMeshError(.invalidArgument, message) }
+            }
+            try check((2...2000).contains(nodes), "nodes must be from 2 (an owner and a member) to 2000 (the cost grows with the square)")
+            try check(loss.isFinite && loss >= 0 && loss < 1, "loss must be a probability from 0 up to (not including) 1, e.g. 0.1 for 10%")
+            try check((1...10).contains(delay), "delay must be from 1 to 10 rounds")
+            try check(partition >= 0 && partitionAt >= 1, "the partition must start at round 1 or later and last 0 rounds or more")
+            try check((0...nodes - 1).contains(crashes), "crashes must be from 0 to \(nodes - 1) (the owner does not crash)")
+            try check(crashAt >= 1 && downFor >= 1, "crashed nodes must go down at round 1 or later and stay down at least 1 round")
+            try check(writes >= 0 && writeRounds >= 1 && keys >= 1, "writes must be 0 or more, over at least 1 round, to at least 1 key")
+            try check((0...nodes - 1).contains(writers), "writers must be from 0 to \(nodes - 1) members")
+            try check((0...1).contains(ownerShare) && (0...1).contains(deleteShare), "the owner's share of the writes, and of deletes among them, must be from 0 to 1")
+            try check(writers > 0 || ownerShare == 1 || writes == 0, "with no member writers every write is the owner's: set the owner's share of the writes to 1")
+            try check(maxRounds >= 1 && idleRounds >= 0, "the round limit must be at least 1, and the idle time 0 rounds or more")
+            try check(fanout >= 1 && window >= 1, "fanout and window must be at least 1")
+            try check(redialInterval >= 0, "the redial interval must be 0 (never) or more rounds")
+        }
+    }
+
+    /// A deliberate defect in every node, so that the tests can show each invariant failing.
+    public enum Fault: String, Sendable, Codable, CaseIterable {
+        /// The owner sends every field, ignoring the share's view.
+        case leakyOwner = "leaky-owner"
+        /// Receivers merge whatever arrives without checking that the share grants the origin those fields.
+        case lenientReceivers = "lenient-receivers"
+        /// Receivers merge a batch that arrives ahead of the next one expected.
+        case takeGaps = "take-gaps"
+        /// Nodes never send summaries: epidemic push only, no anti-entropy pull.
+        case pushOnly = "push-only"
+        /// A crash loses the node's ledger of receipts, as if it were not durable.
+        case volatileLedger = "volatile-ledger"
+    }
+
+    /// One invariant, checked at the end of a run.
+    public struct Check: Sendable, Equatable, Codable {
+        public let name: String
+        public let passed: Bool
+        public let detail: String
+    }
+
+    /// A distribution of round counts (nearest-rank percentiles).
+    public struct Rounds: Sendable, Equatable, Codable {
+        /// How many samples.
+        public var count = 0
+        public var p50 = 0
+        public var p99 = 0
+        public var p9999 = 0
+        public var max = 0
+
+        /// From a histogram: `weights[r]` samples took `r` rounds.
+        init(histogram weights: [Int]) {
+            count = weights.reduce(0, +)
+            guard count > 0 else { return }
+            func rank(_ p: Double) -> Int {
+                let target = Swift.max(1, Int((p * Double(count)).rounded(.up)))
+                var seen = 0
+                for (r, w) in weights.enumerated() {
+                    seen += w
+                    if seen >= target { return r }
+                }
+                return weights.count - 1
+            }
+            p50 = rank(0.5)
+            p99 = rank(0.99)
+            p9999 = rank(0.9999)
+            max = weights.lastIndex { $0 > 0 } ?? 0
+        }
+    }
+
+    /// Bytes sent, as they cross the wire: message payloads (their real encodings) plus the 7-byte
+    /// DATA frame header each travels in (docs/protocol.md §3, §4.4); TLS records not included.
+    public struct Bytes: Sendable, Equatable, Codable {
+        /// Rounds 1 to the round the last batch reached the last node.
+        public var activeRounds = 0
+        /// Per node per round during those rounds: everything, then replication (summaries,
+        /// batches, receipts) and membership separately.
+        public var activePerNodePerRound = 0.0
+        public var activeReplicationPerNodePerRound = 0.0
+        public var activeMembershipPerNodePerRound = 0.0
+        /// Per node per round once quiescent (`idleRounds`): summaries only, and membership.
+        public var idleRounds = 0
+        public var idlePerNodePerRound = 0.0
+        public var idleReplicationPerNodePerRound = 0.0
+        public var idleMembershipPerNodePerRound = 0.0
+        /// An idle exchange of one share: one summary that nobody needs to answer.
+        public var idlePerShareExchange = 0.0
+        /// Totals over the whole run.
+        public var total = ByKind()
+    }
+
+    /// A figure for each kind of message.
+    public struct ByKind: Sendable, Equatable, Codable {
+        public var membership = 0
+        public var summaries = 0
+        public var batches = 0
+        /// Receipts and countersignatures (retries included).
+        public var receipts = 0
+    }
+
+    /// Messages sent over the whole run, and what became of some of them.
+    public struct Messages: Sendable, Equatable, Codable {
+        public var sent = ByKind()
+        /// Lost by the network (`loss`).
+        public var lost = 0
+        /// Not delivered: the receiver was down or on the other side of the partition.
+        public var unreachable = 0
+        /// Batches that arrived already held (a relay raced another), or ahead of the next expected.
+        public var duplicateBatches = 0
+        public var gapBatches = 0
+        /// Batches refused because the share does not grant their origin what they carry.
+        public var refusedBatches = 0
+    }
+
+    /// The bilateral receipts of the exchanges.
+    public struct Receipts: Sendable, Equatable, Codable {
+        /// Exchanges: a (sender, receiver, round) in which the receiver took batches.
+        public var exchanges = 0
+        /// Held and countersigned on both sides.
+        public var matched = 0
+        /// Of those, how many a crash of either party interrupted (completed after its restart).
+        public var interrupted = 0
+        /// Still open at the end because a party is down.
+        public var open = 0
+        /// On one side only, or never countersigned: what an audit would flag.
+        public var mismatched = 0
+    }
+
+    public struct Result: Sendable, Equatable, Codable {
+        public var config: Config
+        /// Rounds simulated, the idle ones included.
+        public var rounds = 0
+        public var writes = 0
+        /// Writes not made because the writer was down.
+        public var skippedWrites = 0
+        public var batches = 0
+        /// Per write: rounds from the write until every other node held it.
+        public var dissemination = Rounds(histogram: [])
+        /// Per write and node: rounds from the write until that node held it.
+        public var delivery = Rounds(histogram: [])
+        /// Writes that never reached every node.
+        public var undelivered = 0
+        /// The round the last batch reached the last node (nil: never).
+        public var convergedRound: Int?
+        /// The round the partition healed or the last crashed node restarted (nil: neither happened).
+        public var disruptionEndRound: Int?
+        /// Rounds from then until every batch written before it had reached every node.
+        public var catchUpRounds: Int?
+        public var bytes = Bytes()
+        public var messages = Messages()
+        public var receipts = Receipts()
+        /// Ordered pairs of live nodes where the first holds the second dead at the end.
+        public var membershipDeadPairs = 0
+        public var checks: [Check] = []
+
+        public var passed: Bool { checks.allSatisfy(\.passed) }
+    }
+
+    /// Runs the simulation described by `config`.
+    public static func run(_ config: Config) throws(CityMeshError) -> Result {
+        try config.validate()
+        var world = SimulatedFederation(config)
+        return world.run()
+    }
+}
+
+// MARK: - The simulated world
+
+/// The simulator's state: the nodes, the batches written, the network and the measurements.
+struct SimulatedFederation {
+    typealias Config = FederationSimulator.Config
+
+    static let stepsPerRound = 10
+    static let stepNanos: UInt64 = 100_000_000
+    /// A DATA frame's header: length (u32), type (u8), channel (u16).
+    static let frameHeader = 7
+    /// Round 0 is 2026-01-01T00:00:00Z.
+    static let epochMillis: UInt64 = 1_767_225_600_000
+    static let owner = 0
+    static let fields = [
+        Schema.Field(id: 1, name: "station", type: .string, nullable: false),
+        Schema.Field(id: 2, name: "pm25", type: .double, nullable: true),
+        Schema.Field(id: 3, name: "note", type: .string, nullable: true),
+        Schema.Field(id: 4, name: "inspector", type: .string, nullable: true),
+    ]
+    /// The share's view: what members may see.
+    static let view: Set<Int> = [1, 2, 3]
+    /// The one field members may write.
+    static let memberField = 3
+    static let share = "city-0/air"
+    static let dataset = "city-0/air-quality"
+    /// An Ed25519 signature's size: the batches and documents are not signed, but weigh as if they were.
+    static let signature = [UInt8](repeating: 0, count: 64)
+    static let signatureBase64 = String(repeating: "A", count: 86) + "=="
+
+    /// A node. What it keeps in memory is lost in a crash; its store and ledger are durable.
+    struct Node {
+        var up = true
+        var crashes = 0
+        // In memory.
+        var membership: Membership
+        var antiEntropy: AntiEntropy
+        /// Peers last withheld from anti-entropy as not connected (nil: tell it afresh).
+        var excluded: [Int]?
+        /// Peers held dead whose connection the transport re-established.
+        var sessions: Set<Int> = []
+        /// This round's taken batches: sender, origin, seq.
+        var taken: [(sender: Int, origin: Int, seq: UInt64)] = []
+        /// Receipt id → the round it was last sent to its sender.
+        var lastSent: [String: Int] = [:]
+        // The store.
+        var records: [String: RecordState] = [:]
+        /// Per origin: batches 1…held[o] taken, in order.
+        var held: [UInt64]
+        var clock = HybridClock()
+        var seen: [CitySlug: HLC] = [:]
+        // The ledger.
+        var ledgerSize: UInt64 = 0
+        /// Receipts issued as the receiver and not yet countersigned, oldest first.
+        var open: [String] = []
+        /// Receipts issued as the receiver and countersigned.
+        var receipts: Set<String> = []
+        /// Receipts countersigned as the sender.
+        var countersigned: Set<String> = []
+    }
+
+    /// A batch written, as every node that holds it holds it.
+    struct Batch {
+        let body: ChangeBatch
+        let hash: [UInt8]
+        /// The batch message's size on the wire.
+        let wireBytes: Int
+        let round: Int
+        let writes: Int
+        /// Nodes (the origin excepted) that have not taken it.
+        var missing: Int
+        var completed: Int?
+    }
+
+    /// One exchange's receipt and countersignature, as documents.
+    struct Exchange {
+        let sender: Int
+        let receiver: Int
+        let taken: [(origin: Int, seq: UInt64)]
+        let digest: String
+        let receiptBytes: Int
+        var countersignBytes = 0
+        /// Crashes of both parties when it began: a later count means a crash interrupted it.
+        let crashMark: Int
+        var interrupted = false
+    }
+
+    enum Payload {
+        case membership(Membership.Message)
+        case summary(VersionVector, reply: Bool)
+        case batch(origin: Int, seq: UInt64)
+        case receipt(String)
+        case countersign(String)
+    }
+
+    struct Envelope {
+        let from: Int
+        let to: Int
+        let payload: Payload
+    }
+
+    enum Kind: Int, CaseIterable { case membership, summary, batch, receipt }
+
+    struct Write {
+        let round: Int
+        let writer: Int
+        let key: Int
+        let delete: Bool
+        let value: UInt64
+    }
+
+    let config: Config
+    let n: Int
+    let cities: [CitySlug]
+    let index: [CitySlug: Int]
+    let antiEntropyConfig: AntiEntropy.Config
+    var nodes: [Node] = []
+    var chains: [[Batch]]
+    var exchanges: [String: Exchange] = [:]
+    var exchangeOrder: [String] = []
+    var writes: [Write] = []
+    var nextWrite = 0
+    var side: [Int]
+    var victims: [Int] = []
+    var rng: SplitMix64
+    /// Messages in flight, by the step they arrive at.
+    var inFlight: [Int: [Envelope]] = [:]
+    var round = 0
+    var step = 0
+
+    // Measurements.
+    var result: FederationSimulator.Result
+    /// Per round: bytes and messages sent, by kind.
+    var roundBytes: [[Int]] = [[0, 0, 0, 0]]
+    var roundMessages: [[Int]] = [[0, 0, 0, 0]]
+    var deliveryHistogram: [Int] = []
+    var disseminationHistogram: [Int] = []
+    var incomplete = 0
+    var openReceipts = 0
+    var viewViolations = 0
+    var firstViewViolation: String?
+    var orderViolations = 0
+    var firstOrderViolation: String?
+    var firstRefusal: String?
+    var disputes = 0
+
+    init(_ config: Config) {
+        self.config = config
+        n = config.nodes
+        // Always valid slugs: a letter first, then letters, digits and one inner hyphen.
+        cities = (0..<config.nodes).map { try! CitySlug("city-\($0)") }
+        index = Dictionary(uniqueKeysWithValues: cities.enumerated().map { ($1, $0) })
+        antiEntropyConfig = AntiEntropy.Config(fanout: config.fanout, window: config.window)
+        chains = Array(repeating: [], count: config.nodes)
+        rng = SplitMix64(seed: Self.mix(config.seed, 0x5157))
+        result = FederationSimulator.Result(config: config)
+        side = Array(repeating: 0, count: config.nodes)
+        for i in 0..<n {
+            nodes.append(
+                Node(membership: freshMembership(i, restart: 0), antiEntropy: freshAntiEntropy(i, restart: 0, held: [:]),
+                     held: Array(repeating: 0, count: n)))
+        }
+        // Half the members, chosen at random, end up on the far side of the partition.
+        var members = Array(1..<n)
+        members.shuffle(using: &rng)
+        for i in members.prefix(n / 2) { side[i] = 1 }
+        members.shuffle(using: &rng)
+        victims = Array(members.prefix(config.crashes)).sorted()
+        generateWorkload()
+    }
+
+    /// A well-spread 64-bit mix of a seed and a tag (one SplitMix64 step).
+    static func mix(_ seed: UInt64, _ tag: UInt64) -> UInt64 {
+        var g = SplitMix64(seed: seed ^ (tag &* 0x9E37_79B9_7F4A_7C15))
+        return g.next()
+    }
+
+    func freshMembership(_ i: Int, restart: Int) -> Membership {
+        // Every node knows the share's roster (durable), so it starts knowing every party.
+        Membership(me: cities[i], seeds: cities, seed: Self.mix(config.seed, UInt64(restart) << 32 | 0x3E3B))
+    }
+
+    func freshAntiEntropy(_ i: Int, restart: Int, held: VersionVector) -> AntiEntropy {
+        var ae = AntiEntropy(me: cities[i], config: antiEntropyConfig, seed: Self.mix(config.seed, UInt64(i) << 20 | UInt64(restart) << 8 | 0xAE))
+        ae.setParties(share: Self.share, parties: Set(cities), held: held)
+        return ae
+    }
+
+    mutating func generateWorkload() {
+        var w: [Write] = []
+        for _ in 0..<config.writes {
+            let round = 1 + rng.below(config.writeRounds)
+            let byOwner = config.writers == 0 || rng.unit() < config.ownerShare
+            let writer = byOwner ? Self.owner : 1 + rng.below(config.writers)
+            let key = rng.below(config.keys)
+            let delete = byOwner && rng.unit() < config.deleteShare
+            w.append(Write(round: round, writer: writer, key: key, delete: delete, value: rng.next()))
+        }
+        // Stable: writes of one round and writer keep the order they were drawn in.
+        writes = w.enumerated().sorted { a, b in
+            (a.element.round, a.element.writer, a.offset) < (b.element.round, b.element.writer, b.offset)
+        }.map(\.element)
+    }
+
+    // MARK: Running
+
+    /// The first step at which a probe sent at a period's start is overdue.
+    let ackTimeoutStep = Int((Membership.Config().ackTimeout + SimulatedFederation.stepNanos - 1) / SimulatedFederation.stepNanos)
+
+    var partitionEnd: Int { config.partitionAt + config.partition }
+    var restartRound: Int { config.crashAt + config.downFor }
+    var split: Bool { config.partition > 0 && round >= config.partitionAt && round < partitionEnd }
+
+    /// The last round anything is scheduled to happen.
+    var lastEvent: Int {
+        var last = config.writeRounds
+        if config.partition > 0 { last = max(last, partitionEnd) }
+        if config.crashes > 0 { last = max(last, restartRound) }
+        return last
+    }
+
+    mutating func run() -> FederationSimulator.Result {
+        var quietSince: Int?
+        while round < config.maxRounds {
+            round += 1
+            roundBytes.append([0, 0, 0, 0])
+            roundMessages.append([0, 0, 0, 0])
+            applySchedule()
+            refreshConnectivity()
+            for s in 0..<Self.stepsPerRound {
+                step = round * Self.stepsPerRound + s
+                deliver()
+                if s == 0 {
+                    issueReceipts()
+                    resendReceipts()
+                    write()
+                    if !config.faults.contains(.pushOnly) {
+                        for i in 0..<n where nodes[i].up { perform(i, nodes[i].antiEntropy.onTick()) }
+                    }
+                }
+                // Membership has work due only when a period starts and when a probe's ACK is overdue;
+                // ticking it then, rather than every step, changes nothing but the cost.
+                guard s == 0 || s == ackTimeoutStep else { continue }
+                let now = UInt64(step) * Self.stepNanos
+                for i in 0..<n where nodes[i].up {
+                    for case .send(let to, let m) in nodes[i].membership.onTick(now: now) { sendMembership(i, to, m) }
+                }
+            }
+            if let q = quietSince {
+                if round - q >= config.idleRounds { break }
+            } else if round >= lastEvent, incomplete == 0, openReceipts == 0, nextWrite == writes.count {
+                quietSince = round
+                if config.idleRounds == 0 { break }
+            }
+        }
+        return finish(quietSince: quietSince)
+    }
+
+    /// Partition and crashes start and end at round boundaries.
+    mutating func applySchedule() {
+        if config.crashes > 0 && round == config.crashAt {
+            for v in victims { crash(v) }
+        }
+        if config.crashes > 0 && round == restartRound {
+            for v in victims { restart(v) }
+        }
+    }
+
+    mutating func crash(_ i: Int) {
+        nodes[i].up = false
+        nodes[i].crashes += 1
+        nodes[i].taken = []
+        nodes[i].lastSent = [:]
+        for j in nodes[i].sessions.sorted() { nodes[j].sessions.remove(i) }
+        nodes[i].sessions = []
+        if config.faults.contains(.volatileLedger) {
+            openReceipts -= nodes[i].open.count
+            nodes[i].open = []
+            nodes[i].receipts = []
+            nodes[i].countersigned = []
+            nodes[i].ledgerSize = 0
+        }
+    }
+
+    /// A restart: fresh protocol state, from what the store holds.
+    mutating func restart(_ i: Int) {
+        var held: VersionVector = [:]
+        for (o, h) in nodes[i].held.enumerated() where h > 0 { held[cities[o]] = h }
+        nodes[i].membership = freshMembership(i, restart: nodes[i].crashes)
+        nodes[i].antiEntropy = freshAntiEntropy(i, restart: nodes[i].crashes, held: held)
+        nodes[i].excluded = nil
+        nodes[i].up = true
+    }
+
+    func reachable(_ a: Int, _ b: Int) -> Bool {
+        nodes[a].up && nodes[b].up && (!split || side[a] == side[b])
+    }
+
+    /// What each node's shell tells anti-entropy: every party is connected except those its
+    /// membership holds dead, unless the transport has since re-established a connection to one.
+    mutating func refreshConnectivity() {
+        var dead: [[Int]] = Array(repeating: [], count: n)
+        for i in 0..<n where nodes[i].up {
+            nodes[i].sessions = nodes[i].sessions.filter { reachable(i, $0) }
+            dead[i] = nodes[i].membership.cities(.dead).compactMap { index[$0] }.sorted()
+        }
+        if config.redialInterval > 0 {
+            for i in 0..<n where nodes[i].up {
+                for j in dead[i] where !nodes[i].sessions.contains(j) && (round + (i &* 7919 &+ j &* 104_729)) % config.redialInterval == 0 {
+                    guard reachable(i, j) else { continue }
+                    nodes[i].sessions.insert(j)
+                    nodes[j].sessions.insert(i)
+                }
+            }
+        }
+        for i in 0..<n where nodes[i].up {
+            let excluded = dead[i].filter { !nodes[i].sessions.contains($0) }
+            guard excluded != nodes[i].excluded else { continue }
+            nodes[i].excluded = excluded
+            var connected = Set(cities)
+            connected.remove(cities[i])
+            for j in excluded { connected.remove(cities[j]) }
+            nodes[i].antiEntropy.setConnected(connected)
+        }
+    }
+
+    // MARK: The network
+
+    mutating func send(_ from: Int, _ to: Int, _ payload: Payload, kind: Kind, bytes: Int, arrives: Int) {
+        roundBytes[round][kind.rawValue] += bytes
+        roundMessages[round][kind.rawValue] += 1
+        if config.loss > 0 && rng.unit() < config.loss {
+            result.messages.lost += 1
+            return
+        }
+        inFlight[arrives, default: []].append(Envelope(from: from, to: to, payload: payload))
+    }
+
+    /// The first step of the round `delay` rounds from now.
+    var replicationArrival: Int { (round + config.delay) * Self.stepsPerRound }
+
+    mutating func sendMembership(_ from: Int, _ to: CitySlug, _ m: Membership.Message) {
+        guard let j = index[to] else { return }
+        send(from, j, .membership(m), kind: .membership, bytes: m.encoded().count + Self.frameHeader, arrives: step + 1)
+    }
+
+    mutating func deliver() {
+        guard let arriving = inFlight.removeValue(forKey: step) else { return }
+        for e in arriving {
+            guard nodes[e.to].up, !split || side[e.from] == side[e.to] else {
+                result.messages.unreachable += 1
+                continue
+            }
+            switch e.payload {
+            case .membership(let m):
+                let now = UInt64(step) * Self.stepNanos
+                for case .send(let to, let reply) in nodes[e.to].membership.onMessage(from: cities[e.from], m, now: now) {
+                    sendMembership(e.to, to, reply)
+                }
+            case .summary(let vector, let reply):
+                perform(e.to, nodes[e.to].antiEntropy.onSummary(from: cities[e.from], share: Self.share, vector: vector, reply: reply))
+            case .batch(let origin, let seq):
+                receiveBatch(at: e.to, from: e.from, origin: origin, seq: seq)
+            case .receipt(let id):
+                receiveReceipt(at: e.to, id)
+            case .countersign(let id):
+                receiveCountersign(at: e.to, id)
+            }
+        }
+    }
+
+    /// Performs a node's anti-entropy directives.
+    mutating func perform(_ i: Int, _ directives: [AntiEntropy.Directive]) {
+        for d in directives {
+            switch d {
+            case .summary(let to, let share, let vector, let reply):
+                guard let j = index[to] else { continue }
+                let bytes = ReplicationWire.encode(.summary(share: share, vector: vector, reply: reply)).count + Self.frameHeader
+                send(i, j, .summary(vector, reply: reply), kind: .summary, bytes: bytes, arrives: replicationArrival)
+            case .send(let to, _, let origin, let seqs):
+                guard let j = index[to], let o = index[origin] else { continue }
+                for seq in seqs {
+                    send(i, j, .batch(origin: o, seq: seq), kind: .batch, bytes: chains[o][Int(seq) - 1].wireBytes, arrives: replicationArrival)
+                }
+            }
+        }
+    }
+
+    // MARK: Writing
+
+    /// This round's writes, each writer's cut into one batch.
+    mutating func write() {
+        var start = nextWrite
+        while start < writes.count, writes[start].round == round {
+            var end = start
+            while end < writes.count, writes[end].round == round, writes[end].writer == writes[start].writer { end += 1 }
+            commit(writes[start..<end])
+            start = end
+        }
+        nextWrite = start
+    }
+
+    mutating func commit(_ batch: ArraySlice<Write>) {
+        guard let w = batch.first?.writer else { return }
+        guard nodes[w].up else {
+            result.skippedWrites += batch.count
+            return
+        }
+        let city = cities[w]
+        var records: [String: RecordState] = [:]
+        for x in batch {
+            let hlc = nodes[w].clock.tick(physicalMillis: Self.epochMillis + UInt64(round) * 1000)
+            let stamp = Stamp(hlc: hlc, city: city)
+            let key = "station-\(x.key)"
+            let change: RecordState
+            if x.delete {
+                change = .deletion(at: stamp)
+            } else if w == Self.owner {
+                change = RecordState(sortedCells: [
+                    Cell(field: 1, value: .string(key), stamp: stamp),
+                    Cell(field: 2, value: .double(Double(x.value % 5000) / 10), stamp: stamp),
+                    Cell(field: 3, value: .string("checked \(x.value % 1000)"), stamp: stamp),
+                    Cell(field: 4, value: .string("inspector \(x.value % 100)"), stamp: stamp),
+                ])
+            } else {
+                change = RecordState(sortedCells: [Cell(field: Self.memberField, value: .string("\(city) saw \(x.value % 1000)"), stamp: stamp)])
+            }
+            nodes[w].records[key, default: RecordState()].merge(change)
+            nodes[w].seen[city] = hlc
+            let sent = w == Self.owner && !config.faults.contains(.leakyOwner) ? Self.project(change, to: Self.view) : change
+            records[key, default: RecordState()].merge(sent)
+        }
+        let seq = nodes[w].held[w] + 1
+        let used = Set(records.values.flatMap { $0.cells.map(\.field) })
+        let body = ChangeBatch(
+            share: Self.share, dataset: Self.dataset, origin: city, seq: seq,
+            prev: seq == 1 ? ChangeBatch.zeroHash : chains[w][Int(seq) - 2].hash,
+            fields: Self.fields.filter { used.contains($0.id) }, seen: nodes[w].seen,
+            records: records.keys.sorted().map { ChangeBatch.Record(key: $0, state: records[$0] ?? RecordState()) })
+        let signed = SignedBatch(body: body.encoded(), algorithm: 1, signature: Self.signature)
+        let wire = ReplicationWire.encode(.batch(share: Self.share, bytes: signed.bytes)).count + Self.frameHeader
+        chains[w].append(Batch(body: body, hash: signed.hash, wireBytes: wire, round: round, writes: batch.count, missing: n - 1))
+        incomplete += 1
+        result.writes += batch.count
+        result.batches += 1
+        nodes[w].held[w] = seq
+        perform(w, nodes[w].antiEntropy.accepted(share: Self.share, origin: city, seq: seq, from: city))
+    }
+
+    /// `state` with only the cells of `fields`.
+    static func project(_ state: RecordState, to fields: Set<Int>) -> RecordState {
+        RecordState(sortedCells: state.cells.filter { fields.contains($0.field) }, tombstone: state.tombstone)
+    }
+
+    // MARK: Receiving batches
+
+    mutating func receiveBatch(at i: Int, from sender: Int, origin o: Int, seq: UInt64) {
+        switch nodes[i].antiEntropy.onBatch(share: Self.share, origin: cities[o], seq: seq, from: cities[sender]) {
+        case .take:
+            take(at: i, from: sender, origin: o, seq: seq)
+        case .duplicate:
+            result.messages.duplicateBatches += 1
+        case .gap:
+            result.messages.gapBatches += 1
+            if config.faults.contains(.takeGaps) { take(at: i, from: sender, origin: o, seq: seq) }
+        case .notParty:
+            break
+        }
+    }
+
+    /// Why the share does not let `origin` send this batch (nil: it does). Only the owner writes
+    /// the view's fields and deletes; a member writes only its one field; every cell is the origin's own.
+    func refusal(_ body: ChangeBatch, origin o: Int) -> String? {
+        let allowed: Set<Int> = o == Self.owner ? Self.view : [Self.memberField]
+        for r in body.records {
+            if r.state.tombstone != nil && o != Self.owner { return "\(cities[o]) deleted \(r.key), which only the owner may" }
+            for c in r.state.cells {
+                if c.stamp.city != cities[o] { return "\(cities[o])'s batch \(body.seq) carries a cell of \(c.stamp.city)" }
+                if !allowed.contains(c.field) { return "\(cities[o])'s batch \(body.seq) carries field \(c.field), which the share does not grant it" }
+            }
+        }
+        return nil
+    }
+
+    mutating func take(at i: Int, from sender: Int, origin o: Int, seq: UInt64) {
+        let batch = chains[o][Int(seq) - 1]
+        if !config.faults.contains(.lenientReceivers), let why = refusal(batch.body, origin: o) {
+            result.messages.refusedBatches += 1
+            if firstRefusal == nil { firstRefusal = "\(cities[i]) refused: \(why)" }
+            return
+        }
+        // The chain: the next number, naming the hash of the last batch held.
+        let holding = nodes[i].held[o]
+        let last = holding == 0 ? ChangeBatch.zeroHash : chains[o][Int(holding) - 1].hash
+        if seq != holding + 1 || batch.body.prev != last {
+            orderViolations += 1
+            if firstOrderViolation == nil { firstOrderViolation = "\(cities[i]) took \(cities[o])'s batch \(seq) holding up to \(holding)" }
+        }
+        for r in batch.body.records {
+            if i != Self.owner {
+                for c in r.state.cells where !Self.view.contains(c.field) {
+                    viewViolations += 1
+                    if firstViewViolation == nil { firstViewViolation = "\(cities[i]) holds field \(c.field) of \(r.key), from \(cities[o])" }
+                }
+            }
+            nodes[i].records[r.key, default: RecordState()].merge(r.state)
+            for c in r.state.cells where (nodes[i].seen[c.stamp.city] ?? .zero) < c.stamp.hlc {
+                nodes[i].seen[c.stamp.city] = c.stamp.hlc
+                nodes[i].clock.observe(c.stamp.hlc)
+            }
+            if let t = r.state.tombstone { nodes[i].clock.observe(t.hlc) }
+        }
+        nodes[i].held[o] = max(holding, seq)
+        nodes[i].taken.append((sender, o, seq))
+        // Measurements.
+        let rounds = round - batch.round
+        Self.add(batch.writes, at: rounds, to: &deliveryHistogram)
+        chains[o][Int(seq) - 1].missing -= 1
+        if chains[o][Int(seq) - 1].missing == 0 {
+            chains[o][Int(seq) - 1].completed = round
+            incomplete -= 1
+            Self.add(batch.writes, at: rounds, to: &disseminationHistogram)
+        }
+        perform(i, nodes[i].antiEntropy.accepted(share: Self.share, origin: cities[o], seq: seq, from: cities[sender]))
+    }
+
+    static func add(_ weight: Int, at bucket: Int, to histogram: inout [Int]) {
+        if histogram.count <= bucket { histogram.append(contentsOf: repeatElement(0, count: bucket + 1 - histogram.count)) }
+        histogram[bucket] += weight
+    }
+
+    // MARK: Receipts
+
+    /// At the end of a round's deliveries, the receiver of each exchange signs a receipt for what
+    /// it took and sends it to the sender (docs: ``ExchangeReceipt``).
+    mutating func issueReceipts() {
+        for i in 0..<n where nodes[i].up && !nodes[i].taken.isEmpty {
+            var bySender: [Int: [(origin: Int, seq: UInt64)]] = [:]
+            for t in nodes[i].taken { bySender[t.sender, default: []].append((t.origin, t.seq)) }
+            nodes[i].taken = []
+            for s in bySender.keys.sorted() {
+                let taken = bySender[s] ?? []
+                let hashes = taken.map { chains[$0.origin][Int($0.seq) - 1].hash }
+                let receipt = ExchangeReceipt(
+                    share: Self.share, sender: cities[s], receiver: cities[i],
+                    batches: ExchangeReceipt.runs(taken.map { (origin: cities[$0.origin], seq: $0.seq) }),
+                    records: taken.reduce(0) { $0 + chains[$1.origin][Int($1.seq) - 1].body.records.count },
+                    batchesSHA256: ExchangeReceipt.digest(hashes), receiverLedgerSize: nodes[i].ledgerSize, at: timestamp())
+                let (id, bytes) = Self.document(receipt, signer: cities[i])
+                exchanges[id] = Exchange(
+                    sender: s, receiver: i, taken: taken, digest: receipt.batchesSHA256, receiptBytes: bytes,
+                    crashMark: nodes[s].crashes + nodes[i].crashes)
+                exchangeOrder.append(id)
+                nodes[i].open.append(id)
+                openReceipts += 1
+                sendReceipt(from: i, id)
+            }
+        }
+    }
+
+    /// Open receipts go again until countersigned: a receipt or its answer may be lost, or a party down.
+    mutating func resendReceipts() {
+        let retry = 2 * config.delay + 1
+        for i in 0..<n where nodes[i].up {
+            for id in nodes[i].open where round - (nodes[i].lastSent[id] ?? Int.min / 2) >= retry { sendReceipt(from: i, id) }
+        }
+    }
+
+    mutating func sendReceipt(from i: Int, _ id: String) {
+        guard let x = exchanges[id] else { return }
+        nodes[i].lastSent[id] = round
+        send(i, x.sender, .receipt(id), kind: .receipt, bytes: x.receiptBytes, arrives: replicationArrival)
+    }
+
+    /// The sender checks the receipt against the batches it holds, countersigns it once, and
+    /// answers every copy with its countersignature.
+    mutating func receiveReceipt(at s: Int, _ id: String) {
+        guard var x = exchanges[id], x.sender == s else { return }
+        if !nodes[s].countersigned.contains(id) {
+            let holds = x.taken.allSatisfy { nodes[s].held[$0.origin] >= $0.seq }
+            guard holds, ExchangeReceipt.digest(x.taken.map { chains[$0.origin][Int($0.seq) - 1].hash }) == x.digest else {
+                disputes += 1
+                return
+            }
+            let countersign = ReceiptCountersign(receipt: id, sender: cities[s], senderLedgerSize: nodes[s].ledgerSize, at: timestamp())
+            x.countersignBytes = Self.document(countersign, signer: cities[s]).bytes
+            exchanges[id] = x
+            nodes[s].countersigned.insert(id)
+            nodes[s].ledgerSize += 1
+        }
+        send(s, x.receiver, .countersign(id), kind: .receipt, bytes: x.countersignBytes, arrives: replicationArrival)
+    }
+
+    mutating func receiveCountersign(at r: Int, _ id: String) {
+        guard let k = nodes[r].open.firstIndex(of: id), var x = exchanges[id] else { return }
+        nodes[r].open.remove(at: k)
+        nodes[r].lastSent[id] = nil
+        nodes[r].receipts.insert(id)
+        nodes[r].ledgerSize += 1
+        openReceipts -= 1
+        if nodes[x.sender].crashes + nodes[x.receiver].crashes != x.crashMark {
+            x.interrupted = true
+            exchanges[id] = x
+        }
+    }
+
+    func timestamp() -> String { RFC3339.format(microseconds: Int64(Self.epochMillis + UInt64(round) * 1000) * 1000) }
+
+    /// A document as it would travel signed (channel 5, `document`): its id and its size on the wire.
+    static func document<T: Encodable>(_ document: T, signer: CitySlug) -> (id: String, bytes: Int) {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        // Encoding plain structs of strings and integers cannot fail.
+        let body = String(decoding: (try? encoder.encode(document)) ?? Data(), as: UTF8.self)
+        let signed = Agreement.Signed(body: body, signer: signer.rawValue, algorithm: "ed25519", signature: signatureBase64)
+        let json = Array((try? encoder.encode(signed)) ?? Data())
+        return (signed.id, ReplicationWire.encode(.document(json: json)).count + frameHeader)
+    }
+
+    // MARK: The end
+
+    mutating func finish(quietSince: Int?) -> FederationSimulator.Result {
+        var r = result
+        r.rounds = round
+        r.dissemination = FederationSimulator.Rounds(histogram: disseminationHistogram)
+        r.delivery = FederationSimulator.Rounds(histogram: deliveryHistogram)
+        let all = chains.joined()
+        r.undelivered = all.filter { $0.completed == nil }.reduce(0) { $0 + $1.writes }
+        if incomplete == 0 { r.convergedRound = all.compactMap(\.completed).max() ?? 0 }
+        var ends: [Int] = []
+        if config.partition > 0 { ends.append(partitionEnd) }
+        if config.crashes > 0 { ends.append(restartRound) }
+        if let end = ends.max(), end <= round {
+            r.disruptionEndRound = end
+            let before = all.filter { $0.round < end }
+            if before.allSatisfy({ $0.completed != nil }) {
+                r.catchUpRounds = max(0, (before.compactMap(\.completed).max() ?? 0) - end)
+            }
+        }
+        r.bytes = measureBytes(active: r.convergedRound ?? 0, quietSince: quietSince)
+        r.messages.sent = byKind { k in roundMessages.reduce(0) { $0 + $1[k.rawValue] } }
+        r.receipts = auditReceipts()
+        for i in 0..<n where nodes[i].up {
+            r.membershipDeadPairs += nodes[i].membership.cities(.dead).compactMap { index[$0] }.filter { nodes[$0].up }.count
+        }
+        r.checks = [convergenceCheck(r), viewCheck(), receiptCheck(r.receipts), orderCheck()]
+        return r
+    }
+
+    func byKind(_ figure: (Kind) -> Int) -> FederationSimulator.ByKind {
+        .init(membership: figure(.membership), summaries: figure(.summary), batches: figure(.batch), receipts: figure(.receipt))
+    }
+
+    func measureBytes(active: Int, quietSince: Int?) -> FederationSimulator.Bytes {
+        var b = FederationSimulator.Bytes()
+        func sum(_ rounds: ClosedRange<Int>, _ kinds: [Kind]) -> Int {
+            rounds.reduce(0) { total, r in total + kinds.reduce(0) { $0 + roundBytes[r][$1.rawValue] } }
+        }
+        let replication: [Kind] = [.summary, .batch, .receipt]
+        if active > 0 {
+            let per = Double(n * active)
+            b.activeRounds = active
+            b.activePerNodePerRound = Double(sum(1...active, Kind.allCases)) / per
+            b.activeReplicationPerNodePerRound = Double(sum(1...active, replication)) / per
+            b.activeMembershipPerNodePerRound = Double(sum(1...active, [.membership])) / per
+        }
+        if let q = quietSince, round > q {
+            let idle = (q + 1)...round
+            let per = Double(n * idle.count)
+            b.idleRounds = idle.count
+            b.idlePerNodePerRound = Double(sum(idle, Kind.allCases)) / per
+            b.idleReplicationPerNodePerRound = Double(sum(idle, replication)) / per
+            b.idleMembershipPerNodePerRound = Double(sum(idle, [.membership])) / per
+            let summaries = idle.reduce(0) { $0 + roundMessages[$1][Kind.summary.rawValue] }
+            if summaries > 0 { b.idlePerShareExchange = Double(sum(idle, [.summary])) / Double(summaries) }
+        }
+        b.total = byKind { sum(0...round, [$0]) }
+        return b
+    }
+
+    func auditReceipts() -> FederationSimulator.Receipts {
+        var out = FederationSimulator.Receipts()
+        out.exchanges = exchangeOrder.count
+        for id in exchangeOrder {
+            guard let x = exchanges[id] else { continue }
+            let receiverHolds = nodes[x.receiver].receipts.contains(id)
+            let senderHolds = nodes[x.sender].countersigned.contains(id)
+            if receiverHolds && senderHolds {
+                out.matched += 1
+                if x.interrupted { out.interrupted += 1 }
+            } else if !nodes[x.receiver].up || !nodes[x.sender].up {
+                out.open += 1
+            } else {
+                out.mismatched += 1
+            }
+        }
+        return out
+    }
+
+    func firstMismatch() -> String? {
+        for id in exchangeOrder {
+            guard let x = exchanges[id], nodes[x.receiver].up, nodes[x.sender].up else { continue }
+            let receiverHolds = nodes[x.receiver].receipts.contains(id)
+            let senderHolds = nodes[x.sender].countersigned.contains(id)
+            let what = "receipt \(id.prefix(12)) (\(cities[x.sender]) → \(cities[x.receiver]))"
+            if senderHolds && !receiverHolds { return "\(what) is countersigned in \(cities[x.sender])'s ledger but missing from \(cities[x.receiver])'s" }
+            if !senderHolds { return "\(what) was never countersigned by \(cities[x.sender])" }
+        }
+        return nil
+    }
+
+    func convergenceCheck(_ r: FederationSimulator.Result) -> FederationSimulator.Check {
+        let live = (0..<n).filter { nodes[$0].up }
+        // The owner's records as members must hold them: its private field left out.
+        func visible(_ i: Int) -> [String: RecordState] {
+            i == Self.owner ? nodes[i].records.mapValues { Self.project($0, to: Self.view) } : nodes[i].records
+        }
+        let reference = visible(Self.owner)
+        var differing: [String] = []
+        for i in live where i != Self.owner {
+            let mine = nodes[i].records
+            guard mine != reference else { continue }
+            let keys = Set(mine.keys).union(reference.keys)
+            let wrong = keys.filter { mine[$0] != reference[$0] }.count
+            differing.append("\(cities[i]) (\(wrong) records)")
+        }
+        let passed = differing.isEmpty && r.undelivered == 0
+        let detail: String
+        if passed {
+            detail = "\(live.count) live nodes hold identical states of \(reference.count) records; every batch reached every node"
+        } else if differing.isEmpty {
+            detail = "\(r.undelivered) writes never reached every node"
+        } else {
+            let listed = differing.prefix(3).joined(separator: ", ") + (differing.count > 3 ? ", …" : "")
+            detail = "\(differing.count) of \(live.count) live nodes differ from the owner's view: \(listed)"
+                + (r.undelivered > 0 ? "; \(r.undelivered) writes never reached every node" : "")
+                + (firstRefusal.map { "; \($0)" } ?? "")
+        }
+        return .init(name: "convergence", passed: passed, detail: detail)
+    }
+
+    func viewCheck() -> FederationSimulator.Check {
+        // Also what the nodes hold now, in case a cell arrived some way the merge hook did not see.
+        var held = 0
+        for i in 0..<n where i != Self.owner {
+            for s in nodes[i].records.values { held += s.cells.filter { !Self.view.contains($0.field) }.count }
+        }
+        let passed = viewViolations == 0 && held == 0
+        let detail = passed
+            ? "no node but the owner ever held a cell outside the view (fields \(Self.view.sorted().map(String.init).joined(separator: ","))); \(result.messages.refusedBatches) batches refused by receivers"
+            : "\(viewViolations) cells outside the view merged by members, \(held) held at the end: \(firstViewViolation ?? "")"
+        return .init(name: "view confinement", passed: passed, detail: detail)
+    }
+
+    func receiptCheck(_ x: FederationSimulator.Receipts) -> FederationSimulator.Check {
+        let passed = x.mismatched == 0 && disputes == 0
+        var detail = passed
+            ? "\(x.matched) exchanges receipted and countersigned on both sides"
+            : "\(x.mismatched) of \(x.exchanges) exchanges not matched on both sides: \(firstMismatch() ?? "")"
+        if disputes > 0 { detail += "; \(disputes) receipts disputed by their sender" }
+        if x.interrupted > 0 { detail += " (\(x.interrupted) interrupted by a crash, completed after the restart)" }
+        if x.open > 0 { detail += " (\(x.open) still open: a party is down)" }
+        return .init(name: "receipts", passed: passed, detail: detail)
+    }
+
+    func orderCheck() -> FederationSimulator.Check {
+        let takes = chains.joined().reduce(0) { $0 + (n - 1 - $1.missing) }
+        return .init(
+            name: "batch order", passed: orderViolations == 0,
+            detail: orderViolations == 0
+                ? "\(takes) batches taken, each the next of its origin's chain"
+                : "\(orderViolations) batches taken out of order: \(firstOrderViolation ?? "")")
+    }
+}
+
+extension SplitMix64 {
+    /// Uniform in [0, 1).
+    mutating func unit() -> Double { Double(next() >> 11) / Double(UInt64(1) << 53) }
+
+    /// Uniform in 0..<bound (bound > 0).
+    mutating func below(_ bound: Int) -> Int { Int(next() % UInt64(bound)) }
+}

@@ -1,0 +1,161 @@
+import ArgumentParser
+import CityMeshCore
+import Foundation
+
+extension FederationSimulator.Fault: ExpressibleByArgument {}
+
+struct Simulate: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "simulate",
+        abstract: "Simulate a whole federation replicating one share: rounds to converge, bytes, invariants.",
+        discussion: """
+            Examples:
+              citymesh simulate --nodes 200 --loss 0.1 --partition 30s --crash 5 --seed 7
+              citymesh simulate --nodes 1000 --writes 200 --loss 0.1 --json
+              citymesh simulate --nodes 30 --fault leaky-owner --fault lenient-receivers
+
+            Runs the real membership and anti-entropy state machines of every node
+            on a fake clock and a fake network, in memory: no node directory, files
+            or sockets. One round is one second of simulated time (one anti-entropy
+            tick, one membership probe period); a replication message takes --delay
+            rounds to arrive. city-0 owns the dataset; every other node is a member
+            of its share, which shows fields 1-3 and lets members write field 3;
+            field 4 is the owner's alone.
+
+            Durations take a unit: 30s, 2m, 1h, or a plain number of seconds. The
+            same options and seed always give the same result. Exits 1 if an
+            invariant fails. --fault plants a defect in every node, to watch an
+            invariant catch it. docs/simulator.md explains the model and the output.
+            """)
+
+    @Option(help: "Nodes in the federation (2-2000); city-0 owns the share.") var nodes = 200
+    @Option(help: "Probability that any one message is lost, e.g. 0.1.") var loss = 0.0
+    @Option(help: ArgumentHelp("Split the federation in two for this long (0: never).", valueName: "duration")) var partition = "0"
+    @Option(name: .customLong("partition-at"), help: ArgumentHelp("When the partition starts.", valueName: "duration")) var partitionAt = "10s"
+    @Option(help: "Members that crash (losing their in-memory state, keeping their store) and restart.") var crash = 0
+    @Option(name: .customLong("crash-at"), help: ArgumentHelp("When they crash.", valueName: "duration")) var crashAt = "20s"
+    @Option(help: ArgumentHelp("How long they stay down.", valueName: "duration")) var down = "30s"
+    @Option(help: "Seed of every random choice.") var seed: UInt64 = 1
+    @Option(help: "Writes to make, by the owner (all fields) and the member writers (field 3).") var writes = 500
+    @Option(name: .customLong("write-for"), help: ArgumentHelp("Spread the writes over this long.", valueName: "duration")) var writeFor = "60s"
+    @Option(help: "Records the writes go to.") var keys = 100
+    @Option(help: "Members that write besides the owner (0: only the owner writes).") var writers = 5
+    @Option(help: "Give up after this many rounds.") var rounds = 2000
+    @Option(help: ArgumentHelp("How long to measure the idle cost once everything converged.", valueName: "duration")) var idle = "10s"
+    @Option(help: "Rounds a replication message takes to arrive (1-10).") var delay = 1
+    @Option(help: "Anti-entropy fanout: peers a fresh batch is pushed to and summaries sent per tick.") var fanout = AntiEntropy.Config().fanout
+    @Option(help: "Anti-entropy window: batches per origin in one answer.") var window = AntiEntropy.Config().window
+    @Option(help: ArgumentHelp("How often the transport redials a peer held dead (0: never).", valueName: "duration")) var redial = "30s"
+    @Option(name: .customLong("fault"), help: "Plant a defect: \(FederationSimulator.Fault.allCases.map(\.rawValue).joined(separator: ", ")).")
+    var faults: [FederationSimulator.Fault] = []
+    @OptionGroup var output: OutputOptions
+
+    func validate() throws {
+        do { _ = try config() } catch let e as CityMeshError { throw ValidationError(e.message) }
+    }
+
+    /// The simulator's config from the options.
+    func config() throws -> FederationSimulator.Config {
+        var c = FederationSimulator.Config()
+        c.nodes = nodes
+        c.seed = seed
+        c.loss = loss
+        c.delay = delay
+        c.partition = try Self.seconds(partition, "--partition")
+        c.partitionAt = try Self.seconds(partitionAt, "--partition-at")
+        c.crashes = crash
+        c.crashAt = try Self.seconds(crashAt, "--crash-at")
+        c.downFor = try Self.seconds(down, "--down")
+        c.writes = writes
+        c.writeRounds = try Self.seconds(writeFor, "--write-for")
+        c.keys = keys
+        c.writers = writers
+        if writers == 0 { c.ownerShare = 1 }
+        c.maxRounds = rounds
+        c.idleRounds = try Self.seconds(idle, "--idle")
+        c.fanout = fanout
+        c.window = window
+        c.redialInterval = try Self.seconds(redial, "--redial")
+        c.faults = faults
+        try c.validate()
+        return c
+    }
+
+    /// Whole seconds from `30s`, `2m`, `1h` or a plain `30`.
+    static func seconds(_ text: String, _ option: String) throws -> Int {
+        let units: [Character: Int] = ["s": 1, "m": 60, "h": 3600]
+        var digits = Substring(text)
+        var unit = 1
+        if let last = text.last, let u = units[last] {
+            digits = digits.dropLast()
+            unit = u
+        }
+        guard !digits.isEmpty, digits.allSatisfy(\.isASCII), let n = Int(digits), n >= 0, n <= 1_000_000 / unit else {
+            throw ValidationError("\(option) '\(text)' is not a duration: write whole seconds or minutes such as 30s, 2m or 90")
+        }
+        return n * unit
+    }
+
+    func run() throws {
+        let config = try config()
+        let result = try FederationSimulator.run(config)
+        if output.json {
+            struct Out: Encodable {
+                let passed: Bool
+                let result: FederationSimulator.Result
+            }
+            try printJSON(Out(passed: result.passed, result: result))
+        } else {
+            print(Self.report(result))
+        }
+        if !result.passed { throw ExitCode(1) }
+    }
+
+    /// The human-readable report.
+    static func report(_ r: FederationSimulator.Result) -> String {
+        let c = r.config
+        func num(_ n: Int) -> String { Terminal.number(n) }
+        func bytes(_ d: Double) -> String { Terminal.number(Int(d.rounded())) }
+        var faults: [String] = []
+        if c.loss > 0 { faults.append(String(format: "loss %g%%", c.loss * 100)) }
+        if c.partition > 0 { faults.append("partition \(c.partition) s from \(c.partitionAt) s") }
+        if c.crashes > 0 { faults.append("\(c.crashes) members down \(c.crashAt)-\(c.crashAt + c.downFor) s") }
+        if !c.faults.isEmpty { faults.append("defects: " + c.faults.map(\.rawValue).joined(separator: ", ")) }
+        var lines: [String] = []
+        lines.append("simulated \(num(c.nodes)) nodes for \(num(r.rounds)) rounds (seed \(c.seed), fanout \(c.fanout), window \(c.window))"
+            + (faults.isEmpty ? "; no faults" : "; " + faults.joined(separator: ", ")))
+        lines.append("  workload       \(num(r.writes)) writes in \(num(r.batches)) batches over \(c.writeRounds) s, \(num(c.keys)) records, owner + \(c.writers) member writers"
+            + (r.skippedWrites > 0 ? " (\(num(r.skippedWrites)) skipped: writer down)" : ""))
+        let d = r.dissemination, e = r.delivery
+        lines.append("  dissemination  rounds until a write reached every node: p50 \(d.p50), p99 \(d.p99), max \(d.max)"
+            + (r.undelivered > 0 ? "; \(num(r.undelivered)) writes never did" : ""))
+        lines.append("                 rounds until it reached each node: p50 \(e.p50), p99 \(e.p99), p99.99 \(e.p9999), max \(e.max)")
+        if let converged = r.convergedRound {
+            var line = "  convergence    every batch at every node by round \(converged)"
+            if let end = r.disruptionEndRound {
+                line += r.catchUpRounds.map { "; caught up \($0) rounds after the disruption ended (round \(end))" } ?? "; never caught up after round \(end)"
+            }
+            lines.append(line)
+        } else {
+            lines.append("  convergence    NOT reached within \(num(c.maxRounds)) rounds")
+        }
+        let b = r.bytes
+        lines.append("  bytes          active: \(bytes(b.activePerNodePerRound)) per node per round (replication \(bytes(b.activeReplicationPerNodePerRound)), membership \(bytes(b.activeMembershipPerNodePerRound))) over \(b.activeRounds) rounds")
+        if b.idleRounds > 0 {
+            lines.append("                 idle:   \(bytes(b.idlePerNodePerRound)) per node per round (summaries \(bytes(b.idleReplicationPerNodePerRound)), membership \(bytes(b.idleMembershipPerNodePerRound))); \(bytes(b.idlePerShareExchange)) per share per exchange")
+        }
+        let m = r.messages
+        lines.append("  messages       membership \(num(m.sent.membership)), summaries \(num(m.sent.summaries)), batches \(num(m.sent.batches)) (\(num(m.duplicateBatches)) duplicates, \(num(m.gapBatches)) ahead of a gap, \(num(m.refusedBatches)) refused), receipts \(num(m.sent.receipts)); lost \(num(m.lost)), unreachable \(num(m.unreachable))")
+        let x = r.receipts
+        lines.append("  receipts       \(num(x.exchanges)) exchanges: \(num(x.matched)) matched on both sides, \(num(x.interrupted)) of them interrupted by a crash; \(num(x.open)) open, \(num(x.mismatched)) mismatched")
+        if r.membershipDeadPairs > 0 {
+            lines.append("  membership     ⚠ \(num(r.membershipDeadPairs)) ordered pairs of live nodes still hold the other dead (SWIM takes a death back only when the node hears of it and refutes)")
+        }
+        lines.append("invariants")
+        let width = r.checks.map(\.name.count).max() ?? 0
+        for check in r.checks {
+            lines.append("  \(check.passed ? "✓" : "✗") \(check.name.padding(toLength: width, withPad: " ", startingAt: 0))  \(check.detail)")
+        }
+        return lines.joined(separator: "\n")
+    }
+}

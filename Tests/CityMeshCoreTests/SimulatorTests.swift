@@ -1,0 +1,179 @@
+import Foundation
+import Testing
+@testable import CityMeshCore
+
+/// The federation simulator: the real membership and anti-entropy machines of every node under
+/// loss, a partition and crashes. Its invariants must hold, its runs must replay exactly, and each
+/// invariant must catch the defect planted to break it.
+@Suite("Federation simulator")
+struct SimulatorTests {
+    typealias Config = FederationSimulator.Config
+
+    /// A small federation under every kind of trouble at once.
+    static func troubled(seed: UInt64, nodes: Int = 20) -> Config {
+        var c = Config()
+        c.nodes = nodes
+        c.seed = seed
+        c.loss = 0.1
+        c.partitionAt = 10
+        c.partition = 25
+        c.crashes = 3
+        c.crashAt = 15
+        c.downFor = 30
+        c.writes = 150
+        c.writeRounds = 50
+        c.keys = 30
+        c.writers = 4
+        return c
+    }
+
+    static func check(_ r: FederationSimulator.Result, _ name: String) -> FederationSimulator.Check? {
+        r.checks.first { $0.name == name }
+    }
+
+    /// The troubled federation with `faults` planted; runs that cannot converge stop at `maxRounds`.
+    static func run(_ faults: [FederationSimulator.Fault], seed: UInt64, maxRounds: Int = 200) throws -> FederationSimulator.Result {
+        var c = troubled(seed: seed)
+        c.faults = faults
+        c.maxRounds = maxRounds
+        return try FederationSimulator.run(c)
+    }
+
+    @Test("with 10% loss, a partition and three crashes, every invariant holds", arguments: [1, 2, 3, 4] as [UInt64])
+    func invariantsHold(seed: UInt64) throws {
+        let r = try FederationSimulator.run(Self.troubled(seed: seed))
+        #expect(r.checks.map(\.name) == ["convergence", "view confinement", "receipts", "batch order"])
+        for c in r.checks { #expect(c.passed, "\(c.name): \(c.detail)") }
+        #expect(r.writes + r.skippedWrites == 150)
+        #expect(r.undelivered == 0)
+        #expect(r.convergedRound != nil)
+        #expect(r.disruptionEndRound == 45)
+        #expect(r.catchUpRounds != nil)
+        #expect(r.messages.lost > 0 && r.messages.unreachable > 0, "the trouble really happened")
+        #expect(r.receipts.exchanges > 0 && r.receipts.matched == r.receipts.exchanges)
+        #expect(r.bytes.idleRounds == 10 && r.bytes.idlePerShareExchange > 0)
+        // Everything written before the trouble ended reached everyone a bounded time after it.
+        #expect((r.catchUpRounds ?? .max) <= 40)
+    }
+
+    @Test("a partition longer than the suspicion timeout heals through redials; crashed nodes catch up")
+    func longPartition() throws {
+        var c = Self.troubled(seed: 11, nodes: 16)
+        c.partition = 60
+        c.crashAt = 70
+        c.downFor = 40
+        c.writeRounds = 90
+        let r = try FederationSimulator.run(c)
+        for x in r.checks { #expect(x.passed, "\(x.name): \(x.detail)") }
+        #expect(r.receipts.open == 0)
+    }
+
+    /// A finding, pinned: SWIM takes a death back only if the node declared dead hears of it and
+    /// refutes, and after a partition that rumour never crosses (nobody probes the dead). Only the
+    /// transport's redials reconnect the halves. When `Membership` learns to take deaths back
+    /// (Lifeguard's buddy system, or state exchange with dead members), expect this to converge.
+    @Test("without redials, a partition longer than the suspicion timeout never heals")
+    func partitionWithoutRedial() throws {
+        var c = Self.troubled(seed: 11, nodes: 16)
+        c.partition = 60
+        c.crashes = 0
+        c.redialInterval = 0
+        c.maxRounds = 150
+        let r = try FederationSimulator.run(c)
+        #expect(Self.check(r, "convergence")?.passed == false)
+        #expect(r.membershipDeadPairs == 2 * 8 * 8, "every pair across the old partition, both ways")
+    }
+
+    @Test("the same config and seed give a byte-identical result; another seed does not")
+    func deterministic() throws {
+        let c = Self.troubled(seed: 5, nodes: 15)
+        let a = try FederationSimulator.run(c)
+        let b = try FederationSimulator.run(c)
+        #expect(a == b)
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        #expect(try encoder.encode(a) == encoder.encode(b))
+        var other = c
+        other.seed = 6
+        #expect(try FederationSimulator.run(other) != a)
+    }
+
+    @Test("without faults, a write reaches all 30 nodes within a few rounds and idle exchanges are one small summary")
+    func quietFederation() throws {
+        var c = Config()
+        c.nodes = 30
+        c.writes = 100
+        c.writeRounds = 40
+        c.writers = 2
+        let r = try FederationSimulator.run(c)
+        #expect(r.passed)
+        #expect(r.dissemination.count == 100)
+        #expect(r.dissemination.max <= 15)
+        #expect(r.delivery.p50 <= r.dissemination.p50)
+        #expect(r.messages.lost == 0 && r.messages.unreachable == 0)
+        #expect(r.membershipDeadPairs == 0)
+        // Idle: one summary naming 3 origins (the owner and two writers): type, share, count, then
+        // 3 × (1 + 6 + 8) bytes, in a 7-byte frame.
+        #expect(r.bytes.idlePerShareExchange == Double(1 + 1 + Self.share.utf8.count + 2 + 3 * 15 + 7))
+        #expect(r.bytes.idleReplicationPerNodePerRound == r.bytes.idlePerShareExchange * Double(c.fanout))
+    }
+
+    static let share = "city-0/air"
+
+    // MARK: Each invariant catches its defect
+
+    @Test("an owner that ignores the view, with receivers that do not check: the view invariant fails")
+    func leakCaught() throws {
+        let r = try Self.run([.leakyOwner, .lenientReceivers], seed: 2)
+        #expect(Self.check(r, "view confinement")?.passed == false)
+        #expect(Self.check(r, "view confinement")?.detail.contains("field 4") == true)
+        #expect(!r.passed)
+    }
+
+    @Test("an owner that ignores the view is refused by checking receivers: nothing leaks, but its data stalls")
+    func leakRefused() throws {
+        let r = try Self.run([.leakyOwner], seed: 2)
+        #expect(Self.check(r, "view confinement")?.passed == true)
+        #expect(r.messages.refusedBatches > 0)
+        #expect(Self.check(r, "convergence")?.passed == false)
+    }
+
+    @Test("receivers that take a batch ahead of a gap: the order invariant fails")
+    func gapsCaught() throws {
+        let r = try Self.run([.takeGaps], seed: 3)
+        #expect(Self.check(r, "batch order")?.passed == false)
+    }
+
+    @Test("a ledger that a crash wipes: the receipts invariant fails")
+    func volatileLedgerCaught() throws {
+        let r = try Self.run([.volatileLedger], seed: 4)
+        #expect(Self.check(r, "receipts")?.passed == false)
+        #expect(r.receipts.mismatched > 0)
+    }
+
+    @Test("push without anti-entropy pull loses writes to 10% loss: the convergence invariant fails")
+    func pushOnlyCaught() throws {
+        var c = Self.troubled(seed: 1)
+        c.faults = [.pushOnly]
+        c.partition = 0
+        c.crashes = 0
+        c.maxRounds = 150
+        let r = try FederationSimulator.run(c)
+        #expect(Self.check(r, "convergence")?.passed == false)
+        #expect(r.undelivered > 0)
+        #expect(r.convergedRound == nil)
+    }
+
+    @Test("out-of-range settings are refused with what to write instead")
+    func validation() {
+        var c = Config()
+        c.nodes = 1
+        #expect(throws: CityMeshError(.invalidArgument, "")) { try FederationSimulator.run(c) }
+        c = Config()
+        c.loss = 1
+        #expect(throws: CityMeshError(.invalidArgument, "")) { try c.validate() }
+        c = Config()
+        c.crashes = c.nodes
+        #expect(throws: CityMeshError(.invalidArgument, "")) { try c.validate() }
+    }
+}
