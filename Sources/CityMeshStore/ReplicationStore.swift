@@ -135,6 +135,8 @@ extension NodeStore {
         share: String, dataset: DatasetID, signed: SignedBatch?, seq: UInt64, records: Int, cursor: Int64, emitted: HLC, outboxThrough: Int64? = nil, at: String
     ) async throws {
         let me = city
+        // Read outside the write transaction: the writer lock is held only for the writes.
+        let prev = try signed.map { try $0.decode().prev }
         try await pool.write { db in
             if let outboxThrough {
                 try db.execute(sql: "DELETE FROM outbox WHERE dataset = ? AND id <= ?", arguments: [dataset.description, outboxThrough])
@@ -142,8 +144,7 @@ extension NodeStore {
             if let signed {
                 let (n, h) = try Self.lastBatch(db: db, share: share, origin: me) ?? (0, ChangeBatch.zeroHash)
                 guard seq == n + 1 else { throw CityMeshError(.internalError, "own batch \(seq) of \(share) is not the next (\(n + 1))") }
-                let batch = try signed.decode()
-                guard batch.prev == h else { throw CityMeshError(.internalError, "own batch \(seq) of \(share) does not chain to batch \(n)") }
+                guard prev == h else { throw CityMeshError(.internalError, "own batch \(seq) of \(share) does not chain to batch \(n)") }
                 try db.execute(
                     sql: "INSERT INTO share_batches (share, origin, seq, hash, records, bytes, received_from, received_at) VALUES (?, ?, ?, ?, ?, ?, NULL, ?)",
                     arguments: [share, me.rawValue, Int64(seq), Data(signed.hash), records, Data(signed.bytes), at])

@@ -58,8 +58,8 @@ public struct AntiEntropy: Sendable {
         var reported: [CitySlug: VersionVector] = [:]
         /// Per party: what it said, raised by what we sent it since.
         var known: [CitySlug: VersionVector] = [:]
-        /// Per party: how many summaries in a row showed no progress while below `known` — a
-        /// batch we assumed it took was dropped (it arrived out of order), so send again.
+        /// Per party: how many summaries in a row showed no progress at all while below `known`
+        /// (kept under this node's own name).
         var stalls: [CitySlug: [CitySlug: Int]] = [:]
         /// Per party: the vector it said all of its parties hold.
         var ackedByAll: [CitySlug: VersionVector] = [:]
@@ -183,20 +183,21 @@ public struct AntiEntropy: Sendable {
         let before = s.reported[peer]
         s.reported[peer] = vector
         var known = s.known[peer] ?? [:]
-        var stalls = s.stalls[peer] ?? [:]
-        for (o, k) in known {
-            let now = vector[o] ?? 0
-            if now < k, let before, (before[o] ?? 0) == now {
-                stalls[o, default: 0] += 1
-                if stalls[o]! >= 2 {
-                    known[o] = now
-                    stalls[o] = 0
-                }
+        // A party that reports the same vector twice while below what we assumed it got is not
+        // working through a backlog of ours (it would have moved on some origin): a batch we
+        // counted on was dropped, so forget the assumption and send again.
+        let below = known.contains { o, k in (vector[o] ?? 0) < k }
+        if below, let before, before == vector {
+            let n = (s.stalls[peer]?[me] ?? 0) + 1
+            if n >= 2 {
+                known = vector
+                s.stalls[peer] = [:]
             } else {
-                stalls[o] = 0
+                s.stalls[peer] = [me: n]
             }
+        } else {
+            s.stalls[peer] = [:]
         }
-        s.stalls[peer] = stalls
         for (o, n) in vector { known[o] = Swift.max(known[o] ?? 0, n) }
         var out: [Directive] = []
         for (o, mine) in s.held.sorted(by: { $0.key.rawValue < $1.key.rawValue }) {
