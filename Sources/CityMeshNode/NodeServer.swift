@@ -9,6 +9,7 @@ import Metrics
 import Hummingbird
 public import Logging
 import ServiceLifecycle
+import Synchronization
 import UnixSignals
 import X509
 
@@ -86,10 +87,27 @@ public struct NodeServer: Sendable {
             city: city, store: store, key: agreementKey, policy: policy, book: book, ledger: ledgerService, logger: agreementLogger, clock: clock)
         policy.onChange { await agreements.sync() }
 
+        var replicationLogger = logger
+        replicationLogger[metadataKey: "service"] = "replication"
+        let replication = ReplicationService(
+            city: city, store: store, key: agreementKey, policy: policy, book: book, ledger: ledgerService, roots: peerConfiguration.trust.roots,
+            logger: replicationLogger, clock: clock)
+        policy.onChange { replication.invalidate() }
+
+        var membershipLogger = logger
+        membershipLogger[metadataKey: "service"] = "membership"
+        let membership = MembershipService(city: city, seeds: peerConfiguration.seeds.map(\.city), logger: membershipLogger)
+
         let exchange = PeerLedgerExchange(ledger: ledgerService.ledger, logger: ledgerLogger)
-        let network = try PeerNetwork(configuration: peerConfiguration, logger: peerLogger, onMessage: { exchange.receive($0); agreements.receive($0) }, onEvent: { event in
+        let network = try PeerNetwork(configuration: peerConfiguration, logger: peerLogger, onMessage: {
+            exchange.receive($0)
+            agreements.receive($0)
+            replication.receive($0)
+            membership.receive($0)
+        }, onEvent: { event in
             switch event {
             case .connected(let peer, let fingerprint, let remote, let direction, let version):
+                replication.connected(peer)
                 Task { await agreements.connected(peer) }
                 ledgerService.report(LedgerEntry(
                     time: nowText(), kind: LedgerEntry.Kind.peerConnected, actor: "peer:\(peer)", peer: peer.rawValue,
@@ -102,7 +120,11 @@ public struct NodeServer: Sendable {
         })
 
         exchange.attach(network)
+        await exchange.witness(store: store, ledger: ledgerService)
+        replication.witness.withLock { $0 = exchange }
         agreements.attach(network)
+        replication.attach(network)
+        membership.attach(network)
         policy.setKnownCities { Set(network.status().peers.map(\.city.rawValue)) }
 
         let admin = try HostPort(config.admin, what: "admin")
@@ -113,7 +135,7 @@ public struct NodeServer: Sendable {
             store: store, version: CityMeshVersion.current,
             startedAt: RFC3339.format(microseconds: Int64(Date().timeIntervalSince1970 * 1_000_000)),
             physicalMillis: { UInt64(Date().timeIntervalSince1970 * 1000) },
-            peers: { Self.peerList(network, city: city) },
+            peers: { Self.peerList(network, city: city, membership: membership.status()) },
             metrics: metrics, ledger: ledgerService.ledger, verifierKey: signer?.verifier,
             peerCheckpoint: { city in
                 let o = try await exchange.fetchCheckpoint(city)
@@ -123,7 +145,7 @@ public struct NodeServer: Sendable {
                 node: try Files.read(directory.file(config.tls.cert), what: "the certificate"),
                 ca: try Files.read(directory.file(config.tls.ca), what: "the CA certificate")
             ),
-            policy: policy, agreements: agreements)
+            policy: policy, agreements: agreements, replication: replication)
         var httpLogger = logger
         httpLogger[metadataKey: "service"] = "admin"
         let app = Application(
@@ -136,7 +158,8 @@ public struct NodeServer: Sendable {
         let group = ServiceGroup(
             configuration: .init(
                 services: [
-                    StoreService(store: store, logger: logger), ledgerService, network,
+                    StoreService(store: store, logger: logger), ledgerService, network, replication, membership,
+                    WitnessService(exchange: exchange, replication: replication, interval: .seconds(10)),
                     ReloadService(directory: directory, network: network, policyFile: policyFile, logger: peerLogger), app,
                 ],
                 gracefulShutdownSignals: [.sigterm, .sigint],
@@ -193,7 +216,7 @@ public struct NodeServer: Sendable {
         }
     }
 
-    static func peerList(_ network: PeerNetwork, city: CitySlug) -> API.PeerList {
+    static func peerList(_ network: PeerNetwork, city: CitySlug, membership: [String: String]? = nil) -> API.PeerList {
         let status = network.status()
         func time(_ d: Date?) -> String? { d.map { RFC3339.format(microseconds: Int64($0.timeIntervalSince1970 * 1_000_000)) } }
         return API.PeerList(
@@ -210,7 +233,8 @@ public struct NodeServer: Sendable {
             refusals: Dictionary(uniqueKeysWithValues: status.refusals.map { ($0.key.rawValue, $0.value) }),
             recentRefusals: status.recentRefusals.map {
                 API.Refusal(at: time($0.at) ?? "", reason: $0.reason.rawValue, remote: $0.remote, direction: $0.direction.rawValue, detail: $0.detail)
-            })
+            },
+            membership: membership)
     }
 
     static func checkIdentity(config: NodeConfig, directory: NodeDirectory, city: CitySlug) async throws -> VerifiedIdentity {

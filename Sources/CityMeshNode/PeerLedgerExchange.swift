@@ -5,6 +5,7 @@ import Crypto
 import Foundation
 public import Logging
 import NIOCore
+import ServiceLifecycle
 import Synchronization
 import X509
 
@@ -37,7 +38,10 @@ public final class PeerLedgerExchange: Sendable {
     typealias Waiter = CheckedContinuation<LedgerWire, any Error>
     let pending = Mutex<[String: Waiter]>([:])
     let nextID = Atomic<UInt32>(1)
-    let seen = Mutex<[CitySlug: Checkpoint]>([:])
+    /// The latest checkpoint seen of each peer, with its signed note (kept as evidence).
+    let seen = Mutex<[CitySlug: (checkpoint: Checkpoint, note: String)]>([:])
+    /// Witnessing: where peers' checkpoints are kept, and where a fork is ledgered.
+    let witness = Mutex<(store: NodeStore, ledger: LedgerService)?>(nil)
     public static let timeout: Duration = .seconds(10)
 
     public init(ledger: LedgerStore, logger: Logger) {
@@ -46,6 +50,54 @@ public final class PeerLedgerExchange: Sendable {
     }
 
     func attach(_ network: PeerNetwork) { self.network.withLock { $0 = network } }
+
+    /// Starts witnessing: peers' checkpoints seen before a restart are loaded and checked against.
+    func witness(store: NodeStore, ledger: LedgerService) async {
+        witness.withLock { $0 = (store, ledger) }
+        for (city, kept) in (try? await store.peerCheckpoints()) ?? [:] {
+            guard let c = Self.parse(note: kept.note) else { continue }
+            seen.withLock { s in if (s[city]?.checkpoint.size ?? 0) <= c.size { s[city] = (c, kept.note) } }
+        }
+    }
+
+    /// The size and root of a checkpoint note, unverified (for notes this node verified before).
+    static func parse(note: String) -> Checkpoint? {
+        let lines = note.split(separator: "\n", omittingEmptySubsequences: false)
+        guard lines.count >= 3, let size = UInt64(lines[1]), let root = MerkleHash(base64: String(lines[2])) else { return nil }
+        return Checkpoint(origin: String(lines[0]), size: size, root: root)
+    }
+
+    /// A city showed two histories: ledger it with both signed checkpoints as evidence.
+    func flagFork(_ city: CitySlug, earlier: String, later: String, why: String) {
+        logger.error("a city shows two histories of its ledger", metadata: ["peer": "\(city)", "why": "\(why)"])
+        guard let (_, ledger) = witness.withLock({ $0 }) else { return }
+        ledger.report(LedgerEntry(
+            time: RFC3339.format(microseconds: Int64(Date().timeIntervalSince1970 * 1_000_000)), kind: LedgerEntry.Kind.peerForked, actor: "node", peer: city.rawValue,
+            reason: why, detail: "evidence — first checkpoint:\n\(earlier)\nsecond checkpoint:\n\(later)"))
+    }
+
+    /// Keeps a verified checkpoint of `city`; a different one of the same size is a fork.
+    func keep(_ city: CitySlug, _ checkpoint: Checkpoint, note: String) async {
+        guard let (store, _) = witness.withLock({ $0 }) else { return }
+        let now = RFC3339.format(microseconds: Int64(Date().timeIntervalSince1970 * 1_000_000))
+        if let other = try? await store.savePeerCheckpoint(city: city, size: checkpoint.size, root: checkpoint.root.base64, note: note, at: now) {
+            flagFork(city, earlier: other, later: note, why: "two signed checkpoints of size \(checkpoint.size) with different roots")
+        }
+    }
+
+    /// A checkpoint of `city` that another peer passed on (gossip): verified with `city`'s key and
+    /// compared with what this node holds of it.
+    func witnessed(_ city: CitySlug, note: String, certificate: Certificate) async {
+        guard let key = Curve25519.Signing.PublicKey(certificate.publicKey),
+            let verifier = try? NoteVerifier(name: LedgerService.origin(city), publicKey: key),
+            let checkpoint = try? Checkpoint.verify(signedNote: note, key: verifier)
+        else { return }
+        if let (earlier, earlierNote) = seen.withLock({ $0[city] }), earlier.size == checkpoint.size, earlier.root != checkpoint.root {
+            flagFork(city, earlier: earlierNote, later: note, why: "two signed checkpoints of size \(checkpoint.size) with different roots")
+            return
+        }
+        await keep(city, checkpoint, note: note)
+    }
 
     /// Handles a DATA message on the ledger channel: answers requests, wakes waiting callers.
     func receive(_ message: PeerMessage) {
@@ -121,9 +173,14 @@ public final class PeerLedgerExchange: Sendable {
             throw CityMeshError(.certificateInvalid, "\(city)'s checkpoint does not verify with the key in its certificate: \(error)")
         }
         var consistentWith: UInt64?
-        if let earlier = seen.withLock({ $0[city] }), earlier.size > 0 {
+        if let (earlier, earlierNote) = seen.withLock({ $0[city] }), earlier.size > 0 {
             if earlier.size > checkpoint.size {
-                throw CityMeshError(.ledgerCorrupt, "\(city)'s log shrank from \(earlier.size) to \(checkpoint.size) entries: keep both checkpoints as evidence")
+                flagFork(city, earlier: earlierNote, later: note, why: "its log shrank from \(earlier.size) to \(checkpoint.size) entries")
+                throw CityMeshError(.ledgerCorrupt, "\(city)'s log shrank from \(earlier.size) to \(checkpoint.size) entries: both checkpoints are kept as evidence in the ledger")
+            }
+            if earlier.size == checkpoint.size, earlier.root != checkpoint.root {
+                flagFork(city, earlier: earlierNote, later: note, why: "two signed checkpoints of size \(checkpoint.size) with different roots")
+                throw CityMeshError(.ledgerCorrupt, "\(city) signed two different checkpoints of size \(checkpoint.size): both are kept as evidence in the ledger")
             }
             let hashes: [MerkleHash]
             switch try await ask(city, { .getConsistency(id: $0, size1: earlier.size, size2: checkpoint.size) }) {
@@ -134,14 +191,15 @@ public final class PeerLedgerExchange: Sendable {
             do {
                 try Merkle.verifyConsistency(size1: earlier.size, size2: checkpoint.size, root1: earlier.root, root2: checkpoint.root, proof: hashes)
             } catch {
-                logger.error("a peer's log is not consistent with its earlier checkpoint", metadata: ["peer": "\(city)", "error": "\(error)"])
+                flagFork(city, earlier: earlierNote, later: note, why: "checkpoint \(checkpoint.size) is not consistent with checkpoint \(earlier.size): \(error)")
                 throw CityMeshError(.ledgerCorrupt, "\(city)'s checkpoint at \(checkpoint.size) is not consistent with its checkpoint at \(earlier.size) (\(error)): it shows two histories")
             }
             consistentWith = earlier.size
         }
         seen.withLock { s in
-            if (s[city]?.size ?? 0) <= checkpoint.size { s[city] = checkpoint }
+            if (s[city]?.checkpoint.size ?? 0) <= checkpoint.size { s[city] = (checkpoint, note) }
         }
+        await keep(city, checkpoint, note: note)
         return Observed(
             city: city.rawValue, note: note, size: checkpoint.size, root: checkpoint.root.base64, keyName: verifier.vkey, consistentWith: consistentWith)
     }
@@ -152,6 +210,30 @@ public final class PeerLedgerExchange: Sendable {
         case .inclusion(_, let i, let s, let hashes) where i == index && s == size: return hashes
         case .error(_, let message): throw CityMeshError(.invalidArgument, "\(city): \(message)")
         default: throw CityMeshError(.ioError, "\(city) answered an inclusion request with something else")
+        }
+    }
+}
+
+/// Peers as witnesses (DESIGN.md §6): every `interval`, fetch each connected peer's checkpoint
+/// (checked against the last one kept, with a consistency proof), keep it, and pass it on to the
+/// other peers, who check it against what that city showed them. A city that shows two
+/// histories is ledgered as `peer.forked` with both signed checkpoints.
+struct WitnessService: Service {
+    let exchange: PeerLedgerExchange
+    let replication: ReplicationService
+    let interval: Duration
+
+    func run() async throws {
+        while !Task.isShuttingDownGracefully && !Task.isCancelled {
+            try? await Task.sleep(for: interval)
+            guard let network = exchange.network.withLock({ $0 }) else { continue }
+            let peers = network.status().peers.filter { $0.state == .connected }.map(\.city)
+            for city in peers {
+                guard let got = try? await exchange.fetchCheckpoint(city) else { continue }
+                for other in peers where other != city {
+                    await replication.send(.checkpoint(city: city, note: got.note), to: other)
+                }
+            }
         }
     }
 }

@@ -98,6 +98,113 @@ enum Migrations {
                 CREATE INDEX agreements_by_pair ON agreements (owner, share, member);
                 """)
         }
+        m.registerMigration("v5-replication") { db in
+            try db.execute(sql: """
+                -- Every change batch of every share this node is party to, as signed by its origin
+                -- (docs/protocol.md §8): numbered per (share, origin), chained by hash, kept to be
+                -- relayed to other members.
+                CREATE TABLE share_batches (
+                    share TEXT NOT NULL,
+                    origin TEXT NOT NULL,
+                    seq INTEGER NOT NULL,
+                    hash BLOB NOT NULL,
+                    records INTEGER NOT NULL,
+                    bytes BLOB NOT NULL,
+                    received_from TEXT,
+                    received_at TEXT NOT NULL,
+                    -- For a batch taken from a peer: the receipt that covers it (NULL until issued).
+                    receipt TEXT,
+                    PRIMARY KEY (share, origin, seq)
+                ) WITHOUT ROWID;
+                -- Deleted records, for tombstone collection without scanning live ones.
+                CREATE INDEX records_dead ON records (dataset) WHERE live = 0;
+                CREATE INDEX share_batches_unreceipted ON share_batches (received_at) WHERE received_from IS NOT NULL AND receipt IS NULL;
+                -- Bilateral receipts this node is party to: as receiver (it signed the receipt) or
+                -- as sender (it countersigned). A receipt is in the ledger once countersigned.
+                CREATE TABLE receipts (
+                    id TEXT PRIMARY KEY NOT NULL,
+                    peer TEXT NOT NULL,
+                    share TEXT NOT NULL,
+                    role TEXT NOT NULL,
+                    receipt TEXT NOT NULL,
+                    countersign TEXT,
+                    created_at TEXT NOT NULL
+                );
+                -- Where cutting this node's own batches of a share has got to: the last local
+                -- record sequence number read, and the clock of the last own cell sent.
+                CREATE TABLE share_cursors (
+                    share TEXT PRIMARY KEY NOT NULL,
+                    dataset TEXT NOT NULL,
+                    record_seq INTEGER NOT NULL,
+                    emitted_hlc INTEGER NOT NULL
+                );
+                -- A member's own writes to replicas, as written, until cut into a batch: a write a
+                -- concurrent one overwrites here must still reach the others (as a conflict).
+                -- `seen` is what this node had merged of each city when it wrote.
+                CREATE TABLE outbox (
+                    id INTEGER PRIMARY KEY,
+                    dataset TEXT NOT NULL,
+                    key TEXT NOT NULL,
+                    state BLOB NOT NULL,
+                    seen TEXT NOT NULL
+                );
+                -- The owner's latest signed roster of each share this node is a member of.
+                CREATE TABLE share_rosters (
+                    share TEXT PRIMARY KEY NOT NULL,
+                    issued INTEGER NOT NULL,
+                    document TEXT NOT NULL
+                );
+                -- Certificates (DER) of cities whose signatures this node has to check, learnt
+                -- from mTLS handshakes and from relays; each verified against the federation CA.
+                CREATE TABLE city_certificates (
+                    city TEXT PRIMARY KEY NOT NULL,
+                    der BLOB NOT NULL,
+                    updated_at TEXT NOT NULL
+                );
+                -- Per dataset and writing city: the greatest clock of that city's cells merged
+                -- here (the `seen` map a batch carries).
+                CREATE TABLE seen_clocks (
+                    dataset TEXT NOT NULL,
+                    city TEXT NOT NULL,
+                    hlc INTEGER NOT NULL,
+                    PRIMARY KEY (dataset, city)
+                ) WITHOUT ROWID;
+                -- Per share and origin: the `seen` map of the last batch taken from it.
+                CREATE TABLE origin_seen (
+                    share TEXT NOT NULL,
+                    origin TEXT NOT NULL,
+                    seen TEXT NOT NULL,
+                    PRIMARY KEY (share, origin)
+                ) WITHOUT ROWID;
+                -- Overwritten concurrent writes, kept for an admin to see and settle.
+                CREATE TABLE conflicts (
+                    id INTEGER PRIMARY KEY,
+                    dataset TEXT NOT NULL,
+                    key TEXT NOT NULL,
+                    field TEXT NOT NULL,
+                    value TEXT,
+                    stamp TEXT NOT NULL,
+                    city TEXT NOT NULL,
+                    winner_value TEXT,
+                    winner_stamp TEXT NOT NULL,
+                    winner_city TEXT NOT NULL,
+                    found_at TEXT NOT NULL,
+                    resolved_at TEXT,
+                    resolved_by TEXT,
+                    UNIQUE (dataset, key, field, stamp)
+                );
+                -- Checkpoints peers showed us (witnessing): the latest per city, and any pair
+                -- that proves a fork.
+                CREATE TABLE peer_checkpoints (
+                    city TEXT NOT NULL,
+                    size INTEGER NOT NULL,
+                    root TEXT NOT NULL,
+                    note TEXT NOT NULL,
+                    received_at TEXT NOT NULL,
+                    PRIMARY KEY (city, size)
+                ) WITHOUT ROWID;
+                """)
+        }
         return m
     }
 }

@@ -25,6 +25,10 @@ public final class NodeStore: Sendable {
             // Durable but not paranoid: WAL with synchronous=NORMAL survives process crashes;
             // part 3's ledger adds explicit group commit for what must survive power loss.
             try db.execute(sql: "PRAGMA synchronous = NORMAL")
+            // Checkpoint the WAL every 256 pages (4 MiB) rather than SQLite's 1,000 (16 MiB): the
+            // commit that triggers a checkpoint pays for it, so smaller ones keep every write's
+            // worst case short while replication streams batches in (docs/performance.md).
+            try db.execute(sql: "PRAGMA wal_autocheckpoint = 256")
             // 16 KiB pages: fewer page splits and less per-page work on bulk loads (measured ~8%
             // faster for an import); takes effect only when the database file is created.
             try db.execute(sql: "PRAGMA page_size = 16384")
@@ -120,10 +124,12 @@ public final class NodeStore: Sendable {
     /// Merges prepared writes into the stored records in one transaction; every change that alters
     /// a record takes the next sequence number.
     public func apply(_ id: DatasetID, _ writes: [PreparedWrite]) async throws -> WriteSummary {
-        try await pool.write { db in
+        let replica = id.owner != city
+        return try await pool.write { db in
             let (rowid, _) = try Self.datasetHandle(id, db: db)
             var w = try BatchWriter(db: db, dataset: rowid)
             try w.mergeAll(writes)
+            if replica { try Self.keepInOutbox(db: db, dataset: id, writes) }
             return try w.finish(lastHLC: clock.withLock { $0.last })
         }
     }
@@ -327,6 +333,9 @@ struct BatchWriter {
     let update: Statement
     /// Rows per multi-row INSERT: amortises SQLite's per-statement cost over many rows.
     static let chunk = 200
+    /// Called with (key, stored, incoming) before a write merges into a record that exists:
+    /// replication uses it to find conflicts.
+    var observe: ((String, RecordState, RecordState) -> Void)?
 
     init(db: Database, dataset: Int64) throws {
         self.db = db
@@ -461,6 +470,7 @@ struct BatchWriter {
     /// Merges into a record that exists, taking the next sequence number if anything changed.
     private mutating func mergeExisting(_ p: PreparedWrite, stored: RecordState) throws {
         let seq = nextSeq
+        observe?(p.key, stored, p.state)
         var state = stored
         let wasLive = state.isLive
         if state.merge(p.state) {

@@ -7,7 +7,7 @@ import Foundation
 struct Audit: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Inspect and verify the node's accountability ledger (an auditor token is enough).",
-        subcommands: [AuditLog.self, AuditVerify.self, AuditCheckpoint.self, AuditVKey.self, AuditProve.self, AuditVerifyProof.self, AuditConsistency.self, AuditExport.self, AuditVerifyBundle.self])
+        subcommands: [AuditLog.self, AuditVerify.self, AuditCheckpoint.self, AuditVKey.self, AuditProve.self, AuditVerifyProof.self, AuditConsistency.self, AuditExport.self, AuditVerifyBundle.self, AuditReconcile.self])
 }
 
 struct AuditLog: AsyncParsableCommand {
@@ -326,7 +326,8 @@ struct AuditVerifyBundle: AsyncParsableCommand {
     @Option(help: "The federation CA certificate you trust (PEM); the bundle's CA must be this one.") var ca: String?
     @OptionGroup var output: OutputOptions
 
-    func run() async throws {
+    /// Reads a bundle file and, with `ca`, checks that the bundle's CA is the one the auditor trusts.
+    static func read(_ file: String, trusting ca: String?) throws -> AuditBundle {
         guard let data = FileManager.default.contents(atPath: file) else {
             throw CityMeshError(.fileNotFound, "\(file) does not exist or cannot be read")
         }
@@ -339,11 +340,16 @@ struct AuditVerifyBundle: AsyncParsableCommand {
                 throw CityMeshError(.fileNotFound, "\(ca) does not exist or cannot be read")
             }
             let mine = try PEM.certificates(trusted, what: ca)
-            let theirs = try PEM.certificates(bundle.caCertificate, what: "the bundle's CA certificate")
+            let theirs = try PEM.certificates(bundle.caCertificate, what: "\(file)'s CA certificate")
             guard mine == theirs else {
-                throw CityMeshError(.certificateForeignCA, "the bundle's CA is not \(ca): it comes from another federation, or was forged")
+                throw CityMeshError(.certificateForeignCA, "\(file)'s CA is not \(ca): it comes from another federation, or was forged")
             }
         }
+        return bundle
+    }
+
+    func run() async throws {
+        let bundle = try Self.read(file, trusting: ca)
         let report = try await bundle.verify(now: Date())
         if output.json {
             for e in report.entries { try printJSONLine(e) }
@@ -356,5 +362,80 @@ struct AuditVerifyBundle: AsyncParsableCommand {
         if ca == nil {
             print("  note        the CA was taken from the bundle itself: pass --ca <your federation's ca.pem> to check it is yours")
         }
+    }
+}
+
+struct AuditReconcile: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "reconcile",
+        abstract: "Compare two cities' evidence bundles: is every exchange between them in both ledgers, with both signatures?",
+        discussion: """
+            Example:
+              citymesh audit export --dir hz --out hz.bundle
+              citymesh audit export --dir sh --out sh.bundle
+              citymesh audit reconcile hz.bundle sh.bundle --ca fed/ca.pem
+
+            Each bundle is verified first, offline (certificates, signed checkpoint, every entry).
+            Then every exchange receipt between the two cities (signed by the receiver,
+            countersigned by the sender) is looked for in both ledgers. Exits 0 if every exchange is
+            in both; 1 if any is missing on a side or any signature fails, listing exactly which.
+            """)
+
+    @Argument(help: "The first city's bundle.") var first: String
+    @Argument(help: "The second city's bundle.") var second: String
+    @Option(help: "The federation CA certificate you trust (PEM); both bundles' CA must be this one.") var ca: String?
+    @OptionGroup var output: OutputOptions
+
+    func load(_ file: String) async throws -> (AuditBundle, AuditBundle.Report) {
+        let bundle = try AuditVerifyBundle.read(file, trusting: ca)
+        do { return (bundle, try await bundle.verify(now: Date())) } catch {
+            throw CityMeshError(.ledgerCorrupt, "\(file) does not verify, so it cannot be reconciled: \(error)")
+        }
+    }
+
+    func run() async throws {
+        let (a, ra) = try await load(first)
+        let (b, rb) = try await load(second)
+        guard try PEM.certificates(a.caCertificate, what: first) == PEM.certificates(b.caCertificate, what: second) else {
+            throw CityMeshError(.certificateForeignCA, "the two bundles come from different federations (different CA certificates)")
+        }
+        guard ra.city != rb.city else {
+            throw CityMeshError(.invalidArgument, "both bundles are \(ra.city)'s ledger: give one bundle of each city")
+        }
+        for (bundle, report, file) in [(a, ra, first), (b, rb, second)] where !bundle.complete {
+            Terminal.note("\(file) holds only part of \(report.city)'s ledger (exported with --since): exchanges before it show as missing")
+        }
+        let result = Reconciliation.compare(
+            a: (ra.city, ra.entries, try PEM.certificates(a.nodeCertificate, what: first)[0]),
+            b: (rb.city, rb.entries, try PEM.certificates(b.nodeCertificate, what: second)[0]))
+        if output.json {
+            struct Row: Encodable {
+                let receipt, share, sender, receiver, at: String
+                let batches: [String]
+                let records: Int
+            }
+            struct Out: Encodable {
+                let a, b: String
+                let clean: Bool
+                let matched: Int
+                let onlyInA, onlyInB: [Row]
+                let invalid: [String]
+            }
+            func rows(_ x: [Reconciliation.Exchange]) -> [Row] {
+                x.map { Row(receipt: $0.receipt, share: $0.share, sender: $0.sender, receiver: $0.receiver, at: $0.at, batches: $0.batches, records: $0.records) }
+            }
+            try printJSON(Out(a: result.a, b: result.b, clean: result.isClean, matched: result.matched.count, onlyInA: rows(result.onlyInA), onlyInB: rows(result.onlyInB), invalid: result.invalid))
+        } else {
+            let records = result.matched.reduce(0) { $0 + $1.records }
+            print("\(result.matched.count) exchanges between \(result.a) and \(result.b) are in both ledgers with both signatures (\(records) records)")
+            for (side, other, list) in [(result.a, result.b, result.onlyInA), (result.b, result.a, result.onlyInB)] where !list.isEmpty {
+                print("\(list.count) only in \(side)'s ledger, missing from \(other)'s:")
+                for x in list {
+                    print("  \(x.at.prefix(19))  \(x.share)  \(x.sender) -> \(x.receiver)  \(x.records) records  \(x.batches.joined(separator: " "))  receipt \(x.receipt.prefix(16))")
+                }
+            }
+            for problem in result.invalid { print("invalid: \(problem)") }
+        }
+        if !result.isClean { throw ExitCode(1) }
     }
 }

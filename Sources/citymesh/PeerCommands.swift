@@ -48,7 +48,7 @@ struct PeersCheckpoint: AsyncParsableCommand {
 struct PeersList: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "list",
-        abstract: "List known and connected peers, and recent refusals (the default).",
+        abstract: "List known and connected peers, recent refusals, and each share's sync state (the default).",
         discussion: """
             Example:
               citymesh peers --dir sh
@@ -63,17 +63,26 @@ struct PeersList: AsyncParsableCommand {
     @OptionGroup var output: OutputOptions
 
     func run() async throws {
-        let list: API.PeerList = try await node.withNode { client, _ in try await client.get("/v1/peers") }
-        if output.json { return try printJSON(list) }
+        let (list, sync): (API.PeerList, API.Replication) = try await node.withNode { client, _ in
+            (try await client.get("/v1/peers"), try await client.get("/v1/replication"))
+        }
+        if output.json {
+            // The peer list as /v1/peers gives it, plus the shares' sync state under "replication".
+            var object = try JSONSerialization.jsonObject(with: JSONEncoder().encode(list)) as? [String: Any] ?? [:]
+            object["replication"] = try JSONSerialization.jsonObject(with: JSONEncoder().encode(sync.shares))
+            let data = try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .withoutEscapingSlashes])
+            print(String(decoding: data, as: UTF8.self))
+            return
+        }
         print("\(list.city) listens for peers on \(list.listen)")
         if list.peers.isEmpty {
             print("no peers known: add seeds (CITY@HOST:PORT) under peers.seeds in citymesh.yaml, then 'kill -HUP' the node")
         } else {
             Terminal.table(
-                ["CITY", "STATE", "ADDRESS", "RTT", "LAST SEEN", "CERT EXPIRES", "PROTOCOL", "LAST ERROR"],
+                ["CITY", "STATE", "SWIM", "ADDRESS", "RTT", "LAST SEEN", "CERT EXPIRES", "PROTOCOL", "LAST ERROR"],
                 list.peers.map { p in
                     [
-                        p.city, p.state, p.address ?? "-", p.rttMs.map { String(format: "%.1fms", $0) } ?? "-",
+                        p.city, p.state, list.membership?[p.city].map { String($0.prefix { $0 != "/" }) } ?? "-", p.address ?? "-", p.rttMs.map { String(format: "%.1fms", $0) } ?? "-",
                         p.lastSeen.map { String($0.prefix(19)) } ?? "-", p.certificateExpires.map { String($0.prefix(10)) } ?? "-",
                         p.protocolVersion.map(String.init) ?? "-", p.state == "connected" ? "" : (p.lastError ?? ""),
                     ]
@@ -85,6 +94,26 @@ struct PeersList: AsyncParsableCommand {
             for r in list.recentRefusals.suffix(5) {
                 print("  \(r.at.prefix(19))  \(r.reason)  \(r.remote)  \(r.detail)")
             }
+        }
+        if !sync.shares.isEmpty {
+            print("\nshares replicated (batches held per share; per party: its sync state)")
+            var rows: [[String]] = []
+            for s in sync.shares {
+                for p in s.parties {
+                    let state: String
+                    switch p.state {
+                    case "in_sync": state = "in sync"
+                    case "catching_up":
+                        let total = p.batchesHeld + p.missingHere
+                        state = "catching up \(p.batchesHeld) of \(total)" + (p.behindSince.map { ", behind since \($0.prefix(19))" } ?? "")
+                    case "ahead": state = "\(p.city) lacks \(p.missingThere)"
+                    default: state = "no summary yet"
+                    }
+                    rows.append([s.share, s.role, p.city, state, p.lastExchange.map { String($0.prefix(19)) } ?? "-"])
+                }
+                if s.parties.isEmpty { rows.append([s.share, s.role, "-", "no active members", "-"]) }
+            }
+            Terminal.table(["SHARE", "ROLE", "PARTY", "STATE", "LAST EXCHANGE"], rows)
         }
     }
 }

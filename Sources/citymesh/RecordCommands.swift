@@ -1,13 +1,14 @@
 import ArgumentParser
 import CityMeshAdmin
 import CityMeshCore
+import CityMeshStore
 import Foundation
 
 struct RecordCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "record",
         abstract: "Put, get, delete and list records.",
-        subcommands: [RecordPut.self, RecordGet.self, RecordDelete.self, RecordList.self])
+        subcommands: [RecordPut.self, RecordGet.self, RecordDelete.self, RecordList.self, RecordConflicts.self, RecordResolve.self])
 }
 
 struct RecordPut: AsyncParsableCommand {
@@ -118,5 +119,78 @@ struct RecordList: AsyncParsableCommand {
         }
         Terminal.table(d.fields.map { $0.name.uppercased() }, page.records.map { r in d.fields.map { r.values[$0.name]?.display ?? "" } })
         if let next = page.next { Terminal.note("(more: --after \(next))") }
+    }
+}
+
+struct RecordConflicts: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "conflicts", abstract: "List concurrent writes that a merge overwrote, for an admin to settle.",
+        discussion: """
+            Example:
+              citymesh record conflicts --dir hz registry
+              citymesh record conflicts --dir sh hangzhou/registry --all
+
+            When two cities write the same field of the same record without either having seen the
+            other's write, every node keeps the same winner (the later clock, then the city name) and
+            keeps the overwritten value here. Settle one with 'citymesh record resolve'.
+            """)
+
+    @OptionGroup var node: NodeOptions
+    @Argument(help: "The dataset (NAME, or OWNER/NAME for a replica).") var dataset: String
+    @Flag(help: "Include settled conflicts.") var all = false
+    @OptionGroup var output: OutputOptions
+
+    func run() async throws {
+        let list: API.ConflictList = try await node.withNode { client, config in
+            try await client.get(try node.datasetPath(dataset, config: config) + "/conflicts", query: all ? ["all": "1"] : [:])
+        }
+        if output.json { return try printJSON(list) }
+        if list.conflicts.isEmpty {
+            print("no \(all ? "" : "open ")conflicts in \(list.dataset)")
+            return
+        }
+        Terminal.table(
+            ["ID", "KEY", "FIELD", "OVERWRITTEN", "BY", "KEPT", "BY", "FOUND", "SETTLED"],
+            list.conflicts.map { c in
+                [String(c.id), c.key, c.field, c.value ?? "null", c.city, c.winnerValue ?? "null", c.winnerCity, String(c.foundAt.prefix(19)),
+                 c.resolvedAt.map { "\($0.prefix(19)) \(c.resolvedBy ?? "")" } ?? "-"]
+            })
+        if !all { Terminal.note("settle one: citymesh record resolve \(dataset) KEY FIELD --keep | --take ID | --value VALUE") }
+    }
+}
+
+struct RecordResolve: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "resolve", abstract: "Settle the conflicts of one field of one record by writing the value to keep.",
+        discussion: """
+            Examples:
+              citymesh record resolve --dir hz registry E-1 status --keep        # confirm the value in force
+              citymesh record resolve --dir hz registry E-1 status --take 7      # bring back conflict 7's value
+              citymesh record resolve --dir hz registry E-1 status --value closed
+
+            The choice is written as a new write of this city, so it replicates like any other and
+            wins over both conflicting writes everywhere; the conflicts are marked settled.
+            """)
+
+    @OptionGroup var node: NodeOptions
+    @Argument(help: "The dataset.") var dataset: String
+    @Argument(help: "The record key.") var key: String
+    @Argument(help: "The field.") var field: String
+    @Flag(help: "Keep the value in force.") var keep = false
+    @Option(help: "Take the overwritten value of this conflict id.") var take: Int64?
+    @Option(help: "Write this value instead.") var value: String?
+
+    func validate() throws {
+        guard [keep, take != nil, value != nil].filter({ $0 }).count == 1 else {
+            throw ValidationError("say how to settle it with exactly one of --keep, --take ID or --value VALUE")
+        }
+    }
+
+    func run() async throws {
+        let body = API.ResolveConflict(key: key, field: field, value: value.map { JSONValue.string($0) }, take: take, keep: keep ? true : nil)
+        let r: API.WriteResult = try await node.withNode { client, config in
+            try await client.post(try node.datasetPath(dataset, config: config) + "/conflicts/resolve", body: body)
+        }
+        print("settled \(key).\(field) (seq \(r.seq))")
     }
 }

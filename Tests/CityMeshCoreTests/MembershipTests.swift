@@ -84,6 +84,22 @@ struct MembershipTests {
         }
     }
 
+    @Test("a city declared dead that restarts (fresh state, incarnation 0) is told so, refutes, and everyone takes it back")
+    func restartAfterDeath() throws {
+        var sim = Sim(count: 10, loss: 0, seed: 3)
+        #expect(sim.until(seconds: 60) { $0.allKnowAll } != nil)
+        let victim = try CitySlug("city4")
+        sim.down.insert(victim)
+        #expect(sim.until(seconds: 120) { $0.everyoneSees(.dead, of: victim) } != nil)
+        // Long enough for the news of its death to stop being gossiped.
+        sim.run(seconds: 60)
+        sim.down.remove(victim)
+        sim.nodes[victim] = Membership(me: victim, seeds: [try CitySlug("city0")], seed: 99)
+        let t = sim.until(seconds: 120) { $0.everyoneSees(.alive, of: victim) }
+        #expect(t != nil, "the restarted city never came back")
+        #expect((sim.nodes[victim]?.incarnation ?? 0) >= 1, "it rejoined by refuting with a higher incarnation")
+    }
+
     @Test("with 10% of messages lost, live cities are never left dead: suspicion is refuted")
     func loss() {
         var sim = Sim(count: 15, loss: 0.1, seed: 3)

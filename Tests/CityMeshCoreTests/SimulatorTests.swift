@@ -114,8 +114,11 @@ struct SimulatorTests {
         #expect(r.membershipDeadPairs == 0)
         // Idle: one summary naming 3 origins (the owner and two writers): type, share, count, then
         // 3 × (1 + 6 + 8) bytes, in a 7-byte frame.
-        #expect(r.bytes.idlePerShareExchange == Double(1 + 1 + Self.share.utf8.count + 2 + 3 * 15 + 7))
-        #expect(r.bytes.idleReplicationPerNodePerRound == r.bytes.idlePerShareExchange * Double(c.fanout))
+        // Every `AntiEntropy.ackEvery` ticks an ACKED message (same layout, at most the same
+        // origins) rides along and counts as one of these messages.
+        let summary = Double(1 + 1 + Self.share.utf8.count + 2 + 3 * 15 + 7)
+        #expect(r.bytes.idlePerShareExchange <= summary && r.bytes.idlePerShareExchange >= summary * 0.8, "\(r.bytes.idlePerShareExchange) vs \(summary)")
+        #expect(abs(r.bytes.idleReplicationPerNodePerRound - r.bytes.idlePerShareExchange * Double(c.fanout)) <= r.bytes.idleReplicationPerNodePerRound * 0.15)
     }
 
     static let share = "city-0/air"

@@ -265,13 +265,16 @@ public enum API {
         public let refusals: [String: Int]
         /// The latest refusals (at most 50), oldest first.
         public let recentRefusals: [Refusal]
+        /// What SWIM gossip says of each member: `alive`, `suspect` or `dead`, with its incarnation.
+        public let membership: [String: String]?
 
-        public init(city: String, listen: String, peers: [Peer], refusals: [String: Int], recentRefusals: [Refusal]) {
+        public init(city: String, listen: String, peers: [Peer], refusals: [String: Int], recentRefusals: [Refusal], membership: [String: String]? = nil) {
             self.city = city
             self.listen = listen
             self.peers = peers
             self.refusals = refusals
             self.recentRefusals = recentRefusals
+            self.membership = membership
         }
     }
 
@@ -416,5 +419,86 @@ public enum API {
 
     public struct TokenList: Codable, Sendable {
         public let tokens: [TokenInfo]
+    }
+
+    /// One share's replication as this node sees it (GET /v1/replication).
+    public struct ShareSync: Codable, Sendable {
+        public struct Party: Codable, Sendable {
+            public let city: String
+            /// `in_sync`, `catching_up` (it holds batches we lack), `ahead` (we hold batches it
+            /// lacks), or `unknown` (no summary from it since we connected).
+            public let state: String
+            public let batchesHeld: UInt64
+            public let batchesTheyHold: UInt64?
+            public let missingHere: UInt64
+            public let missingThere: UInt64
+            public let behindSince: String?
+            public let lastExchange: String?
+            public init(
+                city: String, state: String, batchesHeld: UInt64, batchesTheyHold: UInt64?, missingHere: UInt64, missingThere: UInt64, behindSince: String?,
+                lastExchange: String?
+            ) {
+                self.city = city
+                self.state = state
+                self.batchesHeld = batchesHeld
+                self.batchesTheyHold = batchesTheyHold
+                self.missingHere = missingHere
+                self.missingThere = missingThere
+                self.behindSince = behindSince
+                self.lastExchange = lastExchange
+            }
+        }
+        public let share: String
+        public let dataset: String
+        /// `owner` or `member`.
+        public let role: String
+        public let fields: [String]
+        public let write: [String]
+        public let batches: UInt64
+        public let parties: [Party]
+        public init(share: String, dataset: String, role: String, fields: [String], write: [String], batches: UInt64, parties: [Party]) {
+            self.share = share
+            self.dataset = dataset
+            self.role = role
+            self.fields = fields
+            self.write = write
+            self.batches = batches
+            self.parties = parties
+        }
+    }
+
+    public struct Replication: Codable, Sendable {
+        public let city: String
+        public let shares: [ShareSync]
+        public init(city: String, shares: [ShareSync]) {
+            self.city = city
+            self.shares = shares
+        }
+    }
+
+    public struct ConflictList: Codable, Sendable {
+        public let dataset: String
+        public let conflicts: [StoredConflict]
+        public init(dataset: String, conflicts: [StoredConflict]) {
+            self.dataset = dataset
+            self.conflicts = conflicts
+        }
+    }
+
+    /// Settles the conflicts of one field of one record: write `value`, or the value of conflict
+    /// `take`, or (`keep`) confirm the value in force.
+    public struct ResolveConflict: Codable, Sendable {
+        public let key: String
+        public let field: String
+        public let value: JSONValue?
+        public let take: Int64?
+        public let keep: Bool?
+        public init(key: String, field: String, value: JSONValue? = nil, take: Int64? = nil, keep: Bool? = nil) {
+            self.key = key
+            self.field = field
+            self.value = value
+            self.take = take
+            self.keep = keep
+        }
     }
 }

@@ -29,14 +29,16 @@ public struct AdminAPI: Sendable {
     public let policy: PolicyManager?
     /// Sharing agreements with other cities (nil without a peer transport).
     public let agreements: (any AgreementDesk)?
+    public let replication: (any ReplicaDesk)?
 
     public init(
         store: NodeStore, version: String, startedAt: String, physicalMillis: @escaping @Sendable () -> UInt64,
         peers: (@Sendable () -> API.PeerList)? = nil, metrics: (@Sendable () -> String)? = nil,
         ledger: LedgerStore? = nil, verifierKey: NoteVerifier? = nil,
         peerCheckpoint: (@Sendable (CitySlug) async throws -> API.PeerCheckpoint)? = nil, certificates: (node: String, ca: String)? = nil,
-        policy: PolicyManager? = nil, agreements: (any AgreementDesk)? = nil
+        policy: PolicyManager? = nil, agreements: (any AgreementDesk)? = nil, replication: (any ReplicaDesk)? = nil
     ) {
+        self.replication = replication
         self.policy = policy
         self.agreements = agreements
         self.store = store
@@ -274,6 +276,9 @@ public struct AdminAPI: Sendable {
             try context.require(.operator)
             let body = try await decodeBody(request, as: API.AddField.self)
             let id = try datasetID(context)
+            guard id.owner == store.city else {
+                throw CityMeshError(.forbidden, "'\(id)' is \(id.owner)'s dataset: only \(id.owner) can add fields; they arrive here with its next batch")
+            }
             let info = try await store.addField(id, name: body.name, type: body.type)
             try await record(LedgerEntry.Kind.fieldAdded, context, dataset: id, detail: "\(body.name): \(body.type.rawValue)")
             return json(API.Dataset(info))
@@ -303,6 +308,7 @@ public struct AdminAPI: Sendable {
             let key = try keyParameter(request)
             let body = try await decodeBody(request, as: API.PutRecord.self)
             let info = try await store.dataset(id)
+            try await checkReplicaWrite(id, fields: Array(body.values.keys), delete: false)
             let input = try RecordInput.fromJSON(body.values, key: key, schema: info.schema)
             // The schema is already in hand: stamp and encode here, one write transaction after.
             let s = try await store.apply(id, store.prepare([input], schema: info.schema, physicalMillis: physicalMillis()))
@@ -315,6 +321,7 @@ public struct AdminAPI: Sendable {
             try context.require(.operator)
             let id = try datasetID(context)
             let key = try keyParameter(request)
+            try await checkReplicaWrite(id, fields: [], delete: true)
             let s = try await store.delete(id, key: key, physicalMillis: physicalMillis())
             try await record(LedgerEntry.Kind.recordDeleted, context, dataset: id, counts: ["deleted": s.written], hashes: ["key.sha256": keyHash(key)])
             return json(API.WriteResult(written: s.written, unchanged: s.unchanged, seq: s.lastSeq))
@@ -324,6 +331,10 @@ public struct AdminAPI: Sendable {
             let id = try datasetID(context)
             let format = try ImportFormat(request.uri.queryParameters.get("format") ?? "csv")
             let info = try await store.dataset(id)
+            guard id.owner == store.city else {
+                throw CityMeshError(.forbidden, "'\(id)' is \(id.owner)'s dataset, replicated here: import into your own datasets, and write a replica's granted fields with 'citymesh record put'")
+            }
+            await replication?.willWrite(dataset: id)
             let importer = Importer(store: store, dataset: id, schema: info.schema, format: format, physicalMillis: physicalMillis)
             let summary = try await importer.run(request.body)
             context.logger.info(
@@ -351,6 +362,55 @@ public struct AdminAPI: Sendable {
                 }
                 try await writer.finish(nil)
             })
+        }
+
+        router.get("/v1/replication") { _, _ in
+            json(API.Replication(city: store.city.rawValue, shares: await replication?.status() ?? []))
+        }
+        router.get("/v1/datasets/:owner/:name/conflicts") { request, context in
+            let id = try datasetID(context)
+            _ = try await store.dataset(id)
+            let all = request.uri.queryParameters.get("all") == "1"
+            return json(API.ConflictList(dataset: id.description, conflicts: try await replication?.conflicts(dataset: id, all: all) ?? []))
+        }
+        router.post("/v1/datasets/:owner/:name/conflicts/resolve") { request, context in
+            try context.require(.operator)
+            let id = try datasetID(context)
+            let body = try await decodeBody(request, as: API.ResolveConflict.self)
+            let info = try await store.dataset(id)
+            guard let field = info.schema.field(named: body.field) else {
+                throw CityMeshError(.unknownField, "'\(id)' has no field '\(body.field)': its fields are \(info.schema.fields.map(\.name).joined(separator: ", "))")
+            }
+            let open = try await store.conflicts(id, open: true).filter { $0.key == body.key && $0.field == body.field }
+            guard !open.isEmpty else {
+                throw CityMeshError(.recordNotFound, "no open conflict on '\(body.key)'.\(body.field) in '\(id)': list them with 'citymesh record conflicts \(id)'")
+            }
+            let choices = [body.value != nil, body.take != nil, body.keep == true].filter { $0 }.count
+            guard choices == 1 else {
+                throw CityMeshError(.invalidArgument, "say how to settle it with exactly one of: a value (--value), a conflict to take (--take ID), or --keep")
+            }
+            let value: JSONValue
+            if let v = body.value {
+                value = v
+            } else if let take = body.take {
+                guard let c = open.first(where: { $0.id == take }) else {
+                    throw CityMeshError(.recordNotFound, "conflict \(take) is not an open conflict of '\(body.key)'.\(body.field): the open ones are \(open.map { String($0.id) }.joined(separator: ", "))")
+                }
+                value = try c.value.map { try JSONDecoder().decode(JSONValue.self, from: Data($0.utf8)) } ?? .null
+            } else {
+                guard let r = try await store.get(id, key: body.key) else {
+                    throw CityMeshError(.recordNotFound, "no record '\(body.key)' in '\(id)'")
+                }
+                value = r.state.value(field: field.id)?.json ?? .null
+            }
+            try await checkReplicaWrite(id, fields: [body.field], delete: false)
+            let input = try RecordInput.fromJSON([body.field: value], key: body.key, schema: info.schema)
+            let s = try await store.apply(id, store.prepare([input], schema: info.schema, physicalMillis: physicalMillis()))
+            let settled = try await store.settleConflicts(id, key: body.key, field: body.field, by: context.actor, at: now())
+            try await record(
+                LedgerEntry.Kind.recordWritten, context, dataset: id, counts: ["written": s.written, "conflicts_settled": settled],
+                hashes: ["key.sha256": keyHash(body.key)], detail: "settled conflicts on field \(body.field)")
+            return json(API.WriteResult(written: s.written, unchanged: s.unchanged, seq: s.lastSeq))
         }
 
         router.get("/v1/tokens") { _, context in
@@ -429,6 +489,16 @@ public struct AdminAPI: Sendable {
 
     func now() -> String { RFC3339.format(microseconds: Int64(physicalMillis()) * 1000) }
 
+    /// Writes to another city's dataset (a replica) go through the share's write rights.
+    func checkReplicaWrite(_ id: DatasetID, fields: [String], delete: Bool) async throws {
+        await replication?.willWrite(dataset: id)
+        guard id.owner != store.city else { return }
+        guard let replication else {
+            throw CityMeshError(.forbidden, "'\(id)' is \(id.owner)'s dataset: this node cannot write it")
+        }
+        try await replication.checkLocalWrite(dataset: id, fields: fields, delete: delete)
+    }
+
     func datasetID(_ context: AdminContext) throws -> DatasetID {
         try DatasetID(owner: CitySlug(try context.parameters.require("owner")), name: try context.parameters.require("name"))
     }
@@ -467,6 +537,17 @@ func text(_ body: String) -> Response {
 }
 
 /// What the admin API asks of the node's agreements (implemented by the node).
+/// Replication, for the admin API: what a local write to a replica may change, conflicts, sync state.
+public protocol ReplicaDesk: Sendable {
+    /// Throws `forbidden` if a local write of `fields` (or a delete) to `dataset` is not allowed.
+    func checkLocalWrite(dataset: DatasetID, fields: [String], delete: Bool) async throws
+    /// Called just before a local write to `dataset`: what this node knows of others' writes now
+    /// is what the write knew (the `seen` map its batch will carry).
+    func willWrite(dataset: DatasetID) async
+    func conflicts(dataset: DatasetID, all: Bool) async throws -> [StoredConflict]
+    func status() async -> [API.ShareSync]
+}
+
 public protocol AgreementDesk: Sendable {
     func list() async throws -> API.AgreementList
     /// The member accepts or rejects the owner's current offer of `share`.

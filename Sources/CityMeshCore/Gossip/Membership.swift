@@ -196,11 +196,17 @@ public struct Membership: Sendable {
             enqueue(Update(city: sender, status: .alive, incarnation: 0))
         }
         for u in message.updates { apply(u, now: now) }
+        // A member we hold suspect or dead is talking to us (it restarted, or the partition
+        // healed): tell it directly, so it refutes with a higher incarnation and rejoins.
+        var news = piggyback()
+        if let m = members[sender], m.status != .alive {
+            news.insert(Update(city: sender, status: m.status, incarnation: m.incarnation), at: 0)
+        }
         switch message {
         case .ping(let s, _):
-            return [.send(to: sender, .ack(seq: s, updates: piggyback()))]
+            return [.send(to: sender, .ack(seq: s, updates: news))]
         case .pingReq(let s, let target, _):
-            guard target != me else { return [.send(to: sender, .ack(seq: s, updates: piggyback()))] }
+            guard target != me else { return [.send(to: sender, .ack(seq: s, updates: news))] }
             let mine = nextSeq()
             relays[mine] = (sender, s)
             return [.send(to: target, .ping(seq: mine, updates: piggyback()))]

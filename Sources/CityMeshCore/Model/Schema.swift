@@ -17,7 +17,7 @@ public struct Schema: Hashable, Sendable, Codable {
         }
     }
 
-    public private(set) var fields: [Field]
+    public internal(set) var fields: [Field]
     public let keyField: String
 
     /// Limits that keep one record bounded; documented in docs/data-model.md.

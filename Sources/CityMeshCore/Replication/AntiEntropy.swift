@@ -34,6 +34,9 @@ public struct AntiEntropy: Sendable {
         case summary(to: CitySlug, share: String, vector: VersionVector, reply: Bool)
         /// Send `origin`'s batches `seqs` of `share`, in order.
         case send(to: CitySlug, share: String, origin: CitySlug, seqs: ClosedRange<UInt64>)
+        /// Tell a party what every party of ours has confirmed holding (for tombstone collection
+        /// by nodes that cannot hear from every party themselves).
+        case acked(to: CitySlug, share: String, vector: VersionVector)
     }
 
     /// What to do with a batch that arrived.
@@ -55,6 +58,11 @@ public struct AntiEntropy: Sendable {
         var reported: [CitySlug: VersionVector] = [:]
         /// Per party: what it said, raised by what we sent it since.
         var known: [CitySlug: VersionVector] = [:]
+        /// Per party: how many summaries in a row showed no progress at all while below `known`
+        /// (kept under this node's own name).
+        var stalls: [CitySlug: [CitySlug: Int]] = [:]
+        /// Per party: the vector it said all of its parties hold.
+        var ackedByAll: [CitySlug: VersionVector] = [:]
     }
 
     public let me: CitySlug
@@ -62,6 +70,9 @@ public struct AntiEntropy: Sendable {
     var shares: [String: Share] = [:]
     public private(set) var connected: Set<CitySlug> = []
     var rng: SplitMix64
+    var ticks: UInt64 = 0
+    /// Every this many ticks, the acknowledged vector goes along with the summaries.
+    public static let ackEvery: UInt64 = 10
 
     public init(me: CitySlug, config: Config = Config(), seed: UInt64) {
         self.me = me
@@ -104,6 +115,18 @@ public struct AntiEntropy: Sendable {
         }
     }
 
+    /// A peer (re)connected: forget what we assumed it holds and wait for its summary.
+    public mutating func onConnect(_ peer: CitySlug) {
+        connected.insert(peer)
+        for name in Array(shares.keys) {
+            guard var s = shares[name] else { continue }
+            s.known[peer] = nil
+            s.reported[peer] = nil
+            s.stalls[peer] = nil
+            shares[name] = s
+        }
+    }
+
     /// The vector every party has confirmed holding (the minimum over all parties' reports; an
     /// origin some party has not reported counts as 0): batches at or below it may be forgotten,
     /// and tombstones in them collected.
@@ -121,22 +144,60 @@ public struct AntiEntropy: Sendable {
 
     /// A period passed: pull from `fanout` random connected parties of each share.
     public mutating func onTick() -> [Directive] {
+        ticks += 1
         var out: [Directive] = []
         for name in shares.keys.sorted() {
             guard let s = shares[name] else { continue }
             let reachable = s.parties.intersection(connected).sorted { $0.rawValue < $1.rawValue }
+            let acked = ticks % Self.ackEvery == 0 ? acknowledgedByAll(name) : [:]
             for p in pick(config.fanout, from: reachable) {
                 out.append(.summary(to: p, share: name, vector: s.held, reply: false))
+                if !acked.isEmpty { out.append(.acked(to: p, share: name, vector: acked)) }
             }
         }
         return out
     }
 
+    /// A party says all of its parties hold `vector`.
+    public mutating func onAcked(from peer: CitySlug, share name: String, vector: VersionVector) {
+        guard var s = shares[name], s.parties.contains(peer) else { return }
+        s.ackedByAll[peer] = vector
+        shares[name] = s
+    }
+
+    /// Whether every party holds every batch this node holds: then no write older than what this
+    /// node has merged can arrive from anywhere, and tombstones it holds may be collected. A party
+    /// counts as holding them if it said so itself, or if another party said all of its parties do.
+    public func settled(_ share: String) -> Bool {
+        guard let s = shares[share], !s.held.isEmpty else { return false }
+        func covers(_ v: VersionVector?) -> Bool { v.map { r in s.held.allSatisfy { (r[$0.key] ?? 0) >= $0.value } } ?? false }
+        // Every party knows the share's whole party list (the owner from its policy, members from
+        // the roster), so one party's "all of mine hold v" covers everyone.
+        if s.ackedByAll.values.contains(where: covers) { return true }
+        return s.parties.allSatisfy { covers(s.reported[$0]) }
+    }
+
     /// A party's summary arrived: send what it lacks; ask for what we lack.
     public mutating func onSummary(from peer: CitySlug, share name: String, vector: VersionVector, reply: Bool) -> [Directive] {
         guard var s = shares[name], s.parties.contains(peer) else { return [] }
+        let before = s.reported[peer]
         s.reported[peer] = vector
         var known = s.known[peer] ?? [:]
+        // A party that reports the same vector twice while below what we assumed it got is not
+        // working through a backlog of ours (it would have moved on some origin): a batch we
+        // counted on was dropped, so forget the assumption and send again.
+        let below = known.contains { o, k in (vector[o] ?? 0) < k }
+        if below, let before, before == vector {
+            let n = (s.stalls[peer]?[me] ?? 0) + 1
+            if n >= 2 {
+                known = vector
+                s.stalls[peer] = [:]
+            } else {
+                s.stalls[peer] = [me: n]
+            }
+        } else {
+            s.stalls[peer] = [:]
+        }
         for (o, n) in vector { known[o] = Swift.max(known[o] ?? 0, n) }
         var out: [Directive] = []
         for (o, mine) in s.held.sorted(by: { $0.key.rawValue < $1.key.rawValue }) {
@@ -209,15 +270,17 @@ public enum ReplicationWire {
         case certificate(city: CitySlug, der: [UInt8])
         /// A signed JSON document: a roster, a receipt or a countersignature.
         case document(json: [UInt8])
+        /// Another city's signed checkpoint, passed on for witnessing.
+        case checkpoint(city: CitySlug, note: String)
+        /// What all of the sender's parties have confirmed holding of a share (layout as SUMMARY).
+        case acked(share: String, vector: VersionVector)
     }
 
     public static let maxVector = 4096
 
     public static func encode(_ m: Message) -> [UInt8] {
         var w = WireWriter()
-        switch m {
-        case .summary(let share, let vector, let reply):
-            w.u8(reply ? 2 : 1)
+        func vector(_ share: String, _ vector: VersionVector) {
             w.str8(share)
             let sorted = vector.sorted { $0.key.rawValue < $1.key.rawValue }
             w.u16(UInt16(sorted.count))
@@ -225,6 +288,14 @@ public enum ReplicationWire {
                 w.str8(o.rawValue)
                 w.u64(n)
             }
+        }
+        switch m {
+        case .summary(let share, let v, let reply):
+            w.u8(reply ? 2 : 1)
+            vector(share, v)
+        case .acked(let share, let v):
+            w.u8(7)
+            vector(share, v)
         case .batch(let share, let bytes):
             w.u8(3)
             w.str8(share)
@@ -236,6 +307,10 @@ public enum ReplicationWire {
         case .document(let json):
             w.u8(5)
             w.raw(json)
+        case .checkpoint(let city, let note):
+            w.u8(6)
+            w.str8(city.rawValue)
+            w.raw(Array(note.utf8))
         }
         return w.bytes
     }
@@ -244,7 +319,7 @@ public enum ReplicationWire {
         var r = WireReader(bytes)
         let type = try r.u8("replication message type")
         switch type {
-        case 1, 2:
+        case 1, 2, 7:
             let share = try r.str8("summary share")
             let n = Int(try r.u16("summary size"))
             guard n <= maxVector else { throw .malformed("summary names \(n) origins; the limit is \(maxVector)") }
@@ -254,7 +329,7 @@ public enum ReplicationWire {
                 v[o] = try r.u64("summary seq")
             }
             guard r.isAtEnd else { throw .malformed("bytes after the summary") }
-            return .summary(share: share, vector: v, reply: type == 2)
+            return type == 7 ? .acked(share: share, vector: v) : .summary(share: share, vector: v, reply: type == 2)
         case 3:
             let share = try r.str8("batch share")
             return .batch(share: share, bytes: Array(r.rest()))
@@ -263,6 +338,11 @@ public enum ReplicationWire {
             return .certificate(city: city, der: Array(r.rest()))
         case 5:
             return .document(json: Array(r.rest()))
+        case 6:
+            guard let city = try? CitySlug(try r.str8("checkpoint city")) else { throw .malformed("checkpoint names an invalid city") }
+            let rest = r.rest()
+            guard rest.count <= 4096, let note = String(validating: rest, as: UTF8.self) else { throw .malformed("a checkpoint note must be UTF-8 under 4 KiB") }
+            return .checkpoint(city: city, note: note)
         default:
             throw .unknownType(type)
         }

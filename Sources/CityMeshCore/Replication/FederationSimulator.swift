@@ -312,6 +312,7 @@ struct SimulatedFederation {
     enum Payload {
         case membership(Membership.Message)
         case summary(VersionVector, reply: Bool)
+        case acked(VersionVector)
         case batch(origin: Int, seq: UInt64)
         case receipt(String)
         case countersign(String)
@@ -583,6 +584,8 @@ struct SimulatedFederation {
                 }
             case .summary(let vector, let reply):
                 perform(e.to, nodes[e.to].antiEntropy.onSummary(from: cities[e.from], share: Self.share, vector: vector, reply: reply))
+            case .acked(let vector):
+                nodes[e.to].antiEntropy.onAcked(from: cities[e.from], share: Self.share, vector: vector)
             case .batch(let origin, let seq):
                 receiveBatch(at: e.to, from: e.from, origin: origin, seq: seq)
             case .receipt(let id):
@@ -601,6 +604,11 @@ struct SimulatedFederation {
                 guard let j = index[to] else { continue }
                 let bytes = ReplicationWire.encode(.summary(share: share, vector: vector, reply: reply)).count + Self.frameHeader
                 send(i, j, .summary(vector, reply: reply), kind: .summary, bytes: bytes, arrives: replicationArrival)
+            case .acked(let to, let share, let vector):
+                // Counted with the summaries: both are what an idle share costs.
+                guard let j = index[to] else { continue }
+                let bytes = ReplicationWire.encode(.acked(share: share, vector: vector)).count + Self.frameHeader
+                send(i, j, .acked(vector), kind: .summary, bytes: bytes, arrives: replicationArrival)
             case .send(let to, _, let origin, let seqs):
                 guard let j = index[to], let o = index[origin] else { continue }
                 for seq in seqs {

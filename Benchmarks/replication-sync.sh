@@ -1,0 +1,151 @@
+#!/usr/bin/env bash
+# Replication benchmark: two real `citymesh serve` processes (release build) over mutual TLS on
+# loopback, one share of an air-quality dataset from hangzhou to shanghai.
+#   S1  initial sync of N records (default 1,000,000): from the moment the agreement is active
+#       until shanghai holds every record — batches signed by hangzhou, verified by shanghai,
+#       merged durably (SQLite WAL) — in records/s
+#   S2  local writes while the sync runs: latency of single-record PUTs on both nodes (every
+#       100 ms through the admin API), max and p99 — the goal is never above 50 ms
+#   S3  idle anti-entropy once in sync: replication bytes on the wire per share per exchange
+#   S4  repair: D records changed at hangzhou (default 1,000), replication bytes until shanghai
+#       has them, against the changed records' payload (their encoded states)
+# Byte counts come from the nodes' own counters (/metrics, citymesh_replication_bytes_total):
+# DATA frames on the wire, TLS record overhead excluded.
+# Usage: Benchmarks/replication-sync.sh [records] [changed]      (SCRATCH=/path: build elsewhere)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+N=${1:-1000000}
+D=${2:-1000}
+BUILD=(-c release)
+[ -n "${SCRATCH:-}" ] && BUILD+=(--scratch-path "$SCRATCH")
+WORK=$(mktemp -d /tmp/citymesh-replbench.XXXXXX)
+PIDS=()
+trap 'for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$WORK"' EXIT
+
+swift build "${BUILD[@]}" --product citymesh >/dev/null
+BIN=$(swift build "${BUILD[@]}" --show-bin-path)
+CM="$BIN/citymesh"
+port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+now() { date +%s.%N; }
+
+cd "$WORK"
+"$CM" federation init --out fed --name Bench >/dev/null
+for c in hangzhou shanghai; do "$CM" federation issue --ca fed --city $c --out $c-cert >/dev/null; done
+HL=$(port); HA=$(port); SL=$(port); SA=$(port)
+"$CM" init --dir hz --city hangzhou --ca fed/ca.pem --cert hangzhou-cert/node.pem --key hangzhou-cert/node.key \
+    --listen "127.0.0.1:$HL" --admin "127.0.0.1:$HA" >/dev/null
+"$CM" init --dir sh --city shanghai --ca fed/ca.pem --cert shanghai-cert/node.pem --key shanghai-cert/node.key \
+    --listen "127.0.0.1:$SL" --admin "127.0.0.1:$SA" --seed "hangzhou@127.0.0.1:$HL" >/dev/null
+"$CM" serve --dir hz --log-level error 2>hz.log & PIDS+=($!)
+"$CM" serve --dir sh --log-level error 2>sh.log & PIDS+=($!)
+for a in $HA $SA; do for _ in $(seq 100); do curl -s "http://127.0.0.1:$a/healthz" >/dev/null && break; sleep 0.1; done; done
+
+"$CM" dataset create --dir hz air-quality --key station --field station:string --field district:string \
+    --field pm25:double --field measured_at:timestamp >/dev/null
+python3 - "$N" > stations.csv <<'EOF'
+import sys
+n = int(sys.argv[1])
+districts = ["Xihu", "Binjiang", "Gongshu", "Shangcheng", "Yuhang", "Xiaoshan"]
+out = sys.stdout
+out.write("station,district,pm25,measured_at\n")
+for i in range(n):
+    out.write(f"S-{i:07d},{districts[i % 6]},{(i * 37) % 500 / 10},2026-11-29T08:00:00Z\n")
+EOF
+t=$(now); "$CM" import --dir hz air-quality --csv stations.csv >/dev/null || true
+echo "== hangzhou imported $N records in $(python3 -c "print(round($(now)-$t,2))") s (not part of the sync figure)"
+
+printf 'accept:\n  - from: hangzhou\n    share: aq\n' > sh-policy.yaml
+"$CM" policy apply --dir sh sh-policy.yaml >/dev/null
+"$CM" dataset create --dir sh probe --key k --field k:string --field v:int >/dev/null
+"$CM" dataset create --dir hz probe --key k --field k:string --field v:int >/dev/null
+cat > hz-policy.yaml <<'EOF'
+shares:
+  - id: aq
+    dataset: air-quality
+    to: [shanghai]
+    fields: [station, district, pm25, measured_at]
+    purpose: "benchmark"
+    legal_basis: "benchmark"
+    valid_until: 2099-12-31
+    on_revoke: keep
+EOF
+
+# S2: a write probe on each node, every 100 ms, for the whole sync.
+probe() {  # admin-port token-file out
+    local i=0
+    while [ -f probing ]; do
+        curl -s -o /dev/null -w '%{time_total}\n' -X PUT -H "Authorization: Bearer $(cat "$2")" -H 'Content-Type: application/json' \
+            --data "{\"values\":{\"v\":$i}}" "http://127.0.0.1:$1/v1/datasets/$3/probe/record?key=p$((i % 50))" >> "$4"
+        i=$((i + 1)); sleep 0.1
+    done
+}
+touch probing
+probe "$HA" hz/admin.token hangzhou hz-writes.txt & PIDS+=($!)
+probe "$SA" sh/admin.token shanghai sh-writes.txt & PIDS+=($!)
+
+count() { curl -s -H "Authorization: Bearer $(cat sh/admin.token)" "http://127.0.0.1:$SA/v1/datasets/hangzhou/air-quality" 2>/dev/null \
+    | python3 -c 'import json,sys
+try: print(json.load(sys.stdin).get("records", 0))
+except Exception: print(0)'; }
+metric() {  # admin-port token-file direction → replication bytes
+    curl -s -H "Authorization: Bearer $(cat "$2")" "http://127.0.0.1:$1/metrics" \
+        | awk -v d="$3" '/^citymesh_replication_bytes_total/ && $0 ~ "direction=\""d"\"" {s += $NF} END {printf "%d\n", s}'
+}
+
+"$CM" policy apply --dir hz hz-policy.yaml >/dev/null
+for _ in $(seq 600); do
+    "$CM" agreement list --dir hz --json | grep -q '"state" : "active"' && break; sleep 0.05
+done
+t0=$(now)
+last=0
+while true; do
+    c=$(count)
+    [ "$c" -ge "$N" ] && break
+    if [ "$c" != "$last" ]; then last=$c; fi
+    sleep 0.2
+done
+t1=$(now)
+rm -f probing; sleep 0.3
+python3 - "$N" "$t0" "$t1" <<'EOF'
+import sys
+n, t0, t1 = int(sys.argv[1]), float(sys.argv[2]), float(sys.argv[3])
+print(f"S1  initial sync: {n} records in {t1 - t0:.2f} s = {n / (t1 - t0):,.0f} records/s (goal ≥ 20,000)")
+for name in ("hz", "sh"):
+    xs = sorted(float(x) * 1000 for x in open(f"{name}-writes.txt") if x.strip())
+    if xs:
+        p99 = xs[min(len(xs) - 1, int(len(xs) * 0.99))]
+        print(f"S2  local writes at {name} during the sync: {len(xs)} PUTs, median {xs[len(xs)//2]:.1f} ms, p99 {p99:.1f} ms, max {xs[-1]:.1f} ms (goal: never above 50 ms)")
+EOF
+
+# S3: idle. Let anti-entropy settle, then count bytes for 20 s.
+sleep 5
+b0=$(( $(metric $HA hz/admin.token sent) + $(metric $SA sh/admin.token sent) ))
+sleep 20
+b1=$(( $(metric $HA hz/admin.token sent) + $(metric $SA sh/admin.token sent) ))
+python3 -c "
+b = $b1 - $b0
+# Each node sends one summary per share per 0.5 s tick; an exchange is one summary each way.
+exchanges = 20 / 0.5
+print(f'S3  idle, in sync: {b} bytes in 20 s for 1 share = {b / exchanges:.0f} bytes per exchange (both directions; goal ≤ 200)')"
+
+# S4: repair. Change D records at hangzhou; bytes until shanghai has the last one.
+python3 - "$D" "$N" > changed.csv <<'EOF'
+import sys
+d, n = int(sys.argv[1]), int(sys.argv[2])
+print("station,district,pm25,measured_at")
+step = max(1, n // d)
+for j in range(d):
+    print(f"S-{j * step:07d},Changed,999.9,2026-11-30T08:00:00Z")
+EOF
+b0=$(( $(metric $HA hz/admin.token sent) + $(metric $SA sh/admin.token sent) ))
+"$CM" import --dir hz air-quality --csv changed.csv >/dev/null
+lastkey=$(tail -1 changed.csv | cut -d, -f1)
+for _ in $(seq 600); do
+    "$CM" record get --dir sh hangzhou/air-quality "$lastkey" --json 2>/dev/null | grep -q 999.9 && break; sleep 0.1
+done
+sleep 1.5
+b1=$(( $(metric $HA hz/admin.token sent) + $(metric $SA sh/admin.token sent) ))
+payload=$(sqlite3 hz/citymesh.db "SELECT SUM(LENGTH(state) + LENGTH(key)) FROM records WHERE key IN ($(tail -n +2 changed.csv | cut -d, -f1 | sed "s/.*/'&'/" | paste -sd,))")
+python3 -c "
+b, p, d = $b1 - $b0, $payload, $D
+print(f'S4  repair of {d} changed records out of $N: {b} bytes on the wire; payload {p} bytes; ratio {b / p:.2f}x, overhead {b - p} bytes (goal ≤ 2x payload + 1 KiB = {2 * p + 1024})')"

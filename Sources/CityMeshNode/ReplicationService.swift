@@ -1,0 +1,851 @@
+public import CityMeshAdmin
+public import CityMeshCore
+import CityMeshNet
+public import CityMeshStore
+import Crypto
+import Foundation
+public import Logging
+import Metrics
+import NIOCore
+import ServiceLifecycle
+import SwiftASN1
+import Synchronization
+public import X509
+
+/// Replication of agreed records over the peer transport (channel 5, docs/protocol.md §8): the
+/// shell around the pure ``AntiEntropy`` machine.
+///
+/// Every tick it works out which shares this node is party to (as owner: the policy's shares and
+/// the members whose agreements are active; as member: its active agreements and the owner's
+/// signed roster), cuts this node's new changes into signed batches, and lets the machine decide
+/// what to pull and push. Incoming messages are handled one at a time, in arrival order: a batch
+/// is checked (order, chain, the origin's signature, the share's view and write rights), merged
+/// and kept in one transaction, then relayed. Each exchange ends with a receipt the receiver
+/// signs and the sender countersigns; both append it to their ledgers.
+public final class ReplicationService: Service, ReplicaDesk, Sendable {
+    /// One share as this node takes part in it.
+    struct ShareInfo: Sendable {
+        let id: String
+        let owner: CitySlug
+        let name: String
+        let dataset: DatasetID
+        var parties: Set<CitySlug>
+        /// Field names of the view (the key included) and those members may write.
+        var fields: [String]
+        var write: [String]
+        var filter: String?
+        var isOwner: Bool
+        var onRevoke: String
+    }
+
+    struct State: Sendable {
+        var shares: [String: ShareInfo] = [:]
+        var certificates: [CitySlug: Certificate] = [:]
+        /// "peer origin" pairs whose certificate went to that peer on this connection.
+        var certificateSent: Set<String> = []
+        /// "peer share" pairs that have this connection's roster.
+        var rosterSent: Set<String> = []
+        var rosters: [String: Agreement.Signed] = [:]
+        /// Peers that need this node's uncountersigned receipts sent again (they reconnected).
+        var resendReceipts: Set<CitySlug> = []
+        /// When each share first fell behind a party (for "behind since").
+        var behindSince: [String: Int64] = [:]
+        var lastExchange: [String: Int64] = [:]
+        var refreshNeeded = true
+        var ticks = 0
+        var connected: Set<CitySlug> = []
+        var refusalsLogged: Set<String> = []
+        /// Per dataset: the greatest clock of each city's cells merged here (kept in step with the store).
+        var knowledge: [DatasetID: [CitySlug: HLC]] = [:]
+        /// Per dataset: the knowledge at the first local write not yet cut into a batch.
+        var knowledgeAtWrite: [DatasetID: [CitySlug: HLC]] = [:]
+    }
+
+    let city: CitySlug
+    let store: NodeStore
+    let key: Agreement.Key?
+    let policy: PolicyManager
+    let book: AgreementBook
+    let ledger: LedgerService
+    let logger: Logger
+    let roots: [Certificate]
+    let clock: @Sendable () -> Int64
+    let tickInterval: Duration
+    let machine: Mutex<AntiEntropy>
+    let state = Mutex(State())
+    let network = Mutex<PeerNetwork?>(nil)
+    /// Where checkpoints passed on by peers go (witnessing).
+    let witness = Mutex<PeerLedgerExchange?>(nil)
+    let inbox: AsyncStream<PeerMessage>
+    let inboxContinuation: AsyncStream<PeerMessage>.Continuation
+
+    /// Body bytes per batch: well under the smallest frame limit a peer may announce (64 KiB).
+    static let batchBytes = 56_000
+    static let recordsPerRead = 2_000
+
+    public init(
+        city: CitySlug, store: NodeStore, key: Agreement.Key?, policy: PolicyManager, book: AgreementBook, ledger: LedgerService, roots: [Certificate],
+        logger: Logger, clock: @escaping @Sendable () -> Int64, tickInterval: Duration = .milliseconds(500), seed: UInt64 = UInt64.random(in: 0...UInt64.max)
+    ) {
+        self.city = city
+        self.store = store
+        self.key = key
+        self.policy = policy
+        self.book = book
+        self.ledger = ledger
+        self.roots = roots
+        self.logger = logger
+        self.clock = clock
+        self.tickInterval = tickInterval
+        self.machine = Mutex(AntiEntropy(me: city, config: .init(fanout: 8, window: 256), seed: seed))
+        (inbox, inboxContinuation) = AsyncStream<PeerMessage>.makeStream(bufferingPolicy: .unbounded)
+    }
+
+    func attach(_ network: PeerNetwork) { self.network.withLock { $0 = network } }
+
+    var now: String { RFC3339.format(microseconds: clock()) }
+
+    // MARK: Service
+
+    public func run() async throws {
+        await withDiscardingTaskGroup { group in
+            group.addTask {
+                for await message in self.inbox.cancelOnGracefulShutdown() {
+                    await self.handle(message)
+                }
+            }
+            group.addTask {
+                while !Task.isShuttingDownGracefully && !Task.isCancelled {
+                    await self.tick()
+                    try? await Task.sleep(for: self.tickInterval)
+                }
+            }
+            group.addTask {
+                try? await gracefulShutdown()
+                self.inboxContinuation.finish()
+            }
+        }
+    }
+
+    /// From the peer transport: queued and handled in arrival order.
+    func receive(_ message: PeerMessage) {
+        guard message.channel == ReplicationWire.channel else { return }
+        inboxContinuation.yield(message)
+    }
+
+    /// A peer connected: it gets certificates and rosters anew; shares are worked out again.
+    func connected(_ peer: CitySlug) {
+        machine.withLock { $0.onConnect(peer) }
+        state.withLock { s in
+            s.certificateSent = s.certificateSent.filter { !$0.hasPrefix("\(peer) ") }
+            s.rosterSent = s.rosterSent.filter { !$0.hasPrefix("\(peer) ") }
+            s.resendReceipts.insert(peer)
+            s.refreshNeeded = true
+        }
+        if let identity = network.withLock({ $0 })?.identity(of: peer) {
+            state.withLock { $0.certificates[peer] = identity.certificate }
+            if let der = try? identity.certificate.derBytes() {
+                Task { try? await store.saveCertificate(city: peer, der: der, at: now) }
+            }
+        }
+    }
+
+    /// Policy or agreements changed: work the shares out again on the next tick.
+    public func invalidate() { state.withLock { $0.refreshNeeded = true } }
+
+    func tick() async {
+        let (refresh, count) = state.withLock { s in
+            s.ticks += 1
+            defer { s.refreshNeeded = false }
+            return (s.refreshNeeded || s.ticks % 2 == 1, s.ticks)
+        }
+        if refresh { await refreshShares() }
+        await cutOwnBatches()
+        let peers = Set(network.withLock { $0 }?.status().peers.filter { $0.state == .connected }.map(\.city) ?? [])
+        state.withLock { $0.connected = peers }
+        await sendRosters(to: peers)
+        let directives = machine.withLock { m in
+            m.setConnected(peers)
+            return m.onTick()
+        }
+        await perform(directives)
+        await issueReceipts()
+        if count % 10 == 0 { await collectTombstones() }
+    }
+
+    /// How old a tombstone must be before it may be collected (on top of every party having
+    /// acknowledged everything): covers a write committed but not yet cut into a batch.
+    static let tombstoneGrace: UInt64 = 10_000
+
+    /// Deleted records are removed once every party of every share of their dataset holds every
+    /// batch this node holds: then each party has merged the delete, and no write older than it
+    /// can come back from anywhere.
+    func collectTombstones() async {
+        let shares = state.withLock { Array($0.shares.values) }
+        let byDataset = Dictionary(grouping: shares, by: \.dataset)
+        let cutoff = HLC(millis: UInt64(max(0, clock() / 1000)) &- Self.tombstoneGrace, logical: 0)
+        for (dataset, group) in byDataset {
+            let settled = machine.withLock { m in group.allSatisfy { m.settled($0.id) } }
+            guard settled else { continue }
+            do {
+                let n = try await store.collectTombstones(dataset, before: cutoff)
+                if n > 0 { logger.info("tombstones collected", metadata: ["dataset": "\(dataset)", "records": "\(n)"]) }
+            } catch {
+                logger.error("collecting tombstones failed", metadata: ["dataset": "\(dataset)", "error": "\(error)"])
+            }
+        }
+    }
+
+    // MARK: Which shares
+
+    func refreshShares() async {
+        var found: [String: ShareInfo] = [:]
+        let t = clock()
+        if let engine = policy.engine {
+            for share in engine.policy.shares {
+                guard let dataset = try? DatasetID(owner: city, name: share.dataset), let info = try? await store.dataset(dataset) else { continue }
+                let members = Set(share.to.filter { book.isActive(share: share.id, member: $0) })
+                guard !members.isEmpty else { continue }
+                var fields = share.fields
+                if !fields.contains(info.schema.keyField) { fields.insert(info.schema.keyField, at: 0) }
+                found["\(city)/\(share.id)"] = ShareInfo(
+                    id: "\(city)/\(share.id)", owner: city, name: share.id, dataset: dataset, parties: members, fields: fields, write: share.write,
+                    filter: share.filter, isOwner: true, onRevoke: share.onRevoke.rawValue)
+            }
+        }
+        let rosters = (try? await store.rosters()) ?? [:]
+        for a in (try? await store.agreements()) ?? [] where a.terms.member == city.rawValue && a.state(now: t) == .active {
+            guard let owner = try? CitySlug(a.terms.owner), let dataset = try? DatasetID(owner: owner, name: a.terms.dataset) else { continue }
+            let id = "\(owner)/\(a.terms.share)"
+            var parties: Set<CitySlug> = [owner]
+            if let text = rosters[id], let signed = try? JSONDecoder().decode(Agreement.Signed.self, from: Data(text.utf8)),
+                let roster = try? signed.decode(ShareRoster.self), roster.members.contains(city.rawValue)
+            {
+                for m in roster.members { if let c = try? CitySlug(m) { parties.insert(c) } }
+                state.withLock { $0.rosters[id] = signed }
+            }
+            parties.remove(city)
+            found[id] = ShareInfo(
+                id: id, owner: owner, name: a.terms.share, dataset: dataset, parties: parties, fields: a.terms.fields, write: a.terms.write,
+                filter: a.terms.filter, isOwner: false, onRevoke: a.terms.onRevoke)
+        }
+        // Agreements that ended with on_revoke: purge take the replica with them.
+        let agreements = (try? await store.agreements()) ?? []
+        for a in agreements where a.terms.member == city.rawValue && a.terms.onRevoke == "purge" {
+            let ended = a.state(now: t)
+            guard ended == .revoked || ended == .expired, let owner = try? CitySlug(a.terms.owner),
+                let dataset = try? DatasetID(owner: owner, name: a.terms.dataset), !found.values.contains(where: { $0.dataset == dataset }),
+                (try? await store.dataset(dataset)) != nil
+            else { continue }
+            do {
+                let removed = try await store.purgeReplica(dataset, share: "\(owner)/\(a.terms.share)")
+                logger.notice("replica purged: the agreement ended with on_revoke: purge", metadata: ["dataset": "\(dataset)", "records": "\(removed)"])
+                ledger.report(LedgerEntry(
+                    time: now, kind: LedgerEntry.Kind.sharePurged, actor: "node", peer: owner.rawValue, dataset: dataset.description, counts: ["records": removed],
+                    hashes: ["offer.sha256": a.id], detail: "share \(owner)/\(a.terms.share) \(ended.rawValue): replica purged (on_revoke: purge)"))
+            } catch {
+                logger.error("purging a replica failed", metadata: ["dataset": "\(dataset)", "error": "\(error)"])
+            }
+        }
+        let held = (try? await store.heldVectors()) ?? [:]
+        let previous = state.withLock { s in
+            defer { s.shares = found }
+            return s.shares
+        }
+        machine.withLock { m in
+            for gone in Set(previous.keys).subtracting(found.keys) { m.removeShare(gone) }
+            for (id, info) in found { m.setParties(share: id, parties: info.parties, held: held[id] ?? [:]) }
+        }
+        // The owner's roster: re-signed when membership or terms change.
+        guard let key else { return }
+        for info in found.values where info.isOwner {
+            let existing = state.withLock { $0.rosters[info.id] }.flatMap { try? $0.decode(ShareRoster.self) }
+            var roster = ShareRoster(
+                owner: city, share: info.name, dataset: info.dataset.description, members: Array(info.parties), fields: info.fields, filter: info.filter,
+                write: info.write, issued: t)
+            if let existing {
+                roster.issued = existing.issued
+                if roster == existing { continue }
+                roster.issued = t
+            }
+            if let signed = try? key.sign(roster, as: city) {
+                state.withLock { s in
+                    s.rosters[info.id] = signed
+                    s.rosterSent = s.rosterSent.filter { !$0.hasSuffix(" \(info.id)") }
+                }
+            }
+        }
+    }
+
+    func sendRosters(to peers: Set<CitySlug>) async {
+        let due: [(CitySlug, Agreement.Signed, String)] = state.withLock { s in
+            var out: [(CitySlug, Agreement.Signed, String)] = []
+            for info in s.shares.values where info.isOwner {
+                guard let r = s.rosters[info.id] else { continue }
+                for p in info.parties.intersection(peers) where !s.rosterSent.contains("\(p) \(info.id)") { out.append((p, r, "\(p) \(info.id)")) }
+            }
+            return out
+        }
+        for (peer, roster, mark) in due {
+            guard let json = try? JSONEncoder().encode(roster) else { continue }
+            if await send(.document(json: Array(json)), to: peer) { state.withLock { _ = $0.rosterSent.insert(mark) } }
+        }
+    }
+
+    // MARK: Cutting own batches
+
+    func cutOwnBatches() async {
+        guard let key else { return }
+        let shares = state.withLock { Array($0.shares.values) }
+        for info in shares where info.isOwner || !info.write.isEmpty {
+            do {
+                while try await cutOne(info, key: key) {}
+            } catch let e as CityMeshError where e.code == .datasetNotFound && !info.isOwner {
+                continue  // the replica is created by the first batch from the owner
+            } catch {
+                logger.error("cutting a batch failed", metadata: ["share": "\(info.id)", "error": "\(error)"])
+            }
+        }
+    }
+
+    /// Cuts at most one batch of `info`; true if more may follow.
+    func cutOne(_ info: ShareInfo, key: Agreement.Key) async throws -> Bool {
+        info.isOwner ? try await cutOwner(info, key: key) : try await cutMember(info, key: key)
+    }
+
+    /// The owner: every record changed since the cursor, projected onto the view (rows outside the
+    /// filter are not sent), whoever wrote the cells.
+    func cutOwner(_ info: ShareInfo, key: Agreement.Key) async throws -> Bool {
+        let dataset = try await store.dataset(info.dataset)
+        let cursor = try await store.cursor(share: info.id)
+        guard dataset.lastSeq > cursor.recordSeq else { return false }
+        let changes = try await store.changes(info.dataset, afterSeq: cursor.recordSeq, limit: Self.recordsPerRead)
+        guard !changes.isEmpty else { return false }
+        let schema = dataset.schema
+        let viewIDs = Set(info.fields.compactMap { schema.field(named: $0)?.id })
+        let filter = info.filter.flatMap { try? RowFilter($0, schema: schema) }
+        var records: [ChangeBatch.Record] = []
+        var size = 0
+        var lastSeq = cursor.recordSeq
+        for r in changes {
+            if let filter, r.state.isLive, !filter.matches({ name in schema.field(named: name).flatMap { r.state.value(field: $0.id) } }) {
+                lastSeq = r.seq
+                continue
+            }
+            let state = r.state.projected(onto: viewIDs)
+            guard !state.cells.isEmpty || state.tombstone != nil else {
+                lastSeq = r.seq
+                continue
+            }
+            let bytes = RecordStateCodec.encode(state).count + r.key.utf8.count + 6
+            if size + bytes > Self.batchBytes && !records.isEmpty { break }
+            records.append(.init(key: r.key, state: state))
+            size += bytes
+            lastSeq = r.seq
+        }
+        guard !records.isEmpty else {
+            try await store.appendOwnBatch(share: info.id, dataset: info.dataset, signed: nil, seq: 0, records: 0, cursor: lastSeq, emitted: .zero, at: now)
+            return changes.count == Self.recordsPerRead
+        }
+        // What the writes in this batch knew: the knowledge at the first of them (knowledge only
+        // grows, so the earliest is what all of them had at least).
+        var seen = try await store.seenClocks(info.dataset)
+        let atWrite = state.withLock { s in
+            defer { s.knowledgeAtWrite[info.dataset] = nil }
+            return s.knowledgeAtWrite[info.dataset]
+        }
+        if let atWrite {
+            for (c, t) in seen where c != city { seen[c] = atWrite[c].map { Swift.min($0, t) } }
+        }
+        let fields = [schema.key] + schema.fields.filter { viewIDs.contains($0.id) && $0.name != schema.keyField }
+        try await emit(info, key: key, fields: fields, seen: seen, records: records, cursor: lastSeq, outboxThrough: nil)
+        return true
+    }
+
+    /// A member: its own writes to the replica as it made them (from the outbox), only cells of
+    /// the fields the share lets members write — a write a concurrent one overwrote here still goes.
+    func cutMember(_ info: ShareInfo, key: Agreement.Key) async throws -> Bool {
+        guard !info.write.isEmpty else { return false }
+        let pending = try await store.outbox(info.dataset, limit: Self.recordsPerRead)
+        guard let last = pending.last else { return false }
+        let schema = try await store.dataset(info.dataset).schema
+        let writable = Set(info.write.compactMap { schema.field(named: $0)?.id })
+        var records: [ChangeBatch.Record] = []
+        var size = 0
+        var through = pending[0].id
+        var seen: [CitySlug: HLC]? = nil
+        for w in pending {
+            let state = RecordState(sortedCells: w.state.cells.filter { $0.stamp.city == city && writable.contains($0.field) }, tombstone: nil)
+            let bytes = RecordStateCodec.encode(state).count + w.key.utf8.count + 6
+            if size + bytes > Self.batchBytes && !records.isEmpty { break }
+            through = w.id
+            guard !state.cells.isEmpty else { continue }
+            records.append(.init(key: w.key, state: state))
+            size += bytes
+            // The batch's knowledge is the least of its writes' knowledge.
+            seen = seen.map { s in s.merging(w.seen, uniquingKeysWith: Swift.min).filter { w.seen[$0.key] != nil } } ?? w.seen
+        }
+        guard !records.isEmpty else {
+            try await store.appendOwnBatch(share: info.id, dataset: info.dataset, signed: nil, seq: 0, records: 0, cursor: 0, emitted: .zero, outboxThrough: through, at: now)
+            return through != last.id || pending.count == Self.recordsPerRead
+        }
+        var knowledge = seen ?? [:]
+        knowledge[city] = records.flatMap(\.state.cells).map(\.stamp.hlc).max()
+        let fields = [schema.key] + schema.fields.filter { writable.contains($0.id) && $0.name != schema.keyField }
+        try await emit(info, key: key, fields: fields, seen: knowledge, records: records, cursor: 0, outboxThrough: through)
+        return true
+    }
+
+    /// Signs and keeps the next own batch of `info`, then pushes it.
+    func emit(_ info: ShareInfo, key: Agreement.Key, fields: [Schema.Field], seen: [CitySlug: HLC], records: [ChangeBatch.Record], cursor: Int64, outboxThrough: Int64?) async throws {
+        let link = try await store.nextBatchLink(share: info.id)
+        let batch = ChangeBatch(
+            share: info.id, dataset: info.dataset.description, origin: city, seq: link.seq, prev: link.prev, fields: fields, seen: seen, records: records)
+        let signed = try batch.signed(with: key)
+        try await store.appendOwnBatch(
+            share: info.id, dataset: info.dataset, signed: signed, seq: link.seq, records: records.count, cursor: cursor, emitted: .zero,
+            outboxThrough: outboxThrough, at: now)
+        let directives = machine.withLock { $0.accepted(share: info.id, origin: city, seq: link.seq, from: city) }
+        await perform(directives)
+    }
+
+    // MARK: Directives
+
+    func perform(_ directives: [AntiEntropy.Directive]) async {
+        for d in directives {
+            switch d {
+            case .summary(let to, let share, let vector, let reply):
+                _ = await send(.summary(share: share, vector: vector, reply: reply), to: to)
+            case .acked(let to, let share, let vector):
+                _ = await send(.acked(share: share, vector: vector), to: to)
+            case .send(let to, let share, let origin, let seqs):
+                guard let batches = try? await store.batches(share: share, origin: origin, seqs: seqs) else { continue }
+                if origin != city && origin != to {
+                    let needed = state.withLock { !$0.certificateSent.contains("\(to) \(origin)") }
+                    if needed, let der = await certificate(of: origin).flatMap({ try? $0.derBytes() }) {
+                        if await send(.certificate(city: origin, der: der), to: to) { state.withLock { _ = $0.certificateSent.insert("\(to) \(origin)") } }
+                    }
+                }
+                for b in batches {
+                    guard await send(.batch(share: share, bytes: b), to: to) else { break }
+                }
+            }
+        }
+    }
+
+    /// Bytes of a DATA frame on the wire, TLS excluded: length (4), type (1), channel (2), payload.
+    static let frameOverhead = 7
+
+    static func kind(_ m: ReplicationWire.Message) -> String {
+        switch m {
+        case .summary: "summary"
+        case .acked: "acked"
+        case .batch: "batch"
+        case .certificate: "certificate"
+        case .document: "document"
+        case .checkpoint: "checkpoint"
+        }
+    }
+
+    @discardableResult
+    func send(_ message: ReplicationWire.Message, to peer: CitySlug) async -> Bool {
+        guard let network = network.withLock({ $0 }) else { return false }
+        do {
+            let payload = ReplicationWire.encode(message)
+            try await network.send(to: peer, channel: ReplicationWire.channel, payload: payload)
+            Counter(label: "citymesh_replication_bytes_total", dimensions: [("direction", "sent"), ("kind", Self.kind(message))])
+                .increment(by: payload.count + Self.frameOverhead)
+            return true
+        } catch {
+            logger.debug("replication message not sent", metadata: ["peer": "\(peer)", "error": "\(error)"])
+            return false
+        }
+    }
+
+    func certificate(of city: CitySlug) async -> Certificate? {
+        if let c = state.withLock({ $0.certificates[city] }) { return c }
+        if let id = network.withLock({ $0 })?.identity(of: city) {
+            state.withLock { $0.certificates[city] = id.certificate }
+            return id.certificate
+        }
+        guard let der = try? await store.certificates()[city], let cert = try? Certificate(derEncoded: der) else { return nil }
+        // Stored certificates were verified when learnt; check again (they expire).
+        guard (try? await NodeIdentity.verify(chain: [cert], roots: roots, expectedCity: city, now: Date())) != nil else { return nil }
+        state.withLock { $0.certificates[city] = cert }
+        return cert
+    }
+
+    // MARK: Incoming
+
+    func handle(_ message: PeerMessage) async {
+        let peer = message.city
+        let decoded: ReplicationWire.Message
+        do { decoded = try ReplicationWire.decode(Array(message.payload.readableBytesView)[...]) } catch {
+            refuse(peer: peer, share: nil, reason: "malformed replication message: \(error)")
+            return
+        }
+        Counter(label: "citymesh_replication_bytes_total", dimensions: [("direction", "received"), ("kind", Self.kind(decoded))])
+            .increment(by: message.payload.readableBytes + Self.frameOverhead)
+        switch decoded {
+        case .summary(let share, let vector, let reply):
+            let (directives, held) = machine.withLock { ($0.onSummary(from: peer, share: share, vector: vector, reply: reply), $0.held(share)) }
+            state.withLock { s in
+                let behind = vector.contains { o, n in n > (held[o] ?? 0) }
+                let k = "\(share) \(peer)"
+                if behind { if s.behindSince[k] == nil { s.behindSince[k] = clock() } } else { s.behindSince[k] = nil }
+            }
+            await perform(directives)
+        case .acked(let share, let vector):
+            machine.withLock { $0.onAcked(from: peer, share: share, vector: vector) }
+        case .batch(let share, let bytes):
+            await take(share: share, bytes: bytes, from: peer)
+        case .certificate(let origin, let der):
+            guard let cert = try? Certificate(derEncoded: der),
+                (try? await NodeIdentity.verify(chain: [cert], roots: roots, expectedCity: origin, now: Date())) != nil
+            else {
+                refuse(peer: peer, share: nil, reason: "a relayed certificate for \(origin) does not verify against the federation CA")
+                return
+            }
+            state.withLock { $0.certificates[origin] = cert }
+            try? await store.saveCertificate(city: origin, der: der, at: now)
+        case .document(let json):
+            await document(json, from: peer)
+        case .checkpoint(let city, let note):
+            guard city != self.city, let witness = witness.withLock({ $0 }), let cert = await certificate(of: city) else { return }
+            await witness.witnessed(city, note: note, certificate: cert)
+        }
+    }
+
+    func take(share: String, bytes: [UInt8], from peer: CitySlug) async {
+        guard let info = state.withLock({ $0.shares[share] }) else {
+            refuse(peer: peer, share: share, reason: "a batch of share \(share), which this node is not party to")
+            return
+        }
+        let signed: SignedBatch
+        let batch: ChangeBatch
+        do {
+            signed = try SignedBatch(bytes: bytes[...])
+            batch = try signed.decode()
+        } catch {
+            refuse(peer: peer, share: share, reason: "a malformed batch: \(error)")
+            return
+        }
+        switch machine.withLock({ $0.onBatch(share: share, origin: batch.origin, seq: batch.seq, from: peer) }) {
+        case .duplicate, .gap: return
+        case .notParty:
+            refuse(peer: peer, share: share, reason: "\(peer) is not party to share \(share)")
+            return
+        case .take: break
+        }
+        do {
+            guard batch.share == share, batch.dataset == info.dataset.description else {
+                throw CityMeshError(.forbidden, "the batch names share \(batch.share) of \(batch.dataset)")
+            }
+            guard batch.origin == info.owner || info.parties.contains(batch.origin) || batch.origin == city else {
+                throw CityMeshError(.forbidden, "\(batch.origin) is not party to share \(share)")
+            }
+            guard let cert = await certificate(of: batch.origin) else {
+                throw CityMeshError(.certificateInvalid, "no verified certificate of \(batch.origin) to check its signature")
+            }
+            try signed.verify(certificate: cert)
+        } catch {
+            refuse(peer: peer, share: share, reason: "batch \(batch.origin):\(batch.seq) refused: \(error)")
+            return
+        }
+        // What the share lets this origin write; refused cells are dropped and ledgered.
+        let (states, refusedCells) = await permitted(batch, info: info)
+        if refusedCells > 0 {
+            refuse(peer: peer, share: share, reason: "\(refusedCells) cells of batch \(batch.origin):\(batch.seq) are outside what share \(share) lets \(batch.origin) write", once: false)
+        }
+        let latest = (try? await store.originSeen(share: share)) ?? [:]
+        let me = city
+        let origin = batch.origin
+        let originSeen = batch.seen
+        let keyField = batch.fields.first?.name ?? "key"
+        do {
+            let outcome = try await store.take(
+                IncomingBatch(share: share, dataset: info.dataset, batch: batch, signed: signed, states: states, keyField: keyField, from: peer, at: now),
+                conflicts: { _, stored, incoming, mySeen in
+                    ConflictRule.find(stored: stored, incoming: incoming, origin: origin, originSeen: originSeen, me: me, mySeen: mySeen, latestSeen: { latest[$0] })
+                })
+            Counter(label: "citymesh_replication_records_merged_total").increment(by: outcome.written)
+            Counter(label: "citymesh_replication_batches_taken_total").increment()
+            if outcome.conflicts > 0 { Counter(label: "citymesh_replication_conflicts_total").increment(by: outcome.conflicts) }
+            state.withLock { s in
+                guard var k = s.knowledge[info.dataset] else { return }
+                for r in states { for c in r.state.cells where (k[c.stamp.city] ?? .zero) < c.stamp.hlc { k[c.stamp.city] = c.stamp.hlc } }
+                s.knowledge[info.dataset] = k
+            }
+            if outcome.conflicts > 0 {
+                logger.notice("concurrent writes kept as conflicts", metadata: ["dataset": "\(info.dataset)", "conflicts": "\(outcome.conflicts)"])
+            }
+        } catch let refusal as TakeRefusal {
+            if case .forked(let held) = refusal {
+                ledger.report(LedgerEntry(
+                    time: now, kind: LedgerEntry.Kind.peerForked, actor: "peer:\(peer)", peer: batch.origin.rawValue, dataset: info.dataset.description,
+                    hashes: ["held.prev.sha256": Self.hex(held), "offered.prev.sha256": Self.hex(batch.prev), "offered.batch.sha256": Self.hex(signed.hash)],
+                    reason: "fork", detail: "\(batch.origin) signed batch \(batch.seq) of \(share) on a history this node does not hold"))
+                logger.error("a city signed two histories of a share", metadata: ["origin": "\(batch.origin)", "share": "\(share)", "seq": "\(batch.seq)"])
+            }
+            return
+        } catch {
+            logger.error("a batch could not be merged", metadata: ["share": "\(share)", "error": "\(error)"])
+            return
+        }
+        state.withLock { s in s.lastExchange["\(share) \(peer)"] = clock() }
+        let directives = machine.withLock { $0.accepted(share: share, origin: batch.origin, seq: batch.seq, from: peer) }
+        await perform(directives)
+    }
+
+    /// The records of `batch` minus what its origin may not write here: the owner may send
+    /// anything in the view; a member only its own cells of the fields the share lets members
+    /// write, on records the share lets it see, and no deletions.
+    func permitted(_ batch: ChangeBatch, info: ShareInfo) async -> ([ChangeBatch.Record], Int) {
+        let schema = (try? await store.dataset(info.dataset).schema)
+        let fieldNames = Dictionary(uniqueKeysWithValues: batch.fields.map { ($0.id, $0.name) })
+        let view = Set(info.fields)
+        var refused = 0
+        var out: [ChangeBatch.Record] = []
+        out.reserveCapacity(batch.records.count)
+        let fromOwner = batch.origin == info.owner
+        let writable = Set(info.write)
+        let filter = fromOwner ? nil : info.filter.flatMap { text in schema.flatMap { try? RowFilter(text, schema: $0) } }
+        for r in batch.records {
+            var cells: [Cell] = []
+            for c in r.state.cells {
+                let name = schema?.field(id: c.field)?.name ?? fieldNames[c.field]
+                let ok: Bool
+                if fromOwner {
+                    ok = name.map { view.contains($0) } ?? false
+                } else {
+                    ok = c.stamp.city == batch.origin && (name.map { writable.contains($0) } ?? false)
+                }
+                if ok { cells.append(c) } else { refused += 1 }
+            }
+            var tombstone = r.state.tombstone
+            if !fromOwner, tombstone != nil {
+                refused += 1
+                tombstone = nil
+            }
+            if let filter, info.isOwner, let schema {
+                let stored = try? await store.get(info.dataset, key: r.key)
+                guard let stored, stored.state.isLive, filter.matches({ n in schema.field(named: n).flatMap { stored.state.value(field: $0.id) } }) else {
+                    refused += cells.count
+                    continue
+                }
+            }
+            out.append(.init(key: r.key, state: RecordState(sortedCells: cells, tombstone: tombstone)))
+        }
+        return (out, refused)
+    }
+
+    func refuse(peer: CitySlug, share: String?, reason: String, once: Bool = true) {
+        let mark = "\(peer) \(share ?? "") \(reason.prefix(40))"
+        if once {
+            let first = state.withLock { $0.refusalsLogged.insert(mark).inserted }
+            guard first else { return }
+        }
+        logger.warning("replication refused", metadata: ["peer": "\(peer)", "share": "\(share ?? "-")", "reason": "\(reason)"])
+        ledger.report(LedgerEntry(time: now, kind: LedgerEntry.Kind.exchangeRefused, actor: "peer:\(peer)", peer: peer.rawValue, dataset: share, reason: reason))
+    }
+
+    static func hex(_ b: [UInt8]) -> String { b.map { String(format: "%02x", $0) }.joined() }
+
+    // MARK: Documents: rosters and receipts
+
+    func document(_ json: [UInt8], from peer: CitySlug) async {
+        do {
+            let signed = try JSONDecoder().decode(Agreement.Signed.self, from: Data(json))
+            struct Kind: Decodable { let type: String }
+            guard let cert = await certificate(of: peer) else { throw CityMeshError(.certificateInvalid, "no certificate of \(peer)") }
+            try Agreement.verify(signed, city: peer, certificate: cert)
+            switch try signed.decode(Kind.self).type {
+            case "citymesh-roster/v1":
+                let roster = try signed.decode(ShareRoster.self)
+                guard roster.owner == peer.rawValue, roster.members.contains(city.rawValue) else { return }
+                if try await store.saveRoster(share: roster.id, issued: roster.issued, document: String(decoding: json, as: UTF8.self)) {
+                    invalidate()
+                }
+            case "citymesh-receipt/v1":
+                try await countersign(signed, from: peer)
+            case "citymesh-countersign/v1":
+                let c = try signed.decode(ReceiptCountersign.self)
+                guard let stored = try await store.receipt(id: c.receipt), stored.role == "received", stored.peer == peer.rawValue, c.sender == peer.rawValue,
+                    let receipt = try? JSONDecoder().decode(Agreement.Signed.self, from: Data(stored.receipt.utf8))
+                else { return }
+                guard try await store.saveCountersign(id: c.receipt, countersign: String(decoding: json, as: UTF8.self)) else { return }
+                appendReceipt(try receipt.decode(ExchangeReceipt.self), receipt: receipt, countersign: signed, peer: peer)
+            default:
+                throw CityMeshError(.malformedInput, "unknown document type")
+            }
+        } catch {
+            refuse(peer: peer, share: nil, reason: "a replication document refused: \(error)")
+        }
+    }
+
+    /// As sender: check the receiver's receipt against the batches it names, countersign, ledger.
+    func countersign(_ signed: Agreement.Signed, from peer: CitySlug) async throws {
+        let r = try signed.decode(ExchangeReceipt.self)
+        guard r.sender == city.rawValue, r.receiver == peer.rawValue else { throw CityMeshError(.forbidden, "a receipt between other cities") }
+        // Asked again (the receiver restarted before it got the countersignature): the same one.
+        if let stored = try await store.receipt(id: signed.id), stored.role == "sent", let c = stored.countersign {
+            await send(.document(json: Array(c.utf8)), to: peer)
+            return
+        }
+        var hashes: [[UInt8]] = []
+        var records = 0
+        for run in r.batches {
+            guard let (origin, seqs) = ExchangeReceipt.parseRun(run) else { throw CityMeshError(.malformedInput, "receipt run '\(run)'") }
+            let held = try await store.batchHashes(share: r.share, origin: origin, seqs: seqs)
+            guard held.count == seqs.count else { throw CityMeshError(.forbidden, "the receipt names batches \(run) this node does not hold") }
+            hashes += held.map(\.hash)
+            records += held.reduce(0) { $0 + $1.records }
+        }
+        guard ExchangeReceipt.digest(hashes) == r.batchesSHA256, records == r.records else {
+            throw CityMeshError(.forbidden, "the receipt's digest or count does not match the batches it names")
+        }
+        guard let key else { return }
+        let size = (try? await ledger.ledger.count()) ?? 0
+        let c = try key.sign(ReceiptCountersign(receipt: signed.id, sender: city, senderLedgerSize: size, at: now), as: city)
+        let json = try JSONEncoder().encode(c)
+        guard try await store.saveCountersigned(
+            id: signed.id, peer: peer, share: r.share, receipt: String(decoding: try JSONEncoder().encode(signed), as: UTF8.self),
+            countersign: String(decoding: json, as: UTF8.self), at: now)
+        else { return }
+        appendReceipt(r, receipt: signed, countersign: c, peer: peer)
+        await send(.document(json: Array(json)), to: peer)
+    }
+
+    func appendReceipt(_ r: ExchangeReceipt, receipt: Agreement.Signed, countersign: Agreement.Signed, peer: CitySlug) {
+        let direction = r.sender == city.rawValue ? "sent to" : "received from"
+        let dataset = state.withLock { $0.shares[r.share]?.dataset.description }
+        ledger.report(LedgerEntry(
+            time: now, kind: LedgerEntry.Kind.exchangeReceipt, actor: "peer:\(peer)", peer: peer.rawValue, dataset: dataset,
+            counts: ["batches": r.batches.compactMap(ExchangeReceipt.parseRun).reduce(0) { $0 + $1.seqs.count }, "records": r.records],
+            hashes: ["receipt.sha256": receipt.id, "batches.sha256": r.batchesSHA256],
+            detail: "share \(r.share): \(direction) \(peer), \(r.batches.joined(separator: " "))", documents: [receipt, countersign]))
+    }
+
+    /// As receiver: one receipt per (peer, share) for the batches taken and not yet receipted
+    /// (kept in the store, so a restart issues what a crash left out); receipts a reconnected
+    /// peer never countersigned are sent again.
+    func issueReceipts() async {
+        guard let key else { return }
+        if let taken = try? await store.unreceiptedBatches(), !taken.isEmpty {
+            let size = (try? await ledger.ledger.count()) ?? 0
+            var groups: [String: [(origin: CitySlug, seq: UInt64, hash: [UInt8], records: Int)]] = [:]
+            var order: [String] = []
+            for t in taken {
+                let k = "\(t.peer) \(t.share)"
+                if groups[k] == nil { order.append(k) }
+                groups[k, default: []].append((t.origin, t.seq, t.hash, t.records))
+            }
+            for k in order {
+                let parts = k.split(separator: " ", maxSplits: 1)
+                guard parts.count == 2, let peer = try? CitySlug(String(parts[0])), let batches = groups[k] else { continue }
+                let share = String(parts[1])
+                let r = ExchangeReceipt(
+                    share: share, sender: peer, receiver: city, batches: ExchangeReceipt.runs(batches.map { ($0.origin, $0.seq) }),
+                    records: batches.reduce(0) { $0 + $1.records }, batchesSHA256: ExchangeReceipt.digest(batches.map(\.hash)), receiverLedgerSize: size, at: now)
+                guard let signed = try? key.sign(r, as: city), let json = try? JSONEncoder().encode(signed) else { continue }
+                do {
+                    try await store.saveIssuedReceipt(
+                        id: signed.id, peer: peer, share: share, document: String(decoding: json, as: UTF8.self), batches: batches.map { ($0.origin, $0.seq) }, at: now)
+                } catch {
+                    logger.error("a receipt could not be kept", metadata: ["peer": "\(peer)", "error": "\(error)"])
+                    continue
+                }
+                await send(.document(json: Array(json)), to: peer)
+            }
+        }
+        let again = state.withLock { s in
+            defer { s.resendReceipts = [] }
+            return s.resendReceipts
+        }
+        for peer in again.sorted(by: { $0.rawValue < $1.rawValue }) {
+            for doc in (try? await store.uncountersigned(peer: peer)) ?? [] {
+                await send(.document(json: Array(doc.utf8)), to: peer)
+            }
+        }
+    }
+
+    // MARK: ReplicaDesk
+
+    /// Whether a local write may change a replica: only fields the share lets members write, on
+    /// records the member sees, and never a delete. An owner's own datasets are not checked here.
+    public func checkLocalWrite(dataset: DatasetID, fields: [String], delete: Bool) async throws {
+        guard dataset.owner != city else { return }
+        guard let info = state.withLock({ $0.shares.values.first { $0.dataset == dataset } }) else {
+            throw CityMeshError(.forbidden, "'\(dataset)' is \(dataset.owner)'s dataset and no active agreement lets \(city) write it: see 'citymesh agreement list'")
+        }
+        if delete {
+            throw CityMeshError(.forbidden, "only \(dataset.owner) can delete records of '\(dataset)'; members may write \(info.write.isEmpty ? "no fields" : info.write.joined(separator: ", "))")
+        }
+        let schema = try await store.dataset(dataset).schema
+        let denied = fields.filter { $0 != schema.keyField && !info.write.contains($0) }
+        guard denied.isEmpty else {
+            throw CityMeshError(.forbidden, "share \(info.id) does not let \(city) write \(denied.joined(separator: ", ")): members may write \(info.write.isEmpty ? "no fields" : info.write.joined(separator: ", "))")
+        }
+    }
+
+    public func willWrite(dataset: DatasetID) async {
+        let known = state.withLock { $0.knowledge[dataset] }
+        let snapshot: [CitySlug: HLC]
+        if let known { snapshot = known } else {
+            snapshot = (try? await store.seenClocks(dataset)) ?? [:]
+            state.withLock { s in if s.knowledge[dataset] == nil { s.knowledge[dataset] = snapshot } }
+        }
+        state.withLock { s in if s.knowledgeAtWrite[dataset] == nil { s.knowledgeAtWrite[dataset] = snapshot } }
+    }
+
+    /// A conflict stays open while the value it kept is still in force; a later write of the
+    /// field (a resolution made at another city, replicated here) settles it.
+    public func conflicts(dataset: DatasetID, all: Bool) async throws -> [StoredConflict] {
+        let schema = try await store.dataset(dataset).schema
+        for c in try await store.conflicts(dataset, open: true) {
+            guard let field = schema.field(named: c.field), let record = try await store.get(dataset, key: c.key),
+                let current = record.state.cell(field: field.id), current.stamp.description != c.winnerStamp
+            else { continue }
+            try await store.settleConflicts(dataset, key: c.key, field: c.field, by: "a later write (\(current.stamp))", at: now)
+        }
+        return try await store.conflicts(dataset, open: !all)
+    }
+
+    public func status() async -> [API.ShareSync] {
+        let (shares, behind, last) = state.withLock { ($0.shares, $0.behindSince, $0.lastExchange) }
+        var out: [API.ShareSync] = []
+        for info in shares.values.sorted(by: { $0.id < $1.id }) {
+            let (held, reports) = machine.withLock { m in (m.held(info.id), info.parties.map { ($0, m.reported(info.id, by: $0)) }) }
+            let heldTotal = held.values.reduce(0, +)
+            var parties: [API.ShareSync.Party] = []
+            for (p, r) in reports.sorted(by: { $0.0.rawValue < $1.0.rawValue }) {
+                let theirs = r ?? [:]
+                var weLack: UInt64 = 0
+                var theyLack: UInt64 = 0
+                for o in Set(held.keys).union(theirs.keys) {
+                    let a = held[o] ?? 0, b = theirs[o] ?? 0
+                    if b > a { weLack += b - a } else { theyLack += a - b }
+                }
+                let state: String
+                if r == nil { state = "unknown" } else if weLack > 0 { state = "catching_up" } else if theyLack > 0 { state = "ahead" } else { state = "in_sync" }
+                let theirTotal = theirs.values.reduce(0, +)
+                parties.append(API.ShareSync.Party(
+                    city: p.rawValue, state: state, batchesHeld: heldTotal, batchesTheyHold: r == nil ? nil : theirTotal, missingHere: weLack, missingThere: theyLack,
+                    behindSince: behind["\(info.id) \(p)"].map { RFC3339.format(microseconds: $0) },
+                    lastExchange: last["\(info.id) \(p)"].map { RFC3339.format(microseconds: $0) }))
+            }
+            out.append(API.ShareSync(
+                share: info.id, dataset: info.dataset.description, role: info.isOwner ? "owner" : "member", fields: info.fields, write: info.write,
+                batches: heldTotal, parties: parties))
+        }
+        return out
+    }
+}
+
+extension Certificate {
+    func derBytes() throws -> [UInt8] {
+        var s = DER.Serializer()
+        try s.serialize(self)
+        return s.serializedBytes
+    }
+}

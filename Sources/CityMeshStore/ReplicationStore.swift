@@ -1,0 +1,494 @@
+public import CityMeshCore
+import Foundation
+import GRDB
+import Synchronization
+
+/// A batch from a peer, checked by the caller (signature, rights), ready to be merged and kept.
+public struct IncomingBatch: Sendable {
+    public let share: String
+    public let dataset: DatasetID
+    public let batch: ChangeBatch
+    public let signed: SignedBatch
+    /// The states to merge: the batch's records minus any cells the caller refused.
+    public let states: [ChangeBatch.Record]
+    /// For a replica: the key field's name (the batch's first field).
+    public let keyField: String
+    public let from: CitySlug
+    public let at: String
+
+    public init(share: String, dataset: DatasetID, batch: ChangeBatch, signed: SignedBatch, states: [ChangeBatch.Record], keyField: String, from: CitySlug, at: String) {
+        self.share = share
+        self.dataset = dataset
+        self.batch = batch
+        self.signed = signed
+        self.states = states
+        self.keyField = keyField
+        self.from = from
+        self.at = at
+    }
+}
+
+/// A conflict as stored.
+public struct StoredConflict: Sendable, Codable, Equatable {
+    public let id: Int64
+    public let dataset: String
+    public let key: String
+    public let field: String
+    public let value: String?
+    public let stamp: String
+    public let city: String
+    public let winnerValue: String?
+    public let winnerStamp: String
+    public let winnerCity: String
+    public let foundAt: String
+    public let resolvedAt: String?
+    public let resolvedBy: String?
+}
+
+/// Why a batch was not taken.
+public enum TakeRefusal: Error, Sendable, Equatable {
+    /// Its number is not the next one for its origin (a race with another relay, or a gap).
+    case notNext(expected: UInt64)
+    /// Its `prev` does not match the hash of the batch before it: the origin signed two histories.
+    case forked(held: [UInt8])
+}
+
+extension NodeStore {
+    // MARK: Batches
+
+    /// What this node holds of each share: origin → highest batch number.
+    public func heldVectors() async throws -> [String: VersionVector] {
+        try await pool.read { db in
+            var out: [String: VersionVector] = [:]
+            for row in try Row.fetchAll(db, sql: "SELECT share, origin, MAX(seq) AS n FROM share_batches GROUP BY share, origin") {
+                out[row["share"], default: [:]][try CitySlug(row["origin"])] = UInt64(row["n"] as Int64)
+            }
+            return out
+        }
+    }
+
+    /// The signed bytes of `origin`'s batches `seqs` of `share`, in order (those held).
+    public func batches(share: String, origin: CitySlug, seqs: ClosedRange<UInt64>) async throws -> [[UInt8]] {
+        try await pool.read { db in
+            try Data.fetchAll(
+                db, sql: "SELECT bytes FROM share_batches WHERE share = ? AND origin = ? AND seq BETWEEN ? AND ? ORDER BY seq",
+                arguments: [share, origin.rawValue, Int64(seqs.lowerBound), Int64(seqs.upperBound)]
+            ).map { Array($0) }
+        }
+    }
+
+    /// Hashes of `origin`'s batches `seqs` (those held), in order.
+    public func batchHashes(share: String, origin: CitySlug, seqs: ClosedRange<UInt64>) async throws -> [(seq: UInt64, hash: [UInt8], records: Int)] {
+        try await pool.read { db in
+            try Row.fetchAll(
+                db, sql: "SELECT seq, hash, records FROM share_batches WHERE share = ? AND origin = ? AND seq BETWEEN ? AND ? ORDER BY seq",
+                arguments: [share, origin.rawValue, Int64(seqs.lowerBound), Int64(seqs.upperBound)]
+            ).map { (UInt64($0["seq"] as Int64), Array($0["hash"] as Data), $0["records"]) }
+        }
+    }
+
+    static func lastBatch(db: Database, share: String, origin: CitySlug) throws -> (UInt64, [UInt8])? {
+        guard let row = try Row.fetchOne(
+            db, sql: "SELECT seq, hash FROM share_batches WHERE share = ? AND origin = ? ORDER BY seq DESC LIMIT 1", arguments: [share, origin.rawValue])
+        else { return nil }
+        return (UInt64(row["seq"] as Int64), Array(row["hash"] as Data))
+    }
+
+    /// The number and hash the next own batch of `share` must chain to.
+    public func nextBatchLink(share: String) async throws -> (seq: UInt64, prev: [UInt8]) {
+        let me = city
+        return try await pool.read { db in
+            guard let (n, h) = try Self.lastBatch(db: db, share: share, origin: me) else { return (1, ChangeBatch.zeroHash) }
+            return (n + 1, h)
+        }
+    }
+
+    /// Where cutting own batches of `share` has got to (record sequence, clock of the last own cell sent).
+    public func cursor(share: String) async throws -> (recordSeq: Int64, emitted: HLC) {
+        try await pool.read { db in
+            guard let row = try Row.fetchOne(db, sql: "SELECT record_seq, emitted_hlc FROM share_cursors WHERE share = ?", arguments: [share]) else {
+                return (0, .zero)
+            }
+            return (row["record_seq"], HLC(rawValue: UInt64(bitPattern: row["emitted_hlc"] as Int64)))
+        }
+    }
+
+    /// Records of `id` changed after local sequence `afterSeq`, in sequence order, at most `limit`.
+    public func changes(_ id: DatasetID, afterSeq: Int64, limit: Int) async throws -> [StoredRecord] {
+        try await pool.read { db in
+            let (rowid, _) = try Self.datasetHandle(id, db: db)
+            return try Row.fetchAll(
+                // `+dataset` keeps SQLite off the (dataset, key) index: a range scan of the rowid
+                // from the cursor reads only what changed, however large the dataset.
+                db, sql: "SELECT key, seq, state FROM records WHERE seq > ? AND +dataset = ? ORDER BY seq LIMIT ?", arguments: [afterSeq, rowid, limit]
+            ).map { row in
+                let key: String = row["key"]
+                let blob: Data = row["state"]
+                return StoredRecord(key: key, seq: row["seq"], state: try blob.withUnsafeBytes { try RecordStateCodec.decode(buffer: $0, key: key) })
+            }
+        }
+    }
+
+    /// Keeps an own batch and moves the cursor past what it covers, in one transaction. When the
+    /// cut produced no batch (nothing to send), `signed` is nil and only the cursor moves.
+    public func appendOwnBatch(
+        share: String, dataset: DatasetID, signed: SignedBatch?, seq: UInt64, records: Int, cursor: Int64, emitted: HLC, outboxThrough: Int64? = nil, at: String
+    ) async throws {
+        let me = city
+        // Read outside the write transaction: the writer lock is held only for the writes.
+        let prev = try signed.map { try $0.decode().prev }
+        try await pool.write { db in
+            if let outboxThrough {
+                try db.execute(sql: "DELETE FROM outbox WHERE dataset = ? AND id <= ?", arguments: [dataset.description, outboxThrough])
+            }
+            if let signed {
+                let (n, h) = try Self.lastBatch(db: db, share: share, origin: me) ?? (0, ChangeBatch.zeroHash)
+                guard seq == n + 1 else { throw CityMeshError(.internalError, "own batch \(seq) of \(share) is not the next (\(n + 1))") }
+                guard prev == h else { throw CityMeshError(.internalError, "own batch \(seq) of \(share) does not chain to batch \(n)") }
+                try db.execute(
+                    sql: "INSERT INTO share_batches (share, origin, seq, hash, records, bytes, received_from, received_at) VALUES (?, ?, ?, ?, ?, ?, NULL, ?)",
+                    arguments: [share, me.rawValue, Int64(seq), Data(signed.hash), records, Data(signed.bytes), at])
+            }
+            try db.execute(
+                sql: """
+                    INSERT INTO share_cursors (share, dataset, record_seq, emitted_hlc) VALUES (?, ?, ?, ?)
+                    ON CONFLICT (share) DO UPDATE SET record_seq = excluded.record_seq, emitted_hlc = excluded.emitted_hlc
+                    """,
+                arguments: [share, dataset.description, cursor, Int64(bitPattern: emitted.rawValue)])
+        }
+    }
+
+    /// Merges a peer's batch and keeps it, in one transaction: it must be the next of its origin
+    /// and chain to the one before. A replica dataset is created (or gains fields) from the
+    /// batch's field list. `conflicts` is asked, per existing record, what the merge overwrote.
+    /// Returns the records changed and the conflicts found.
+    public func take(
+        _ incoming: IncomingBatch, conflicts find: @escaping @Sendable (_ key: String, _ stored: RecordState, _ incoming: RecordState, _ mySeen: [CitySlug: HLC]) -> [ConflictRule.Conflict]
+    ) async throws -> (written: Int, conflicts: Int) {
+        let b = incoming.batch
+        let maxHLC = incoming.states.reduce(HLC.zero) { m, r in
+            r.state.cells.reduce(Swift.max(m, r.state.tombstone?.hlc ?? .zero)) { Swift.max($0, $1.stamp.hlc) }
+        }
+        clock.withLock { $0.observe(maxHLC) }
+        let me = city
+        return try await pool.write { db in
+            let (n, h) = try Self.lastBatch(db: db, share: incoming.share, origin: b.origin) ?? (0, ChangeBatch.zeroHash)
+            guard b.seq == n + 1 else { throw TakeRefusal.notNext(expected: n + 1) }
+            guard b.prev == h else { throw TakeRefusal.forked(held: h) }
+            // The dataset: the owner's own, or this member's replica of it.
+            let rowid: Int64
+            var schema: Schema
+            if let row = try Row.fetchOne(db, sql: "SELECT id, schema FROM datasets WHERE owner = ? AND name = ?", arguments: [incoming.dataset.owner.rawValue, incoming.dataset.name]) {
+                rowid = row["id"]
+                schema = try Self.decodeSchema(row["schema"])
+                if incoming.dataset.owner != me {
+                    var changed = false
+                    for f in b.fields where try schema.adopt(f) { changed = true }
+                    if changed {
+                        try db.execute(sql: "UPDATE datasets SET schema = ? WHERE id = ?", arguments: [try Self.encodeSchema(schema), rowid])
+                    }
+                }
+            } else {
+                guard incoming.dataset.owner != me else { throw CityMeshError(.datasetNotFound, "no dataset '\(incoming.dataset)' here") }
+                schema = try Schema(replicating: b.fields, keyField: incoming.keyField)
+                try db.execute(
+                    sql: "INSERT INTO datasets (owner, name, schema, created_at) VALUES (?, ?, ?, ?)",
+                    arguments: [incoming.dataset.owner.rawValue, incoming.dataset.name, try Self.encodeSchema(schema), incoming.at])
+                rowid = db.lastInsertedRowID
+            }
+            var mySeen: [CitySlug: HLC] = [:]
+            for row in try Row.fetchAll(db, sql: "SELECT city, hlc FROM seen_clocks WHERE dataset = ?", arguments: [incoming.dataset.description]) {
+                mySeen[try CitySlug(row["city"])] = HLC(rawValue: UInt64(bitPattern: row["hlc"] as Int64))
+            }
+            var found: [(String, ConflictRule.Conflict)] = []
+            var w = try BatchWriter(db: db, dataset: rowid)
+            let seenBefore = mySeen
+            w.observe = { key, stored, state in
+                for c in find(key, stored, state, seenBefore) { found.append((key, c)) }
+            }
+            try w.mergeAll(incoming.states.map { PreparedWrite(key: $0.key, state: $0.state) })
+            let summary = try w.finish(lastHLC: clock.withLock { $0.last })
+            for (key, c) in found {
+                func text(_ v: Value?) -> String? { v.map { String(decoding: (try? JSONEncoder().encode($0.json)) ?? Data(), as: UTF8.self) } }
+                try db.execute(
+                    sql: """
+                        INSERT OR IGNORE INTO conflicts (dataset, key, field, value, stamp, city, winner_value, winner_stamp, winner_city, found_at)
+                        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                        """,
+                    arguments: [
+                        incoming.dataset.description, key, schema.field(id: c.field)?.name ?? "#\(c.field)", text(c.loser.value), c.loser.stamp.description,
+                        c.loser.stamp.city.rawValue, text(c.winner.value), c.winner.stamp.description, c.winner.stamp.city.rawValue, incoming.at,
+                    ])
+            }
+            // What this node has now seen of each writer.
+            for r in incoming.states {
+                for c in r.state.cells where !(mySeen[c.stamp.city].map { c.stamp.hlc <= $0 } ?? false) { mySeen[c.stamp.city] = c.stamp.hlc }
+            }
+            for (c, t) in mySeen {
+                try db.execute(
+                    sql: "INSERT INTO seen_clocks (dataset, city, hlc) VALUES (?, ?, ?) ON CONFLICT (dataset, city) DO UPDATE SET hlc = max(hlc, excluded.hlc)",
+                    arguments: [incoming.dataset.description, c.rawValue, Int64(bitPattern: t.rawValue)])
+            }
+            try db.execute(
+                sql: "INSERT INTO origin_seen (share, origin, seen) VALUES (?, ?, ?) ON CONFLICT (share, origin) DO UPDATE SET seen = excluded.seen",
+                arguments: [incoming.share, b.origin.rawValue, Self.seenText(b.seen)])
+            try db.execute(
+                sql: "INSERT INTO share_batches (share, origin, seq, hash, records, bytes, received_from, received_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                arguments: [incoming.share, b.origin.rawValue, Int64(b.seq), Data(incoming.signed.hash), b.records.count, Data(incoming.signed.bytes), incoming.from.rawValue, incoming.at])
+            return (summary.written, found.count)
+        }
+    }
+
+    static func seenText(_ seen: [CitySlug: HLC]) -> String {
+        seen.sorted { $0.key.rawValue < $1.key.rawValue }.map { "\($0.key.rawValue)=\($0.value.rawValue)" }.joined(separator: ",")
+    }
+
+    static func parseSeen(_ text: String) -> [CitySlug: HLC] {
+        var out: [CitySlug: HLC] = [:]
+        for part in text.split(separator: ",") {
+            let kv = part.split(separator: "=")
+            if kv.count == 2, let c = try? CitySlug(String(kv[0])), let n = UInt64(kv[1]) { out[c] = HLC(rawValue: n) }
+        }
+        return out
+    }
+
+    /// The `seen` map of the last batch taken from each origin of `share`.
+    public func originSeen(share: String) async throws -> [CitySlug: [CitySlug: HLC]] {
+        try await pool.read { db in
+            var out: [CitySlug: [CitySlug: HLC]] = [:]
+            for row in try Row.fetchAll(db, sql: "SELECT origin, seen FROM origin_seen WHERE share = ?", arguments: [share]) {
+                out[try CitySlug(row["origin"])] = Self.parseSeen(row["seen"])
+            }
+            return out
+        }
+    }
+
+    /// This node's knowledge of each writer's cells in `dataset`, including its own writes.
+    public func seenClocks(_ dataset: DatasetID) async throws -> [CitySlug: HLC] {
+        let me = city
+        let own = clock.withLock { $0.last }
+        return try await pool.read { db in
+            var out: [CitySlug: HLC] = [me: own]
+            for row in try Row.fetchAll(db, sql: "SELECT city, hlc FROM seen_clocks WHERE dataset = ?", arguments: [dataset.description]) {
+                let c = try CitySlug(row["city"])
+                if c != me { out[c] = HLC(rawValue: UInt64(bitPattern: row["hlc"] as Int64)) }
+            }
+            return out
+        }
+    }
+
+    // MARK: Outbox (a member's own writes to replicas)
+
+    static func keepInOutbox(db: Database, dataset: DatasetID, _ writes: [PreparedWrite]) throws {
+        var seen: [CitySlug: HLC] = [:]
+        for row in try Row.fetchAll(db, sql: "SELECT city, hlc FROM seen_clocks WHERE dataset = ?", arguments: [dataset.description]) {
+            seen[try CitySlug(row["city"])] = HLC(rawValue: UInt64(bitPattern: row["hlc"] as Int64))
+        }
+        let text = seenText(seen)
+        for w in writes {
+            try db.execute(
+                sql: "INSERT INTO outbox (dataset, key, state, seen) VALUES (?, ?, ?, ?)",
+                arguments: [dataset.description, w.key, Data(RecordStateCodec.encode(w.state)), text])
+        }
+    }
+
+    /// The oldest own writes to replica `dataset` not yet cut into a batch.
+    public func outbox(_ dataset: DatasetID, limit: Int) async throws -> [(id: Int64, key: String, state: RecordState, seen: [CitySlug: HLC])] {
+        try await pool.read { db in
+            try Row.fetchAll(db, sql: "SELECT id, key, state, seen FROM outbox WHERE dataset = ? ORDER BY id LIMIT ?", arguments: [dataset.description, limit]).map {
+                ($0["id"], $0["key"], try RecordStateCodec.decode(Array($0["state"] as Data)), Self.parseSeen($0["seen"]))
+            }
+        }
+    }
+
+    // MARK: Tombstones and purges
+
+    /// Removes deleted records of `dataset` whose tombstone is older than `before`: called only
+    /// once every party of every share of the dataset has acknowledged everything this node holds.
+    /// Returns how many were collected.
+    public func collectTombstones(_ id: DatasetID, before: HLC) async throws -> Int {
+        try await pool.write { db in
+            let (rowid, _) = try Self.datasetHandle(id, db: db)
+            var gone: [Int64] = []
+            for row in try Row.fetchAll(db, sql: "SELECT seq, key, state FROM records WHERE dataset = ? AND live = 0", arguments: [rowid]) {
+                let key: String = row["key"]
+                let blob: Data = row["state"]
+                let state = try blob.withUnsafeBytes { try RecordStateCodec.decode(buffer: $0, key: key) }
+                if let t = state.tombstone, t.hlc < before { gone.append(row["seq"]) }
+            }
+            for seq in gone { try db.execute(sql: "DELETE FROM records WHERE seq = ?", arguments: [seq]) }
+            return gone.count
+        }
+    }
+
+    /// Deletes a replica and everything kept to replicate it (an agreement ended with
+    /// `on_revoke: purge`). Returns the number of records removed.
+    public func purgeReplica(_ id: DatasetID, share: String) async throws -> Int {
+        try await pool.write { db in
+            guard let rowid = try Int64.fetchOne(db, sql: "SELECT id FROM datasets WHERE owner = ? AND name = ?", arguments: [id.owner.rawValue, id.name]) else { return 0 }
+            let count = try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM records WHERE dataset = ?", arguments: [rowid]) ?? 0
+            try db.execute(sql: "DELETE FROM records WHERE dataset = ?", arguments: [rowid])
+            try db.execute(sql: "DELETE FROM datasets WHERE id = ?", arguments: [rowid])
+            try db.execute(sql: "DELETE FROM share_batches WHERE share = ?", arguments: [share])
+            try db.execute(sql: "DELETE FROM share_cursors WHERE share = ?", arguments: [share])
+            try db.execute(sql: "DELETE FROM share_rosters WHERE share = ?", arguments: [share])
+            try db.execute(sql: "DELETE FROM origin_seen WHERE share = ?", arguments: [share])
+            try db.execute(sql: "DELETE FROM seen_clocks WHERE dataset = ?", arguments: [id.description])
+            try db.execute(sql: "DELETE FROM conflicts WHERE dataset = ?", arguments: [id.description])
+            return count
+        }
+    }
+
+    // MARK: Receipts
+
+    /// Batches taken from peers that no receipt covers yet, oldest first.
+    public func unreceiptedBatches(limit: Int = 4096) async throws -> [(peer: CitySlug, share: String, origin: CitySlug, seq: UInt64, hash: [UInt8], records: Int)] {
+        try await pool.read { db in
+            try Row.fetchAll(
+                db, sql: """
+                    SELECT received_from, share, origin, seq, hash, records FROM share_batches
+                    WHERE received_from IS NOT NULL AND receipt IS NULL ORDER BY received_at, share, origin, seq LIMIT ?
+                    """, arguments: [limit]
+            ).map { (try CitySlug($0["received_from"]), $0["share"], try CitySlug($0["origin"]), UInt64($0["seq"] as Int64), Array($0["hash"] as Data), $0["records"]) }
+        }
+    }
+
+    /// Keeps a receipt this node signed as receiver and marks the batches it covers, in one transaction.
+    public func saveIssuedReceipt(id: String, peer: CitySlug, share: String, document: String, batches: [(origin: CitySlug, seq: UInt64)], at: String) async throws {
+        try await pool.write { db in
+            try db.execute(
+                sql: "INSERT INTO receipts (id, peer, share, role, receipt, created_at) VALUES (?, ?, ?, 'received', ?, ?)",
+                arguments: [id, peer.rawValue, share, document, at])
+            for b in batches {
+                try db.execute(
+                    sql: "UPDATE share_batches SET receipt = ? WHERE share = ? AND origin = ? AND seq = ?",
+                    arguments: [id, share, b.origin.rawValue, Int64(b.seq)])
+            }
+        }
+    }
+
+    /// A receipt as stored: its document, and the countersignature once there is one.
+    public func receipt(id: String) async throws -> (role: String, peer: String, receipt: String, countersign: String?)? {
+        try await pool.read { db in
+            try Row.fetchOne(db, sql: "SELECT role, peer, receipt, countersign FROM receipts WHERE id = ?", arguments: [id]).map {
+                ($0["role"], $0["peer"], $0["receipt"], $0["countersign"])
+            }
+        }
+    }
+
+    /// Keeps a receipt this node countersigned as sender; false if it already had one for it.
+    @discardableResult
+    public func saveCountersigned(id: String, peer: CitySlug, share: String, receipt: String, countersign: String, at: String) async throws -> Bool {
+        try await pool.write { db in
+            try db.execute(
+                sql: "INSERT OR IGNORE INTO receipts (id, peer, share, role, receipt, countersign, created_at) VALUES (?, ?, ?, 'sent', ?, ?, ?)",
+                arguments: [id, peer.rawValue, share, receipt, countersign, at])
+            return db.changesCount > 0
+        }
+    }
+
+    /// Records the sender's countersignature of a receipt this node issued; false if it already had it.
+    @discardableResult
+    public func saveCountersign(id: String, countersign: String) async throws -> Bool {
+        try await pool.write { db in
+            try db.execute(sql: "UPDATE receipts SET countersign = ? WHERE id = ? AND role = 'received' AND countersign IS NULL", arguments: [countersign, id])
+            return db.changesCount > 0
+        }
+    }
+
+    /// Receipts this node issued that `peer` has not countersigned yet.
+    public func uncountersigned(peer: CitySlug) async throws -> [String] {
+        try await pool.read { db in
+            try String.fetchAll(db, sql: "SELECT receipt FROM receipts WHERE peer = ? AND role = 'received' AND countersign IS NULL ORDER BY created_at LIMIT 256", arguments: [peer.rawValue])
+        }
+    }
+
+    // MARK: Rosters and certificates
+
+    /// Keeps a roster if it is newer than the one held; true if kept.
+    @discardableResult
+    public func saveRoster(share: String, issued: Int64, document: String) async throws -> Bool {
+        try await pool.write { db in
+            try db.execute(
+                sql: "INSERT INTO share_rosters (share, issued, document) VALUES (?, ?, ?) ON CONFLICT (share) DO UPDATE SET issued = excluded.issued, document = excluded.document WHERE excluded.issued > share_rosters.issued",
+                arguments: [share, issued, document])
+            return db.changesCount > 0
+        }
+    }
+
+    public func rosters() async throws -> [String: String] {
+        try await pool.read { db in
+            Dictionary(uniqueKeysWithValues: try Row.fetchAll(db, sql: "SELECT share, document FROM share_rosters").map { ($0["share"], $0["document"]) })
+        }
+    }
+
+    public func saveCertificate(city: CitySlug, der: [UInt8], at: String) async throws {
+        try await pool.write { db in
+            try db.execute(
+                sql: "INSERT INTO city_certificates (city, der, updated_at) VALUES (?, ?, ?) ON CONFLICT (city) DO UPDATE SET der = excluded.der, updated_at = excluded.updated_at",
+                arguments: [city.rawValue, Data(der), at])
+        }
+    }
+
+    public func certificates() async throws -> [CitySlug: [UInt8]] {
+        try await pool.read { db in
+            var out: [CitySlug: [UInt8]] = [:]
+            for row in try Row.fetchAll(db, sql: "SELECT city, der FROM city_certificates") { out[try CitySlug(row["city"])] = Array(row["der"] as Data) }
+            return out
+        }
+    }
+
+    // MARK: Conflicts
+
+    /// Conflicts in `dataset`, newest first; `open` keeps those not settled.
+    public func conflicts(_ dataset: DatasetID, open: Bool) async throws -> [StoredConflict] {
+        try await pool.read { db in
+            try Row.fetchAll(
+                db, sql: "SELECT * FROM conflicts WHERE dataset = ? \(open ? "AND resolved_at IS NULL" : "") ORDER BY id DESC LIMIT 1000",
+                arguments: [dataset.description]
+            ).map {
+                StoredConflict(
+                    id: $0["id"], dataset: $0["dataset"], key: $0["key"], field: $0["field"], value: $0["value"], stamp: $0["stamp"], city: $0["city"],
+                    winnerValue: $0["winner_value"], winnerStamp: $0["winner_stamp"], winnerCity: $0["winner_city"], foundAt: $0["found_at"],
+                    resolvedAt: $0["resolved_at"], resolvedBy: $0["resolved_by"])
+            }
+        }
+    }
+
+    /// Marks the open conflicts of one field of one record settled; returns how many.
+    @discardableResult
+    public func settleConflicts(_ dataset: DatasetID, key: String, field: String, by: String, at: String) async throws -> Int {
+        try await pool.write { db in
+            try db.execute(
+                sql: "UPDATE conflicts SET resolved_at = ?, resolved_by = ? WHERE dataset = ? AND key = ? AND field = ? AND resolved_at IS NULL",
+                arguments: [at, by, dataset.description, key, field])
+            return db.changesCount
+        }
+    }
+
+    // MARK: Witnessing
+
+    /// Keeps a checkpoint a peer showed; returns the one already held at the same size, if it differs.
+    public func savePeerCheckpoint(city: CitySlug, size: UInt64, root: String, note: String, at: String) async throws -> String? {
+        try await pool.write { db in
+            if let row = try Row.fetchOne(db, sql: "SELECT root, note FROM peer_checkpoints WHERE city = ? AND size = ?", arguments: [city.rawValue, Int64(size)]) {
+                return (row["root"] as String) == root ? nil : row["note"]
+            }
+            try db.execute(
+                sql: "INSERT INTO peer_checkpoints (city, size, root, note, received_at) VALUES (?, ?, ?, ?, ?)",
+                arguments: [city.rawValue, Int64(size), root, note, at])
+            return nil
+        }
+    }
+
+    /// The latest checkpoint kept for each peer.
+    public func peerCheckpoints() async throws -> [CitySlug: (size: UInt64, note: String)] {
+        try await pool.read { db in
+            var out: [CitySlug: (UInt64, String)] = [:]
+            for row in try Row.fetchAll(db, sql: "SELECT city, MAX(size) AS size, note FROM peer_checkpoints GROUP BY city") {
+                out[try CitySlug(row["city"])] = (UInt64(row["size"] as Int64), row["note"])
+            }
+            return out
+        }
+    }
+}

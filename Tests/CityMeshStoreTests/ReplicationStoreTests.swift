@@ -1,0 +1,136 @@
+import CityMeshCore
+import Crypto
+import Foundation
+import GRDB
+import Testing
+@testable import CityMeshStore
+
+/// Replication state on a real SQLite file: taking batches in order and only in order, the chain
+/// check, replicas created from a batch's fields, conflicts kept, the outbox, receipts, tombstone
+/// collection and purging.
+@Suite("Replication store")
+struct ReplicationStoreTests {
+    static let hz = try! CitySlug("hangzhou")
+    static let sh = try! CitySlug("shanghai")
+    static let sz = try! CitySlug("suzhou")
+    static let dataset = try! DatasetID(owner: hz, name: "registry")
+    static let share = "hangzhou/registry-rw"
+    static let fields = [
+        Schema.Field(id: 1, name: "id", type: .string, nullable: false), Schema.Field(id: 2, name: "status", type: .string, nullable: true),
+    ]
+    static let key = Agreement.Key.ed25519(Curve25519.Signing.PrivateKey())
+
+    static func stamp(_ ms: UInt64, _ c: CitySlug) -> Stamp { Stamp(hlc: HLC(millis: ms, logical: 0), city: c) }
+
+    static func batch(origin: CitySlug, seq: UInt64, prev: [UInt8], _ records: [(String, String, UInt64)], fields: [Schema.Field] = fields, seen: [CitySlug: HLC] = [:])
+        throws -> (ChangeBatch, SignedBatch)
+    {
+        let recs = records.map { k, status, ms in
+            ChangeBatch.Record(key: k, state: RecordState(cells: [Cell(field: 1, value: .string(k), stamp: stamp(ms, origin)), Cell(field: 2, value: .string(status), stamp: stamp(ms, origin))]))
+        }
+        let b = ChangeBatch(share: share, dataset: dataset.description, origin: origin, seq: seq, prev: prev, fields: fields, seen: seen, records: recs)
+        return (b, try b.signed(with: key))
+    }
+
+    static func incoming(_ b: ChangeBatch, _ s: SignedBatch, from: CitySlug) -> IncomingBatch {
+        IncomingBatch(share: share, dataset: dataset, batch: b, signed: s, states: b.records, keyField: "id", from: from, at: "2026-11-29T08:00:00Z")
+    }
+
+    static let noConflicts: @Sendable (String, RecordState, RecordState, [CitySlug: HLC]) -> [ConflictRule.Conflict] = { _, _, _, _ in [] }
+
+    @Test("a member takes batches only in order and on the right chain; the replica is created, then gains fields")
+    func takeInOrder() async throws {
+        let (store, _) = try makeStore(city: "shanghai")
+        let (b1, s1) = try Self.batch(origin: Self.hz, seq: 1, prev: ChangeBatch.zeroHash, [("E-1", "active", 1000), ("E-2", "active", 1000)])
+        let (b2, s2) = try Self.batch(origin: Self.hz, seq: 2, prev: s1.hash, [("E-1", "closed", 2000)])
+        await #expect(throws: TakeRefusal.notNext(expected: 1)) { try await store.take(Self.incoming(b2, s2, from: Self.hz), conflicts: Self.noConflicts) }
+        let first = try await store.take(Self.incoming(b1, s1, from: Self.hz), conflicts: Self.noConflicts)
+        #expect(first.written == 2)
+        #expect(try await store.dataset(Self.dataset).schema.fields.map(\.name) == ["id", "status"])
+        await #expect(throws: TakeRefusal.notNext(expected: 2)) { try await store.take(Self.incoming(b1, s1, from: Self.hz), conflicts: Self.noConflicts) }
+        // A batch 2 on another history (prev does not match) is a fork, and changes nothing.
+        let (fork, sfork) = try Self.batch(origin: Self.hz, seq: 2, prev: [UInt8](repeating: 7, count: 32), [("E-1", "forged", 3000)])
+        await #expect(throws: TakeRefusal.forked(held: s1.hash)) { try await store.take(Self.incoming(fork, sfork, from: Self.sz), conflicts: Self.noConflicts) }
+        // A new field in the owner's next batch is added to the replica without a resync.
+        let wider = Self.fields + [Schema.Field(id: 5, name: "district", type: .string, nullable: true)]
+        let (b2w, s2w) = try Self.batch(origin: Self.hz, seq: 2, prev: s1.hash, [("E-1", "closed", 2000)], fields: wider)
+        _ = try await store.take(Self.incoming(b2w, s2w, from: Self.hz), conflicts: Self.noConflicts)
+        #expect(try await store.dataset(Self.dataset).schema.fields.map(\.id) == [1, 2, 5])
+        #expect(try await store.heldVectors() == [Self.share: [Self.hz: 2]])
+        #expect(try await store.batches(share: Self.share, origin: Self.hz, seqs: 1...5) == [s1.bytes, s2w.bytes])
+        #expect(try await store.get(Self.dataset, key: "E-1")?.state.value(field: 2) == .string("closed"))
+        _ = (b2, s2)
+    }
+
+    @Test("conflicts found during a merge are kept with both values; settling marks them")
+    func conflicts() async throws {
+        let (store, _) = try makeStore(city: "hangzhou")
+        let schema = try Schema(keyField: "id", fields: [("id", .string), ("status", .string)])
+        _ = try await store.createDataset(Self.dataset, schema: schema, createdAt: "t")
+        let (a, sa) = try Self.batch(origin: Self.sh, seq: 1, prev: ChangeBatch.zeroHash, [("E-1", "suspended", 1000)])
+        _ = try await store.take(Self.incoming(a, sa, from: Self.sh), conflicts: Self.noConflicts)
+        let (b, sb) = try Self.batch(origin: Self.sz, seq: 1, prev: ChangeBatch.zeroHash, [("E-1", "closed", 1100)])
+        let me = Self.hz
+        let outcome = try await store.take(Self.incoming(b, sb, from: Self.sz)) { _, stored, incoming, mySeen in
+            ConflictRule.find(stored: stored, incoming: incoming, origin: Self.sz, originSeen: [:], me: me, mySeen: mySeen, latestSeen: { _ in nil })
+        }
+        #expect(outcome.conflicts == 1)
+        let open = try await store.conflicts(Self.dataset, open: true)
+        #expect(open.count == 1 && open[0].value == #""suspended""# && open[0].winnerValue == #""closed""# && open[0].city == "shanghai" && open[0].field == "status")
+        #expect(try await store.settleConflicts(Self.dataset, key: "E-1", field: "status", by: "token:x", at: "t2") == 1)
+        #expect(try await store.conflicts(Self.dataset, open: true).isEmpty)
+        #expect(try await store.conflicts(Self.dataset, open: false).first?.resolvedBy == "token:x")
+        #expect(try await store.seenClocks(Self.dataset)[Self.sz] == HLC(millis: 1100, logical: 0))
+    }
+
+    @Test("a member's writes to a replica wait in the outbox, as written, with what it had seen")
+    func outbox() async throws {
+        let (store, _) = try makeStore(city: "shanghai")
+        let (b1, s1) = try Self.batch(origin: Self.hz, seq: 1, prev: ChangeBatch.zeroHash, [("E-1", "active", 1000)])
+        _ = try await store.take(Self.incoming(b1, s1, from: Self.hz), conflicts: Self.noConflicts)
+        let schema = try await store.dataset(Self.dataset).schema
+        let input = try RecordInput.fromText(key: "E-1", assignments: [("status", "audited")], schema: schema)
+        _ = try await store.write(Self.dataset, inputs: [input], physicalMillis: 5000)
+        let pending = try await store.outbox(Self.dataset, limit: 10)
+        #expect(pending.count == 1 && pending[0].key == "E-1" && pending[0].seen[Self.hz] == HLC(millis: 1000, logical: 0))
+        #expect(pending[0].state.cell(field: 2)?.value == .string("audited") && pending[0].state.cell(field: 2)?.stamp.city == Self.sh)
+        // Cutting the batch empties the outbox in the same transaction.
+        try await store.appendOwnBatch(share: Self.share, dataset: Self.dataset, signed: nil, seq: 0, records: 0, cursor: 0, emitted: .zero, outboxThrough: pending[0].id, at: "t")
+        #expect(try await store.outbox(Self.dataset, limit: 10).isEmpty)
+    }
+
+    @Test("receipts: batches taken are receipted once; a countersignature is kept once")
+    func receipts() async throws {
+        let (store, _) = try makeStore(city: "shanghai")
+        let (b1, s1) = try Self.batch(origin: Self.hz, seq: 1, prev: ChangeBatch.zeroHash, [("E-1", "active", 1000)])
+        _ = try await store.take(Self.incoming(b1, s1, from: Self.hz), conflicts: Self.noConflicts)
+        let due = try await store.unreceiptedBatches()
+        #expect(due.count == 1 && due[0].peer == Self.hz && due[0].seq == 1 && due[0].hash == s1.hash)
+        try await store.saveIssuedReceipt(id: "r1", peer: Self.hz, share: Self.share, document: "{}", batches: [(Self.hz, 1)], at: "t")
+        #expect(try await store.unreceiptedBatches().isEmpty)
+        #expect(try await store.uncountersigned(peer: Self.hz) == ["{}"])
+        #expect(try await store.saveCountersign(id: "r1", countersign: "{c}"))
+        #expect(try await !store.saveCountersign(id: "r1", countersign: "{other}"))
+        #expect(try await store.uncountersigned(peer: Self.hz).isEmpty)
+        #expect(try await store.saveCountersigned(id: "r2", peer: Self.sz, share: Self.share, receipt: "{r}", countersign: "{c}", at: "t"))
+        #expect(try await !store.saveCountersigned(id: "r2", peer: Self.sz, share: Self.share, receipt: "{r}", countersign: "{c2}", at: "t"))
+        #expect(try await store.receipt(id: "r2")?.countersign == "{c}")
+    }
+
+    @Test("tombstones older than the cutoff are collected, live records and newer tombstones stay; a purge removes the replica")
+    func collectAndPurge() async throws {
+        let (store, _) = try makeStore(city: "shanghai")
+        let (b1, s1) = try Self.batch(origin: Self.hz, seq: 1, prev: ChangeBatch.zeroHash, [("E-1", "active", 1000), ("E-2", "active", 1000), ("E-3", "active", 1000)])
+        _ = try await store.take(Self.incoming(b1, s1, from: Self.hz), conflicts: Self.noConflicts)
+        let deletions = [ChangeBatch.Record(key: "E-1", state: .deletion(at: Self.stamp(2000, Self.hz))), ChangeBatch.Record(key: "E-2", state: .deletion(at: Self.stamp(9000, Self.hz)))]
+        let b2 = ChangeBatch(share: Self.share, dataset: Self.dataset.description, origin: Self.hz, seq: 2, prev: s1.hash, fields: Self.fields, seen: [:], records: deletions)
+        let s2 = try b2.signed(with: Self.key)
+        _ = try await store.take(Self.incoming(b2, s2, from: Self.hz), conflicts: Self.noConflicts)
+        #expect(try await store.collectTombstones(Self.dataset, before: HLC(millis: 5000, logical: 0)) == 1)
+        let keys = try await store.pool.read { db in try String.fetchAll(db, sql: "SELECT key FROM records ORDER BY key") }
+        #expect(keys == ["E-2", "E-3"])
+        #expect(try await store.purgeReplica(Self.dataset, share: Self.share) == 2)
+        await #expect(throws: CityMeshError.self) { try await store.dataset(Self.dataset) }
+        #expect(try await store.heldVectors().isEmpty)
+    }
+}
