@@ -11,9 +11,9 @@ import Foundation
 /// counts those of an Ed25519-signed batch).
 ///
 /// Time: one round is one second, one anti-entropy tick and one membership probe period.
-/// Membership runs in ten 100 ms steps a round, its messages taking one step; a replication
-/// message (summary, batch, receipt) takes `delay` rounds, so every hop of a change costs at
-/// least one round. All randomness comes from the seed: the same config gives the same result.
+/// Membership runs on 100 ms steps, its messages taking one step; a replication message
+/// (summary, batch, receipt) takes `delay` rounds, so every hop of a change costs at least one
+/// round. All randomness comes from the seed: the same config gives the same result.
 public enum FederationSimulator {
     /// What to simulate. Durations are in rounds (seconds).
     public struct Config: Sendable, Equatable, Codable {
