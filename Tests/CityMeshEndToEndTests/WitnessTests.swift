@@ -1,12 +1,13 @@
 import Foundation
 import Testing
 
-/// Peers as witnesses: a city whose ledger history is rewritten behind its back is caught by a
-/// peer that kept its earlier signed checkpoint — even across the peer's restart — and the peer
-/// ledgers the fork with both signed checkpoints as evidence.
+/// Peers as witnesses: a city that shows two histories (here, a second node with the same
+/// certificate and key but its own ledger) is caught by a peer that kept its earlier signed
+/// checkpoint — even across the peer's restart — and the peer ledgers the fork with both signed
+/// checkpoints as evidence.
 @Suite("End to end: witnessing", .serialized)
 struct WitnessTests {
-    @Test("a rewritten history is caught by a peer, which keeps both signed checkpoints as evidence")
+    @Test("a city showing two histories is caught by a peer, which keeps both signed checkpoints as evidence")
     func fork() throws {
         let work = try Harness.tempDir("witness")
         // Index 1 (shanghai) gets a P-256 key; hangzhou and suzhou sign checkpoints with Ed25519.
@@ -26,18 +27,23 @@ struct WitnessTests {
         sz = try Daemon(dir: "suzhou", cwd: work)
         #expect(try sz.waitReady(admin: cities[2].admin), "\(sz.log)")
 
-        // hangzhou's history is rewritten: the leaf of its first entry is replaced.
+        // hangzhou equivocates: a second node with hangzhou's certificate and key, at the same
+        // address, but its own ledger — a second history signed by the same key.
         #expect(hz.terminate() == 0)
-        r = try Harness.run("/usr/bin/sqlite3", ["hangzhou/citymesh.db", "UPDATE ledger SET leaf = zeroblob(32) WHERE idx = 0"], cwd: work)
+        r = try cm("init", "--dir", "hangzhou-twin", "--city", "hangzhou", "--ca", "fed/ca.pem", "--cert", "hangzhou-cert/node.pem",
+                   "--key", "hangzhou-cert/node.key", "--listen", cities[0].listen, "--admin", cities[0].admin, "--crl", "fed/crl.pem")
         #expect(r.ok, "\(r.stderr)")
-        hz = try Daemon(dir: "hangzhou", cwd: work)
+        hz = try Daemon(dir: "hangzhou-twin", cwd: work)
         #expect(try hz.waitReady(admin: cities[0].admin), "\(hz.log)")
-        r = try cm("dataset", "create", "--dir", "hangzhou", "air", "--key", "station", "--field", "station:string")
+        r = try cm("dataset", "create", "--dir", "hangzhou-twin", "air", "--key", "station", "--field", "station:string")
         #expect(r.ok, "\(r.stderr)")
 
         try PeerTransportTests.eventually("suzhou catches hangzhou's two histories", seconds: 40) {
             let check = try cm("peers", "checkpoint", "--dir", "suzhou", "hangzhou")
-            if !check.ok { #expect(check.stderr.contains("two histories") || check.stderr.contains("not connected") || check.stderr.contains("no connection"), "\(check.stderr)") }
+            if !check.ok {
+                // Until the twin connects and signs its first checkpoint, the check says so.
+                #expect(["two histories", "no connection", "no checkpoint has been signed yet"].contains { check.stderr.contains($0) }, "\(check.stderr)")
+            }
             return check.stderr.contains("two histories")
         }
         r = try cm("audit", "log", "--dir", "suzhou", "--kind", "peer.forked", "--json")

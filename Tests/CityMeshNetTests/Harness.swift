@@ -56,7 +56,7 @@ enum Net {
 
     /// Waits (up to `seconds`) for `condition`; records an issue naming `what` if it never holds.
     @discardableResult
-    static func eventually(_ what: String, seconds: Double = 15, sourceLocation: SourceLocation = #_sourceLocation, _ condition: () -> Bool) async throws -> Bool {
+    static func eventually(_ what: String, seconds: Double = 60, sourceLocation: SourceLocation = #_sourceLocation, _ condition: () -> Bool) async throws -> Bool {
         let deadline = Date().addingTimeInterval(seconds)
         while Date() < deadline {
             if condition() { return true }
