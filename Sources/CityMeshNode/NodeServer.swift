@@ -98,7 +98,8 @@ public struct NodeServer: Sendable {
         membershipLogger[metadataKey: "service"] = "membership"
         let membership = MembershipService(city: city, seeds: peerConfiguration.seeds.map(\.city), logger: membershipLogger)
 
-        let exchange = PeerLedgerExchange(ledger: ledgerService.ledger, logger: ledgerLogger)
+        let cosigner = try? Cosigner(name: Cosignature.witnessName(city), key: Curve25519.Signing.PrivateKey(pemRepresentation: try Files.read(directory.file(config.tls.key), what: "the key")))
+        let exchange = PeerLedgerExchange(ledger: ledgerService.ledger, cosigner: cosigner, logger: ledgerLogger)
         let network = try PeerNetwork(configuration: peerConfiguration, logger: peerLogger, onMessage: {
             exchange.receive($0)
             agreements.receive($0)

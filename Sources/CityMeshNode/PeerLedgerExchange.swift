@@ -6,6 +6,7 @@ import Foundation
 public import Logging
 import NIOCore
 import ServiceLifecycle
+import SwiftASN1
 import Synchronization
 import X509
 
@@ -42,10 +43,17 @@ public final class PeerLedgerExchange: Sendable {
     let seen = Mutex<[CitySlug: (checkpoint: Checkpoint, note: String)]>([:])
     /// Witnessing: where peers' checkpoints are kept, and where a fork is ledgered.
     let witness = Mutex<(store: NodeStore, ledger: LedgerService)?>(nil)
+    /// This node as a witness: cosigns the peers' checkpoints it checked (nil without an Ed25519 key).
+    let cosigner: Cosigner?
+    /// What this node last cosigned of each peer: the size and when.
+    let cosigned = Mutex<[CitySlug: (size: UInt64, at: ContinuousClock.Instant)]>([:])
+    /// A checkpoint cosigned again, unchanged, after this long (so its cosignature stays fresh).
+    public static let recosignAfter: Duration = .seconds(300)
     public static let timeout: Duration = .seconds(10)
 
-    public init(ledger: LedgerStore, logger: Logger) {
+    public init(ledger: LedgerStore, cosigner: Cosigner? = nil, logger: Logger) {
         prover = StoreProver(ledger: ledger)
+        self.cosigner = cosigner
         self.logger = logger
     }
 
@@ -107,7 +115,9 @@ public final class PeerLedgerExchange: Sendable {
             logger.warning("malformed ledger message from a peer", metadata: ["peer": "\(message.city)", "error": "\(error)"])
             return
         }
-        if decoded.isRequest {
+        if case .cosignature(_, let size, let line) = decoded {
+            Task { await self.acceptCosignature(from: message.city, size: size, line: line) }
+        } else if decoded.isRequest {
             Task {
                 guard let answer = await LedgerWire.answer(decoded, from: prover) else { return }
                 do { try await network.withLock { $0 }?.send(to: message.city, channel: LedgerWire.channel, payload: answer.encoded()) } catch {
@@ -200,8 +210,58 @@ public final class PeerLedgerExchange: Sendable {
             if (s[city]?.checkpoint.size ?? 0) <= checkpoint.size { s[city] = (checkpoint, note) }
         }
         await keep(city, checkpoint, note: note)
+        await cosign(city, checkpoint: checkpoint, note: note)
         return Observed(
             city: city.rawValue, note: note, size: checkpoint.size, root: checkpoint.root.base64, keyName: verifier.vkey, consistentWith: consistentWith)
+    }
+
+    /// Witnessing: cosigns `city`'s checkpoint, just checked (signature, and consistency with the
+    /// largest one seen before), and sends the cosignature to `city` to keep and publish. An
+    /// unchanged checkpoint is cosigned again only every `recosignAfter`.
+    func cosign(_ city: CitySlug, checkpoint: Checkpoint, note: String) async {
+        guard let cosigner, let network = network.withLock({ $0 }) else { return }
+        let now = ContinuousClock.now
+        let due = cosigned.withLock { c -> Bool in
+            if let last = c[city], last.size == checkpoint.size, now - last.at < Self.recosignAfter { return false }
+            c[city] = (checkpoint.size, now)
+            return true
+        }
+        guard due, let text = try? SignedNote(parsing: note).text else { return }
+        do {
+            let cosignature = try cosigner.cosign(checkpointText: text, timestamp: UInt64(Date().timeIntervalSince1970))
+            let message = LedgerWire.cosignature(id: nextID.add(1, ordering: .relaxed).newValue, size: checkpoint.size, line: cosignature.line)
+            try await network.send(to: city, channel: LedgerWire.channel, payload: message.encoded())
+        } catch {
+            cosigned.withLock { $0[city] = nil }
+            logger.debug("cosignature not sent", metadata: ["peer": "\(city)", "error": "\(error)"])
+        }
+    }
+
+    /// The origin's side: a peer cosigned one of this node's checkpoints. It is kept only if it
+    /// verifies with the key of the certificate the peer connected with, under the peer's witness
+    /// name, over the checkpoint this node signed at that size.
+    func acceptCosignature(from city: CitySlug, size: UInt64, line: String) async {
+        func refuse(_ why: String) {
+            logger.warning("a peer's cosignature was not kept", metadata: ["peer": "\(city)", "ledger.size": "\(size)", "why": "\(why)"])
+        }
+        guard let identity = network.withLock({ $0 })?.identity(of: city) else { return refuse("the peer is no longer connected") }
+        guard let key = Curve25519.Signing.PublicKey(identity.certificate.publicKey) else {
+            return refuse("the peer's certificate key is not Ed25519, so it cannot cosign")
+        }
+        do {
+            let witness = try CosignerKey(name: Cosignature.witnessName(city), publicKey: key)
+            let cosignature = try Cosignature(line: line)
+            guard let note = try await prover.ledger.checkpoint(size: size) else { return refuse("this node signed no checkpoint of that size") }
+            try cosignature.verify(checkpointText: try SignedNote(parsing: note).text, key: witness)
+            let now = UInt64(Date().timeIntervalSince1970)
+            guard cosignature.timestamp <= now + 600 else { return refuse("its timestamp is more than 10 minutes in the future") }
+            let pem = try identity.certificate.serializeAsPEM().pemString
+            try await prover.ledger.saveCosignature(LedgerStore.StoredCosignature(
+                size: size, witness: witness.name, city: city.rawValue, timestamp: cosignature.timestamp, line: cosignature.line, certificate: pem))
+            logger.debug("checkpoint cosigned by a peer", metadata: ["peer": "\(city)", "ledger.size": "\(size)"])
+        } catch {
+            refuse("\(error)")
+        }
     }
 
     /// Asks `city` for the inclusion proof of its entry `index` in its tree of `size`.

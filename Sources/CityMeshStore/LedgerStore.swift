@@ -154,6 +154,69 @@ public final class LedgerStore: Sendable {
         }
     }
 
+    /// A witness's cosignature of the checkpoint of `size`, as received and checked by the node.
+    public struct StoredCosignature: Sendable, Codable, Equatable {
+        public let size: UInt64
+        public let witness: String
+        public let city: String
+        public let timestamp: UInt64
+        public let line: String
+        public let certificate: String
+
+        public init(size: UInt64, witness: String, city: String, timestamp: UInt64, line: String, certificate: String) {
+            self.size = size
+            self.witness = witness
+            self.city = city
+            self.timestamp = timestamp
+            self.line = line
+            self.certificate = certificate
+        }
+    }
+
+    /// Keeps a checked cosignature: the newest per (size, witness).
+    public func saveCosignature(_ c: StoredCosignature) async throws {
+        try await pool.write { db in
+            try db.execute(
+                sql: """
+                    INSERT INTO ledger_cosignatures (size, witness, city, timestamp, line, certificate) VALUES (?, ?, ?, ?, ?, ?)
+                    ON CONFLICT (size, witness) DO UPDATE SET timestamp = excluded.timestamp, line = excluded.line, certificate = excluded.certificate
+                    WHERE excluded.timestamp > ledger_cosignatures.timestamp
+                    """,
+                arguments: [Int64(c.size), c.witness, c.city, Int64(c.timestamp), c.line, c.certificate])
+        }
+    }
+
+    /// The cosignatures of the checkpoint of `size`, by witness name.
+    public func cosignatures(size: UInt64) async throws -> [StoredCosignature] {
+        try await pool.read { db in
+            try Row.fetchAll(db, sql: "SELECT size, witness, city, timestamp, line, certificate FROM ledger_cosignatures WHERE size = ? ORDER BY witness", arguments: [Int64(size)])
+                .map(Self.cosignature)
+        }
+    }
+
+    /// Each witness's cosignature of the largest checkpoint it cosigned.
+    public func latestCosignatures() async throws -> [StoredCosignature] {
+        try await pool.read { db in
+            try Row.fetchAll(
+                db,
+                sql: """
+                    SELECT size, witness, city, timestamp, line, certificate FROM ledger_cosignatures c
+                    WHERE size = (SELECT MAX(size) FROM ledger_cosignatures WHERE witness = c.witness) ORDER BY witness
+                    """
+            ).map(Self.cosignature)
+        }
+    }
+
+    /// The largest checkpoint size that has at least one cosignature.
+    public func latestCosignedSize() async throws -> UInt64? {
+        try await pool.read { db in try Int64.fetchOne(db, sql: "SELECT MAX(size) FROM ledger_cosignatures").map { UInt64($0) } }
+    }
+
+    static func cosignature(_ row: Row) -> StoredCosignature {
+        StoredCosignature(
+            size: UInt64(row[0] as Int64), witness: row[1], city: row[2], timestamp: UInt64(row[3] as Int64), line: row[4], certificate: row[5])
+    }
+
     public func latestCheckpoint() async throws -> (size: UInt64, note: String)? {
         try await pool.read { db in
             try Row.fetchOne(db, sql: "SELECT size, note FROM ledger_checkpoints ORDER BY size DESC LIMIT 1").map { (UInt64($0[0] as Int64), $0[1]) }

@@ -205,6 +205,22 @@ enum Migrations {
                 ) WITHOUT ROWID;
                 """)
         }
+        m.registerMigration("v6-cosignatures") { db in
+            try db.execute(sql: """
+                -- Witnesses' cosignatures (C2SP tlog-cosignature/v1) of this node's checkpoints:
+                -- the newest per checkpoint size and witness, with the certificate the witness
+                -- connected with, so a bundle can carry what an auditor needs to check them.
+                CREATE TABLE ledger_cosignatures (
+                    size INTEGER NOT NULL,
+                    witness TEXT NOT NULL,
+                    city TEXT NOT NULL,
+                    timestamp INTEGER NOT NULL,
+                    line TEXT NOT NULL,
+                    certificate TEXT NOT NULL,
+                    PRIMARY KEY (size, witness)
+                ) WITHOUT ROWID;
+                """)
+        }
         return m
     }
 }

@@ -7,7 +7,7 @@ import Foundation
 struct Audit: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Inspect and verify the node's accountability ledger (an auditor token is enough).",
-        subcommands: [AuditLog.self, AuditVerify.self, AuditCheckpoint.self, AuditVKey.self, AuditProve.self, AuditVerifyProof.self, AuditConsistency.self, AuditExport.self, AuditVerifyBundle.self, AuditReconcile.self])
+        subcommands: [AuditLog.self, AuditVerify.self, AuditCheckpoint.self, AuditWitnesses.self, AuditVKey.self, AuditProve.self, AuditVerifyProof.self, AuditConsistency.self, AuditExport.self, AuditVerifyBundle.self, AuditReconcile.self])
 }
 
 struct AuditLog: AsyncParsableCommand {
@@ -114,12 +114,54 @@ struct AuditCheckpoint: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "checkpoint",
         abstract: "Print the latest signed checkpoint (C2SP tlog-checkpoint in a C2SP signed note).",
-        discussion: "Example:\n  citymesh audit checkpoint --dir hz > checkpoint.txt")
+        discussion: """
+            Examples:
+              citymesh audit checkpoint --dir hz > checkpoint.txt
+              citymesh audit checkpoint --dir hz --witnessed
+
+            Peers that witness this node's ledger cosign the checkpoints they checked (C2SP
+            tlog-cosignature/v1); their signature lines follow the node's own. --witnessed prints
+            the largest checkpoint that carries at least one cosignature.
+            """)
 
     @OptionGroup var node: NodeOptions
+    @Flag(help: "The largest checkpoint peers have cosigned, rather than the latest.") var witnessed = false
 
     func run() async throws {
-        print(try await node.withNode { client, _ in try await client.getText("/v1/audit/checkpoint") }, terminator: "")
+        let query = witnessed ? ["witnessed": "1"] : [:]
+        print(try await node.withNode { client, _ in try await client.getText("/v1/audit/checkpoint", query: query) }, terminator: "")
+    }
+}
+
+struct AuditWitnesses: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "witnesses",
+        abstract: "List the peers that cosigned this node's checkpoints, and what they last cosigned.",
+        discussion: """
+            Example:
+              citymesh audit witnesses --dir hz
+
+            Every connected peer with an Ed25519 key checks this node's checkpoint about every 10 s
+            (signature, and consistency with the last one it saw) and sends back a cosignature,
+            which this node keeps and publishes with the checkpoint. A witness far behind the
+            latest checkpoint has stopped checking: see 'citymesh peers'.
+            """)
+
+    @OptionGroup var node: NodeOptions
+    @OptionGroup var output: OutputOptions
+
+    func run() async throws {
+        let list = try await node.withNode { client, _ in try await client.get("/v1/audit/witnesses", as: API.Witnesses.self) }
+        if output.json { return try printJSON(list) }
+        guard !list.witnesses.isEmpty else {
+            print("no peer has cosigned a checkpoint yet (the latest is at size \(list.checkpointSize)): peers cosign within about 10 s of connecting")
+            return
+        }
+        let now = UInt64(Date().timeIntervalSince1970)
+        Terminal.table(["WITNESS", "COSIGNED SIZE", "BEHIND", "COSIGNED AT", "AGE"], list.witnesses.map { w in
+            [w.city, String(w.size), String(list.checkpointSize > w.size ? list.checkpointSize - w.size : 0),
+             RFC3339.format(microseconds: Int64(w.timestamp) * 1_000_000), "\(now > w.timestamp ? now - w.timestamp : 0)s"]
+        })
     }
 }
 
@@ -127,12 +169,21 @@ struct AuditVKey: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "vkey",
         abstract: "Print the log's verifier key (C2SP signed-note format: name+keyid+key).",
-        discussion: "Example:\n  citymesh audit vkey --dir hz > hz.vkey")
+        discussion: """
+            Examples:
+              citymesh audit vkey --dir hz > hz.vkey
+              citymesh audit vkey --dir sz --witness > sz-witness.vkey
+
+            --witness prints the node's key as a witness (C2SP tlog-cosignature/v1, type 0x04),
+            which verifies the cosignatures it adds to other cities' checkpoints.
+            """)
 
     @OptionGroup var node: NodeOptions
+    @Flag(help: "The node's cosigner (witness) key rather than its log key.") var witness = false
 
     func run() async throws {
-        print(try await node.withNode { client, _ in try await client.getText("/v1/audit/vkey") }, terminator: "")
+        let query = witness ? ["witness": "1"] : [:]
+        print(try await node.withNode { client, _ in try await client.getText("/v1/audit/vkey", query: query) }, terminator: "")
     }
 }
 
@@ -324,7 +375,12 @@ struct AuditVerifyBundle: AsyncParsableCommand {
 
     @Argument(help: "The bundle file.") var file: String
     @Option(help: "The federation CA certificate you trust (PEM); the bundle's CA must be this one.") var ca: String?
+    @Option(help: "Fail unless at least this many witnesses (other cities) cosigned a checkpoint the bundle's extends.") var quorum: Int = 0
     @OptionGroup var output: OutputOptions
+
+    func validate() throws {
+        guard quorum >= 0 else { throw ValidationError("--quorum is a number of witnesses, 0 or more") }
+    }
 
     /// Reads a bundle file and, with `ca`, checks that the bundle's CA is the one the auditor trusts.
     static func read(_ file: String, trusting ca: String?) throws -> AuditBundle {
@@ -351,6 +407,11 @@ struct AuditVerifyBundle: AsyncParsableCommand {
     func run() async throws {
         let bundle = try Self.read(file, trusting: ca)
         let report = try await bundle.verify(now: Date())
+        guard report.witnesses.count >= quorum else {
+            throw CityMeshError(
+                .malformedInput,
+                "the bundle verifies, but only \(report.witnesses.count) witness(es) cosigned it (\(report.witnesses.map(\.city.rawValue).joined(separator: ", "))), fewer than --quorum \(quorum): export it again once more peers have cosigned ('citymesh audit witnesses')")
+        }
         if output.json {
             for e in report.entries { try printJSONLine(e) }
             return
@@ -358,6 +419,12 @@ struct AuditVerifyBundle: AsyncParsableCommand {
         print("bundle OK: \(report.entries.count) entries of \(report.city)'s ledger are in its signed checkpoint")
         print("  checkpoint  \(report.checkpoint.origin) size \(report.checkpoint.size) root \(report.checkpoint.root)")
         print("  key         \(bundle.verifierKey) (the key of \(report.city)'s certificate, issued by the bundle's CA)")
+        if let first = report.witnesses.first {
+            let who = report.witnesses.map { "\($0.city) (\(RFC3339.format(microseconds: Int64($0.timestamp) * 1_000_000)))" }.joined(separator: ", ")
+            print("  witnessed   size \(first.size) cosigned by \(who); the checkpoint above extends it")
+        } else {
+            print("  witnessed   no cosignature: no peer had cosigned a checkpoint of this log when the bundle was made")
+        }
         for w in report.warnings { print("  warning     \(w)") }
         if ca == nil {
             print("  note        the CA was taken from the bundle itself: pass --ca <your federation's ca.pem> to check it is yours")

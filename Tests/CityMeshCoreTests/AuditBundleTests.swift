@@ -15,10 +15,12 @@ struct AuditBundleTests {
         let key: Curve25519.Signing.PrivateKey
         let signer: NoteSigner
         let entries: [[UInt8]]
+        let ca: Certificate
+        let caKey: Certificate.PrivateKey
 
         init(city: String = "hangzhou", count: Int = 11) throws {
-            let caKey = Certificate.PrivateKey(Curve25519.Signing.PrivateKey())
-            let ca = try FederationPKI.makeRootCA(name: "Test", key: caKey, serial: [1], now: Date())
+            caKey = Certificate.PrivateKey(Curve25519.Signing.PrivateKey())
+            ca = try FederationPKI.makeRootCA(name: "Test", key: caKey, serial: [1], now: Date())
             key = Curve25519.Signing.PrivateKey()
             let node = try FederationPKI.issueNode(
                 city: try CitySlug(city), hosts: [], publicKey: Certificate.PublicKey(key.publicKey), ca: ca, caKey: caKey, serial: [2], now: Date())
@@ -37,12 +39,89 @@ struct AuditBundleTests {
             return try s.sign(Checkpoint(origin: s.verifier.name, size: UInt64(entries.count), root: Merkle.root(leaves)).text)
         }
 
-        func bundle(items: [AuditBundle.Item]? = nil, complete: Bool = true, checkpoint: String? = nil, vkey: String? = nil, origin: String? = nil) throws -> AuditBundle {
+        /// A witness city's key and certificate, issued by this fixture's CA (or by `foreignCA`).
+        func witness(_ city: String, foreignCA: Bool = false) throws -> (cosigner: Cosigner, pem: String) {
+            let key = Curve25519.Signing.PrivateKey()
+            var (issuer, issuerKey) = (ca, caKey)
+            if foreignCA {
+                issuerKey = Certificate.PrivateKey(Curve25519.Signing.PrivateKey())
+                issuer = try FederationPKI.makeRootCA(name: "Other", key: issuerKey, serial: [1], now: Date())
+            }
+            let cert = try FederationPKI.issueNode(
+                city: try CitySlug(city), hosts: [], publicKey: Certificate.PublicKey(key.publicKey), ca: issuer, caKey: issuerKey, serial: [3], now: Date())
+            return (try Cosigner(name: Cosignature.witnessName(try CitySlug(city)), key: key), try cert.serializeAsPEM().pemString)
+        }
+
+        /// The log's signed checkpoint of its first `size` entries.
+        func checkpoint(size: Int) throws -> (note: String, text: String) {
+            let text = Checkpoint(origin: signer.verifier.name, size: UInt64(size), root: Merkle.root(leaves.prefix(size))).text
+            return (try signer.sign(text), text)
+        }
+
+        func bundle(
+            items: [AuditBundle.Item]? = nil, complete: Bool = true, checkpoint: String? = nil, vkey: String? = nil, origin: String? = nil,
+            witnessed: AuditBundle.Witnessed? = nil
+        ) throws -> AuditBundle {
             AuditBundle(
                 origin: origin ?? signer.verifier.name, verifierKey: vkey ?? signer.verifier.vkey, nodeCertificate: nodePEM, caCertificate: caPEM,
                 checkpoint: try checkpoint ?? self.checkpoint(), complete: complete,
-                entries: items ?? entries.enumerated().map { AuditBundle.Item(index: UInt64($0.offset), entry: Data($0.element).base64EncodedString(), proof: nil) })
+                entries: items ?? entries.enumerated().map { AuditBundle.Item(index: UInt64($0.offset), entry: Data($0.element).base64EncodedString(), proof: nil) },
+                witnessed: witnessed)
         }
+    }
+
+    @Test("a witnessed checkpoint: cosignatures verify with CA-issued witness certificates, and the bundle's checkpoint must extend it")
+    func witnessed() async throws {
+        let f = try Fixture()
+        let (sz, szPEM) = try f.witness("suzhou")
+        let (sh, shPEM) = try f.witness("shanghai")
+        let (at8, text8) = try f.checkpoint(size: 8)
+        let line = try sz.cosign(checkpointText: text8, timestamp: 1_780_000_000).line
+        let line2 = try sh.cosign(checkpointText: text8, timestamp: 1_780_000_005).line
+        let proof = try Merkle.consistencyProof(size1: 8, leaves: f.leaves[...]).map(\.base64)
+
+        let report = try await f.bundle(witnessed: .init(checkpoint: at8 + line + line2, consistency: proof, certificates: [szPEM, shPEM])).verify(now: Date())
+        #expect(report.witnesses.map(\.city.rawValue) == ["suzhou", "shanghai"])
+        #expect(report.witnesses.allSatisfy { $0.size == 8 })
+        #expect(report.witnesses.first?.timestamp == 1_780_000_000)
+        #expect(report.warnings.isEmpty, "\(report.warnings)")
+
+        // The same size as the bundle's checkpoint needs no proof.
+        let (at11, text11) = try f.checkpoint(size: 11)
+        let same = try await f.bundle(checkpoint: at11, witnessed: .init(
+            checkpoint: at11 + (try sz.cosign(checkpointText: text11, timestamp: 1).line), consistency: [], certificates: [szPEM])).verify(now: Date())
+        #expect(same.witnesses.map(\.city.rawValue) == ["suzhou"])
+
+        // A cosignature without its certificate, or from a certificate of another CA, is not counted.
+        let noCert = try await f.bundle(witnessed: .init(checkpoint: at8 + line, consistency: proof, certificates: [])).verify(now: Date())
+        #expect(noCert.witnesses.isEmpty)
+        #expect(noCert.warnings.contains { $0.contains("no certificate in the bundle") }, "\(noCert.warnings)")
+        let (foreign, foreignPEM) = try f.witness("suzhou", foreignCA: true)
+        let foreignLine = try foreign.cosign(checkpointText: text8, timestamp: 1).line
+        let other = try await f.bundle(witnessed: .init(checkpoint: at8 + foreignLine, consistency: proof, certificates: [foreignPEM])).verify(now: Date())
+        #expect(other.witnesses.isEmpty)
+        #expect(other.warnings.contains { $0.contains("not issued by the bundle's CA") }, "\(other.warnings)")
+
+        // Refused: an altered cosignature, a bad consistency proof, a witnessed checkpoint of
+        // another history or larger than the bundle's, one not signed by the log.
+        let altered = line.replacingOccurrences(of: String(line.dropLast(4).suffix(4)), with: "AAAA")
+        let cases: [(AuditBundle.Witnessed, String)] = [
+            (.init(checkpoint: at8 + altered, consistency: proof, certificates: [szPEM]), "does not verify"),
+            (.init(checkpoint: at8 + line, consistency: Array(proof.dropLast()), certificates: [szPEM]), "does not extend"),
+            (.init(checkpoint: try f.signer.sign(Checkpoint(origin: f.signer.verifier.name, size: 8, root: Merkle.root(f.leaves.suffix(8))).text),
+                   consistency: proof, certificates: []), "does not extend"),
+            (.init(checkpoint: try f.signer.sign(Checkpoint(origin: f.signer.verifier.name, size: 12, root: Merkle.root(f.leaves)).text),
+                   consistency: [], certificates: []), "larger than the bundle's"),
+            (.init(checkpoint: try NoteSigner(name: f.signer.verifier.name, key: Curve25519.Signing.PrivateKey()).sign(text8),
+                   consistency: proof, certificates: []), "witnessed checkpoint"),
+        ]
+        for (w, why) in cases {
+            await #expect(performing: { try await f.bundle(witnessed: w).verify(now: Date()) }, throws: { "\($0)".contains(why) })
+        }
+        // A bundle made before witnessing (no "witnessed" key) still decodes and verifies.
+        let old = try JSONEncoder().encode(try f.bundle())
+        #expect(!String(decoding: old, as: UTF8.self).contains("witnessed"))
+        #expect(try await JSONDecoder().decode(AuditBundle.self, from: old).verify(now: Date()).witnesses.isEmpty)
     }
 
     @Test("a complete bundle and a bundle of proven entries both verify")

@@ -67,7 +67,7 @@ private func pem(_ certificate: Certificate) throws -> String {
     try certificate.serializeAsPEM().pemString + "\n"
 }
 
-private func scratchDirectory() throws -> URL {
+func scratchDirectory() throws -> URL {
     let dir = FileManager.default.temporaryDirectory.appendingPathComponent("cm-crl-\(UUID().uuidString)")
     try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
     return dir
@@ -75,7 +75,7 @@ private func scratchDirectory() throws -> URL {
 
 /// Runs the real openssl in `dir`; returns its exit status and stdout+stderr (openssl says "verify OK" on stderr).
 @discardableResult
-private func runOpenSSL(_ args: [String], in dir: URL, mustSucceed: Bool = true) throws -> (status: Int32, output: String) {
+func runOpenSSL(_ args: [String], in dir: URL, mustSucceed: Bool = true) throws -> (status: Int32, output: String) {
     let process = Process()
     process.executableURL = URL(fileURLWithPath: "/usr/bin/openssl")
     process.arguments = args

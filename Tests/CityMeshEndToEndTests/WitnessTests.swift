@@ -52,4 +52,75 @@ struct WitnessTests {
         #expect(sz.log.contains("shows two histories"), "\(sz.log)")
         for d in [hz, sz] { #expect(d.terminate() == 0, "\(d.log)") }
     }
+
+    @Test("peers cosign each other's checkpoints; the origin publishes them, and its bundle carries them for an offline quorum check")
+    func cosignatures() throws {
+        let work = try Harness.tempDir("cosign")
+        let cities = try PeerTransportTests.setUp(work, cities: ["hangzhou", "shanghai", "suzhou"])
+        func cm(_ args: String...) throws -> CommandResult { try Harness.citymesh(args, cwd: work) }
+        let hz = try Daemon(dir: "hangzhou", cwd: work)
+        let sz = try Daemon(dir: "suzhou", cwd: work)
+        #expect(try hz.waitReady(admin: cities[0].admin), "\(hz.log)")
+        #expect(try sz.waitReady(admin: cities[2].admin), "\(sz.log)")
+        var r = try cm("audit", "checkpoint", "--dir", "hangzhou", "--witnessed")
+        #expect(!r.ok && r.stderr.contains("no checkpoint has been cosigned yet"), "\(r.stderr)")
+
+        // Each checks the other's checkpoint about every 10 s and sends back its cosignature.
+        try PeerTransportTests.eventually("hangzhou and suzhou cosigned each other's checkpoints", seconds: 60) {
+            let a = try cm("audit", "witnesses", "--dir", "hangzhou", "--json")
+            let b = try cm("audit", "witnesses", "--dir", "suzhou", "--json")
+            return a.stdout.contains("\"city\" : \"suzhou\"") && b.stdout.contains("\"city\" : \"hangzhou\"")
+        }
+        r = try cm("audit", "witnesses", "--dir", "hangzhou")
+        #expect(r.ok && r.stdout.contains("WITNESS") && r.stdout.contains("suzhou"), "\(r.stdout)\(r.stderr)")
+
+        // The witnessed checkpoint: hangzhou's signature, then suzhou's cosignature line, which
+        // the real openssl verifies over the cosignature/v1 message with the key in suzhou's
+        // certificate — no CityMesh code involved.
+        r = try cm("audit", "checkpoint", "--dir", "hangzhou", "--witnessed")
+        #expect(r.ok, "\(r.stderr)")
+        let note = r.stdout
+        let split = try #require(note.range(of: "\n\n"))
+        let text = String(note[..<split.lowerBound]) + "\n"
+        #expect(text.hasPrefix("hangzhou.citymesh/ledger\n"))
+        let lines = note[split.upperBound...].split(separator: "\n")
+        #expect(lines.first?.hasPrefix("\u{2014} hangzhou.citymesh/ledger ") == true, "\(note)")
+        let cosig = try #require(lines.first { $0.hasPrefix("\u{2014} suzhou.citymesh/witness ") }, "\(note)")
+        let raw = try #require(Data(base64Encoded: String(cosig.split(separator: " ")[2])))
+        #expect(raw.count == 76)
+        let timestamp = raw[4..<12].reduce(UInt64(0)) { $0 << 8 | UInt64($1) }
+        let now = UInt64(Date().timeIntervalSince1970)
+        #expect(timestamp <= now && timestamp > now - 600, "cosigned at \(timestamp), now \(now)")
+        try Data("cosignature/v1\ntime \(timestamp)\n\(text)".utf8).write(to: URL(fileURLWithPath: "\(work)/cosigned.msg"))
+        try Data(raw[12...]).write(to: URL(fileURLWithPath: "\(work)/cosig.bin"))
+        r = try Harness.openssl(["x509", "-in", "suzhou-cert/node.pem", "-pubkey", "-noout", "-out", "suzhou.pub"], cwd: work)
+        #expect(r.ok, "\(r.stderr)")
+        r = try Harness.openssl(["pkeyutl", "-verify", "-pubin", "-inkey", "suzhou.pub", "-rawin", "-in", "cosigned.msg", "-sigfile", "cosig.bin"], cwd: work)
+        #expect(r.ok && (r.stdout + r.stderr).contains("Signature Verified Successfully"), "\(r.stdout)\(r.stderr)")
+        // The key ID in the line is the one of suzhou's published witness key.
+        r = try cm("audit", "vkey", "--dir", "suzhou", "--witness")
+        let vkey = r.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+        #expect(vkey.hasPrefix("suzhou.citymesh/witness+\(raw.prefix(4).map { String(format: "%02x", $0) }.joined())+"), "\(vkey)")
+
+        // The bundle carries the witnessed checkpoint and suzhou's certificate: a quorum of one
+        // is met offline, a quorum of two is not, and an altered cosignature is refused.
+        r = try cm("audit", "export", "--dir", "hangzhou", "--out", "hz.bundle")
+        #expect(r.ok, "\(r.stderr)")
+        r = try cm("audit", "verify-bundle", "hz.bundle", "--ca", "fed/ca.pem", "--quorum", "1")
+        #expect(r.ok && r.stdout.contains("cosigned by suzhou"), "\(r.stdout)\(r.stderr)")
+        r = try cm("audit", "verify-bundle", "hz.bundle", "--ca", "fed/ca.pem", "--quorum", "2")
+        #expect(r.status == 1 && r.stderr.contains("fewer than --quorum 2"), "\(r.stdout)\(r.stderr)")
+        var bundle = try #require(JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: "\(work)/hz.bundle"))) as? [String: Any])
+        var witnessed = try #require(bundle["witnessed"] as? [String: Any])
+        let witnessedNote = try #require(witnessed["checkpoint"] as? String)
+        let sigText = String(cosig.split(separator: " ")[2])
+        var flipped = Array(sigText)
+        flipped[40] = flipped[40] == "A" ? "B" : "A"
+        witnessed["checkpoint"] = witnessedNote.replacingOccurrences(of: sigText, with: String(flipped))
+        bundle["witnessed"] = witnessed
+        try JSONSerialization.data(withJSONObject: bundle).write(to: URL(fileURLWithPath: "\(work)/forged.bundle"))
+        r = try cm("audit", "verify-bundle", "forged.bundle", "--ca", "fed/ca.pem")
+        #expect(r.status == 1 && r.stderr.contains("does not verify"), "\(r.stdout)\(r.stderr)")
+        for d in [hz, sz] { #expect(d.terminate() == 0, "\(d.log)") }
+    }
 }

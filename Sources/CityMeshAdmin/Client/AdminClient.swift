@@ -24,8 +24,8 @@ public struct AdminClient: Sendable {
     }
 
     /// A plain-text answer (checkpoints, verifier keys).
-    public func getText(_ path: String) async throws -> String {
-        String(buffer: try await send(.GET, path, query: [:]).body)
+    public func getText(_ path: String, query: [String: String] = [:]) async throws -> String {
+        String(buffer: try await send(.GET, path, query: query).body)
     }
 
     public func post<B: Encodable, T: Decodable>(_ path: String, body: B, query: [String: String] = [:], as: T.Type = T.self) async throws -> T {

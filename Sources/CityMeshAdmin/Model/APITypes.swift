@@ -184,6 +184,32 @@ public enum API {
         }
     }
 
+    /// Who witnessed this node's ledger: each peer's cosignature of the largest checkpoint it cosigned.
+    public struct Witnesses: Codable, Sendable {
+        public struct Item: Codable, Sendable {
+            public let city: String
+            public let witness: String
+            public let size: UInt64
+            /// When the witness cosigned, in seconds since the epoch.
+            public let timestamp: UInt64
+            public let cosignature: String
+            public init(city: String, witness: String, size: UInt64, timestamp: UInt64, cosignature: String) {
+                self.city = city
+                self.witness = witness
+                self.size = size
+                self.timestamp = timestamp
+                self.cosignature = cosignature
+            }
+        }
+        /// The size of the latest checkpoint this node signed.
+        public let checkpointSize: UInt64
+        public let witnesses: [Item]
+        public init(checkpointSize: UInt64, witnesses: [Item]) {
+            self.checkpointSize = checkpointSize
+            self.witnesses = witnesses
+        }
+    }
+
     public struct ConsistencyProof: Codable, Sendable {
         public let size1: UInt64
         public let size2: UInt64

@@ -53,6 +53,11 @@ public struct AdminAPI: Sendable {
         self.certificates = certificates
     }
 
+    /// A checkpoint note with the cosignatures witnesses sent for it appended (C2SP tlog-cosignature).
+    static func cosigned(_ note: String, size: UInt64, _ ledger: LedgerStore) async throws -> String {
+        note + (try await ledger.cosignatures(size: size)).map(\.line).joined()
+    }
+
     public func makeRouter() -> Router<AdminContext> {
         let router = Router(context: AdminContext.self)
         router.add(middleware: JSONErrorMiddleware())
@@ -79,15 +84,32 @@ public struct AdminAPI: Sendable {
                 since: try sinceParameter(request), peer: q.get("peer"), kind: q.get("kind"), dataset: q.get("dataset"), limit: limit)
             return json(API.AuditLog(entries: entries))
         }
-        router.get("/v1/audit/checkpoint") { _, _ in
-            guard let latest = try await requireLedger().latestCheckpoint() else {
+        router.get("/v1/audit/checkpoint") { request, _ in
+            let ledger = try requireLedger()
+            if request.uri.queryParameters.get("witnessed") == "1" {
+                guard let size = try await ledger.latestCosignedSize(), let note = try await ledger.checkpoint(size: size) else {
+                    throw CityMeshError(.recordNotFound, "no checkpoint has been cosigned yet: peers cosign within about 10 s of connecting (see 'citymesh audit witnesses')")
+                }
+                return text(try await Self.cosigned(note, size: size, ledger))
+            }
+            guard let latest = try await ledger.latestCheckpoint() else {
                 throw CityMeshError(.recordNotFound, "no checkpoint yet: the node signs one within seconds of the first entry")
             }
-            return text(latest.note)
+            return text(try await Self.cosigned(latest.note, size: latest.size, ledger))
         }
-        router.get("/v1/audit/vkey") { _, _ in
+        router.get("/v1/audit/witnesses") { _, _ in
+            let ledger = try requireLedger()
+            let latest = try await ledger.latestCheckpoint()?.size ?? 0
+            return json(API.Witnesses(checkpointSize: latest, witnesses: try await ledger.latestCosignatures().map {
+                API.Witnesses.Item(city: $0.city, witness: $0.witness, size: $0.size, timestamp: $0.timestamp, cosignature: $0.line)
+            }))
+        }
+        router.get("/v1/audit/vkey") { request, _ in
             _ = try requireLedger()
             guard let verifierKey else { throw CityMeshError(.nodeNotRunning, "this node has no Ed25519 key to sign checkpoints with") }
+            if request.uri.queryParameters.get("witness") == "1" {
+                return text(try CosignerKey(name: Cosignature.witnessName(store.city), publicKey: verifierKey.publicKey).vkey + "\n")
+            }
             return text(verifierKey.vkey + "\n")
         }
         router.get("/v1/audit/prove") { request, _ in
@@ -101,9 +123,12 @@ public struct AdminAPI: Sendable {
             }
             let (proof, root, leaf) = try await ledger.inclusionProof(index: index, size: size)
             guard let bytes = try await ledger.entryBytes(index) else { throw CityMeshError(.recordNotFound, "no entry \(index)") }
+            var cosignedNote: String?
+            if let note = try await ledger.checkpoint(size: size) { cosignedNote = try await Self.cosigned(note, size: size, ledger) }
             return json(API.InclusionProof(
                 index: index, treeSize: size, leafHash: leaf.base64, rootHash: root.base64,
-                proof: proof.map(\.base64), entry: try LedgerEntry.decode(bytes), checkpoint: try await ledger.checkpoint(size: size)))
+                proof: proof.map(\.base64), entry: try LedgerEntry.decode(bytes),
+                checkpoint: cosignedNote))
         }
         router.get("/v1/audit/consistency") { request, _ in
             let ledger = try requireLedger()
@@ -132,9 +157,17 @@ public struct AdminAPI: Sendable {
                     items.append(AuditBundle.Item(index: index, entry: Data(bytes).base64EncodedString(), proof: proof.map(\.base64)))
                 }
             }
+            // The largest cosigned checkpoint, and the proof that the bundle's checkpoint extends it.
+            var witnessed: AuditBundle.Witnessed?
+            if let size = try await ledger.latestCosignedSize(), size <= latest.size, let note = try await ledger.checkpoint(size: size) {
+                let cosignatures = try await ledger.cosignatures(size: size)
+                let proof = size < latest.size ? try await ledger.consistencyProof(size1: size, size2: latest.size).proof.map(\.base64) : []
+                witnessed = AuditBundle.Witnessed(
+                    checkpoint: note + cosignatures.map(\.line).joined(), consistency: proof, certificates: cosignatures.map(\.certificate))
+            }
             return json(AuditBundle(
                 origin: verifierKey.name, verifierKey: verifierKey.vkey, nodeCertificate: certificates.node, caCertificate: certificates.ca,
-                checkpoint: latest.note, complete: since == nil, entries: items))
+                checkpoint: latest.note, complete: since == nil, entries: items, witnessed: witnessed))
         }
         router.get("/v1/audit/verify") { request, _ in
             guard let verifierKey else { throw CityMeshError(.nodeNotRunning, "this node has no Ed25519 key to sign checkpoints with") }

@@ -31,8 +31,30 @@ public struct AuditBundle: Codable, Sendable {
     public let checkpoint: String
     public let complete: Bool
     public let entries: [Item]
+    /// The largest checkpoint peers cosigned as witnesses, with the proof that `checkpoint`
+    /// extends it; absent when no peer has cosigned yet (and in bundles made before witnessing).
+    public let witnessed: Witnessed?
 
-    public init(origin: String, verifierKey: String, nodeCertificate: String, caCertificate: String, checkpoint: String, complete: Bool, entries: [Item]) {
+    /// A witnessed checkpoint: the log's signed note with the witnesses' cosignature lines, the
+    /// consistency proof from it to the bundle's checkpoint (empty when they are the same), and
+    /// the witnesses' certificates, which name them and hold their keys.
+    public struct Witnessed: Codable, Sendable {
+        public let checkpoint: String
+        public let consistency: [String]
+        public let certificates: [String]
+
+        public init(checkpoint: String, consistency: [String], certificates: [String]) {
+            self.checkpoint = checkpoint
+            self.consistency = consistency
+            self.certificates = certificates
+        }
+    }
+
+    public init(
+        origin: String, verifierKey: String, nodeCertificate: String, caCertificate: String, checkpoint: String, complete: Bool, entries: [Item],
+        witnessed: Witnessed? = nil
+    ) {
+        self.witnessed = witnessed
         self.format = Self.formatName
         self.origin = origin
         self.verifierKey = verifierKey
@@ -48,6 +70,14 @@ public struct AuditBundle: Codable, Sendable {
         public let checkpoint: Checkpoint
         public let entries: [LedgerEntry]
         public let warnings: [String]
+        /// The witnesses whose cosignatures verified, with the size they cosigned and when.
+        public let witnesses: [Witness]
+    }
+
+    public struct Witness: Sendable, Equatable {
+        public let city: CitySlug
+        public let size: UInt64
+        public let timestamp: UInt64
     }
 
     /// Everything an auditor needs checked: the certificate chain to the CA, that the verifier key
@@ -99,6 +129,59 @@ public struct AuditBundle: Codable, Sendable {
             guard range.count == cp.size else { throw fail("the bundle holds \(range.count) entries but the checkpoint covers \(cp.size)") }
             guard range.root == cp.root else { throw fail("the entries do not hash to the checkpoint's root: they were altered") }
         }
-        return Report(city: identity.city, checkpoint: cp, entries: decoded, warnings: warnings)
+        var witnesses: [Witness] = []
+        if let witnessed {
+            witnesses = try await verifyWitnessed(witnessed, log: key, city: identity.city, checkpoint: cp, roots: roots, now: now, warnings: &warnings)
+        }
+        return Report(city: identity.city, checkpoint: cp, entries: decoded, warnings: warnings, witnesses: witnesses)
+    }
+
+    /// Checks the witnessed checkpoint: the log's signature, that the bundle's checkpoint extends
+    /// it, and each cosignature with the key of a witness certificate issued by the bundle's CA.
+    func verifyWitnessed(
+        _ w: Witnessed, log key: NoteVerifier, city: CitySlug, checkpoint cp: Checkpoint, roots: [Certificate], now: Date, warnings: inout [String]
+    ) async throws -> [Witness] {
+        func fail(_ why: String) -> CityMeshError { CityMeshError(.malformedInput, "the bundle does not verify: \(why)") }
+        let note: SignedNote
+        let wcp: Checkpoint
+        do {
+            note = try SignedNote(parsing: w.checkpoint)
+            wcp = try Checkpoint.verify(signedNote: w.checkpoint, key: key)
+        } catch { throw fail("witnessed checkpoint: \(error)") }
+        guard wcp.size <= cp.size else { throw fail("the witnessed checkpoint (size \(wcp.size)) is larger than the bundle's (\(cp.size))") }
+        if wcp.size == cp.size {
+            guard wcp.root == cp.root else { throw fail("the witnessed checkpoint and the bundle's have the same size but different roots: two histories") }
+        } else {
+            let proof = w.consistency.compactMap { MerkleHash(base64: $0) }
+            guard proof.count == w.consistency.count else { throw fail("the witnessed checkpoint's consistency proof is malformed") }
+            do { try Merkle.verifyConsistency(size1: wcp.size, size2: cp.size, root1: wcp.root, root2: cp.root, proof: proof) } catch {
+                throw fail("the bundle's checkpoint does not extend the witnessed one (\(error)): two histories")
+            }
+        }
+        var keys: [CosignerKey] = []
+        for pem in w.certificates {
+            do {
+                let chain = try PEM.certificates(pem, what: "a witness certificate")
+                let identity: VerifiedIdentity
+                do { identity = try await NodeIdentity.verify(chain: chain, roots: roots, expectedCity: nil, now: now) } catch let e as CityMeshError where e.code == .certificateExpired {
+                    identity = try await NodeIdentity.verify(chain: chain, roots: roots, expectedCity: nil, now: chain[0].notValidAfter.addingTimeInterval(-1))
+                    warnings.append("a witness certificate has expired since (\(e.message))")
+                }
+                guard identity.city != city else { continue }
+                guard let publicKey = Curve25519.Signing.PublicKey(identity.certificate.publicKey) else { continue }
+                keys.append(try CosignerKey(name: Cosignature.witnessName(identity.city), publicKey: publicKey))
+            } catch {
+                warnings.append("a witness certificate was not issued by the bundle's CA, so its cosignature is not counted: \(error)")
+            }
+        }
+        let verified: [Cosignature]
+        do { verified = try Cosignature.verified(in: note, by: keys) } catch { throw fail("witnessed checkpoint: \(error)") }
+        for sig in note.signatures where sig.name != key.name && !verified.contains(where: { $0.witness == sig.name }) {
+            warnings.append("the cosignature by '\(sig.name)' has no certificate in the bundle: not checked")
+        }
+        return verified.compactMap { c in
+            guard c.witness.hasSuffix(".citymesh/witness"), let city = try? CitySlug(String(c.witness.dropLast(".citymesh/witness".count))) else { return nil }
+            return Witness(city: city, size: wcp.size, timestamp: c.timestamp)
+        }
     }
 }

@@ -10,6 +10,8 @@ public enum LedgerWire: Sendable, Equatable {
     public static let maxProofHashes = 128
     /// A signed note larger than this is refused (ours are about 200 bytes).
     public static let maxNoteBytes = 16_384
+    /// A cosignature line is about 150 bytes; a longer one is malformed.
+    public static let maxCosignatureBytes = 1_024
 
     case getCheckpoint(id: UInt32)
     case checkpoint(id: UInt32, note: String)
@@ -19,15 +21,18 @@ public enum LedgerWire: Sendable, Equatable {
     case consistency(id: UInt32, size1: UInt64, size2: UInt64, hashes: [MerkleHash])
     /// The request could not be answered; `message` says why (e.g. a size beyond the log).
     case error(id: UInt32, message: String)
+    /// A witness's cosignature (C2SP tlog-cosignature/v1 signature line) of the receiver's own
+    /// checkpoint of `size`, after checking it; no answer is expected.
+    case cosignature(id: UInt32, size: UInt64, line: String)
 
     enum Kind: UInt8 {
-        case getCheckpoint = 1, checkpoint, getInclusion, inclusion, getConsistency, consistency, error
+        case getCheckpoint = 1, checkpoint, getInclusion, inclusion, getConsistency, consistency, error, cosignature
     }
 
     public var id: UInt32 {
         switch self {
         case .getCheckpoint(let id), .checkpoint(let id, _), .getInclusion(let id, _, _), .inclusion(let id, _, _, _),
-            .getConsistency(let id, _, _), .consistency(let id, _, _, _), .error(let id, _):
+            .getConsistency(let id, _, _), .consistency(let id, _, _, _), .error(let id, _), .cosignature(let id, _, _):
             id
         }
     }
@@ -60,6 +65,8 @@ public enum LedgerWire: Sendable, Equatable {
             w.u8(Kind.consistency.rawValue); w.u32(id); w.u64(size1); w.u64(size2); hashes(hs)
         case .error(let id, let message):
             w.u8(Kind.error.rawValue); w.u32(id); w.str16(message)
+        case .cosignature(let id, let size, let line):
+            w.u8(Kind.cosignature.rawValue); w.u32(id); w.u64(size); w.str16(line)
         }
         return w.bytes
     }
@@ -88,6 +95,11 @@ public enum LedgerWire: Sendable, Equatable {
         case .getConsistency: message = .getConsistency(id: id, size1: try r.u64("size1"), size2: try r.u64("size2"))
         case .consistency: message = .consistency(id: id, size1: try r.u64("size1"), size2: try r.u64("size2"), hashes: try hashes())
         case .error: message = .error(id: id, message: try r.str16("error message"))
+        case .cosignature:
+            let size = try r.u64("tree size")
+            let line = try r.str16("cosignature line")
+            guard line.utf8.count <= maxCosignatureBytes else { throw .malformed("a cosignature line of \(line.utf8.count) bytes") }
+            message = .cosignature(id: id, size: size, line: line)
         }
         guard r.isAtEnd else { throw .malformed("\(r.remaining) bytes after a ledger message") }
         return message

@@ -1,0 +1,147 @@
+public import Crypto
+public import Foundation
+
+/// A C2SP tlog-cosignature/v1 (Ed25519): a witness's statement that, as of `timestamp`, the
+/// largest consistent checkpoint it has seen of a log is the one it signed.
+///
+/// The signature line is `— <witness name> base64(key ID || u64 timestamp || signature)`, the key
+/// ID is SHA-256(name || 0x0A || 0x04 || public key)[:4], and the signed message is
+/// `cosignature/v1\ntime <timestamp>\n` followed by the checkpoint's note text. The 0x04 type and
+/// the `cosignature/v1` line keep a cosignature from ever verifying as a log signature (type 0x01),
+/// so a node may witness with the key that signs its own ledger.
+public struct Cosignature: Sendable, Equatable {
+    public let witness: String
+    public let keyID: UInt32
+    public let timestamp: UInt64
+    public let signature: [UInt8]
+
+    /// A city's name as a witness (its cosigner key name).
+    public static func witnessName(_ city: CitySlug) -> String { "\(city).citymesh/witness" }
+
+    /// The signature line, ending in a newline, to append to the checkpoint's signed note.
+    public var line: String {
+        var bytes: [UInt8] = []
+        bytes.reserveCapacity(76)
+        for shift in stride(from: 24, through: 0, by: -8) { bytes.append(UInt8(truncatingIfNeeded: keyID >> UInt32(shift))) }
+        for shift in stride(from: 56, through: 0, by: -8) { bytes.append(UInt8(truncatingIfNeeded: timestamp >> UInt64(shift))) }
+        bytes += signature
+        return "\u{2014} \(witness) \(Data(bytes).base64EncodedString())\n"
+    }
+
+    /// The bytes a cosigner signs for `checkpointText` (the note text, ending in a newline).
+    public static func message(checkpointText: String, timestamp: UInt64) -> [UInt8] {
+        Array("cosignature/v1\ntime \(timestamp)\n".utf8) + Array(checkpointText.utf8)
+    }
+
+    /// Reads a note signature as a cosignature/v1: the signature is a u64 timestamp and 64 bytes.
+    public init(_ signature: SignedNote.Signature) throws(NoteError) {
+        guard signature.bytes.count == 8 + 64 else {
+            throw NoteError("the signature of '\(signature.name)' is not a cosignature/v1 (a timestamp and an Ed25519 signature: 72 bytes, not \(signature.bytes.count))")
+        }
+        let timestamp = signature.bytes.prefix(8).reduce(UInt64(0)) { $0 << 8 | UInt64($1) }
+        guard timestamp <= UInt64(Int64.max) else { throw NoteError("the cosignature of '\(signature.name)' has a timestamp beyond 2^63 - 1") }
+        self.init(witness: signature.name, keyID: signature.keyID, timestamp: timestamp, signature: Array(signature.bytes.dropFirst(8)))
+    }
+
+    /// Parses one signature line (with or without its newline).
+    public init(line: String) throws(NoteError) {
+        let text = line.hasSuffix("\n") ? line : line + "\n"
+        // A one-line text and a blank line make the signature line parseable as a note.
+        let note = try SignedNote(parsing: "x\n\n" + text)
+        guard note.signatures.count == 1 else { throw NoteError("expected one cosignature line") }
+        try self.init(note.signatures[0])
+    }
+
+    init(witness: String, keyID: UInt32, timestamp: UInt64, signature: [UInt8]) {
+        self.witness = witness
+        self.keyID = keyID
+        self.timestamp = timestamp
+        self.signature = signature
+    }
+
+    /// Checks this cosignature over `checkpointText` with `key`; the name and key ID must match.
+    public func verify(checkpointText: String, key: CosignerKey) throws(NoteError) {
+        guard witness == key.name, keyID == key.keyID else {
+            throw NoteError("the cosignature is by '\(witness)' (key \(String(format: "%08x", keyID))), not by \(key.vkey)")
+        }
+        guard key.publicKey.isValidSignature(signature, for: Self.message(checkpointText: checkpointText, timestamp: timestamp)) else {
+            throw NoteError("the cosignature of '\(witness)' does not verify: the checkpoint or the cosignature was altered")
+        }
+    }
+
+    /// The cosignatures in a signed checkpoint note that verify with one of `keys`, in note order.
+    /// Signatures by other keys (the log's own, unknown witnesses) are skipped; a signature that
+    /// names a known key but does not verify is an error.
+    public static func verified(in note: SignedNote, by keys: [CosignerKey]) throws(NoteError) -> [Cosignature] {
+        var out: [Cosignature] = []
+        for sig in note.signatures {
+            guard let key = keys.first(where: { $0.name == sig.name && $0.keyID == sig.keyID }) else { continue }
+            let cosignature = try Cosignature(sig)
+            try cosignature.verify(checkpointText: note.text, key: key)
+            if !out.contains(where: { $0.witness == cosignature.witness }) { out.append(cosignature) }
+        }
+        return out
+    }
+}
+
+/// A witness's Ed25519 cosigner key: name, key and the key ID of signature type 0x04.
+public struct CosignerKey: Sendable, Hashable {
+    public let name: String
+    public let keyID: UInt32
+    public let publicKey: Curve25519.Signing.PublicKey
+
+    public init(name: String, publicKey: Curve25519.Signing.PublicKey) throws(NoteError) {
+        try SignedNote.checkKeyName(name)
+        self.name = name
+        self.publicKey = publicKey
+        let digest = SHA256.hash(data: Array(name.utf8) + [0x0A, 0x04] + Array(publicKey.rawRepresentation))
+        self.keyID = digest.prefix(4).reduce(0) { $0 << 8 | UInt32($1) }
+    }
+
+    /// The vkey text: `<name>+<key ID>+base64(0x04 || public key)`.
+    public var vkey: String {
+        "\(name)+\(String(format: "%08x", keyID))+\(Data([0x04] + publicKey.rawRepresentation).base64EncodedString())"
+    }
+
+    /// Parses a vkey of signature type 0x04; the key ID must match the name and key.
+    public init(vkey: String) throws(NoteError) {
+        let parts = vkey.split(separator: "+", maxSplits: 2, omittingEmptySubsequences: false)
+        guard parts.count == 3 else { throw NoteError("a cosigner key is NAME+KEYID+KEY (three parts separated by '+')") }
+        guard parts[1].count == 8, let id = UInt32(parts[1], radix: 16) else { throw NoteError("the key ID '\(parts[1])' is not 8 hex digits") }
+        guard let data = Data(base64Encoded: String(parts[2])), data.count == 33 else { throw NoteError("the key is not base64 of 33 bytes") }
+        guard data.first == 0x04 else {
+            throw NoteError("signature type 0x\(String(data.first ?? 0, radix: 16)) is not a cosignature/v1 key (0x04): is this the log's key rather than the witness's?")
+        }
+        let key: Curve25519.Signing.PublicKey
+        do { key = try Curve25519.Signing.PublicKey(rawRepresentation: data.dropFirst()) } catch { throw NoteError("the key is not an Ed25519 public key") }
+        try self.init(name: String(parts[0]), publicKey: key)
+        guard keyID == id else { throw NoteError("the key ID \(parts[1]) does not match the name and key (expected \(String(format: "%08x", keyID)))") }
+    }
+
+    public static func == (l: CosignerKey, r: CosignerKey) -> Bool {
+        l.name == r.name && l.publicKey.rawRepresentation == r.publicKey.rawRepresentation
+    }
+
+    public func hash(into h: inout Hasher) {
+        h.combine(name)
+        h.combine(keyID)
+    }
+}
+
+/// A witness that cosigns checkpoints it has checked (Ed25519, cosignature/v1).
+public struct Cosigner: Sendable {
+    public let key: CosignerKey
+    let privateKey: Curve25519.Signing.PrivateKey
+
+    public init(name: String, key: Curve25519.Signing.PrivateKey) throws(NoteError) {
+        self.privateKey = key
+        self.key = try CosignerKey(name: name, publicKey: key.publicKey)
+    }
+
+    /// Cosigns a checkpoint's note text at `timestamp` (seconds since the epoch).
+    public func cosign(checkpointText: String, timestamp: UInt64) throws -> Cosignature {
+        try SignedNote.checkText(checkpointText)
+        let signature = try privateKey.signature(for: Cosignature.message(checkpointText: checkpointText, timestamp: timestamp))
+        return Cosignature(witness: key.name, keyID: key.keyID, timestamp: timestamp, signature: Array(signature))
+    }
+}
