@@ -74,7 +74,7 @@ EOF
 probe() {  # admin-port token-file out
     local i=0
     while [ -f probing ]; do
-        curl -s -o /dev/null -w '%{time_total}\n' -X PUT -H "Authorization: Bearer $(cat "$2")" -H 'Content-Type: application/json' \
+        curl -s -o /dev/null -w '%{time_total} %header{server-timing}\n' -X PUT -H "Authorization: Bearer $(cat "$2")" -H 'Content-Type: application/json' \
             --data "{\"values\":{\"v\":$i}}" "http://127.0.0.1:$1/v1/datasets/$3/probe/record?key=p$((i % 50))" >> "$4"
         i=$((i + 1)); sleep 0.1
     done
@@ -107,14 +107,24 @@ done
 t1=$(now)
 rm -f probing; sleep 0.3
 python3 - "$N" "$t0" "$t1" <<'EOF'
-import sys
+import re, sys
 n, t0, t1 = int(sys.argv[1]), float(sys.argv[2]), float(sys.argv[3])
 print(f"S1  initial sync: {n} records in {t1 - t0:.2f} s = {n / (t1 - t0):,.0f} records/s (goal ≥ 20,000)")
+def stats(xs):
+    xs = sorted(xs)
+    return f"median {xs[len(xs)//2]:.1f} ms, p99 {xs[min(len(xs) - 1, int(len(xs) * 0.99))]:.1f} ms, max {xs[-1]:.1f} ms"
 for name in ("hz", "sh"):
-    xs = sorted(float(x) * 1000 for x in open(f"{name}-writes.txt") if x.strip())
-    if xs:
-        p99 = xs[min(len(xs) - 1, int(len(xs) * 0.99))]
-        print(f"S2  local writes at {name} during the sync: {len(xs)} PUTs, median {xs[len(xs)//2]:.1f} ms, p99 {p99:.1f} ms, max {xs[-1]:.1f} ms (goal: never above 50 ms)")
+    rows = [line.split() for line in open(f"{name}-writes.txt") if line.strip()]
+    if not rows:
+        continue
+    # The client's time (curl start to last byte), and the node's own (Server-Timing: app;dur=…,
+    # then the write's phases: check, store, ledger).
+    client = [float(r[0]) * 1000 for r in rows]
+    phases = [dict((k, float(v)) for k, v in re.findall(r"([a-z]+);dur=([0-9.]+)", " ".join(r[1:]))) for r in rows]
+    node = [p["app"] for p in phases if "app" in p]
+    print(f"S2  local writes at {name} during the sync: {len(rows)} PUTs; in the node {stats(node)} (goal: never above 50 ms); as curl saw them {stats(client)}")
+    slow = sorted((p for p in phases if "app" in p), key=lambda p: -p["app"])[:3]
+    print("      slowest in the node: " + "; ".join(", ".join(f"{k} {v:.1f}" for k, v in p.items()) for p in slow))
 EOF
 
 # S3: idle. Let anti-entropy settle, then count bytes for 20 s.

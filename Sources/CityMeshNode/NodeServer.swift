@@ -253,7 +253,10 @@ struct StoreService: Service {
     let logger: Logger
 
     func run() async throws {
-        try? await gracefulShutdown()
+        let logger = logger
+        await cancelWhenGracefulShutdown {
+            await store.runCheckpointer { error in logger.warning("WAL checkpoint failed", metadata: ["error": "\(error)"]) }
+        }
         try store.close()
         logger.info("store closed")
     }

@@ -35,7 +35,6 @@ public final class ReplicationService: Service, ReplicaDesk, Sendable {
         var write: [String]
         var filter: String?
         var isOwner: Bool
-        var onRevoke: String
     }
 
     struct State: Sendable {
@@ -210,11 +209,12 @@ public final class ReplicationService: Service, ReplicaDesk, Sendable {
                 if !fields.contains(info.schema.keyField) { fields.insert(info.schema.keyField, at: 0) }
                 found["\(city)/\(share.id)"] = ShareInfo(
                     id: "\(city)/\(share.id)", owner: city, name: share.id, dataset: dataset, parties: members, fields: fields, write: share.write,
-                    filter: share.filter, isOwner: true, onRevoke: share.onRevoke.rawValue)
+                    filter: share.filter, isOwner: true)
             }
         }
         let rosters = (try? await store.rosters()) ?? [:]
-        for a in (try? await store.agreements()) ?? [] where a.terms.member == city.rawValue && a.state(now: t) == .active {
+        let agreements = (try? await store.agreements()) ?? []
+        for a in agreements where a.terms.member == city.rawValue && a.state(now: t) == .active {
             guard let owner = try? CitySlug(a.terms.owner), let dataset = try? DatasetID(owner: owner, name: a.terms.dataset) else { continue }
             let id = "\(owner)/\(a.terms.share)"
             var parties: Set<CitySlug> = [owner]
@@ -227,10 +227,9 @@ public final class ReplicationService: Service, ReplicaDesk, Sendable {
             parties.remove(city)
             found[id] = ShareInfo(
                 id: id, owner: owner, name: a.terms.share, dataset: dataset, parties: parties, fields: a.terms.fields, write: a.terms.write,
-                filter: a.terms.filter, isOwner: false, onRevoke: a.terms.onRevoke)
+                filter: a.terms.filter, isOwner: false)
         }
         // Agreements that ended with on_revoke: purge take the replica with them.
-        let agreements = (try? await store.agreements()) ?? []
         for a in agreements where a.terms.member == city.rawValue && a.terms.onRevoke == "purge" {
             let ended = a.state(now: t)
             guard ended == .revoked || ended == .expired, let owner = try? CitySlug(a.terms.owner),
@@ -318,15 +317,15 @@ public final class ReplicationService: Service, ReplicaDesk, Sendable {
     func cutOwner(_ info: ShareInfo, key: Agreement.Key) async throws -> Bool {
         let dataset = try await store.dataset(info.dataset)
         let cursor = try await store.cursor(share: info.id)
-        guard dataset.lastSeq > cursor.recordSeq else { return false }
-        let changes = try await store.changes(info.dataset, afterSeq: cursor.recordSeq, limit: Self.recordsPerRead)
+        guard dataset.lastSeq > cursor else { return false }
+        let changes = try await store.changes(info.dataset, afterSeq: cursor, limit: Self.recordsPerRead)
         guard !changes.isEmpty else { return false }
         let schema = dataset.schema
         let viewIDs = Set(info.fields.compactMap { schema.field(named: $0)?.id })
         let filter = info.filter.flatMap { try? RowFilter($0, schema: schema) }
         var records: [ChangeBatch.Record] = []
         var size = 0
-        var lastSeq = cursor.recordSeq
+        var lastSeq = cursor
         for r in changes {
             if let filter, r.state.isLive, !filter.matches({ name in schema.field(named: name).flatMap { r.state.value(field: $0.id) } }) {
                 lastSeq = r.seq
@@ -344,7 +343,7 @@ public final class ReplicationService: Service, ReplicaDesk, Sendable {
             lastSeq = r.seq
         }
         guard !records.isEmpty else {
-            try await store.appendOwnBatch(share: info.id, dataset: info.dataset, signed: nil, seq: 0, records: 0, cursor: lastSeq, emitted: .zero, at: now)
+            try await store.appendOwnBatch(share: info.id, dataset: info.dataset, signed: nil, records: 0, cursor: lastSeq, at: now)
             return changes.count == Self.recordsPerRead
         }
         // What the writes in this batch knew: the knowledge at the first of them (knowledge only
@@ -386,7 +385,7 @@ public final class ReplicationService: Service, ReplicaDesk, Sendable {
             seen = seen.map { s in s.merging(w.seen, uniquingKeysWith: Swift.min).filter { w.seen[$0.key] != nil } } ?? w.seen
         }
         guard !records.isEmpty else {
-            try await store.appendOwnBatch(share: info.id, dataset: info.dataset, signed: nil, seq: 0, records: 0, cursor: 0, emitted: .zero, outboxThrough: through, at: now)
+            try await store.appendOwnBatch(share: info.id, dataset: info.dataset, signed: nil, records: 0, cursor: 0, outboxThrough: through, at: now)
             return through != last.id || pending.count == Self.recordsPerRead
         }
         var knowledge = seen ?? [:]
@@ -403,7 +402,7 @@ public final class ReplicationService: Service, ReplicaDesk, Sendable {
             share: info.id, dataset: info.dataset.description, origin: city, seq: link.seq, prev: link.prev, fields: fields, seen: seen, records: records)
         let signed = try batch.signed(with: key)
         try await store.appendOwnBatch(
-            share: info.id, dataset: info.dataset, signed: signed, seq: link.seq, records: records.count, cursor: cursor, emitted: .zero,
+            share: info.id, dataset: info.dataset, signed: signed, link: (link.seq, link.prev), records: records.count, cursor: cursor,
             outboxThrough: outboxThrough, at: now)
         let directives = machine.withLock { $0.accepted(share: info.id, origin: city, seq: link.seq, from: city) }
         await perform(directives)
@@ -610,6 +609,11 @@ public final class ReplicationService: Service, ReplicaDesk, Sendable {
         let fromOwner = batch.origin == info.owner
         let writable = Set(info.write)
         let filter = fromOwner ? nil : info.filter.flatMap { text in schema.flatMap { try? RowFilter(text, schema: $0) } }
+        // The owner checks a member's writes against the row filter on its own copies, read at once.
+        var stored: [String: StoredRecord] = [:]
+        if filter != nil, info.isOwner {
+            stored = (try? await store.get(info.dataset, keys: batch.records.map(\.key))) ?? [:]
+        }
         for r in batch.records {
             var cells: [Cell] = []
             for c in r.state.cells {
@@ -628,8 +632,7 @@ public final class ReplicationService: Service, ReplicaDesk, Sendable {
                 tombstone = nil
             }
             if let filter, info.isOwner, let schema {
-                let stored = try? await store.get(info.dataset, key: r.key)
-                guard let stored, stored.state.isLive, filter.matches({ n in schema.field(named: n).flatMap { stored.state.value(field: $0.id) } }) else {
+                guard let stored = stored[r.key], stored.state.isLive, filter.matches({ n in schema.field(named: n).flatMap { stored.state.value(field: $0.id) } }) else {
                     refused += cells.count
                     continue
                 }

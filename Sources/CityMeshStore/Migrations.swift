@@ -136,7 +136,7 @@ enum Migrations {
                     share TEXT PRIMARY KEY NOT NULL,
                     dataset TEXT NOT NULL,
                     record_seq INTEGER NOT NULL,
-                    emitted_hlc INTEGER NOT NULL
+                    emitted_hlc INTEGER NOT NULL  -- unused since the outbox (always 0)
                 );
                 -- A member's own writes to replicas, as written, until cut into a batch: a write a
                 -- concurrent one overwrites here must still reach the others (as a conflict).

@@ -15,6 +15,12 @@ public final class NodeStore: Sendable {
     /// The node's hybrid logical clock. This process is the node's only writer (the node lock),
     /// so the in-memory clock is authoritative; every write transaction persists it.
     let clock: Mutex<HybridClock>
+    /// Writes someone is waiting on (admin requests) in flight: background writers (replication
+    /// merges) hold back while there are any, so a person's write waits for at most the one
+    /// background transaction already running (docs/performance.md).
+    let urgentWrites = Atomic<Int>(0)
+    /// The WAL size beyond which the checkpointer lets the writer truncate it.
+    public static let walLimit = 64 << 20
 
     /// Opens (and migrates) the database at `path`. `createFor` makes a new one for that city.
     public init(path: String, createFor newCity: CitySlug? = nil) throws {
@@ -70,6 +76,60 @@ public final class NodeStore: Sendable {
 
     /// Closes the database; the store must not be used afterwards.
     public func close() throws { try pool.close() }
+
+    // MARK: Write scheduling
+
+    /// Runs `body` (a write someone waits on) ahead of background writes.
+    public func urgent<T>(_ body: () async throws -> T) async rethrows -> T {
+        urgentWrites.add(1, ordering: .sequentiallyConsistent)
+        defer { urgentWrites.subtract(1, ordering: .sequentiallyConsistent) }
+        return try await body()
+    }
+
+    /// A background writer calls this before each transaction: it waits while urgent writes are
+    /// in flight, for at most `limit` (so a stream of admin writes slows replication, never stops it).
+    public func yieldToUrgentWrites(limit: Duration = .milliseconds(250)) async {
+        guard urgentWrites.load(ordering: .sequentiallyConsistent) > 0 else { return }
+        let deadline = ContinuousClock.now + limit
+        while urgentWrites.load(ordering: .sequentiallyConsistent) > 0, ContinuousClock.now < deadline {
+            try? await Task.sleep(for: .milliseconds(1))
+        }
+    }
+
+    /// Checkpoints the WAL from a connection of its own, every `interval`, until cancelled, so that
+    /// no commit pays for a checkpoint (SQLite's automatic checkpoint runs inside the commit that
+    /// crosses the threshold, holding up every write queued behind it). A PASSIVE checkpoint
+    /// never blocks the writer; if the WAL still grows past `walLimit` (a reader holding an old
+    /// snapshot, or writes without a pause), the writer truncates it once. On return the
+    /// automatic checkpoint is back on.
+    public func runCheckpointer(interval: Duration = .milliseconds(250), onError: @Sendable (any Error) -> Void = { _ in }) async {
+        let checkpointer: DatabaseQueue
+        do {
+            var config = Configuration()
+            config.busyMode = .timeout(10)
+            checkpointer = try DatabaseQueue(path: path, configuration: config)
+            try await pool.writeWithoutTransaction { db in try db.execute(sql: "PRAGMA wal_autocheckpoint = 0") }
+        } catch {
+            return onError(error)
+        }
+        while !Task.isCancelled {
+            try? await Task.sleep(for: interval)
+            let wal = ((try? FileManager.default.attributesOfItem(atPath: path + "-wal"))?[.size] as? Int) ?? 0
+            do {
+                if wal > Self.walLimit {
+                    try await pool.writeWithoutTransaction { db in try db.execute(sql: "PRAGMA wal_checkpoint(TRUNCATE)") }
+                } else {
+                    try await checkpointer.writeWithoutTransaction { db in try db.execute(sql: "PRAGMA wal_checkpoint(PASSIVE)") }
+                }
+            } catch {
+                onError(error)
+            }
+        }
+        // A new task: this one is cancelled, and GRDB refuses to start work for a cancelled task.
+        let pool = pool
+        await Task { try? await pool.writeWithoutTransaction { db in try db.execute(sql: "PRAGMA wal_autocheckpoint = 256") } }.value
+        try? checkpointer.close()
+    }
 
     // MARK: Datasets
 
@@ -159,6 +219,18 @@ public final class NodeStore: Sendable {
         try await pool.read { db in
             let (rowid, _) = try Self.datasetHandle(id, db: db)
             return try Self.fetchState(db: db, dataset: rowid, key: key)
+        }
+    }
+
+    /// The stored records of `keys` (live or deleted) that exist, by key, from one read.
+    public func get(_ id: DatasetID, keys: [String]) async throws -> [String: StoredRecord] {
+        try await pool.read { db in
+            let (rowid, _) = try Self.datasetHandle(id, db: db)
+            var out: [String: StoredRecord] = [:]
+            for key in keys where out[key] == nil {
+                if let r = try Self.fetchState(db: db, dataset: rowid, key: key) { out[key] = r }
+            }
+            return out
         }
     }
 

@@ -103,13 +103,10 @@ extension NodeStore {
         }
     }
 
-    /// Where cutting own batches of `share` has got to (record sequence, clock of the last own cell sent).
-    public func cursor(share: String) async throws -> (recordSeq: Int64, emitted: HLC) {
+    /// The owner's record sequence up to which `share` has been cut into batches.
+    public func cursor(share: String) async throws -> Int64 {
         try await pool.read { db in
-            guard let row = try Row.fetchOne(db, sql: "SELECT record_seq, emitted_hlc FROM share_cursors WHERE share = ?", arguments: [share]) else {
-                return (0, .zero)
-            }
-            return (row["record_seq"], HLC(rawValue: UInt64(bitPattern: row["emitted_hlc"] as Int64)))
+            try Int64.fetchOne(db, sql: "SELECT record_seq FROM share_cursors WHERE share = ?", arguments: [share]) ?? 0
         }
     }
 
@@ -130,13 +127,16 @@ extension NodeStore {
     }
 
     /// Keeps an own batch and moves the cursor past what it covers, in one transaction. When the
-    /// cut produced no batch (nothing to send), `signed` is nil and only the cursor moves.
+    /// cut produced no batch (nothing to send), `signed` is nil and only the cursor moves. `link`
+    /// is the batch's sequence number and the hash it chains to (from `nextBatchLink`), checked
+    /// again here against what is stored.
     public func appendOwnBatch(
-        share: String, dataset: DatasetID, signed: SignedBatch?, seq: UInt64, records: Int, cursor: Int64, emitted: HLC, outboxThrough: Int64? = nil, at: String
+        share: String, dataset: DatasetID, signed: SignedBatch?, link: (seq: UInt64, prev: [UInt8]) = (0, []), records: Int, cursor: Int64,
+        outboxThrough: Int64? = nil, at: String
     ) async throws {
         let me = city
-        // Read outside the write transaction: the writer lock is held only for the writes.
-        let prev = try signed.map { try $0.decode().prev }
+        let (seq, prev) = link
+        await yieldToUrgentWrites()
         try await pool.write { db in
             if let outboxThrough {
                 try db.execute(sql: "DELETE FROM outbox WHERE dataset = ? AND id <= ?", arguments: [dataset.description, outboxThrough])
@@ -151,10 +151,10 @@ extension NodeStore {
             }
             try db.execute(
                 sql: """
-                    INSERT INTO share_cursors (share, dataset, record_seq, emitted_hlc) VALUES (?, ?, ?, ?)
-                    ON CONFLICT (share) DO UPDATE SET record_seq = excluded.record_seq, emitted_hlc = excluded.emitted_hlc
+                    INSERT INTO share_cursors (share, dataset, record_seq, emitted_hlc) VALUES (?, ?, ?, 0)
+                    ON CONFLICT (share) DO UPDATE SET record_seq = excluded.record_seq
                     """,
-                arguments: [share, dataset.description, cursor, Int64(bitPattern: emitted.rawValue)])
+                arguments: [share, dataset.description, cursor])
         }
     }
 
@@ -171,6 +171,7 @@ extension NodeStore {
         }
         clock.withLock { $0.observe(maxHLC) }
         let me = city
+        await yieldToUrgentWrites()
         return try await pool.write { db in
             let (n, h) = try Self.lastBatch(db: db, share: incoming.share, origin: b.origin) ?? (0, ChangeBatch.zeroHash)
             guard b.seq == n + 1 else { throw TakeRefusal.notNext(expected: n + 1) }

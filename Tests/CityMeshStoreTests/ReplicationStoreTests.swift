@@ -95,7 +95,7 @@ struct ReplicationStoreTests {
         #expect(pending.count == 1 && pending[0].key == "E-1" && pending[0].seen[Self.hz] == HLC(millis: 1000, logical: 0))
         #expect(pending[0].state.cell(field: 2)?.value == .string("audited") && pending[0].state.cell(field: 2)?.stamp.city == Self.sh)
         // Cutting the batch empties the outbox in the same transaction.
-        try await store.appendOwnBatch(share: Self.share, dataset: Self.dataset, signed: nil, seq: 0, records: 0, cursor: 0, emitted: .zero, outboxThrough: pending[0].id, at: "t")
+        try await store.appendOwnBatch(share: Self.share, dataset: Self.dataset, signed: nil, records: 0, cursor: 0, outboxThrough: pending[0].id, at: "t")
         #expect(try await store.outbox(Self.dataset, limit: 10).isEmpty)
     }
 

@@ -60,8 +60,10 @@ public struct AdminAPI: Sendable {
 
     public func makeRouter() -> Router<AdminContext> {
         let router = Router(context: AdminContext.self)
+        router.add(middleware: ServerTimingMiddleware())
         router.add(middleware: JSONErrorMiddleware())
         router.add(middleware: TokenAuthMiddleware(store: store))
+        router.add(middleware: WritePriorityMiddleware(store: store))
         router.get("/healthz") { _, _ in json(["status": "ok"]) }
         router.get("/readyz") { _, _ in json(["status": "ready"]) }
         router.get("/v1/node") { _, _ in
@@ -337,18 +339,22 @@ public struct AdminAPI: Sendable {
         }
         router.put("/v1/datasets/:owner/:name/record") { request, context in
             try context.require(.operator)
+            var timing = ServerTiming()
             let id = try datasetID(context)
             let key = try keyParameter(request)
             let body = try await decodeBody(request, as: API.PutRecord.self)
             let info = try await store.dataset(id)
             try await checkReplicaWrite(id, fields: Array(body.values.keys), delete: false)
             let input = try RecordInput.fromJSON(body.values, key: key, schema: info.schema)
+            timing.lap("check")
             // The schema is already in hand: stamp and encode here, one write transaction after.
             let s = try await store.apply(id, store.prepare([input], schema: info.schema, physicalMillis: physicalMillis()))
+            timing.lap("store")
             try await record(
                 LedgerEntry.Kind.recordWritten, context, dataset: id, counts: ["written": s.written, "unchanged": s.unchanged],
                 hashes: ["key.sha256": keyHash(key)])
-            return json(API.WriteResult(written: s.written, unchanged: s.unchanged, seq: s.lastSeq))
+            timing.lap("ledger")
+            return timing.add(to: json(API.WriteResult(written: s.written, unchanged: s.unchanged, seq: s.lastSeq)))
         }
         router.delete("/v1/datasets/:owner/:name/record") { request, context in
             try context.require(.operator)

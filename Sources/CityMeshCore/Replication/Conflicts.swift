@@ -52,13 +52,6 @@ extension RecordState {
         RecordState(sortedCells: cells.filter { fields.contains($0.field) }, tombstone: tombstone)
     }
 
-    /// Only the cells written by `city` after `after`, and its tombstone if newer: what a member
-    /// sends of its own writes.
-    public func written(by city: CitySlug, after: HLC) -> RecordState {
-        let t = tombstone.flatMap { $0.city == city && after < $0.hlc ? $0 : nil }
-        return RecordState(sortedCells: cells.filter { $0.stamp.city == city && after < $0.stamp.hlc }, tombstone: t)
-    }
-
     /// The values of the live cells by field id.
     public func value(field: Int) -> Value? { cell(field: field)?.value }
 }
