@@ -20,7 +20,8 @@ BUILD=(-c release)
 [ -n "${SCRATCH:-}" ] && BUILD+=(--scratch-path "$SCRATCH")
 WORK=$(mktemp -d /tmp/citymesh-replbench.XXXXXX)
 PIDS=()
-trap 'for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$WORK"' EXIT
+# KEEP=1 keeps the work directory (the nodes' logs: hz.log, sh.log) for a look afterwards.
+trap 'for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; [ -n "${KEEP:-}" ] && echo "kept $WORK" || rm -rf "$WORK"' EXIT
 
 swift build "${BUILD[@]}" --product citymesh >/dev/null
 BIN=$(swift build "${BUILD[@]}" --show-bin-path)
@@ -36,8 +37,8 @@ HL=$(port); HA=$(port); SL=$(port); SA=$(port)
     --listen "127.0.0.1:$HL" --admin "127.0.0.1:$HA" >/dev/null
 "$CM" init --dir sh --city shanghai --ca fed/ca.pem --cert shanghai-cert/node.pem --key shanghai-cert/node.key \
     --listen "127.0.0.1:$SL" --admin "127.0.0.1:$SA" --seed "hangzhou@127.0.0.1:$HL" >/dev/null
-"$CM" serve --dir hz --log-level error 2>hz.log & PIDS+=($!)
-"$CM" serve --dir sh --log-level error 2>sh.log & PIDS+=($!)
+"$CM" serve --dir hz --log-level warning 2>hz.log & PIDS+=($!)
+"$CM" serve --dir sh --log-level warning 2>sh.log & PIDS+=($!)
 for a in $HA $SA; do for _ in $(seq 100); do curl -s "http://127.0.0.1:$a/healthz" >/dev/null && break; sleep 0.1; done; done
 
 "$CM" dataset create --dir hz air-quality --key station --field station:string --field district:string \

@@ -52,6 +52,14 @@ public final class LedgerService: Service, Sendable {
     }
 
     public func run() async throws {
+        let logger = logger
+        ledger.onSlowCommit.withLock {
+            $0 = { waited, committed, entries in
+                logger.warning(
+                    "slow ledger commit: appends waited for the database",
+                    metadata: ["waited_ms": "\(waited.milliseconds)", "commit_ms": "\(committed.milliseconds)", "ledger.entries": "\(entries)"])
+            }
+        }
         await withTaskGroup(of: Void.self) { group in
             group.addTask { await self.ledger.runWriter() }
             await withGracefulShutdownHandler {
@@ -116,4 +124,9 @@ public final class LedgerService: Service, Sendable {
         logger.debug("checkpoint published", metadata: ["ledger.size": "\(size)"])
         return checkpoint
     }
+}
+
+extension Duration {
+    /// Whole milliseconds, for logs.
+    var milliseconds: Int64 { components.seconds * 1_000 + components.attoseconds / 1_000_000_000_000_000 }
 }

@@ -18,6 +18,10 @@ public final class LedgerStore: Sendable {
     let prover = Mutex(MerkleLevels(base: 8))
     /// Most entries written in one transaction.
     public static let maxBatch = 4096
+    /// Told of a group commit that took longer than `slowCommit`: how long it waited for the
+    /// database's writer, how long the transaction and its fsync took, and how many entries it held.
+    public let onSlowCommit = Mutex<(@Sendable (_ waited: Duration, _ committed: Duration, _ entries: Int) -> Void)?>(nil)
+    public static let slowCommit: Duration = .milliseconds(100)
 
     public init(store: NodeStore) {
         pool = store.pool
@@ -43,7 +47,10 @@ public final class LedgerStore: Sendable {
                 }
                 if batch.isEmpty { break }
                 do {
-                    let first = try await write(batch.map(\.0))
+                    let queued = ContinuousClock.now
+                    let (first, started) = try await timedWrite(batch.map(\.0))
+                    let done = ContinuousClock.now
+                    if done - queued > Self.slowCommit, let report = onSlowCommit.withLock({ $0 }) { report(started - queued, done - started, batch.count) }
                     for (i, item) in batch.enumerated() { item.1.resume(returning: first + UInt64(i)) }
                 } catch {
                     for item in batch { item.1.resume(throwing: error) }
@@ -57,8 +64,12 @@ public final class LedgerStore: Sendable {
     /// Stops `runWriter` after it has written what is pending.
     public func finish() { wake.finish() }
 
-    func write(_ entries: [LedgerEntry]) async throws -> UInt64 {
+    func write(_ entries: [LedgerEntry]) async throws -> UInt64 { try await timedWrite(entries).0 }
+
+    /// Writes the entries; also returns when the writer started on them.
+    func timedWrite(_ entries: [LedgerEntry]) async throws -> (UInt64, ContinuousClock.Instant) {
         try await pool.writeWithoutTransaction { db in
+            let started = ContinuousClock.now
             // FULL: the WAL is fsync'd at commit, so a logged entry survives power loss too.
             try db.execute(sql: "PRAGMA synchronous = FULL")
             defer { try? db.execute(sql: "PRAGMA synchronous = NORMAL") }
@@ -75,7 +86,7 @@ public final class LedgerStore: Sendable {
                 }
                 return .commit
             }
-            return first
+            return (first, started)
         }
     }
 

@@ -19,8 +19,8 @@ public final class NodeStore: Sendable {
     /// merges) hold back while there are any, so a person's write waits for at most the one
     /// background transaction already running (docs/performance.md).
     let urgentWrites = Atomic<Int>(0)
-    /// The WAL size beyond which the checkpointer lets the writer truncate it.
-    public static let walLimit = 64 << 20
+    /// WAL frames (16 KiB pages) beyond which the checkpointer restarts the WAL from its start.
+    public static let walRestartFrames = 1_024
 
     /// Opens (and migrates) the database at `path`. `createFor` makes a new one for that city.
     public init(path: String, createFor newCity: CitySlug? = nil) throws {
@@ -99,14 +99,18 @@ public final class NodeStore: Sendable {
     /// Checkpoints the WAL from a connection of its own, every `interval`, until cancelled, so that
     /// no commit pays for a checkpoint (SQLite's automatic checkpoint runs inside the commit that
     /// crosses the threshold, holding up every write queued behind it). A PASSIVE checkpoint
-    /// never blocks the writer; if the WAL still grows past `walLimit` (a reader holding an old
-    /// snapshot, or writes without a pause), the writer truncates it once. On return the
+    /// copies what it can without blocking anyone. Under a stream of writes the WAL never empties
+    /// by itself, so once it holds more than `walRestartFrames` a RESTART checkpoint follows the
+    /// passive one: with the bulk already copied it has little left to do, holds back new writes
+    /// only for that, and makes the next write start the WAL from the beginning. On return the
     /// automatic checkpoint is back on.
-    public func runCheckpointer(interval: Duration = .milliseconds(250), onError: @Sendable (any Error) -> Void = { _ in }) async {
+    public func runCheckpointer(interval: Duration = .milliseconds(100), onError: @Sendable (any Error) -> Void = { _ in }) async {
         let checkpointer: DatabaseQueue
         do {
             var config = Configuration()
-            config.busyMode = .timeout(10)
+            // A RESTART waits for readers to move on; give up (and try again next time) rather
+            // than hold back writes for long.
+            config.busyMode = .timeout(0.2)
             checkpointer = try DatabaseQueue(path: path, configuration: config)
             try await pool.writeWithoutTransaction { db in try db.execute(sql: "PRAGMA wal_autocheckpoint = 0") }
         } catch {
@@ -114,13 +118,17 @@ public final class NodeStore: Sendable {
         }
         while !Task.isCancelled {
             try? await Task.sleep(for: interval)
-            let wal = ((try? FileManager.default.attributesOfItem(atPath: path + "-wal"))?[.size] as? Int) ?? 0
             do {
-                if wal > Self.walLimit {
-                    try await pool.writeWithoutTransaction { db in try db.execute(sql: "PRAGMA wal_checkpoint(TRUNCATE)") }
-                } else {
-                    try await checkpointer.writeWithoutTransaction { db in try db.execute(sql: "PRAGMA wal_checkpoint(PASSIVE)") }
+                let frames = try await checkpointer.writeWithoutTransaction { db in
+                    try Row.fetchOne(db, sql: "PRAGMA wal_checkpoint(PASSIVE)").map { $0[1] as Int } ?? 0
                 }
+                if frames > Self.walRestartFrames {
+                    try await checkpointer.writeWithoutTransaction { db in _ = try Row.fetchOne(db, sql: "PRAGMA wal_checkpoint(RESTART)") }
+                }
+            } catch let e as DatabaseError where e.resultCode == .SQLITE_BUSY {
+                continue  // readers still on old frames: next time
+            } catch is CancellationError {
+                break
             } catch {
                 onError(error)
             }
