@@ -3,6 +3,7 @@ public import CityMeshStore
 import Crypto
 import CryptoExtras
 import Foundation
+import Metrics
 public import Logging
 import ServiceLifecycle
 import Synchronization
@@ -90,6 +91,18 @@ public final class LedgerService: Service, Sendable {
 
     func publishLogged() async {
         do { try await publish() } catch { logger.error("checkpoint not published", metadata: ["error": "\(error)"]) }
+        await recordGauges()
+    }
+
+    /// citymesh_ledger_entries and citymesh_ledger_checkpoint_age_seconds (how long since the
+    /// latest signed checkpoint; it grows while entries wait for one, or if signing stopped).
+    func recordGauges() async {
+        guard let size = try? await ledger.count() else { return }
+        Gauge(label: "citymesh_ledger_entries").record(Double(size))
+        if let created = try? await ledger.latestCheckpointTime(), let at = RFC3339.parse(created) {
+            let age = Double(Int64(Date().timeIntervalSince1970 * 1_000_000) - at) / 1_000_000
+            Gauge(label: "citymesh_ledger_checkpoint_age_seconds").record(max(0, age))
+        }
     }
 
     /// Signs and stores a checkpoint of the whole log if it grew since the last one.

@@ -493,6 +493,9 @@ public final class ReplicationService: Service, ReplicaDesk, Sendable {
                 let k = "\(share) \(peer)"
                 if behind { if s.behindSince[k] == nil { s.behindSince[k] = clock() } } else { s.behindSince[k] = nil }
             }
+            // Sync lag: batches this peer holds of the share that this node does not.
+            let lag = vector.reduce(UInt64(0)) { sum, e in sum + (e.value > (held[e.key] ?? 0) ? e.value - (held[e.key] ?? 0) : 0) }
+            Gauge(label: "citymesh_share_sync_lag_batches", dimensions: [("share", share), ("peer", peer.rawValue)]).record(Double(lag))
             await perform(directives)
         case .acked(let share, let vector):
             machine.withLock { $0.onAcked(from: peer, share: share, vector: vector) }
@@ -650,6 +653,7 @@ public final class ReplicationService: Service, ReplicaDesk, Sendable {
         }
         logger.warning("replication refused", metadata: ["peer": "\(peer)", "share": "\(share ?? "-")", "reason": "\(reason)"])
         ledger.report(LedgerEntry(time: now, kind: LedgerEntry.Kind.exchangeRefused, actor: "peer:\(peer)", peer: peer.rawValue, dataset: share, reason: reason))
+        Counter(label: "citymesh_policy_denials_total", dimensions: [("share", share ?? "-"), ("peer", peer.rawValue)]).increment()
     }
 
     static func hex(_ b: [UInt8]) -> String { b.map { String(format: "%02x", $0) }.joined() }
@@ -722,6 +726,9 @@ public final class ReplicationService: Service, ReplicaDesk, Sendable {
     func appendReceipt(_ r: ExchangeReceipt, receipt: Agreement.Signed, countersign: Agreement.Signed, peer: CitySlug) {
         let direction = r.sender == city.rawValue ? "sent to" : "received from"
         let dataset = state.withLock { $0.shares[r.share]?.dataset.description }
+        let dimensions = [("share", r.share), ("direction", r.sender == city.rawValue ? "sent" : "received")]
+        Counter(label: "citymesh_exchanges_total", dimensions: dimensions).increment()
+        Counter(label: "citymesh_exchange_records_total", dimensions: dimensions).increment(by: r.records)
         ledger.report(LedgerEntry(
             time: now, kind: LedgerEntry.Kind.exchangeReceipt, actor: "peer:\(peer)", peer: peer.rawValue, dataset: dataset,
             counts: ["batches": r.batches.compactMap(ExchangeReceipt.parseRun).reduce(0) { $0 + $1.seqs.count }, "records": r.records],

@@ -228,6 +228,11 @@ public final class LedgerStore: Sendable {
             size: UInt64(row[0] as Int64), witness: row[1], city: row[2], timestamp: UInt64(row[3] as Int64), line: row[4], certificate: row[5])
     }
 
+    /// When the latest checkpoint was signed (RFC 3339).
+    public func latestCheckpointTime() async throws -> String? {
+        try await pool.read { db in try String.fetchOne(db, sql: "SELECT created_at FROM ledger_checkpoints ORDER BY size DESC LIMIT 1") }
+    }
+
     public func latestCheckpoint() async throws -> (size: UInt64, note: String)? {
         try await pool.read { db in
             try Row.fetchOne(db, sql: "SELECT size, note FROM ledger_checkpoints ORDER BY size DESC LIMIT 1").map { (UInt64($0[0] as Int64), $0[1]) }

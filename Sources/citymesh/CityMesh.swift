@@ -23,7 +23,7 @@ struct CityMesh: AsyncParsableCommand {
         version: CityMeshVersion.current,
         subcommands: [
             Federation.self, Init.self, Serve.self, Peers.self, DatasetCommand.self, RecordCommand.self, Import.self, Export.self,
-            TokenCommand.self, Audit.self, PolicyCommand.self, AgreementCommand.self, Simulate.self,
+            TokenCommand.self, Audit.self, PolicyCommand.self, AgreementCommand.self, Simulate.self, Demo.self, ConfigCommand.self, Backup.self, Restore.self,
         ]
     )
 

@@ -4,6 +4,9 @@ public import CityMeshCore
 import NIOCore
 import NIOFoundationCompat
 import NIOHTTP1
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// The admin API client the CLI uses. Errors come back as ``CityMeshError`` with the server's
 /// code and message; an unreachable node becomes `node.not_running` with how to start it.
@@ -74,6 +77,9 @@ public struct AdminClient: Sendable {
     /// Streams a response body to `sink` chunk by chunk.
     public func download(_ path: String, query: [String: String], sink: (Data) throws -> Void) async throws {
         let request = try makeRequest(.GET, path, query: query)
+        guard Self.listening(baseURL.dropFirst(7)) else {
+            throw CityMeshError(.nodeNotRunning, "the node is not running (nothing listens on \(baseURL.dropFirst(7))): start it with 'citymesh serve \(startHint)'")
+        }
         let response: HTTPClientResponse
         do { response = try await HTTPClient.shared.execute(request, timeout: .hours(24)) } catch { throw mapTransport(error) }
         guard response.status == .ok else {
@@ -111,7 +117,40 @@ public struct AdminClient: Sendable {
         return request
     }
 
+    /// Whether something accepts TCP connections at the admin address (within `timeout` ms).
+    /// The HTTP client retries a refused connection for a long time; a node that is not running
+    /// should be reported at once.
+    static func listening(_ address: Substring, timeout: Int32 = 3_000) -> Bool {
+        guard let colon = address.lastIndex(of: ":"), let port = UInt16(address[address.index(after: colon)...]) else { return true }
+        let host = String(address[..<colon]).trimmingCharacters(in: CharacterSet(charactersIn: "[]"))
+        var hints = addrinfo()
+        hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
+        var list: UnsafeMutablePointer<addrinfo>?
+        guard getaddrinfo(host, String(port), &hints, &list) == 0, let first = list else { return true }
+        defer { freeaddrinfo(list) }
+        var next: UnsafeMutablePointer<addrinfo>? = first
+        while let ai = next {
+            next = ai.pointee.ai_next
+            let fd = socket(ai.pointee.ai_family, Int32(SOCK_STREAM.rawValue), 0)
+            guard fd >= 0 else { continue }
+            defer { close(fd) }
+            _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK)
+            if connect(fd, ai.pointee.ai_addr, ai.pointee.ai_addrlen) == 0 { return true }
+            guard errno == EINPROGRESS else { continue }
+            var poller = pollfd(fd: fd, events: Int16(POLLOUT), revents: 0)
+            guard poll(&poller, 1, timeout) == 1 else { continue }
+            var error: Int32 = 0
+            var length = socklen_t(MemoryLayout<Int32>.size)
+            getsockopt(fd, SOL_SOCKET, SO_ERROR, &error, &length)
+            if error == 0 { return true }
+        }
+        return false
+    }
+
     func execute(_ request: HTTPClientRequest) async throws -> Response {
+        guard Self.listening(baseURL.dropFirst(7)) else {
+            throw CityMeshError(.nodeNotRunning, "the node is not running (nothing listens on \(baseURL.dropFirst(7))): start it with 'citymesh serve \(startHint)'")
+        }
         do {
             let response = try await HTTPClient.shared.execute(request, timeout: .hours(24))
             let body = try await response.body.collect(upTo: 256 << 20)

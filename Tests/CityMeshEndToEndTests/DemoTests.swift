@@ -1,0 +1,69 @@
+import Foundation
+import Testing
+
+/// `citymesh demo`, the README's first command, run as a new user runs it.
+@Suite("End to end: the demo", .serialized)
+struct DemoTests {
+    @Test("demo --exit-when-done: three nodes converge, the conflict is listed, the bundle verifies and the ledgers reconcile; every node stops cleanly")
+    func demo() throws {
+        let work = try Harness.tempDir("demo")
+        let r = try Harness.citymesh(["demo", "--dir", "fed-demo", "--exit-when-done"], cwd: work)
+        #expect(r.status == 0, "\(r.stdout)\(r.stderr)")
+        let out = r.stdout
+        for step in 1...9 { #expect(out.contains("[\(step)/9]"), "step \(step) ran: \(out)") }
+        #expect(out.contains("hangzhou: peer port") && out.contains("connected to shanghai, suzhou"), "\(out)")
+        #expect(out.contains("both members hold all 22 records; no sensor_serial and no tax_id left hangzhou"), "\(out)")
+        #expect(out.contains("does not let shanghai write name"), "\(out)")
+        // The conflict table: the overwritten value, by whom, and the kept one.
+        let conflict = try #require(out.split(separator: "\n").first { $0.contains("91330100MA2H") && $0.contains("\"") }, "\(out)")
+        #expect(conflict.contains("\"suspended\"") && conflict.contains("\"under-inspection\""), "\(conflict)")
+        #expect(out.contains("shanghai's and suzhou's registries are byte-identical"), "\(out)")
+        #expect(out.contains("bundle OK:") && out.contains("are in both ledgers with both signatures"), "\(out)")
+        #expect(out.contains("Every step checked out.") && out.contains("All nodes stopped cleanly."), "\(out)")
+
+        // What it left behind checks out again, offline, by an independent run of the auditor's commands.
+        let dir = work + "/fed-demo"
+        var check = try Harness.citymesh(["audit", "verify-bundle", "hangzhou.bundle", "--ca", "fed/ca.pem"], cwd: dir)
+        #expect(check.ok && check.stdout.contains("bundle OK"), "\(check.stdout)\(check.stderr)")
+        check = try Harness.citymesh(["audit", "reconcile", "hangzhou.bundle", "suzhou.bundle", "--ca", "fed/ca.pem"], cwd: dir)
+        #expect(check.ok, "\(check.stdout)\(check.stderr)")
+        for city in ["hangzhou", "shanghai", "suzhou"] {
+            let log = (try? String(contentsOfFile: "\(dir)/\(city)/serve.log", encoding: .utf8)) ?? ""
+            #expect(log.contains("node stopped"), "\(city) shut down cleanly: \(log.suffix(2000))")
+        }
+        // A second demo into the same directory is refused with what to do instead.
+        let again = try Harness.citymesh(["demo", "--dir", "fed-demo", "--exit-when-done"], cwd: work)
+        #expect(again.status != 0 && again.stderr.contains("is not empty"), "\(again.stderr)")
+    }
+
+    @Test("without --exit-when-done the federation keeps running until Ctrl-C, which stops every node cleanly")
+    func ctrlC() throws {
+        let work = try Harness.tempDir("demo-int")
+        let outPath = work + "/demo.out"
+        FileManager.default.createFile(atPath: outPath, contents: nil)
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: Harness.binary)
+        p.arguments = ["demo", "--dir", "fed-demo"]
+        p.currentDirectoryURL = URL(fileURLWithPath: work)
+        p.standardOutput = FileHandle(forWritingAtPath: outPath)
+        p.standardError = p.standardOutput
+        try p.run()
+        var out = ""
+        try PeerTransportTests.eventually("the demo to finish its steps and wait", seconds: 120) {
+            out = (try? String(contentsOfFile: outPath, encoding: .utf8)) ?? ""
+            return out.contains("Press Ctrl-C") || !p.isRunning
+        }
+        #expect(p.isRunning, "\(out)")
+        #expect(out.contains("http://127.0.0.1:") && out.contains("citymesh peers --dir shanghai"), "admin URLs and example commands: \(out)")
+        // The nodes still answer while the demo waits.
+        let peers = try Harness.citymesh(["peers", "--dir", "fed-demo/hangzhou"], cwd: work)
+        #expect(peers.ok && peers.stdout.contains("shanghai"), "\(peers.stdout)\(peers.stderr)")
+        kill(p.processIdentifier, SIGINT)
+        p.waitUntilExit()
+        out = (try? String(contentsOfFile: outPath, encoding: .utf8)) ?? ""
+        #expect(p.terminationStatus == 0, "\(out)")
+        #expect(out.contains("Stopped: every node shut down cleanly."), "\(out)")
+        let after = try Harness.citymesh(["peers", "--dir", "fed-demo/hangzhou"], cwd: work)
+        #expect(!after.ok, "the nodes are gone after Ctrl-C")
+    }
+}
