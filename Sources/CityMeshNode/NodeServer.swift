@@ -166,7 +166,10 @@ public struct NodeServer: Sendable {
                 gracefulShutdownSignals: [.sigterm, .sigint],
                 logger: logger))
         logger.info("node starting", metadata: ["admin.address": "\(admin)", "version": "\(CityMeshVersion.current)"])
-        await policyFile.apply(config: config, reason: "start")
+        // The policy file is applied once the services run: applying ledgers the new version,
+        // and the ledger's writer is one of the services (awaiting it before would never return).
+        let applyPolicy = Task { await policyFile.apply(config: config, reason: "start") }
+        defer { applyPolicy.cancel() }
         await agreements.sync()
         // Bind the peer port before anything starts, so a taken port fails cleanly and first.
         try await network.bind()

@@ -612,9 +612,11 @@ public final class ReplicationService: Service, ReplicaDesk, Sendable {
         let fromOwner = batch.origin == info.owner
         let writable = Set(info.write)
         let filter = fromOwner ? nil : info.filter.flatMap { text in schema.flatMap { try? RowFilter(text, schema: $0) } }
-        // The owner checks a member's writes against the row filter on its own copies, read at once.
+        // The owner checks a member's writes against its own copies, read at once: members update
+        // records the owner shares (within the row filter) and cannot create new ones.
         var stored: [String: StoredRecord] = [:]
-        if filter != nil, info.isOwner {
+        let checkExisting = !fromOwner && info.isOwner
+        if checkExisting {
             stored = (try? await store.get(info.dataset, keys: batch.records.map(\.key))) ?? [:]
         }
         for r in batch.records {
@@ -634,8 +636,10 @@ public final class ReplicationService: Service, ReplicaDesk, Sendable {
                 refused += 1
                 tombstone = nil
             }
-            if let filter, info.isOwner, let schema {
-                guard let stored = stored[r.key], stored.state.isLive, filter.matches({ n in schema.field(named: n).flatMap { stored.state.value(field: $0.id) } }) else {
+            if checkExisting {
+                guard let stored = stored[r.key], stored.state.isLive,
+                    filter.map({ f in schema.map { s in f.matches({ n in s.field(named: n).flatMap { stored.state.value(field: $0.id) } }) } ?? false }) ?? true
+                else {
                     refused += cells.count
                     continue
                 }

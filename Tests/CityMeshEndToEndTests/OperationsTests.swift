@@ -130,4 +130,26 @@ struct OperationsTests {
         r = try cm("config", "check", "--dir", hz)
         #expect(r.status == 1 && r.stdout.contains("PROBLEM") && r.stdout.contains("identity"), "\(r.stdout)\(r.stderr)")
     }
+
+    @Test("a node whose config names a policy file applies it at start (it used to hang waiting for its own ledger)")
+    func policyAtStart() throws {
+        let work = try Harness.tempDir("ops-policy")
+        let cities = try PeerTransportTests.setUp(work, cities: ["hangzhou"])
+        func cm(_ args: String...) throws -> CommandResult { try Harness.citymesh(args, cwd: work) }
+        try "accept:\n  - from: shanghai\n    share: air\n".write(toFile: work + "/hangzhou/policy.yaml", atomically: true, encoding: .utf8)
+        let configPath = work + "/hangzhou/citymesh.yaml"
+        let config = try String(contentsOfFile: configPath, encoding: .utf8)
+        #expect(config.contains("policy: null"))
+        try config.replacingOccurrences(of: "policy: null", with: "policy: policy.yaml").write(toFile: configPath, atomically: true, encoding: .utf8)
+        var r = try cm("config", "check", "--dir", "hangzhou")
+        #expect(r.ok && r.stdout.contains("policy.yaml"), "\(r.stdout)\(r.stderr)")
+        let node = try Daemon(dir: "hangzhou", cwd: work)
+        #expect(try node.waitReady(admin: cities[0].admin), "\(node.log)")
+        try PeerTransportTests.eventually("the policy file is in force and ledgered") {
+            try cm("audit", "log", "--dir", "hangzhou", "--kind", "policy.applied", "--json").stdout.contains("node:start")
+        }
+        r = try cm("policy", "show", "--dir", "hangzhou")
+        #expect(r.ok && r.stdout.contains("shanghai"), "\(r.stdout)\(r.stderr)")
+        #expect(node.terminate() == 0, "\(node.log)")
+    }
 }

@@ -84,6 +84,8 @@ struct ReplicationTests {
         #expect(!r.ok && r.stderr.contains("only hangzhou can delete"), "\(r.stderr)")
         r = try cm("import", "--dir", "shanghai", "hangzhou/registry", "--csv", "registry.csv")
         #expect(!r.ok && r.stderr.contains("replicated here"), "\(r.stderr)")
+        r = try cm("record", "put", "--dir", "shanghai", "hangzhou/registry", "E-NEW", "status=active")
+        #expect(!r.ok && r.stderr.contains("cannot create new ones"), "members cannot create records: \(r.stderr)")
 
         // A granted write by a member reaches the owner and the other member.
         r = try cm("record", "put", "--dir", "shanghai", "hangzhou/registry", "E-3", "status=audited")

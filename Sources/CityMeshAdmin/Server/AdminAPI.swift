@@ -345,6 +345,11 @@ public struct AdminAPI: Sendable {
             let body = try await decodeBody(request, as: API.PutRecord.self)
             let info = try await store.dataset(id)
             try await checkReplicaWrite(id, fields: Array(body.values.keys), delete: false)
+            if id.owner != store.city, try await store.get(id, key: key)?.state.isLive != true {
+                throw CityMeshError(
+                    .forbidden,
+                    "'\(key)' is not a record of \(id): members update the records \(id.owner) shares and cannot create new ones (list them with 'citymesh record list \(id)')")
+            }
             let input = try RecordInput.fromJSON(body.values, key: key, schema: info.schema)
             timing.lap("check")
             // The schema is already in hand: stamp and encode here, one write transaction after.
