@@ -132,6 +132,8 @@ public struct NodeServer: Sendable {
         if !admin.isLoopback {
             logger.warning("the admin API listens beyond loopback; protect it with a firewall", metadata: ["admin.address": "\(admin)"])
         }
+        // Not ready until the config's policy file is in force (it is applied once the services run).
+        let starting = Mutex<String?>(config.policy == nil ? nil : "applying the policy file \(config.policy ?? "")")
         let api = AdminAPI(
             store: store, version: CityMeshVersion.current,
             startedAt: RFC3339.format(microseconds: Int64(Date().timeIntervalSince1970 * 1_000_000)),
@@ -146,7 +148,8 @@ public struct NodeServer: Sendable {
                 node: try Files.read(directory.file(config.tls.cert), what: "the certificate"),
                 ca: try Files.read(directory.file(config.tls.ca), what: "the CA certificate")
             ),
-            policy: policy, agreements: agreements, replication: replication)
+            policy: policy, agreements: agreements, replication: replication,
+            notReady: { starting.withLock { $0 } })
         var httpLogger = logger
         httpLogger[metadataKey: "service"] = "admin"
         let app = Application(
@@ -168,7 +171,10 @@ public struct NodeServer: Sendable {
         logger.info("node starting", metadata: ["admin.address": "\(admin)", "version": "\(CityMeshVersion.current)"])
         // The policy file is applied once the services run: applying ledgers the new version,
         // and the ledger's writer is one of the services (awaiting it before would never return).
-        let applyPolicy = Task { await policyFile.apply(config: config, reason: "start") }
+        let applyPolicy = Task {
+            await policyFile.apply(config: config, reason: "start")
+            starting.withLock { $0 = nil }
+        }
         defer { applyPolicy.cancel() }
         await agreements.sync()
         // Bind the peer port before anything starts, so a taken port fails cleanly and first.

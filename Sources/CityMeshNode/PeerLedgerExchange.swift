@@ -190,7 +190,7 @@ public final class PeerLedgerExchange: Sendable {
             }
             if earlier.size == checkpoint.size, earlier.root != checkpoint.root {
                 flagFork(city, earlier: earlierNote, later: note, why: "two signed checkpoints of size \(checkpoint.size) with different roots")
-                throw CityMeshError(.ledgerCorrupt, "\(city) signed two different checkpoints of size \(checkpoint.size): both are kept as evidence in the ledger")
+                throw CityMeshError(.ledgerCorrupt, "\(city) shows two histories: it signed two different checkpoints of size \(checkpoint.size); both are kept as evidence in the ledger")
             }
             let hashes: [MerkleHash]
             switch try await ask(city, { .getConsistency(id: $0, size1: earlier.size, size2: checkpoint.size) }) {

@@ -21,13 +21,7 @@ extension NodeStore {
         guard FileManager.default.fileExists(atPath: path) else {
             throw CityMeshError(.nodeNotInitialized, "no database at \(path): run 'citymesh init' first")
         }
-        var config = Configuration()
-        config.readonly = true
-        config.busyMode = .timeout(10)
-        let queue: DatabaseQueue
-        do { queue = try DatabaseQueue(path: path, configuration: config) } catch {
-            throw CityMeshError(.ioError, "cannot open the database \(path): \(error)")
-        }
+        let queue = try openReadOnly(path)
         defer { try? queue.close() }
         let migrator = Migrations.make()
         return try queue.read { db in
@@ -44,6 +38,16 @@ extension NodeStore {
         }
     }
 
+    /// A read-only connection to the database file at `path` (no migration, no write).
+    static func openReadOnly(_ path: String) throws -> DatabaseQueue {
+        var config = Configuration()
+        config.readonly = true
+        config.busyMode = .timeout(10)
+        do { return try DatabaseQueue(path: path, configuration: config) } catch {
+            throw CityMeshError(.ioError, "cannot open the database \(path): \(error)")
+        }
+    }
+
     /// Moves everything in the WAL into the database file and empties the WAL.
     public func foldWAL() async throws {
         try await pool.writeWithoutTransaction { db in try db.execute(sql: "PRAGMA wal_checkpoint(TRUNCATE)") }
@@ -57,13 +61,7 @@ extension NodeStore {
         guard !FileManager.default.fileExists(atPath: destination) else {
             throw CityMeshError(.invalidArgument, "\(destination) already exists: choose another --out, or remove it first")
         }
-        var config = Configuration()
-        config.readonly = true
-        config.busyMode = .timeout(10)
-        let queue: DatabaseQueue
-        do { queue = try DatabaseQueue(path: path, configuration: config) } catch {
-            throw CityMeshError(.ioError, "cannot open the database \(path): \(error)")
-        }
+        let queue = try openReadOnly(path)
         defer { try? queue.close() }
         do {
             try queue.writeWithoutTransaction { db in try db.execute(sql: "VACUUM INTO ?", arguments: [destination]) }

@@ -4,6 +4,29 @@ import Testing
 /// `citymesh demo`, the README's first command, run as a new user runs it.
 @Suite("End to end: the demo", .serialized)
 struct DemoTests {
+    /// Starts `citymesh demo --dir dir` (running until Ctrl-C) in `work`, output to demo.out, and
+    /// waits until it has finished its steps; returns the process and what it printed.
+    static func launch(_ work: String, dir: String) throws -> (Process, String) {
+        let outPath = work + "/demo.out"
+        FileManager.default.createFile(atPath: outPath, contents: nil)
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: Harness.binary)
+        p.arguments = ["demo", "--dir", dir]
+        p.currentDirectoryURL = URL(fileURLWithPath: work)
+        p.standardOutput = FileHandle(forWritingAtPath: outPath)
+        p.standardError = p.standardOutput
+        try p.run()
+        var out = ""
+        try PeerTransportTests.eventually("the demo to finish its steps and wait", seconds: 120) {
+            out = (try? String(contentsOfFile: outPath, encoding: .utf8)) ?? ""
+            return out.contains("Press Ctrl-C") || !p.isRunning
+        }
+        return (p, out)
+    }
+
+    /// What the demo has printed so far.
+    static func output(_ work: String) -> String { (try? String(contentsOfFile: work + "/demo.out", encoding: .utf8)) ?? "" }
+
     @Test("demo --exit-when-done: three nodes converge, the conflict is listed, the bundle verifies and the ledgers reconcile; every node stops cleanly")
     func demo() throws {
         let work = try Harness.tempDir("demo")
@@ -39,20 +62,8 @@ struct DemoTests {
     @Test("without --exit-when-done the federation keeps running until Ctrl-C, which stops every node cleanly")
     func ctrlC() throws {
         let work = try Harness.tempDir("demo-int")
-        let outPath = work + "/demo.out"
-        FileManager.default.createFile(atPath: outPath, contents: nil)
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: Harness.binary)
-        p.arguments = ["demo", "--dir", "fed-demo"]
-        p.currentDirectoryURL = URL(fileURLWithPath: work)
-        p.standardOutput = FileHandle(forWritingAtPath: outPath)
-        p.standardError = p.standardOutput
-        try p.run()
-        var out = ""
-        try PeerTransportTests.eventually("the demo to finish its steps and wait", seconds: 120) {
-            out = (try? String(contentsOfFile: outPath, encoding: .utf8)) ?? ""
-            return out.contains("Press Ctrl-C") || !p.isRunning
-        }
+        var (p, out) = try Self.launch(work, dir: "fed-demo")
+        defer { if p.isRunning { kill(p.processIdentifier, SIGKILL) } }
         #expect(p.isRunning, "\(out)")
         #expect(out.contains("http://127.0.0.1:") && out.contains("citymesh peers --dir shanghai"), "admin URLs and example commands: \(out)")
         // The nodes still answer while the demo waits.
@@ -60,7 +71,7 @@ struct DemoTests {
         #expect(peers.ok && peers.stdout.contains("shanghai"), "\(peers.stdout)\(peers.stderr)")
         kill(p.processIdentifier, SIGINT)
         p.waitUntilExit()
-        out = (try? String(contentsOfFile: outPath, encoding: .utf8)) ?? ""
+        out = Self.output(work)
         #expect(p.terminationStatus == 0, "\(out)")
         #expect(out.contains("Stopped: every node shut down cleanly."), "\(out)")
         let after = try Harness.citymesh(["peers", "--dir", "fed-demo/hangzhou"], cwd: work)

@@ -29,21 +29,8 @@ struct OperationsTests {
         let work = try Harness.tempDir("ops")
         func cm(_ args: String...) throws -> CommandResult { try Harness.citymesh(args, cwd: work) }
         // A running federation with replication and a conflict behind it: the demo, left running.
-        let outPath = work + "/demo.out"
-        FileManager.default.createFile(atPath: outPath, contents: nil)
-        let demo = Process()
-        demo.executableURL = URL(fileURLWithPath: Harness.binary)
-        demo.arguments = ["demo", "--dir", "fed"]
-        demo.currentDirectoryURL = URL(fileURLWithPath: work)
-        demo.standardOutput = FileHandle(forWritingAtPath: outPath)
-        demo.standardError = demo.standardOutput
-        try demo.run()
+        let (demo, out) = try DemoTests.launch(work, dir: "fed")
         defer { if demo.isRunning { kill(demo.processIdentifier, SIGKILL) } }
-        var out = ""
-        try PeerTransportTests.eventually("the demo federation is up", seconds: 120) {
-            out = (try? String(contentsOfFile: outPath, encoding: .utf8)) ?? ""
-            return out.contains("Press Ctrl-C") || !demo.isRunning
-        }
         #expect(demo.isRunning, "\(out)")
         let hz = "fed/hangzhou"
         let admin = try #require(out.split(separator: "\n").first { $0.hasPrefix("  hangzhou ") && $0.contains("--dir") }?
@@ -150,6 +137,8 @@ struct OperationsTests {
         }
         r = try cm("policy", "show", "--dir", "hangzhou")
         #expect(r.ok && r.stdout.contains("shanghai"), "\(r.stdout)\(r.stderr)")
+        let ready = try Harness.run("/usr/bin/curl", ["-s", "-w", " %{http_code}", "http://\(cities[0].admin)/readyz"], cwd: work)
+        #expect(ready.stdout.hasSuffix(" 200") && ready.stdout.contains("ready"), "ready once the policy file is in force: \(ready.stdout)")
         #expect(node.terminate() == 0, "\(node.log)")
     }
 }

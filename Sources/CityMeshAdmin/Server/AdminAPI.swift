@@ -30,14 +30,18 @@ public struct AdminAPI: Sendable {
     /// Sharing agreements with other cities (nil without a peer transport).
     public let agreements: (any AgreementDesk)?
     public let replication: (any ReplicaDesk)?
+    /// Why the node is not ready yet (nil when it is): `/readyz` answers 503 with it.
+    public let notReady: (@Sendable () -> String?)?
 
     public init(
         store: NodeStore, version: String, startedAt: String, physicalMillis: @escaping @Sendable () -> UInt64,
         peers: (@Sendable () -> API.PeerList)? = nil, metrics: (@Sendable () -> String)? = nil,
         ledger: LedgerStore? = nil, verifierKey: NoteVerifier? = nil,
         peerCheckpoint: (@Sendable (CitySlug) async throws -> API.PeerCheckpoint)? = nil, certificates: (node: String, ca: String)? = nil,
-        policy: PolicyManager? = nil, agreements: (any AgreementDesk)? = nil, replication: (any ReplicaDesk)? = nil
+        policy: PolicyManager? = nil, agreements: (any AgreementDesk)? = nil, replication: (any ReplicaDesk)? = nil,
+        notReady: (@Sendable () -> String?)? = nil
     ) {
+        self.notReady = notReady
         self.replication = replication
         self.policy = policy
         self.agreements = agreements
@@ -65,7 +69,10 @@ public struct AdminAPI: Sendable {
         router.add(middleware: TokenAuthMiddleware(store: store))
         router.add(middleware: WritePriorityMiddleware(store: store))
         router.get("/healthz") { _, _ in json(["status": "ok"]) }
-        router.get("/readyz") { _, _ in json(["status": "ready"]) }
+        router.get("/readyz") { _, _ in
+            guard let reason = notReady?() else { return json(["status": "ready"]) }
+            return json(["status": "starting", "reason": reason], status: .serviceUnavailable)
+        }
         router.get("/v1/node") { _, _ in
             json(API.NodeInfo(city: store.city.rawValue, version: version, datasets: try await store.datasets().count, startedAt: startedAt))
         }

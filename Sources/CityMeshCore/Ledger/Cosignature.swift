@@ -105,17 +105,11 @@ public struct CosignerKey: Sendable, Hashable {
 
     /// Parses a vkey of signature type 0x04; the key ID must match the name and key.
     public init(vkey: String) throws(NoteError) {
-        let parts = vkey.split(separator: "+", maxSplits: 2, omittingEmptySubsequences: false)
-        guard parts.count == 3 else { throw NoteError("a cosigner key is NAME+KEYID+KEY (three parts separated by '+')") }
-        guard parts[1].count == 8, let id = UInt32(parts[1], radix: 16) else { throw NoteError("the key ID '\(parts[1])' is not 8 hex digits") }
-        guard let data = Data(base64Encoded: String(parts[2])), data.count == 33 else { throw NoteError("the key is not base64 of 33 bytes") }
-        guard data.first == 0x04 else {
-            throw NoteError("signature type 0x\(String(data.first ?? 0, radix: 16)) is not a cosignature/v1 key (0x04): is this the log's key rather than the witness's?")
+        let (name, id, key) = try SignedNote.parseVKey(vkey, type: 0x04) {
+            "signature type 0x\(String($0, radix: 16)) is not a cosignature/v1 key (0x04): is this the log's key rather than the witness's?"
         }
-        let key: Curve25519.Signing.PublicKey
-        do { key = try Curve25519.Signing.PublicKey(rawRepresentation: data.dropFirst()) } catch { throw NoteError("the key is not an Ed25519 public key") }
-        try self.init(name: String(parts[0]), publicKey: key)
-        guard keyID == id else { throw NoteError("the key ID \(parts[1]) does not match the name and key (expected \(String(format: "%08x", keyID)))") }
+        try self.init(name: name, publicKey: key)
+        try SignedNote.checkKeyID(id, expected: keyID)
     }
 
     public static func == (l: CosignerKey, r: CosignerKey) -> Bool {

@@ -22,16 +22,9 @@ public struct NoteVerifier: Sendable, Hashable {
 
     /// Parses the verifier key text; the key ID must match the name and key.
     public init(vkey: String) throws(NoteError) {
-        // The name has no '+' and the key ID is hex, but base64 may contain '+': split twice only.
-        let parts = vkey.split(separator: "+", maxSplits: 2, omittingEmptySubsequences: false)
-        guard parts.count == 3 else { throw NoteError("a verifier key is NAME+KEYID+KEY (three parts separated by '+')") }
-        guard parts[1].count == 8, let id = UInt32(parts[1], radix: 16) else { throw NoteError("the key ID '\(parts[1])' is not 8 hex digits") }
-        guard let data = Data(base64Encoded: String(parts[2])), data.count == 33 else { throw NoteError("the key is not base64 of 33 bytes") }
-        guard data.first == 0x01 else { throw NoteError("unsupported signature type 0x\(String(data.first ?? 0, radix: 16)): only Ed25519 (0x01)") }
-        let key: Curve25519.Signing.PublicKey
-        do { key = try Curve25519.Signing.PublicKey(rawRepresentation: data.dropFirst()) } catch { throw NoteError("the key is not an Ed25519 public key") }
-        try self.init(name: String(parts[0]), publicKey: key)
-        guard keyID == id else { throw NoteError("the key ID \(parts[1]) does not match the name and key (expected \(String(format: "%08x", keyID)))") }
+        let (name, id, key) = try SignedNote.parseVKey(vkey, type: 0x01) { "unsupported signature type 0x\(String($0, radix: 16)): only Ed25519 (0x01)" }
+        try self.init(name: name, publicKey: key)
+        try SignedNote.checkKeyID(id, expected: keyID)
     }
 
     public static func == (l: NoteVerifier, r: NoteVerifier) -> Bool {
@@ -132,6 +125,29 @@ public struct SignedNote: Sendable, Equatable {
         }
         guard !ok.isEmpty else { throw NoteError("no signature from a trusted key (\(trusted.map(\.name).joined(separator: ", ")))") }
         return ok
+    }
+
+    /// Splits a vkey, `NAME+KEYID+base64(type || Ed25519 public key)`, checking each part's form
+    /// and that the signature type is `type` (`wrongType` says what else it was).
+    static func parseVKey(
+        _ vkey: String, type: UInt8, wrongType: (UInt8) -> String
+    ) throws(NoteError) -> (name: String, keyID: UInt32, key: Curve25519.Signing.PublicKey) {
+        // The name has no '+' and the key ID is hex, but base64 may contain '+': split twice only.
+        let parts = vkey.split(separator: "+", maxSplits: 2, omittingEmptySubsequences: false)
+        guard parts.count == 3 else { throw NoteError("a verifier key is NAME+KEYID+KEY (three parts separated by '+')") }
+        guard parts[1].count == 8, let id = UInt32(parts[1], radix: 16) else { throw NoteError("the key ID '\(parts[1])' is not 8 hex digits") }
+        guard let data = Data(base64Encoded: String(parts[2])), data.count == 33 else { throw NoteError("the key is not base64 of 33 bytes") }
+        guard data.first == type else { throw NoteError(wrongType(data.first ?? 0)) }
+        do { return (String(parts[0]), id, try Curve25519.Signing.PublicKey(rawRepresentation: data.dropFirst())) } catch {
+            throw NoteError("the key is not an Ed25519 public key")
+        }
+    }
+
+    /// A vkey's key ID must be the one its name and key give.
+    static func checkKeyID(_ given: UInt32, expected: UInt32) throws(NoteError) {
+        guard given == expected else {
+            throw NoteError("the key ID \(String(format: "%08x", given)) does not match the name and key (expected \(String(format: "%08x", expected)))")
+        }
     }
 
     static func checkKeyName(_ name: String) throws(NoteError) {
