@@ -118,7 +118,7 @@ struct OperationsTests {
         #expect(r.status == 1 && r.stdout.contains("PROBLEM") && r.stdout.contains("identity"), "\(r.stdout)\(r.stderr)")
     }
 
-    @Test("a node whose config names a policy file applies it at start (it used to hang waiting for its own ledger)")
+    @Test("a node whose config names a policy file applies it at start (it used to hang waiting for its own ledger); --log-format json writes JSON lines with the city")
     func policyAtStart() throws {
         let work = try Harness.tempDir("ops-policy")
         let cities = try PeerTransportTests.setUp(work, cities: ["hangzhou"])
@@ -130,8 +130,13 @@ struct OperationsTests {
         try config.replacingOccurrences(of: "policy: null", with: "policy: policy.yaml").write(toFile: configPath, atomically: true, encoding: .utf8)
         var r = try cm("config", "check", "--dir", "hangzhou")
         #expect(r.ok && r.stdout.contains("policy.yaml"), "\(r.stdout)\(r.stderr)")
-        let node = try Daemon(dir: "hangzhou", cwd: work)
+        let node = try Daemon(dir: "hangzhou", cwd: work, extra: ["--log-format", "json"])
         #expect(try node.waitReady(admin: cities[0].admin), "\(node.log)")
+        // JSON lines logs: one object per line, with the city (and the service) as metadata.
+        let lines = node.log.split(separator: "\n")
+        let objects = lines.compactMap { try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any] }
+        #expect(!lines.isEmpty && objects.count == lines.count, "every log line is a JSON object: \(node.log)")
+        #expect(objects.contains { $0["city"] as? String == "hangzhou" && $0["service"] != nil && $0["message"] != nil }, "\(node.log)")
         try PeerTransportTests.eventually("the policy file is in force and ledgered") {
             try cm("audit", "log", "--dir", "hangzhou", "--kind", "policy.applied", "--json").stdout.contains("node:start")
         }
