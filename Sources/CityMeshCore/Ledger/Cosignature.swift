@@ -94,13 +94,12 @@ public struct CosignerKey: Sendable, Hashable {
         try SignedNote.checkKeyName(name)
         self.name = name
         self.publicKey = publicKey
-        let digest = SHA256.hash(data: Array(name.utf8) + [0x0A, 0x04] + Array(publicKey.rawRepresentation))
-        self.keyID = digest.prefix(4).reduce(0) { $0 << 8 | UInt32($1) }
+        self.keyID = SignedNote.keyID(name: name, type: 0x04, publicKey: publicKey)
     }
 
     /// The vkey text: `<name>+<key ID>+base64(0x04 || public key)`.
     public var vkey: String {
-        "\(name)+\(String(format: "%08x", keyID))+\(Data([0x04] + publicKey.rawRepresentation).base64EncodedString())"
+        SignedNote.vkey(name: name, keyID: keyID, type: 0x04, publicKey: publicKey)
     }
 
     /// Parses a vkey of signature type 0x04; the key ID must match the name and key.

@@ -37,13 +37,12 @@ public struct NoteVerifier: Sendable, Hashable {
     }
 
     public var vkey: String {
-        "\(name)+\(String(format: "%08x", keyID))+\(Data([0x01] + publicKey.rawRepresentation).base64EncodedString())"
+        SignedNote.vkey(name: name, keyID: keyID, type: 0x01, publicKey: publicKey)
     }
 
     /// SHA-256(name || 0x0A || 0x01 || public key)[:4], big-endian.
     static func keyID(name: String, publicKey: Curve25519.Signing.PublicKey) -> UInt32 {
-        let digest = SHA256.hash(data: Array(name.utf8) + [0x0A, 0x01] + Array(publicKey.rawRepresentation))
-        return digest.prefix(4).reduce(0) { $0 << 8 | UInt32($1) }
+        SignedNote.keyID(name: name, type: 0x01, publicKey: publicKey)
     }
 }
 
@@ -125,6 +124,17 @@ public struct SignedNote: Sendable, Equatable {
         }
         guard !ok.isEmpty else { throw NoteError("no signature from a trusted key (\(trusted.map(\.name).joined(separator: ", ")))") }
         return ok
+    }
+
+    /// A signed-note key ID: SHA-256(name || 0x0A || signature type || public key)[:4], big-endian.
+    static func keyID(name: String, type: UInt8, publicKey: Curve25519.Signing.PublicKey) -> UInt32 {
+        let digest = SHA256.hash(data: Array(name.utf8) + [0x0A, type] + Array(publicKey.rawRepresentation))
+        return digest.prefix(4).reduce(0) { $0 << 8 | UInt32($1) }
+    }
+
+    /// A vkey's text: `<name>+<key ID, 8 hex>+base64(type || public key)`.
+    static func vkey(name: String, keyID: UInt32, type: UInt8, publicKey: Curve25519.Signing.PublicKey) -> String {
+        "\(name)+\(String(format: "%08x", keyID))+\(Data([type] + publicKey.rawRepresentation).base64EncodedString())"
     }
 
     /// Splits a vkey, `NAME+KEYID+base64(type || Ed25519 public key)`, checking each part's form
