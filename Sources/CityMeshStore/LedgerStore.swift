@@ -109,16 +109,25 @@ public final class LedgerStore: Sendable {
         }
     }
 
-    /// Entries matching the filters, oldest first.
-    public func entries(since: String? = nil, peer: String? = nil, kind: String? = nil, dataset: String? = nil, limit: Int = 1000) async throws -> [LedgerEntry] {
+    /// Entries matching the filters, oldest first (newest first with `newestFirst`).
+    ///
+    /// `until` is an exclusive upper bound on the time; `contains` matches the entry's JSON text
+    /// (a share name, an agreement's id); `before` pages newest-first listings by index.
+    public func entries(
+        since: String? = nil, until: String? = nil, peer: String? = nil, kind: String? = nil, dataset: String? = nil,
+        contains: String? = nil, before: UInt64? = nil, newestFirst: Bool = false, limit: Int = 1000
+    ) async throws -> [LedgerEntry] {
         try await pool.read { db in
             var sql = "SELECT entry FROM ledger WHERE 1"
             var args: [any DatabaseValueConvertible] = []
             if let since { sql += " AND time >= ?"; args.append(since) }
+            if let until { sql += " AND time < ?"; args.append(until) }
             if let peer { sql += " AND peer = ?"; args.append(peer) }
             if let kind { sql += " AND (kind = ? OR kind LIKE ?)"; args.append(kind); args.append(kind + ".%") }
             if let dataset { sql += " AND dataset = ?"; args.append(dataset) }
-            sql += " ORDER BY idx LIMIT ?"
+            if let contains { sql += " AND instr(CAST(entry AS TEXT), ?) > 0"; args.append(contains) }
+            if let before { sql += " AND idx < ?"; args.append(Int64(clamping: before)) }
+            sql += newestFirst ? " ORDER BY idx DESC LIMIT ?" : " ORDER BY idx LIMIT ?"
             args.append(limit)
             return try Row.fetchAll(db, sql: sql, arguments: StatementArguments(args)).map { row in
                 let data: Data = row[0]

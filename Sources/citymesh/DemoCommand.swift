@@ -34,7 +34,7 @@ struct Demo: AsyncParsableCommand {
         let work = try DemoRun.prepare(dir)
         let demo = DemoRun(work: work)
         // Ctrl-C or SIGTERM: stop the nodes cleanly, then exit.
-        var sources: [DispatchSourceSignal] = []
+        var sources: [any DispatchSourceSignal] = []
         for sig in [SIGINT, SIGTERM] {
             signal(sig, SIG_IGN)
             let source = DispatchSource.makeSignalSource(signal: sig, queue: .global())
@@ -171,13 +171,15 @@ final class DemoRun: @unchecked Sendable {
     }
 
     /// Polls `condition` until it holds, for at most `seconds`.
-    func wait(_ what: String, seconds: Double = 60, _ condition: () throws -> Bool) throws {
+    /// Polls `condition` until it holds; on timeout the failure says what `seen` reports last.
+    func wait(_ what: String, seconds: Double = 60, seen: (() throws -> String)? = nil, _ condition: () throws -> Bool) throws {
         let deadline = Date().addingTimeInterval(seconds)
         while Date() < deadline {
             if try condition() { return }
             Thread.sleep(forTimeInterval: 0.25)
         }
-        throw DemoFailure("\(what) did not happen within \(Int(seconds)) s")
+        let last = (try? seen?()).map { " (last seen: \($0))" } ?? ""
+        throw DemoFailure("\(what) did not happen within \(Int(seconds)) s\(last)")
     }
 
     func write(_ text: String, to file: String) throws {
@@ -250,7 +252,12 @@ final class DemoRun: @unchecked Sendable {
         ok("four agreements active, each signed by hangzhou (offer) and by the member (acceptance)")
 
         step("Records replicate to the members, only within each share's view")
-        try wait("shanghai and suzhou to hold every record") {
+        try wait("shanghai and suzhou to hold every record", seen: {
+            let counts = try ["shanghai", "suzhou"].map { m in
+                "\(m) has \(try self.lines(m, "hangzhou/air-quality").count)/\(Self.stations.count) stations and \(try self.lines(m, "hangzhou/registry").count)/\(Self.enterprises.count) enterprises"
+            }
+            return counts.joined(separator: ", ") + "; " + (try self.cm("peers", "--dir", "hangzhou").out).split(separator: "\n").joined(separator: " | ")
+        }) {
             try ["shanghai", "suzhou"].allSatisfy { m in
                 try lines(m, "hangzhou/air-quality").count == Self.stations.count && lines(m, "hangzhou/registry").count == Self.enterprises.count
             }

@@ -24,6 +24,17 @@ struct DemoTests {
         return (p, out)
     }
 
+    /// The end of each node's log, for a failure message: what CI shows is all there is to go on.
+    static func nodeLogs(_ dir: String) -> String {
+        ["hangzhou", "shanghai", "suzhou"].map { city in
+            let log = (try? String(contentsOfFile: "\(dir)/\(city)/serve.log", encoding: .utf8)) ?? "(no log)"
+            let lines = log.split(separator: "\n")
+            let notable = lines.filter { $0.contains("warning") || $0.contains("error") || $0.contains("critical") }.suffix(30)
+            return "--- \(city): warnings and errors ---\n" + notable.joined(separator: "\n")
+                + "\n--- \(city): last lines ---\n" + lines.suffix(25).joined(separator: "\n")
+        }.joined(separator: "\n")
+    }
+
     /// What the demo has printed so far.
     static func output(_ work: String) -> String { (try? String(contentsOfFile: work + "/demo.out", encoding: .utf8)) ?? "" }
 
@@ -31,7 +42,7 @@ struct DemoTests {
     func demo() throws {
         let work = try Harness.tempDir("demo")
         let r = try Harness.citymesh(["demo", "--dir", "fed-demo", "--exit-when-done"], cwd: work)
-        #expect(r.status == 0, "\(r.stdout)\(r.stderr)")
+        #expect(r.status == 0, "\(r.stdout)\(r.stderr)\n\(Self.nodeLogs(work + "/fed-demo"))")
         let out = r.stdout
         for step in 1...9 { #expect(out.contains("[\(step)/9]"), "step \(step) ran: \(out)") }
         #expect(out.contains("hangzhou: peer port") && out.contains("connected to shanghai, suzhou"), "\(out)")
@@ -64,7 +75,7 @@ struct DemoTests {
         let work = try Harness.tempDir("demo-int")
         var (p, out) = try Self.launch(work, dir: "fed-demo")
         defer { if p.isRunning { kill(p.processIdentifier, SIGKILL) } }
-        #expect(p.isRunning, "\(out)")
+        #expect(p.isRunning, "\(out)\n\(Self.nodeLogs(work + "/fed-demo"))")
         #expect(out.contains("http://127.0.0.1:") && out.contains("citymesh peers --dir shanghai"), "admin URLs and example commands: \(out)")
         // The nodes still answer while the demo waits.
         let peers = try Harness.citymesh(["peers", "--dir", "fed-demo/hangzhou"], cwd: work)

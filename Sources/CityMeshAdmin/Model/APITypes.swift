@@ -35,7 +35,14 @@ public enum API {
         public let entry: LedgerEntry
         /// The signed checkpoint for `treeSize`, when one was published at exactly that size.
         public let checkpoint: String?
-        public init(index: UInt64, treeSize: UInt64, leafHash: String, rootHash: String, proof: [String], entry: LedgerEntry, checkpoint: String?) {
+        /// The entry exactly as hashed into the log (base64), so a verifier can compute the leaf
+        /// hash itself rather than trust `leafHash` (the console's in-browser check does).
+        public var entryBytes: String?
+        public init(
+            index: UInt64, treeSize: UInt64, leafHash: String, rootHash: String, proof: [String], entry: LedgerEntry, checkpoint: String?,
+            entryBytes: String? = nil
+        ) {
+            self.entryBytes = entryBytes
             self.index = index
             self.treeSize = treeSize
             self.leafHash = leafHash

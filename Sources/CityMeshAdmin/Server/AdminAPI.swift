@@ -62,7 +62,14 @@ public struct AdminAPI: Sendable {
         note + (try await ledger.cosignatures(size: size)).map(\.line).joined()
     }
 
+    /// The admin API and, under `/console`, the web console (a client of the same routes).
     public func makeRouter() -> Router<AdminContext> {
+        let router = makeAPIRouter()
+        Console(admin: self, api: makeAPIRouter().buildResponder()).register(on: router)
+        return router
+    }
+
+    func makeAPIRouter() -> Router<AdminContext> {
         let router = Router(context: AdminContext.self)
         router.add(middleware: ServerTimingMiddleware())
         router.add(middleware: JSONErrorMiddleware())
@@ -89,8 +96,18 @@ public struct AdminAPI: Sendable {
             let ledger = try requireLedger()
             let q = request.uri.queryParameters
             let limit = try limitParameter(request)
+            let before = try q.get("before").map { text in
+                guard let n = UInt64(text) else { throw CityMeshError(.invalidArgument, "before must be an entry index (0, 1, …), got '\(text)'") }
+                return n
+            }
+            let order = q.get("order") ?? "oldest"
+            guard order == "oldest" || order == "newest" else {
+                throw CityMeshError(.invalidArgument, "order is 'oldest' (the default) or 'newest', got '\(order)'")
+            }
             let entries = try await ledger.entries(
-                since: try sinceParameter(request), peer: q.get("peer"), kind: q.get("kind"), dataset: q.get("dataset"), limit: limit)
+                since: try sinceParameter(request), until: try sinceParameter(request, name: "until"), peer: q.get("peer"), kind: q.get("kind"),
+                dataset: q.get("dataset"), contains: q.get("contains").flatMap { $0.isEmpty ? nil : $0 }, before: before,
+                newestFirst: order == "newest", limit: limit)
             return json(API.AuditLog(entries: entries))
         }
         router.get("/v1/audit/checkpoint") { request, _ in
@@ -137,7 +154,7 @@ public struct AdminAPI: Sendable {
             return json(API.InclusionProof(
                 index: index, treeSize: size, leafHash: leaf.base64, rootHash: root.base64,
                 proof: proof.map(\.base64), entry: try LedgerEntry.decode(bytes),
-                checkpoint: cosignedNote))
+                checkpoint: cosignedNote, entryBytes: Data(bytes).base64EncodedString()))
         }
         router.get("/v1/audit/consistency") { request, _ in
             let ledger = try requireLedger()
@@ -245,6 +262,20 @@ public struct AdminAPI: Sendable {
                 throw CityMeshError(.invalidArgument, "give ?city=CITY&dataset=NAME (e.g. --city shanghai --dataset air-quality)")
             }
             return json(try await policy.explain(member: try CitySlug(cityText), dataset: dataset))
+        }
+        // The same question asked of a draft (the request body), before it is applied.
+        router.post("/v1/policy/explain") { request, _ in
+            let policy = try requirePolicy()
+            let q = request.uri.queryParameters
+            guard let cityText = q.get("city"), let dataset = q.get("dataset") else {
+                throw CityMeshError(.invalidArgument, "give ?city=CITY&dataset=NAME and the draft policy as the body")
+            }
+            let draft = try await bodyText(request)
+            do {
+                return json(try await policy.explain(member: try CitySlug(cityText), dataset: dataset, draft: draft))
+            } catch let issues as PolicyIssues {
+                throw CityMeshError(.policyInvalid, "the draft does not validate, so it explains nothing yet:\n" + issues.description)
+            }
         }
         router.get("/v1/policy/preview") { request, _ in
             let policy = try requirePolicy()
@@ -519,11 +550,11 @@ public struct AdminAPI: Sendable {
     }
 
     /// `?since=`: a date (midnight UTC) or an RFC 3339 time, as the UTC text the ledger stores.
-    func sinceParameter(_ request: Request) throws -> String? {
-        guard let text = request.uri.queryParameters.get("since") else { return nil }
+    func sinceParameter(_ request: Request, name: String = "since") throws -> String? {
+        guard let text = request.uri.queryParameters.get(name), !text.isEmpty else { return nil }
         let date = text.utf8.count == 10 ? RFC3339.parse(text + "T00:00:00Z") : nil
         guard let micros = date ?? RFC3339.parse(text) else {
-            throw CityMeshError(.invalidArgument, "--since '\(text)' is neither a date (2026-11-01) nor an RFC 3339 time (2026-11-01T08:00:00Z or with an offset, +08:00)")
+            throw CityMeshError(.invalidArgument, "--\(name) '\(text)' is neither a date (2026-11-01) nor an RFC 3339 time (2026-11-01T08:00:00Z or with an offset, +08:00)")
         }
         return RFC3339.format(microseconds: micros)
     }

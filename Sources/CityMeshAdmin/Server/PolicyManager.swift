@@ -180,11 +180,16 @@ public final class PolicyManager: Sendable {
             detail: (field.map { "write of '\($0)': " } ?? "") + denial.description))
     }
 
-    /// What `member` gets of this node's `dataset` under the policy in force, and why.
-    public func explain(member: CitySlug, dataset: String) async throws -> PolicyEngine.Explanation {
+    /// What `member` gets of this node's `dataset` under the policy in force, and why; or under
+    /// `draft`, a policy document not applied yet (it must validate).
+    public func explain(member: CitySlug, dataset: String, draft: String? = nil) async throws -> PolicyEngine.Explanation {
         let name = dataset.hasPrefix("\(city)/") ? String(dataset.dropFirst(city.rawValue.count + 1)) : dataset
         guard try await store.datasets().contains(where: { $0.id.owner == city && $0.id.name == name }) else {
             throw CityMeshError(.datasetNotFound, "this node has no dataset '\(dataset)': see 'citymesh dataset list'")
+        }
+        if let draft {
+            let (policy, context) = try await check(draft)
+            return try PolicyEngine(city: city, policy: policy, schemas: context.datasets).explain(dataset: name, for: member, now: clock(), accepted: accepted)
         }
         guard let engine = live.withLock({ $0.engine }) else {
             let empty = try PolicyEngine(city: city, policy: Policy(), schemas: try await context().datasets)
