@@ -354,7 +354,7 @@ def minimal_policy_edit(document):
     raise CheckFailed("the registry-rw share to have a line 'write: [status]'; the document reads:\n" + document)
 
 
-def admin_part(b, token):
+def admin_part(b, token, citymesh, fed):
     login(b, token, "admin")
     check_keyboard(b)
 
@@ -400,8 +400,12 @@ def admin_part(b, token):
     removed = [e.text for e in b.driver.find_elements(By.CSS_SELECTOR, "#diff span.del")]
     added = [e.text for e in b.driver.find_elements(By.CSS_SELECTOR, "#diff span.add")]
     if len(removed) != 1 or len(added) != 1 or "write: [status]" not in removed[0] or "write: []" not in added[0]:
+        hint = ""
+        if any("\n" in line for line in added):
+            hint = ("\n(the whole draft came back as one line: a browser sends a textarea's line breaks as CR LF, "
+                    "and the server did not split the draft on them)")
         raise CheckFailed("#diff to show one removed line with 'write: [status]' and one added line with 'write: []'; "
-                          f"removed {removed}, added {added}")
+                          f"it shows {len(removed)} removed lines {removed[:3]}… and {len(added)} added lines {added[:3]}…{hint}")
     changes = [e.text for e in b.driver.find_elements(By.CSS_SELECTOR, "#changes li")]
     if not changes:
         raise CheckFailed("#changes to list what the draft changes; it is empty")
@@ -424,7 +428,15 @@ def admin_part(b, token):
     expect_access(b, "explain-now", "status", "read")
     if f"Version {version + 1} is in force" not in b.text("main p.summary"):
         raise CheckFailed(f"the policy page to say 'Version {version + 1} is in force'; it says '{b.text('main p.summary')}'")
-    log(f"ok  applied: '{flash}'; explain now shows status read")
+    # What the node stored is what the editor showed: not, say, the browser's CR LF line breaks.
+    shown = json.loads(run(citymesh, "policy", "show", "--dir", os.path.join(fed, "hangzhou"), "--json"))
+    stored = (shown.get("current") or {})
+    if stored.get("version") != version + 1 or stored.get("document") != draft:
+        document = stored.get("document") or ""
+        why = " (it has CR LF line breaks, as the browser submitted the textarea)" if "\r\n" in document else ""
+        raise CheckFailed(f"'citymesh policy show' to give version {version + 1} with exactly the text of the draft; "
+                          f"it gives version {stored.get('version')} with a different text{why}:\n{document!r}")
+    log(f"ok  applied: '{flash}'; explain now shows status read; the node stored the draft as typed")
 
     b.submit_by(b.driver.find_element(By.CSS_SELECTOR, "header form[action='/console/logout'] button"), "Log out to load the next page")
     b.wait("the login page with 'You are logged out.' after Log out",
@@ -479,7 +491,8 @@ def auditor_part(b, token, version, citymesh, fed, workdir):
                     lambda d: d.find_element(By.ID, "proof-badge").get_attribute("data-result"))
     badge = b.text("#proof-badge")
     if result != "verified":
-        raise CheckFailed(f"#proof-badge data-result='verified'; it is '{result}': {badge}")
+        vkey = b.text("#vkey") if b.exists("#vkey") else "(no #vkey on the page)"
+        raise CheckFailed(f"#proof-badge data-result='verified'; it is '{result}': {badge}\nthe node's verifier key: {vkey}")
     text = b.text("#entry-json")
     try:
         entry = json.loads(text)
@@ -566,7 +579,7 @@ def main():
 
         browser = Browser(workdir, screenshots)
         browser.base = url
-        version = admin_part(browser, admin_token)
+        version = admin_part(browser, admin_token, citymesh, fed)
         auditor_part(browser, auditor_token, version, citymesh, fed, workdir)
 
         severe = [(u, e) for u, e in browser.console if e.get("level") == "SEVERE"]
