@@ -403,6 +403,9 @@ final class DemoRun: @unchecked Sendable {
         for c in cities { emit("  \(c.name.padding(toLength: 9, withPad: " ", startingAt: 0)) http://127.0.0.1:\(c.admin)   --dir \(work)/\(c.name)") }
         emit("""
 
+            The web console (docs/console.md): open http://127.0.0.1:\(cities[0].admin)/console and log in
+            with the token in \(work)/\(cities[0].name)/admin.token (each node serves its own at /console).
+
             Try, from \(work):
               citymesh peers --dir shanghai                                   # connections, SWIM state, share sync
               citymesh export --dir suzhou hangzhou/air-quality --jsonl        # a member's view of the feed

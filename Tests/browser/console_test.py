@@ -213,9 +213,19 @@ class Browser:
 
     def submit_by(self, element, expected):
         """Click a submit button (or link) and wait for the next page to replace this one."""
-        old = self.driver.find_element(By.TAG_NAME, "html")
+        # A mark on this page's window: the next page has a new window object without it. (Not
+        # staleness_of: chromedriver may answer a check on an element mid-navigation with an error.)
+        mark = f"page-{time.monotonic_ns()}"
+        self.driver.execute_script("window.citymeshTestMark = arguments[0];", mark)
         element.click()
-        self.wait(expected, EC.staleness_of(old))
+
+        def replaced(d):
+            try:
+                return d.execute_script(
+                    "return window.citymeshTestMark !== arguments[0] && document.readyState === 'complete';", mark)
+            except WebDriverException:  # the old page went away while the script ran
+                return False
+        self.wait(expected, replaced)
         self.loaded()
 
     def path(self):
