@@ -59,7 +59,7 @@ struct ConsoleTests {
     func console() throws {
         let work = try Harness.tempDir("console")
         let (p, out) = try DemoTests.launch(work, dir: "fed")
-        defer { if p.isRunning { kill(p.processIdentifier, SIGKILL) } }
+        defer { DemoTests.stop(p) }
         #expect(p.isRunning, "\(out)\n\(DemoTests.nodeLogs(work + "/fed"))")
         guard p.isRunning else { return }
         let fed = work + "/fed"

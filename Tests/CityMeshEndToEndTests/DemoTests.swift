@@ -35,6 +35,16 @@ struct DemoTests {
         }.joined(separator: "\n")
     }
 
+    /// Stops a demo still running (a test that failed half-way) the way a user does, with Ctrl-C,
+    /// so its nodes stop with it; SIGKILL would leave them running without their parent.
+    static func stop(_ p: Process) {
+        guard p.isRunning else { return }
+        kill(p.processIdentifier, SIGINT)
+        let deadline = Date().addingTimeInterval(30)
+        while p.isRunning && Date() < deadline { Thread.sleep(forTimeInterval: 0.1) }
+        if p.isRunning { kill(p.processIdentifier, SIGKILL) }
+    }
+
     /// What the demo has printed so far.
     static func output(_ work: String) -> String { (try? String(contentsOfFile: work + "/demo.out", encoding: .utf8)) ?? "" }
 
@@ -74,7 +84,7 @@ struct DemoTests {
     func ctrlC() throws {
         let work = try Harness.tempDir("demo-int")
         var (p, out) = try Self.launch(work, dir: "fed-demo")
-        defer { if p.isRunning { kill(p.processIdentifier, SIGKILL) } }
+        defer { Self.stop(p) }
         #expect(p.isRunning, "\(out)\n\(Self.nodeLogs(work + "/fed-demo"))")
         #expect(out.contains("http://127.0.0.1:") && out.contains("citymesh peers --dir shanghai"), "admin URLs and example commands: \(out)")
         // The nodes still answer while the demo waits.

@@ -10,7 +10,8 @@ checks keyboard navigation, edits the sharing policy in the browser (check, diff
 apply); and as an auditor: sees the policy read-only, filters the ledger, opens the newest
 policy.applied entry and waits for console.js to verify its inclusion proof with Web Crypto,
 and reconciles hangzhou's and suzhou's evidence bundles. With --screenshots, it saves the
-PNGs of docs/console.
+PNGs of docs/console (1280 pixels wide). --keep keeps the temporary directory (the federation,
+the bundles, chromedriver.log); it is always kept when a check fails.
 
 Exit status 0 when every check held. On a failure it prints what was expected, the page it
 was on, an excerpt of that page and the tail of the demo's output, and exits 1. Waits have
@@ -62,8 +63,12 @@ class CheckFailed(Exception):
     """A check did not hold; the message says what was expected."""
 
 
+STARTED = time.monotonic()
+
+
 def log(message):
-    print(message, flush=True)
+    """A progress line, with the seconds since the test started."""
+    print(f"{time.monotonic() - STARTED:6.1f}s  {message}", flush=True)
 
 
 # MARK: The demo federation
@@ -168,14 +173,18 @@ class Browser:
         self.driver_log = os.path.join(workdir, "chromedriver.log")
         service = Service(CHROMEDRIVER, log_path=self.driver_log)
         self.driver = webdriver.Chrome(service=service, options=options)
-        self.driver.set_page_load_timeout(PAGE_TIMEOUT * 2)
-        self.driver.set_script_timeout(PAGE_TIMEOUT)
         self.screenshots = screenshots
         self.console = []   # (url, entry) of the browser's console log
-        # --window-size is the window's; the page gets less. Grow the window so the page gets 1280x900.
-        window, page = self.driver.get_window_size(), self.viewport()
-        self.chrome = (window["width"] - page[0], window["height"] - page[1])
-        self.set_viewport(WIDTH, HEIGHT)
+        try:
+            self.driver.set_page_load_timeout(PAGE_TIMEOUT * 2)
+            self.driver.set_script_timeout(PAGE_TIMEOUT)
+            # --window-size is the window's; the page gets less. Grow the window so the page gets 1280x900.
+            window, page = self.driver.get_window_size(), self.viewport()
+            self.chrome = (window["width"] - page[0], window["height"] - page[1])
+            self.set_viewport(WIDTH, HEIGHT)
+        except BaseException:
+            self.driver.quit()
+            raise
 
     def viewport(self):
         return tuple(self.driver.execute_script("return [window.innerWidth, window.innerHeight]"))
@@ -567,7 +576,6 @@ def main():
     if screenshots:
         os.makedirs(screenshots, exist_ok=True)
 
-    started = time.monotonic()
     workdir = tempfile.mkdtemp(prefix="citymesh-browser-")
     fed = os.path.join(workdir, "fed")
     demo = Demo(citymesh, fed)
@@ -596,8 +604,10 @@ def main():
         if severe:
             raise CheckFailed("no SEVERE messages in the browser's console; there are:\n" +
                               "\n".join(f"  {u}: {e.get('message')}" for u, e in severe))
-        log("ok  no errors in the browser's console")
-    except (CheckFailed, WebDriverException, OSError, ValueError) as e:
+        for u, e in browser.console:
+            log(f"    browser console {e.get('level')} {u}: {e.get('message')}")
+        log(f"ok  no errors in the browser's console ({len(browser.console)} messages)")
+    except Exception as e:
         failure = e
         print("\nFAILED", file=sys.stderr)
         if isinstance(e, CheckFailed):
@@ -618,12 +628,14 @@ def main():
                 browser.quit()
             except Exception as e:
                 log(f"!! closing the browser: {e}")
+        log("..  stopping the demo (SIGINT, as Ctrl-C)")
         status = demo.stop()
+        log(f"..  demo stopped (exit status {status})")
         if failure is None and status != 0:
             failure = CheckFailed(f"the demo to exit 0 after SIGINT; it exited {status}")
             print(f"\nFAILED\nexpected: {failure}\ndemo output (tail):\n{demo.tail()}", file=sys.stderr)
 
-    elapsed = time.monotonic() - started
+    elapsed = time.monotonic() - STARTED
     if failure:
         print(f"\nconsole_test: FAILED after {elapsed:.0f} s; the federation and logs are kept in {workdir}", file=sys.stderr)
         return 1
@@ -631,7 +643,7 @@ def main():
         log(f"kept {workdir}")
     else:
         shutil.rmtree(workdir, ignore_errors=True)
-    log(f"\nconsole_test: every check passed in {elapsed:.0f} s")
+    print(f"\nconsole_test: every check passed in {elapsed:.0f} s", flush=True)
     return 0
 
 
