@@ -250,6 +250,10 @@ struct ConsoleRouteTests {
             p = try await Self.post(client, admin, "/console/policy/apply", [("document", broken), ("city", "shanghai"), ("dataset", "air-quality")])
             #expect(p.status == .badRequest && p.html.contains(#"id="apply-error""#) && p.html.contains("nosuchfield"))
 
+            // Browsers send a textarea's lines with CR LF: the same text is the same policy.
+            p = try await Self.post(client, admin, "/console/policy/check", [("document", Self.policy.replacingOccurrences(of: "\n", with: "\r\n"))])
+            #expect(p.html.contains(#"id="check-ok""#) && p.html.contains("Identical.") && p.html.contains("Nothing: the draft grants the same"), "\(p.html)")
+
             // A valid change: pm25 becomes read-only.
             let draft = Self.policy.replacingOccurrences(of: "write: [pm25]", with: "write: []")
             p = try await Self.post(client, admin, "/console/policy/check", [("document", draft), ("city", "shanghai"), ("dataset", "air-quality")])

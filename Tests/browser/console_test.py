@@ -19,6 +19,8 @@ generous timeouts (shared CI machines are slow); nothing asserts how fast anythi
 """
 
 import argparse
+import base64
+import hashlib
 import json
 import os
 import re
@@ -521,6 +523,7 @@ def auditor_part(b, token, version, citymesh, fed, workdir):
         raise CheckFailed(f"#entry-json to be a policy.applied entry with counts.version {version}; it is:\n{text}")
     log(f"ok  ledger entry {index}: policy.applied, version {version}; {badge}")
     b.shoot("ledger-entry.png")
+    check_verifier_refuses(b)
 
     b.get("/console/activity?days=1")
     if not b.driver.find_elements(By.CSS_SELECTOR, "figure.chart-box svg"):
@@ -546,6 +549,58 @@ def auditor_part(b, token, version, citymesh, fed, workdir):
         raise CheckFailed(f"#reconcile-result to say 'Clean'; it says '{result}'")
     log(f"ok  reconcile: {result}")
     b.shoot("reconcile.png", scroll_to="#result-h")
+
+
+VERIFY = """
+const done = arguments[arguments.length - 1];
+CityMeshConsole.verifyProof(arguments[0]).then(() => done("verified"), (e) => done("refused: " + e.message));
+"""
+
+
+def check_verifier_refuses(b):
+    """The same in-browser check, on altered copies of the page's proof data, must refuse each."""
+    data = json.loads(b.driver.execute_script("return document.getElementById('proof-data').textContent"))
+    # One digit of the entry's time changed: still a well-formed entry, no longer the one in the log.
+    entry = bytearray(base64.b64decode(data["entryBytes"]))
+    at = entry.find(b'"time":"') + len(b'"time":"')
+    if at < len(b'"time":"'):
+        raise CheckFailed("the entry's bytes to hold a time")
+    entry[at + 3] = ord("8") if entry[at + 3] != ord("8") else ord("9")
+    checkpoint_lines = data["checkpoint"].split("\n")
+    other_root = base64.b64encode(hashlib.sha256(b"another tree").digest()).decode()
+    sig_line = next(i for i, l in enumerate(checkpoint_lines) if l.startswith("\u2014 "))
+    name, sig = checkpoint_lines[sig_line][2:].split(" ")
+    raw = bytearray(base64.b64decode(sig))
+    raw[-1] ^= 0x01
+    forged_sig = checkpoint_lines[:sig_line] + [f"\u2014 {name} {base64.b64encode(bytes(raw)).decode()}"] + checkpoint_lines[sig_line + 1:]
+    altered = {
+        "an entry with one digit of its time changed": dict(data, entryBytes=base64.b64encode(bytes(entry)).decode()),
+        "a checkpoint naming another root": dict(data, checkpoint="\n".join(checkpoint_lines[:2] + [other_root] + checkpoint_lines[3:])),
+        "a checkpoint signature with one bit changed": dict(data, checkpoint="\n".join(forged_sig)),
+        "a proof missing a hash": dict(data, proof=data["proof"][:-1]) if data["proof"] else None,
+        "the entry claimed at another index": dict(data, index=data["index"] + 1),
+    }
+    b.driver.set_script_timeout(30)
+    for what, d in altered.items():
+        if d is None:
+            continue
+        outcome = b.driver.execute_async_script(VERIFY, d)
+        if not outcome.startswith("refused"):
+            raise CheckFailed(f"the in-browser check to refuse {what}; it said '{outcome}'")
+        log(f"ok  the in-browser check refuses {what}: {outcome[9:]}")
+    # A verifier key whose base64 holds "+" (about half of all keys do) must still parse.
+    name = "example.citymesh/ledger"
+    key = bytes([0x01]) + bytes([0xfb]) * 32
+    key_hash = hashlib.sha256(name.encode() + b"\n" + key).digest()[:4].hex()
+    vkey = f"{name}+{key_hash}+{base64.b64encode(key).decode()}"
+    if "+" not in base64.b64encode(key).decode():
+        raise CheckFailed("the test key's base64 to contain '+'")
+    parsed = b.driver.execute_async_script(
+        "const done = arguments[arguments.length - 1];"
+        "CityMeshConsole.parseVKey(arguments[0]).then((k) => done(k.name + ' ' + k.id), (e) => done('refused: ' + e.message));", vkey)
+    if parsed != f"{name} {key_hash}":
+        raise CheckFailed(f"the in-browser key parser to read {vkey}; it said '{parsed}'")
+    log("ok  a verifier key with '+' in its base64 parses")
 
 
 # MARK: Main

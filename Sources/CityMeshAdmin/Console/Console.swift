@@ -153,8 +153,11 @@ struct Console: Sendable {
         var out: [String: String] = [:]
         for pair in text.split(separator: "&", omittingEmptySubsequences: true) {
             let kv = pair.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
+            // Browsers send a textarea's line breaks as CR LF; the node's documents use LF (a
+            // policy applied here must hash the same as the same text applied from the CLI).
             func decode(_ s: Substring) -> String {
-                String(s).replacingOccurrences(of: "+", with: " ").removingPercentEncoding ?? String(s)
+                (String(s).replacingOccurrences(of: "+", with: " ").removingPercentEncoding ?? String(s))
+                    .replacingOccurrences(of: "\r\n", with: "\n")
             }
             out[decode(kv[0])] = kv.count > 1 ? decode(kv[1]) : ""
         }

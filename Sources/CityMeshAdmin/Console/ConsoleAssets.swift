@@ -134,9 +134,10 @@ enum ConsoleAssets {
 
           // A signed-note verifier key: name+keyhash+base64(0x01 || Ed25519 public key).
           async function parseVKey(text) {
-            const parts = text.trim().split("+");
-            if (parts.length !== 3) throw new Error("the verifier key is not name+hash+key");
-            const [name, id, key64] = parts;
+            // The name and the hash hold no "+"; the base64 key may.
+            const t = text.trim(), i = t.indexOf("+"), j = i < 0 ? -1 : t.indexOf("+", i + 1);
+            if (i <= 0 || j < 0) throw new Error("the verifier key is not name+hash+key");
+            const name = t.slice(0, i), id = t.slice(i + 1, j), key64 = t.slice(j + 1);
             const raw = b64(key64);
             if (raw.length !== 33 || raw[0] !== 1) throw new Error("the verifier key is not an Ed25519 note key");
             const expected = hex((await sha256(enc.encode(name + "\n"), raw)).slice(0, 4));
@@ -236,7 +237,7 @@ enum ConsoleAssets {
           }
 
           // For the browser test: the same check on altered data must fail.
-          window.CityMeshConsole = { verifyProof };
+          window.CityMeshConsole = { verifyProof, parseVKey };
           document.addEventListener("DOMContentLoaded", () => { proofPage(); fileInputs(); });
         })();
         """#

@@ -62,7 +62,7 @@ enum ConsoleGraphics {
                 labels += "<text class=\"share\" x=\"\(f((cx + x) / 2))\" y=\"\(f(my))\" text-anchor=\"middle\">\(text)</text>\n"
             }
             labels += "<g class=\"city \(connected ? "up" : "down")\"><title>\(esc(other)): \(esc(state))</title>"
-            labels += "<circle cx=\"\(f(x))\" cy=\"\(f(y))\" r=\"30\"/>"
+            labels += "<circle cx=\"\(f(x))\" cy=\"\(f(y))\" r=\"36\"/>"
             labels += "<text x=\"\(f(x))\" y=\"\(f(y + 4))\" text-anchor=\"middle\">\(esc(other))</text></g>\n"
         }
         svg += labels

@@ -149,9 +149,10 @@ extension Console {
         let shares: [[String: Any]] = replication.shares.flatMap { share in
             share.parties.map { party -> [String: Any] in
                 var row: [String: Any] = [
-                    "share": share.share, "dataset": share.dataset, "role": share.role, "city": party.city, "state": party.state,
+                    "share": share.share, "dataset": share.dataset, "role": share.role, "city": party.city,
+                    "state": party.state.replacingOccurrences(of: "_", with: " "),
                     "held": "\(party.batchesHeld)", "missingHere": "\(party.missingHere)", "missingThere": "\(party.missingThere)",
-                    "stateClass": party.state == "in sync" ? "ok" : "warn",
+                    "stateClass": party.state == "in_sync" ? "ok" : (party.state == "unknown" ? "muted" : "warn"),
                 ]
                 row["lastExchange"] = party.lastExchange ?? "—"
                 if let b = party.behindSince { row["behindSince"] = b }
@@ -296,7 +297,7 @@ extension Console {
             var row: [String: Any] = [
                 "id": a.id, "shortID": String(a.id.prefix(12)), "owner": a.owner, "member": a.member, "share": a.share, "dataset": a.dataset,
                 "state": a.state, "fields": a.fields.joined(separator: ", "), "write": a.write.isEmpty ? "—" : a.write.joined(separator: ", "),
-                "purpose": a.purpose, "legalBasis": a.legalBasis, "validUntil": a.validUntil, "onRevoke": a.onRevoke, "offeredAt": a.offeredAt,
+                "purpose": a.purpose, "legalBasis": a.legalBasis, "validUntil": Self.validity(a.validUntil), "onRevoke": a.onRevoke, "offeredAt": a.offeredAt,
                 "ownerSignature": a.ownerSignature, "access": a.write.isEmpty ? "read" : "read-write",
                 "ledgerHref": "/console/ledger" + Self.query([("agreement", a.id)]),
                 "stateClass": a.state == "active" ? "ok" : (a.state == "offered" ? "warn" : "muted"),
@@ -310,6 +311,13 @@ extension Console {
             return row
         }
         return render(s, nav: "agreements", title: "Agreements", template: "agreements", ["agreements": rows, "none": rows.isEmpty])
+    }
+
+    /// A policy's `valid_until: 2099-12-31` means to the end of that day, so agreements hold the
+    /// next midnight; say both.
+    static func validity(_ text: String) -> String {
+        guard text.hasSuffix("T00:00:00Z"), let micros = RFC3339.parse(text) else { return text }
+        return "\(text) (the end of \(RFC3339.format(microseconds: micros - 86_400_000_000).prefix(10)))"
     }
 
     func respond(_ s: ConsoleSessions.Session, _ form: [String: String], _ context: AdminContext) async throws -> Response {
@@ -438,7 +446,8 @@ extension Console {
             data["issues"] = check.issues.map { ["line": "\($0.line)", "column": "\($0.column)", "message": $0.message] }
             data["changes"] = check.changes.map { c -> [String: Any] in
                 var row: [String: Any] = ["subject": c.subject, "what": c.what]
-                if let city = c.city { row["city"] = city }
+                // Not "city": a row without one would show the page's city instead.
+                if let city = c.city { row["changeCity"] = city }
                 return row
             }
             data["hasWarnings"] = !check.warnings.isEmpty

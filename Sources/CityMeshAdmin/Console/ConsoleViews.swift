@@ -239,11 +239,10 @@ struct ConsoleViews: Sendable {
         {{#hasWarnings}}<h3>Warnings</h3><ul>{{#warnings}}<li>{{text}}</li>{{/warnings}}</ul>{{/hasWarnings}}
         {{#ok}}<h3>What changes when you apply it</h3>
         {{#noChanges}}<p class="muted">Nothing: the draft grants the same as the version in force.</p>{{/noChanges}}
-        <ul id="changes">{{#changes}}<li><strong>{{subject}}</strong>{{#city}} [{{city}}]{{/city}}: {{what}}</li>{{/changes}}</ul>{{/ok}}
+        <ul id="changes">{{#changes}}<li><strong>{{subject}}</strong>{{#changeCity}} [{{changeCity}}]{{/changeCity}}: {{what}}</li>{{/changes}}</ul>{{/ok}}
         <h3>Line diff against the version in force</h3>
         {{#identical}}<p class="muted">Identical.</p>{{/identical}}
-        {{^identical}}<pre class="diff" id="diff">{{#diff}}<span class="{{cls}}">{{mark}} {{text}}</span>
-        {{/diff}}</pre>{{/identical}}
+        {{^identical}}<pre class="diff" id="diff">{{#diff}}<span class="{{cls}}">{{mark}} {{text}}</span>{{/diff}}</pre>{{/identical}}
         {{#explainDraft}}<h3>Explain under the draft</h3><div id="explain-draft">{{> explanation}}</div>{{/explainDraft}}
         {{#explainDraftError}}<p class="error">{{explainDraftError}}</p>{{/explainDraftError}}
         </section>
