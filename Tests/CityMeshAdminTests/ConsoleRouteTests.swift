@@ -170,6 +170,8 @@ struct ConsoleRouteTests {
                 }
                 let policy = try await Self.get(client, login, "/console/policy")
                 #expect(policy.html.contains("<textarea") == (role == .admin) && policy.html.contains(#"id="apply-button""#) == (role == .admin))
+                let unknown = try await Self.get(client, login, "/console/no/such/page")
+                #expect(unknown.status == .notFound && unknown.html.contains("the console has no page /console/no/such/page"))
                 let missing = try await Self.get(client, login, "/console/datasets/hangzhou/nothing")
                 #expect(missing.status == .notFound && missing.html.contains("dataset.not_found"), "\(missing.html)")
             }

@@ -65,6 +65,12 @@ extension Console {
         router.post("/console/reconcile") { request, context in
             await action(request, context) { s, form in try await reconcile(s, form) }
         }
+        // Anything else under /console: a page saying so, not the API's JSON error.
+        router.get("/console/**") { request, context in
+            await page(request, context) { s in
+                throw Failure(status: .notFound, code: "not_found", message: "the console has no page \(request.uri.path): use the menu above")
+            }
+        }
     }
 
     static func asset(_ text: String, type: String) -> Response {
