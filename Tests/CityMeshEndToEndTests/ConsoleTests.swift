@@ -69,6 +69,8 @@ struct ConsoleTests {
 
         let overview = try hz.get("/console").body
         #expect(overview.contains("<svg") && overview.contains("2 of 2 peers connected"), "\(overview.prefix(2000))")
+        let registry = try hz.get("/console/datasets/hangzhou/registry").body
+        #expect(registry.contains("Shared under these agreements") && registry.components(separatedBy: "read-write (status)").count == 3, "\(registry.prefix(3000))")
 
         // Two members write the same enterprise's status at once, until the owner records a conflict.
         let keys = try Harness.citymesh(["export", "--dir", "hangzhou", "registry", "--jsonl"], cwd: fed).stdout.split(separator: "\n").compactMap { line in

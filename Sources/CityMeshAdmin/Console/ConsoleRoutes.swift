@@ -256,6 +256,14 @@ extension Console {
         if more, let next { data["nextHref"] = path.console + Self.query([("q", search), ("after", next)]) }
         if after != nil { data["firstHref"] = path.console + Self.query([("q", search)]) }
         if info.owner != city { data["replicaOf"] = info.owner }
+        // The agreements this dataset is shared under (as owner) or received through (as member).
+        let agreements: API.AgreementList? = try await optional("/v1/agreements", s, context)
+        let shares = (agreements?.agreements ?? []).filter { $0.dataset == info.id || "\($0.owner)/\($0.dataset)" == info.id }
+        data["shares"] = shares.map { a -> [String: Any] in
+            ["share": "\(a.owner)/\(a.share)", "member": a.member, "state": a.state, "access": a.write.isEmpty ? "read" : "read-write (\(a.write.joined(separator: ", ")))",
+             "fields": a.fields.joined(separator: ", "), "filter": a.filter ?? "every row", "stateClass": a.state == "active" ? "ok" : "muted"]
+        }
+        data["hasShares"] = !shares.isEmpty
         return render(s, nav: "datasets", title: "Dataset \(info.id)", template: "dataset", data)
     }
 

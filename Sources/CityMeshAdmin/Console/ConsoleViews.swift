@@ -127,6 +127,10 @@ struct ConsoleViews: Sendable {
         <table><thead><tr><th scope="col">Field</th><th scope="col">Type</th></tr></thead><tbody>
         {{#fields}}<tr><th scope="row">{{name}}{{#isKey}} (key){{/isKey}}</th><td>{{type}}</td></tr>{{/fields}}
         </tbody></table></details>
+        {{#hasShares}}<details open><summary>Shared under these agreements (<a href="/console/agreements">all agreements</a>)</summary>
+        <table><thead><tr><th scope="col">Share</th><th scope="col">Member</th><th scope="col">State</th><th scope="col">Access</th><th scope="col">Fields</th><th scope="col">Rows</th></tr></thead><tbody>
+        {{#shares}}<tr><th scope="row">{{share}}</th><td>{{member}}</td><td><span class="badge {{stateClass}}">{{state}}</span></td><td>{{access}}</td><td>{{fields}}</td><td>{{filter}}</td></tr>{{/shares}}
+        </tbody></table></details>{{/hasShares}}
         <form method="get" action="{{action}}" class="search" role="search">
         <label for="q">Search keys and values</label>
         <input type="search" id="q" name="q" value="{{q}}">
