@@ -67,6 +67,19 @@ struct ConsoleRouteTests {
         return ConsoleLogin(cookie: cookie, csrf: try #require(csrf(in: page.html), "\(page.html)"))
     }
 
+    /// A node with a ledger (and a policy manager) whose ledger writer runs while `test` does,
+    /// with the air-quality dataset created.
+    static func withNode(policy: Bool, _ test: @escaping @Sendable (Fixture, any TestClientProtocol) async throws -> Void) async throws {
+        let f = try await Fixture(withLedger: true, withPolicy: policy)
+        let ledger = try #require(f.ledger)
+        let writer = Task { await ledger.runWriter() }
+        defer { ledger.finish(); writer.cancel() }
+        try await f.app.test(.router) { client in
+            try await client.execute(uri: "/v1/datasets", method: .post, headers: f.headers(.operator), body: body(createAir)) { #expect($0.status == .created) }
+            try await test(f, client)
+        }
+    }
+
     /// Form posts that change something, and the least role each needs.
     static let writeForms = ["/console/policy/apply", "/console/policy/check", "/console/conflicts/resolve", "/console/agreements/respond", "/console/agreements/revoke"]
 
@@ -136,12 +149,7 @@ struct ConsoleRouteTests {
 
     @Test("every page renders for admin and auditor with security headers; auditors get no write controls; assets are served")
     func pages() async throws {
-        let f = try await Fixture(withLedger: true, withPolicy: true)
-        let ledger = try #require(f.ledger)
-        let writer = Task { await ledger.runWriter() }
-        defer { ledger.finish(); writer.cancel() }
-        try await f.app.test(.router) { client in
-            try await client.execute(uri: "/v1/datasets", method: .post, headers: f.headers(.operator), body: body(createAir)) { #expect($0.status == .created) }
+        try await Self.withNode(policy: true) { f, client in
             try await client.execute(uri: "/v1/datasets/hangzhou/air-quality/record?key=S-1", method: .put, headers: f.headers(.operator), body: body(#"{"values":{"district":"Xihu","pm25":41.5}}"#)) {
                 #expect($0.status == .ok)
             }
@@ -185,12 +193,7 @@ struct ConsoleRouteTests {
 
     @Test("write actions: the CSRF token is required, the role is checked by the console and again by the API")
     func actions() async throws {
-        let f = try await Fixture(withLedger: true, withPolicy: true)
-        let ledger = try #require(f.ledger)
-        let writer = Task { await ledger.runWriter() }
-        defer { ledger.finish(); writer.cancel() }
-        try await f.app.test(.router) { client in
-            try await client.execute(uri: "/v1/datasets", method: .post, headers: f.headers(.operator), body: body(createAir)) { #expect($0.status == .created) }
+        try await Self.withNode(policy: true) { f, client in
             let actions: [(String, [(String, String)], Role)] = [
                 ("/console/policy/apply", [("document", Self.policy)], .admin),
                 ("/console/policy/check", [("document", Self.policy)], .operator),
@@ -230,12 +233,7 @@ struct ConsoleRouteTests {
 
     @Test("policy editor: an invalid draft is marked inline and kept; a check shows changes, the line diff and explain under the draft; apply changes explain")
     func policyEditor() async throws {
-        let f = try await Fixture(withLedger: true, withPolicy: true)
-        let ledger = try #require(f.ledger)
-        let writer = Task { await ledger.runWriter() }
-        defer { ledger.finish(); writer.cancel() }
-        try await f.app.test(.router) { client in
-            try await client.execute(uri: "/v1/datasets", method: .post, headers: f.headers(.operator), body: body(createAir)) { #expect($0.status == .created) }
+        try await Self.withNode(policy: true) { f, client in
             try await client.execute(uri: "/v1/policy", method: .put, headers: f.headers(.admin), body: body(Self.policy)) { #expect($0.status == .ok) }
             let admin = try await Self.login(client, f.tokens[.admin]!)
             var p = try await Self.get(client, admin, "/console/policy?city=shanghai&dataset=air-quality")
@@ -287,12 +285,8 @@ struct ConsoleRouteTests {
 
     @Test("ledger browser: filters, an entry with proof data that verifies, a pending entry says so; records: search, export")
     func ledgerAndRecords() async throws {
-        let f = try await Fixture(withLedger: true)
-        let ledger = try #require(f.ledger), signer = try #require(f.signer)
-        let writer = Task { await ledger.runWriter() }
-        defer { ledger.finish(); writer.cancel() }
-        try await f.app.test(.router) { client in
-            try await client.execute(uri: "/v1/datasets", method: .post, headers: f.headers(.operator), body: body(createAir)) { #expect($0.status == .created) }
+        try await Self.withNode(policy: false) { f, client in
+            let ledger = try #require(f.ledger), signer = try #require(f.signer)
             for (key, district) in [("S-1", "Xihu"), ("S-2", "Binjiang"), ("S-3", "Xihu </script><b>")] {
                 try await client.execute(uri: "/v1/datasets/hangzhou/air-quality/record?key=\(key)", method: .put, headers: f.headers(.operator), body: body(#"{"values":{"district":"\#(district)","pm25":12}}"#)) {
                     #expect($0.status == .ok)

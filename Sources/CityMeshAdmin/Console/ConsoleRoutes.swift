@@ -84,7 +84,7 @@ extension Console {
 
     func loginPage(_ request: Request, error: String? = nil, status: HTTPResponse.Status = .ok) -> Response {
         let q = request.uri.queryParameters
-        var data: [String: Any] = ["city": city]
+        var data: [String: Any] = ["city": city, "title": "Log in"]
         if let next = q.get("next"), Self.safeNext(next) { data["next"] = next }
         if let error { data["error"] = error }
         if q.get("expired") == "1" { data["notice"] = "Your token is no longer valid (revoked or replaced): log in again." }
@@ -392,21 +392,14 @@ extension Console {
         guard let dataset = form["dataset"], let key = form["key"], let field = form["field"], let choice = form["choice"] else {
             throw Failure(status: .badRequest, code: "invalid_argument", message: "choose how to settle the conflict (keep, take a value, or set one), then press Resolve")
         }
-        struct Body: Encodable {
-            let key: String
-            let field: String
-            var value: JSONValue?
-            var take: Int64?
-            var keep: Bool?
-        }
-        var body = Body(key: key, field: field)
+        let body: API.ResolveConflict
         if choice == "keep" {
-            body.keep = true
+            body = API.ResolveConflict(key: key, field: field, keep: true)
         } else if choice.hasPrefix("take:"), let id = Int64(choice.dropFirst(5)) {
-            body.take = id
+            body = API.ResolveConflict(key: key, field: field, take: id)
         } else if choice == "value" {
             let text = form["value"] ?? ""
-            body.value = (try? JSONDecoder().decode(JSONValue.self, from: Data(text.utf8))) ?? .string(text)
+            body = API.ResolveConflict(key: key, field: field, value: (try? JSONDecoder().decode(JSONValue.self, from: Data(text.utf8))) ?? .string(text))
         } else {
             throw Failure(status: .badRequest, code: "invalid_argument", message: "'\(choice)' is not a way to settle a conflict: keep, take one, or set a value")
         }

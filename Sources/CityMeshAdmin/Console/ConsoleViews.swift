@@ -20,7 +20,8 @@ struct ConsoleViews: Sendable {
     }
 
     static let templates: [String: String] = [
-        "layout": #"""
+        // The start of every page, up to the end of <head>'s shared part.
+        "head": #"""
         <!doctype html>
         <html lang="en">
         <head>
@@ -29,6 +30,10 @@ struct ConsoleViews: Sendable {
         <title>{{title}} · CityMesh {{city}}</title>
         <link rel="icon" href="data:,">
         <link rel="stylesheet" href="/console/assets/console.css">
+        """#,
+
+        "layout": #"""
+        {{> head}}
         <script src="/console/assets/console.js" defer></script>
         </head>
         <body>
@@ -51,14 +56,7 @@ struct ConsoleViews: Sendable {
         """#,
 
         "login": #"""
-        <!doctype html>
-        <html lang="en">
-        <head>
-        <meta charset="utf-8">
-        <meta name="viewport" content="width=device-width, initial-scale=1">
-        <title>Log in · CityMesh {{city}}</title>
-        <link rel="icon" href="data:,">
-        <link rel="stylesheet" href="/console/assets/console.css">
+        {{> head}}
         </head>
         <body class="login">
         <main id="main">
