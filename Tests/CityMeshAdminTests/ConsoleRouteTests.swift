@@ -197,7 +197,7 @@ struct ConsoleRouteTests {
             let actions: [(String, [(String, String)], Role)] = [
                 ("/console/policy/apply", [("document", Self.policy)], .admin),
                 ("/console/policy/check", [("document", Self.policy)], .operator),
-                ("/console/conflicts/resolve", [("dataset", "hangzhou/air-quality"), ("key", "S-1"), ("field", "pm25"), ("choice", "keep")], .operator),
+                ("/console/conflicts/resolve", [("dataset", "hangzhou/air-quality"), ("key", "S-1"), ("field", "pm25"), ("choice", "keep")], .admin),
                 ("/console/agreements/respond", [("owner", "shanghai"), ("share", "x"), ("decision", "accept")], .admin),
                 ("/console/agreements/revoke", [("share", "x"), ("member", "shanghai")], .admin),
             ]

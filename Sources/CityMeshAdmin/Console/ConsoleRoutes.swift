@@ -39,7 +39,8 @@ extension Console {
         }
         router.get("/console/conflicts") { request, context in await page(request, context) { s in try await conflicts(s, context) } }
         router.post("/console/conflicts/resolve") { request, context in
-            await action(request, context, needs: .operator) { s, form in try await resolve(s, form, context) }
+            // Admins only, as docs/console.md says (the API lets operators settle conflicts from the CLI).
+            await action(request, context, needs: .admin) { s, form in try await resolve(s, form, context) }
         }
         router.get("/console/policy") { request, context in
             await page(request, context) { s in

@@ -199,7 +199,7 @@ struct ConsoleViews: Sendable {
         <div class="side kept"><h3>Kept now</h3><p class="value">{{kept}}</p><p class="muted">by {{keptBy}} at <code>{{keptStamp}}</code></p></div>
         {{#overwritten}}<div class="side lost"><h3>Overwritten</h3><p class="value">{{value}}</p><p class="muted">by {{by}} at <code>{{stamp}}</code>, found {{foundAt}}</p></div>{{/overwritten}}
         </div>
-        {{#canWrite}}
+        {{#isAdmin}}
         <form method="post" action="/console/conflicts/resolve">
         <fieldset><legend>Settle {{key}}.{{field}}</legend>
         <input type="hidden" name="_csrf" value="{{csrf}}"><input type="hidden" name="dataset" value="{{dataset}}"><input type="hidden" name="key" value="{{key}}"><input type="hidden" name="field" value="{{field}}">
@@ -209,7 +209,7 @@ struct ConsoleViews: Sendable {
         <button type="submit">Resolve</button>
         </fieldset>
         </form>
-        {{/canWrite}}
+        {{/isAdmin}}
         </section>
         {{/groups}}
         {{#none}}<p class="muted">No open conflicts.</p>{{/none}}
