@@ -98,12 +98,71 @@ public struct NodeConfig: Sendable, Codable, Equatable {
         guard let data = FileManager.default.contents(atPath: path) else {
             throw CityMeshError(.nodeNotInitialized, "no node at \(URL(fileURLWithPath: path).deletingLastPathComponent().path) (missing \(fileName)): create one with 'citymesh init'")
         }
+        // Unknown keys first: a misspelt required key is better named as such than as missing.
+        if let tree = try? Yams.load(yaml: String(decoding: data, as: UTF8.self)) as? [String: Any], let problem = unknownKey(in: tree) {
+            throw CityMeshError(.configInvalid, "\(path): \(problem)")
+        }
         let config: NodeConfig
-        do { config = try YAMLDecoder().decode(NodeConfig.self, from: data) } catch {
+        do { config = try YAMLDecoder().decode(NodeConfig.self, from: data) } catch let error as DecodingError {
+            throw CityMeshError(.configInvalid, "\(path): \(describe(error))")
+        } catch {
             throw CityMeshError(.configInvalid, "\(path) is not a valid config: \(error)")
         }
         try config.check(path: path)
         return config
+    }
+
+    /// The keys a config may have, by section ("" is the top level).
+    static let knownKeys: [String: [String]] = [
+        "": ["city", "tls", "listen", "admin", "database", "log", "peers", "policy"],
+        "tls": ["ca", "cert", "key"],
+        "log": ["level", "format"],
+        "peers": ["seeds", "crl", "deny", "advertise", "max_connections", "keepalive_seconds", "idle_timeout_seconds", "handshake_timeout_seconds"],
+    ]
+
+    /// The first key the node would not read (a misspelt `polcy:` would silently share nothing),
+    /// with the nearest known key as a suggestion; nil if every key is known.
+    static func unknownKey(in tree: [String: Any]) -> String? {
+        for (section, keys) in knownKeys.sorted(by: { $0.key < $1.key }) {
+            let map = section.isEmpty ? tree : tree[section] as? [String: Any]
+            for key in (map ?? [:]).keys.sorted() where !keys.contains(key) {
+                let name = section.isEmpty ? key : "\(section).\(key)"
+                let near = keys.min { distance(key, $0) < distance(key, $1) }.flatMap { distance(key, $0) <= 3 ? $0 : nil }
+                return "unknown key '\(name)'" + (near.map { ": did you mean '\($0)'?" } ?? "")
+                    + " The keys \(section.isEmpty ? "at the top level" : "of '\(section)'") are \(keys.joined(separator: ", ")) (docs/operations.md)."
+            }
+        }
+        return nil
+    }
+
+    static func describe(_ error: DecodingError) -> String {
+        func name(_ path: [any CodingKey]) -> String { path.map(\.stringValue).joined(separator: ".") }
+        switch error {
+        case .keyNotFound(let key, let c):
+            return "missing key '\(name(c.codingPath + [key]))': a config needs city, tls (ca, cert, key), listen, admin, database and log (level, format); 'citymesh init' writes a complete one"
+        case .typeMismatch(_, let c), .valueNotFound(_, let c):
+            return "'\(name(c.codingPath))' has the wrong kind of value: \(c.debugDescription)"
+        case .dataCorrupted(let c):
+            return "\(name(c.codingPath).isEmpty ? "the file" : "'\(name(c.codingPath))'") cannot be read: \(c.debugDescription)"
+        @unknown default:
+            return "\(error)"
+        }
+    }
+
+    /// Levenshtein distance, for "did you mean".
+    static func distance(_ a: String, _ b: String) -> Int {
+        let x = Array(a), y = Array(b)
+        var row = Array(0...y.count)
+        for i in 1...max(x.count, 1) where !x.isEmpty {
+            var previous = row[0]
+            row[0] = i
+            for j in stride(from: 1, through: y.count, by: 1) {
+                let old = row[j]
+                row[j] = min(row[j] + 1, row[j - 1] + 1, previous + (x[i - 1] == y[j - 1] ? 0 : 1))
+                previous = old
+            }
+        }
+        return x.isEmpty ? y.count : row[y.count]
     }
 
     public func check(path: String) throws {

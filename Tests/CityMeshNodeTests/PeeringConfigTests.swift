@@ -92,6 +92,28 @@ struct PeeringConfigTests {
         ] {
             #expect(throws: CityMeshError(.configInvalid, "")) { try load(bad) }
         }
+        // A key the node would not read is an error naming it, with the nearest known key.
+        for (extra, named, suggestion) in [
+            ("polcy: policy.yaml", "'polcy'", "did you mean 'policy'?"), ("peers: {seed: [\"sh@10.0.0.2:7002\"]}", "'peers.seed'", "did you mean 'seeds'?"),
+            ("log2: {}", "'log2'", "did you mean 'log'?"), ("tls2: {}", "'tls2'", "did you mean 'tls'?"), ("completely_different: 1", "'completely_different'", "The keys at the top level are"),
+        ] {
+            do {
+                _ = try load(extra)
+                Issue.record("\(extra) was accepted")
+            } catch let e as CityMeshError {
+                #expect(e.code == .configInvalid && e.message.contains("unknown key \(named)") && e.message.contains(suggestion), "\(e.message)")
+            }
+        }
+        // A missing required key is named, with what a config needs.
+        try "city: hangzhou\nlisten: \"127.0.0.1:7001\"\n".write(toFile: dir + "/citymesh.yaml", atomically: true, encoding: .utf8)
+        do {
+            _ = try NodeConfig.load(from: dir + "/citymesh.yaml")
+            Issue.record("a config without tls was accepted")
+        } catch let e as CityMeshError {
+            #expect(e.code == .configInvalid && e.message.contains("missing key 'tls'") && e.message.contains("citymesh init"), "\(e.message)")
+        }
+        #expect(NodeConfig.distance("", "abc") == 3 && NodeConfig.distance("kitten", "sitting") == 3 && NodeConfig.distance("seeds", "seeds") == 0)
+
         // The documented config text parses back to the same values.
         var config = try load("")
         config.peers = .init(seeds: ["sh@10.0.0.2:7002"], crl: "/etc/citymesh/crl.pem", deny: [])
