@@ -19,11 +19,14 @@ public enum NodeInitializer {
         public var seeds: [String]
         /// The federation CRL path (it may not exist yet).
         public var crl: String?
+        /// The address announced to peers when `listen` is not reachable as it is (NAT, 0.0.0.0).
+        public var advertise: String?
 
         public init(
             dir: String, city: String, ca: String, cert: String, key: String, listen: String, admin: String, force: Bool,
-            seeds: [String] = [], crl: String? = nil
+            seeds: [String] = [], crl: String? = nil, advertise: String? = nil
         ) {
+            self.advertise = advertise
             self.dir = dir
             self.city = city
             self.ca = ca
@@ -46,6 +49,7 @@ public enum NodeInitializer {
     public static func run(_ o: Options, now: Date = Date()) async throws -> Result {
         let city = try CitySlug(o.city)
         _ = try HostPort(o.listen, what: "--listen")
+        if let a = o.advertise { _ = try HostPort(a, what: "--advertise") }
         let admin = try HostPort(o.admin, what: "--admin")
         let seeds = try o.seeds.map { try PeerDirectory.Seed($0) }
         if let own = seeds.first(where: { $0.city == city }) {
@@ -88,12 +92,13 @@ public enum NodeInitializer {
             try Files.write(caPEM, to: staging.file("tls/ca.pem"), mode: 0o644)
             try Files.write(certPEM, to: staging.file("tls/node.pem"), mode: 0o644)
             try Files.write(keyPEM, to: staging.file("tls/node.key"), mode: 0o600)
-            let config = NodeConfig(
+            var config = NodeConfig(
                 city: city.rawValue,
                 tls: .init(ca: "tls/ca.pem", cert: "tls/node.pem", key: "tls/node.key"),
                 listen: o.listen, admin: admin.description, database: "citymesh.db",
                 log: .init(level: "info", format: "text"),
                 peers: .init(seeds: seeds.map(\.description), crl: crlPath, deny: []))
+            config.peers?.advertise = o.advertise
             try Files.write(config.yaml(), to: staging.configPath, mode: 0o644)
             let store = try NodeStore(path: staging.file("citymesh.db"), createFor: city)
             let (tokenID, token) = AdminToken.generate()

@@ -32,6 +32,7 @@ struct Init: AsyncParsableCommand {
     @Option(help: "Admin API address, HOST:PORT (keep it on loopback).") var admin: String = "127.0.0.1:7101"
     @Option(help: "A peer to dial, as CITY@HOST:PORT (repeatable); its certificate must name CITY.") var seed: [String] = []
     @Option(help: "The federation CRL (PEM); it may not exist yet, the node reads it when it does.") var crl: String?
+    @Option(help: "The HOST:PORT other cities dial, when --listen is not reachable as it is (0.0.0.0, NAT).") var advertise: String?
     @Flag(help: "Replace an existing node directory (its data is lost).") var force = false
 
     func run() async throws {
@@ -39,12 +40,12 @@ struct Init: AsyncParsableCommand {
             throw CityMeshError(.invalidArgument, "no node directory: pass --dir DIR or set CITYMESH_DIR")
         }
         let result = try await NodeInitializer.run(
-            .init(dir: path, city: city, ca: ca, cert: cert, key: key, listen: listen, admin: admin, force: force, seeds: seed, crl: crl))
+            .init(dir: path, city: city, ca: ca, cert: cert, key: key, listen: listen, admin: admin, force: force, seeds: seed, crl: crl, advertise: advertise))
         print("initialized node '\(result.identity.city)' in \(path)")
         print("  config:      \(result.configPath)")
         print("  certificate: expires \(RFC3339.format(microseconds: Int64(result.identity.notValidAfter.timeIntervalSince1970) * 1_000_000)), sha256 \(result.identity.fingerprint)")
         print("  admin token: \(result.tokenPath) (mode 0600; the CLI uses it by default)")
-        print("  peers:       listen \(listen), seeds \(seed.isEmpty ? "none" : seed.joined(separator: ", "))"
+        print("  peers:       listen \(listen)\(advertise.map { " (announced as \($0))" } ?? ""), seeds \(seed.isEmpty ? "none" : seed.joined(separator: ", "))"
               + (crl.map { ", CRL \($0)" + (FileManager.default.fileExists(atPath: $0) ? "" : " (not there yet; read when it is, on SIGHUP)") } ?? ""))
         print("next: citymesh serve --dir \(path)")
     }

@@ -188,5 +188,14 @@ struct IdentityTests {
         #expect(c.city == "hangzhou" && c.admin == "127.0.0.1:7101" && c.tls.key == "tls/node.key")
         try text.replacingOccurrences(of: "format: text", with: "format: xml").write(toFile: dir + "/node/citymesh.yaml", atomically: true, encoding: .utf8)
         #expect(throws: CityMeshError(.configInvalid, "")) { try NodeConfig.load(from: dir + "/node/citymesh.yaml") }
+        #expect(c.peers?.advertise == nil)
+
+        // --advertise lands in the config; a bad one is refused before anything is written.
+        var o = initOptions(dir, force: true)
+        o.advertise = "citymesh.hangzhou.example:7001"
+        _ = try await NodeInitializer.run(o)
+        #expect(try NodeConfig.load(from: dir + "/node/citymesh.yaml").peers?.advertise == "citymesh.hangzhou.example:7001")
+        o.advertise = "no-port"
+        await #expect(throws: CityMeshError(.invalidArgument, "")) { _ = try await NodeInitializer.run(o) }
     }
 }

@@ -62,15 +62,9 @@ for city in $CITIES; do
     "$CITYMESH" init --dir "$node" --city "$city" \
         --ca "$FEDERATION_DIR/ca.pem" --cert "$certs/node.pem" --key "$certs/node.key" \
         --listen "0.0.0.0:$PEER_PORT" --admin "0.0.0.0:$ADMIN_PORT" \
-        --crl "$CRL_PATH" $seeds
-
-    # `citymesh init` has no --advertise: without it the node would announce 0.0.0.0:PORT in
-    # HELLO and peers would redial themselves. Set peers.advertise in the generated file.
-    sed -i "s|^  advertise: null\$|  advertise: \"$city:$PEER_PORT\"|" "$node/citymesh.yaml"
-    grep -q "^  advertise: \"$city:$PEER_PORT\"\$" "$node/citymesh.yaml" || {
-        echo "error: could not set peers.advertise in $node/citymesh.yaml" >&2
-        exit 1
-    }
+        --advertise "$city:$PEER_PORT" --crl "$CRL_PATH" $seeds
+    # (Without --advertise the node would announce 0.0.0.0:PORT in HELLO and peers would
+    # redial themselves.)
     chown -R "$NODE_UID:$NODE_GID" "$NODES_ROOT/$city"
     chmod 0700 "$NODES_ROOT/$city"
 done
