@@ -13,6 +13,13 @@ public final class AgreementBook: Sendable {
     public init() {}
     public func isActive(share: String, member: CitySlug) -> Bool { active.withLock { $0.contains("\(share) \(member)") } }
     func set(_ pairs: Set<String>) { active.withLock { $0 = pairs } }
+
+    /// Recomputes the pairs from `owner`'s stored agreements as they stand at `now`: validity
+    /// windows open and close on the clock, with no message, so this runs on every refresh of
+    /// the shares (each second), not only when an agreement changes.
+    func update(from agreements: [StoredAgreement], owner: CitySlug, now: Int64) {
+        set(Set(agreements.filter { $0.terms.owner == owner.rawValue && $0.state(now: now) == .active }.map { "\($0.terms.share) \($0.terms.member)" }))
+    }
 }
 
 /// Sharing agreements over the peer transport (channel 4, docs/protocol.md §7b). As owner: turns
@@ -67,8 +74,7 @@ public final class AgreementService: AgreementDesk, Sendable {
     /// Recomputes the active pairs from the stored agreements.
     func refresh() async {
         guard let all = try? await store.agreements() else { return }
-        let t = clock()
-        book.set(Set(all.filter { $0.terms.owner == city.rawValue && $0.state(now: t) == .active }.map { "\($0.terms.share) \($0.terms.member)" }))
+        book.update(from: all, owner: city, now: clock())
     }
 
     // MARK: Owner

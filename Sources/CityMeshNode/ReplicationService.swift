@@ -200,6 +200,10 @@ public final class ReplicationService: Service, ReplicaDesk, Sendable {
     func refreshShares() async {
         var found: [String: ShareInfo] = [:]
         let t = clock()
+        let loaded = try? await store.agreements()
+        // The owner's active pairs follow the clock: a member stops getting batches at its
+        // agreement's valid_until and starts at valid_from, without waiting for a message.
+        if let loaded { book.update(from: loaded, owner: city, now: t) }
         if let engine = policy.engine {
             for share in engine.policy.shares {
                 guard let dataset = try? DatasetID(owner: city, name: share.dataset), let info = try? await store.dataset(dataset) else { continue }
@@ -213,7 +217,7 @@ public final class ReplicationService: Service, ReplicaDesk, Sendable {
             }
         }
         let rosters = (try? await store.rosters()) ?? [:]
-        let agreements = (try? await store.agreements()) ?? []
+        let agreements = loaded ?? []
         for a in agreements where a.terms.member == city.rawValue && a.state(now: t) == .active {
             guard let owner = try? CitySlug(a.terms.owner), let dataset = try? DatasetID(owner: owner, name: a.terms.dataset) else { continue }
             let id = "\(owner)/\(a.terms.share)"

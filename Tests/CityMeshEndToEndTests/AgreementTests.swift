@@ -93,6 +93,11 @@ struct AgreementTests {
         r = try cm("agreement", "accept", "--dir", "shanghai", "hangzhou/brief")
         #expect(r.ok, "\(r.stderr)")
         try eventually("hangzhou sees delta-air accepted") { try Self.state("hangzhou", work, share: "delta-air", member: "shanghai") == "active" }
+        func replicatesBrief() throws -> Bool {
+            let shares = (try PeerTransportTests.peers("hangzhou", work)["replication"] as? [[String: Any]]) ?? []
+            return shares.contains { $0["share"] as? String == "hangzhou/brief" }
+        }
+        try eventually("hangzhou replicates the brief share to shanghai") { try replicatesBrief() }
         r = try cm("policy", "explain", "--dir", "hangzhou", "--city", "shanghai", "--dataset", "air-quality")
         #expect(r.stdout.contains("ACTIVE") && r.stdout.contains("granted by share 'delta-air'"), "\(r.stdout)")
         let shRow = try #require(try Self.list("hangzhou", work).last { $0["share"] as? String == "delta-air" && $0["member"] as? String == "shanghai" })
@@ -141,6 +146,8 @@ struct AgreementTests {
 
         // The brief share expires on its own.
         try eventually("the brief share expired", seconds: 40) { try Self.state("hangzhou", work, share: "brief", member: "shanghai") == "expired" }
+        // The owner stops replicating it by itself, on the clock: no message, no policy change.
+        try eventually("hangzhou to stop replicating the expired brief share", seconds: 10) { try !replicatesBrief() }
         r = try cm("policy", "explain", "--dir", "hangzhou", "--city", "shanghai", "--dataset", "permits")
         #expect(r.stdout.contains("expired"), "\(r.stdout)")
 
