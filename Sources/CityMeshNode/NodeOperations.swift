@@ -14,6 +14,28 @@ public enum NodeOperations {
         public let detail: String
     }
 
+    /// The node's secrets whose file mode lets other users read them: the TLS key, the admin
+    /// token and the database (which holds token hashes and every record). Each with its mode
+    /// and the command that fixes it.
+    public static func exposedSecrets(_ config: NodeConfig, _ directory: NodeDirectory) -> [String] {
+        let files = [("tls.key", directory.file(config.tls.key)), ("admin token", directory.adminTokenPath), ("database", directory.file(config.database))]
+        return files.compactMap { what, path in
+            guard let mode = Files.mode(path), mode & 0o077 != 0, reachable(path) else { return nil }
+            return "\(what) \(path) is mode \(String(mode & 0o777, radix: 8)): other users of this host can read it; run 'chmod 600 \(path)'"
+        }
+    }
+
+    /// Whether users other than the owner can get to `path` at all: every directory above it
+    /// lets group or others through (a 0700 node directory keeps everything in it private).
+    static func reachable(_ path: String) -> Bool {
+        var dir = URL(fileURLWithPath: path).standardizedFileURL.deletingLastPathComponent()
+        while true {
+            guard let mode = Files.mode(dir.path), mode & 0o011 != 0 else { return false }
+            if dir.path == "/" { return true }
+            dir = dir.deletingLastPathComponent()
+        }
+    }
+
     /// Checks everything `serve` would check at start, without starting: the config file, the
     /// identity (certificate chain to the CA, key, city, expiry), the CRL, the addresses and
     /// seeds, the database (present, sound, not written by a newer citymesh, the same city) and
@@ -49,6 +71,9 @@ public enum NodeOperations {
             ok("identity", "certificate for \(city), issued by the CA in \(config.tls.ca), key matches, valid \(days) more days")
             if days < 30 { warn("identity", "the certificate expires in \(days) days: issue a new one ('citymesh federation issue') and restart") }
         } catch { problem("identity", error) }
+        let exposed = exposedSecrets(config, directory)
+        if exposed.isEmpty { ok("permissions", "the TLS key, the admin token and the database are readable by their owner only") }
+        for e in exposed { warn("permissions", e) }
         do {
             let trust = try NodeServer.loadTrust(config: config, directory: directory)
             if let crl = trust.revocations {
@@ -150,6 +175,7 @@ public enum NodeOperations {
             for suffix in ["-wal", "-shm"] where fm.fileExists(atPath: database + suffix) { try fm.removeItem(atPath: database + suffix) }
         }
         try fm.copyItem(atPath: backup, toPath: database)
+        try fm.setAttributes([.posixPermissions: 0o600], ofItemAtPath: database)
         return (kept, entries, checkpoints)
     }
 }

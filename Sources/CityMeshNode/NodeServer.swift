@@ -39,6 +39,7 @@ public struct NodeServer: Sendable {
 
         let identity = try await Self.checkIdentity(config: config, directory: directory, city: city)
         logger.info("identity verified", metadata: ["cert.fingerprint": "\(identity.fingerprint)", "cert.expires": "\(identity.notValidAfter)"])
+        for exposed in NodeOperations.exposedSecrets(config, directory) { logger.warning("secret readable by others", metadata: ["problem": "\(exposed)"]) }
 
         let store = try NodeStore(path: directory.file(config.database))
         guard store.city == city else {

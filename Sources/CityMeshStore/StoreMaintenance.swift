@@ -63,6 +63,11 @@ extension NodeStore {
         }
         let queue = try openReadOnly(path)
         defer { try? queue.close() }
+        // The backup holds every record and the token hashes: made 0600 before a byte is in it
+        // (VACUUM INTO accepts an empty file).
+        guard FileManager.default.createFile(atPath: destination, contents: nil, attributes: [.posixPermissions: 0o600]) else {
+            throw CityMeshError(.ioError, "cannot create \(destination): check the directory exists and is writable")
+        }
         do {
             try queue.writeWithoutTransaction { db in try db.execute(sql: "VACUUM INTO ?", arguments: [destination]) }
         } catch {

@@ -24,6 +24,10 @@ struct OperationsTests {
         init(_ d: String) { description = d }
     }
 
+    static func mode(_ path: String) -> Int? {
+        ((try? FileManager.default.attributesOfItem(atPath: path))?[.posixPermissions] as? NSNumber).map { $0.intValue & 0o777 }
+    }
+
     @Test("metrics, config check, backup while running, restore into the stopped node with the ledger verified, SIGTERM loses nothing")
     func operations() throws {
         let work = try Harness.tempDir("ops")
@@ -57,10 +61,28 @@ struct OperationsTests {
         // config check: a sound node passes while it runs; a broken config is refused with the reason.
         var r = try cm("config", "check", "--dir", hz)
         #expect(r.ok && r.stdout.contains("config OK") && r.stdout.contains("identity") && r.stdout.contains("running"), "\(r.stdout)\(r.stderr)")
+        #expect(r.stdout.contains("readable by their owner only"), "\(r.stdout)")
+        // A key other users can read (in a directory they can enter) is a warning that says how
+        // to fix it (a warning: exit 0).
+        let keyPath = work + "/\(hz)/tls/node.key", nodeDir = work + "/\(hz)", tlsDir = work + "/\(hz)/tls"
+        #expect(Self.mode(work + "/\(hz)/citymesh.db") == 0o600 && Self.mode(nodeDir) == 0o700, "init makes the database and the node directory private")
+        for (path, mode) in [(keyPath, 0o644), (nodeDir, 0o755), (tlsDir, 0o755)] {
+            try FileManager.default.setAttributes([.posixPermissions: mode], ofItemAtPath: path)
+        }
+        r = try cm("config", "check", "--dir", hz)
+        #expect(r.ok && r.stdout.contains("warning") && r.stdout.contains("is mode 644") && r.stdout.contains("chmod 600 \(keyPath)"), "\(r.stdout)")
+        // Behind a 0700 directory nobody else gets to it: no warning.
+        try FileManager.default.setAttributes([.posixPermissions: 0o700], ofItemAtPath: tlsDir)
+        r = try cm("config", "check", "--dir", hz)
+        #expect(r.ok && r.stdout.contains("readable by their owner only"), "\(r.stdout)")
+        for (path, mode) in [(keyPath, 0o600), (nodeDir, 0o700)] {
+            try FileManager.default.setAttributes([.posixPermissions: mode], ofItemAtPath: path)
+        }
 
         // Backup while running; then a write the backup does not have.
         r = try cm("backup", "--dir", hz, "--out", "hz-backup.db")
         #expect(r.ok && r.stdout.contains("integrity ok"), "\(r.stdout)\(r.stderr)")
+        #expect(Self.mode(work + "/hz-backup.db") == 0o600, "a backup is readable by its owner only")
         r = try cm("backup", "--dir", hz, "--out", "hz-backup.db")
         #expect(!r.ok && r.stderr.contains("already exists"), "\(r.stderr)")
         r = try cm("backup", "--dir", "fed/shanghai", "--out", "sh-backup.db")
