@@ -27,9 +27,10 @@ struct ConfigCheck: AsyncParsableCommand {
             Example:
               citymesh config check --dir hz && systemctl reload citymesh
 
-            Checks what 'serve' checks at start and on SIGHUP: the config file parses; the
-            certificate chains to the CA, matches the key and names the config's city; the CRL
-            verifies with the CA; the addresses and seeds parse; the database is sound, of the same
+            Checks what 'serve' checks at start and on SIGHUP: the config file parses and has no
+            unknown keys; the certificate chains to the CA, matches the key and names the config's
+            city; the TLS key, admin token and database are not readable by other users (a
+            warning); the CRL verifies with the CA; the addresses and seeds parse; the database is sound, of the same
             city and not written by a newer citymesh; the policy file (if the config names one)
             checks against the node's datasets. Changes nothing, and works while the node runs.
             Exits 0 if nothing is wrong (warnings allowed), 1 otherwise.
