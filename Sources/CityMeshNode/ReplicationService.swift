@@ -169,7 +169,10 @@ public final class ReplicationService: Service, ReplicaDesk, Sendable {
         }
         await perform(directives)
         await issueReceipts()
-        if count % 10 == 0 { await collectTombstones() }
+        if count % 10 == 0 {
+            await collectTombstones()
+            await settleSuperseded()
+        }
     }
 
     /// How old a tombstone must be before it may be collected (on top of every party having
@@ -818,15 +821,43 @@ public final class ReplicationService: Service, ReplicaDesk, Sendable {
 
     /// A conflict stays open while the value it kept is still in force; a later write of the
     /// field (a resolution made at another city, replicated here) settles it.
+    /// The conflicts of `dataset`: open ones, or all with `all`. A read, whoever asks (an auditor
+    /// too): open conflicts a later write has superseded are left out here, and marked settled by
+    /// the node's own tick (``settleSuperseded()``).
     public func conflicts(dataset: DatasetID, all: Bool) async throws -> [StoredConflict] {
+        if all { return try await store.conflicts(dataset, open: false) }
+        let open = try await store.conflicts(dataset, open: true)
+        let gone = Set(try await superseded(dataset, open).map(\.conflict.id))
+        return open.filter { !gone.contains($0.id) }
+    }
+
+    /// Open conflicts whose field was written since: the value kept then is no longer the
+    /// record's, so the later write settled them. Each with the stamp of that write.
+    func superseded(_ dataset: DatasetID, _ open: [StoredConflict]) async throws -> [(conflict: StoredConflict, by: Stamp)] {
+        guard !open.isEmpty else { return [] }
         let schema = try await store.dataset(dataset).schema
-        for c in try await store.conflicts(dataset, open: true) {
+        var out: [(StoredConflict, Stamp)] = []
+        for c in open {
             guard let field = schema.field(named: c.field), let record = try await store.get(dataset, key: c.key),
                 let current = record.state.cell(field: field.id), current.stamp.description != c.winnerStamp
             else { continue }
-            try await store.settleConflicts(dataset, key: c.key, field: c.field, by: "a later write (\(current.stamp))", at: now)
+            out.append((c, current.stamp))
         }
-        return try await store.conflicts(dataset, open: !all)
+        return out
+    }
+
+    /// Marks superseded conflicts settled, for every replicated dataset (every tenth tick).
+    func settleSuperseded() async {
+        let datasets = Set(state.withLock { $0.shares.values.map(\.dataset) })
+        for dataset in datasets.sorted(by: { $0.description < $1.description }) {
+            do {
+                for (c, stamp) in try await superseded(dataset, try await store.conflicts(dataset, open: true)) {
+                    try await store.settleConflicts(dataset, key: c.key, field: c.field, by: "a later write (\(stamp))", at: now)
+                }
+            } catch {
+                logger.error("settling superseded conflicts failed", metadata: ["dataset": "\(dataset)", "error": "\(error)"])
+            }
+        }
     }
 
     public func status() async -> [API.ShareSync] {

@@ -140,6 +140,16 @@ struct ReplicationTests {
             r = try cm("record", "conflicts", "--dir", dir, "hangzhou/registry", "--json")
             #expect(r.ok && !r.stdout.contains("\"key\" : \"\(key)\""), "the replicated resolution settles the conflict at \(dir) too: \(r.stdout)")
         }
+        // Listing is a read: a conflict a later write superseded is marked settled by the node
+        // itself, within a few seconds, not by whoever looked (threat model G15).
+        for dir in ["shanghai", "suzhou"] {
+            let settled = try cm("record", "conflicts", "--dir", dir, "hangzhou/registry", "--all", "--json").stdout.contains("\"key\" : \"\(key)\"")
+            guard settled else { continue }
+            try eventually("\(dir) marks its conflict on \(key) settled by the later write", seconds: 20) {
+                let all = try cm("record", "conflicts", "--dir", dir, "hangzhou/registry", "--all", "--json").stdout
+                return all.contains("a later write")
+            }
+        }
 
         // A member killed with SIGKILL in the middle of a large sync loses nothing.
         csv = "id,name,status,district,tax_id\n"
