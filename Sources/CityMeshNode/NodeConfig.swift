@@ -127,7 +127,7 @@ public struct NodeConfig: Sendable, Codable, Equatable {
             let map = section.isEmpty ? tree : tree[section] as? [String: Any]
             for key in (map ?? [:]).keys.sorted() where !keys.contains(key) {
                 let name = section.isEmpty ? key : "\(section).\(key)"
-                let near = keys.min { distance(key, $0) < distance(key, $1) }.flatMap { distance(key, $0) <= 3 ? $0 : nil }
+                let near = Spelling.nearest(key, in: keys, within: 3)
                 return "unknown key '\(name)'" + (near.map { ": did you mean '\($0)'?" } ?? "")
                     + " The keys \(section.isEmpty ? "at the top level" : "of '\(section)'") are \(keys.joined(separator: ", ")) (docs/operations.md)."
             }
@@ -147,22 +147,6 @@ public struct NodeConfig: Sendable, Codable, Equatable {
         @unknown default:
             return "\(error)"
         }
-    }
-
-    /// Levenshtein distance, for "did you mean".
-    static func distance(_ a: String, _ b: String) -> Int {
-        let x = Array(a), y = Array(b)
-        var row = Array(0...y.count)
-        for i in 1...max(x.count, 1) where !x.isEmpty {
-            var previous = row[0]
-            row[0] = i
-            for j in stride(from: 1, through: y.count, by: 1) {
-                let old = row[j]
-                row[j] = min(row[j] + 1, row[j - 1] + 1, previous + (x[i - 1] == y[j - 1] ? 0 : 1))
-                previous = old
-            }
-        }
-        return x.isEmpty ? y.count : row[y.count]
     }
 
     public func check(path: String) throws {

@@ -112,7 +112,7 @@ struct PeeringConfigTests {
         } catch let e as CityMeshError {
             #expect(e.code == .configInvalid && e.message.contains("missing key 'tls'") && e.message.contains("citymesh init"), "\(e.message)")
         }
-        #expect(NodeConfig.distance("", "abc") == 3 && NodeConfig.distance("kitten", "sitting") == 3 && NodeConfig.distance("seeds", "seeds") == 0)
+        #expect(Spelling.distance("", "abc") == 3 && Spelling.distance("kitten", "sitting") == 3 && Spelling.distance("seeds", "seeds") == 0)
 
         // The documented config text parses back to the same values.
         var config = try load("")

@@ -104,8 +104,7 @@ extension Policy {
         }
 
         func suggestion(_ word: String, _ among: [String]) -> String {
-            let close = among.min { RowFilter.distance($0, word) < RowFilter.distance($1, word) }
-            if let close, RowFilter.distance(close, word) <= 2 { return "did you mean '\(close)'?" }
+            if let close = Spelling.nearest(word, in: among, within: 2) { return "did you mean '\(close)'?" }
             return "expected one of: \(among.joined(separator: ", "))"
         }
 

@@ -315,8 +315,7 @@ public struct RowFilter: Sendable, Equatable {
     static func field(_ name: String, _ at: Int, _ schema: Schema, _ used: inout Set<String>) throws(Predicate.Failure) -> Schema.Field {
         guard let f = schema.field(named: name) else {
             let names = schema.fields.map(\.name)
-            let close = names.min { Self.distance($0, name) < Self.distance($1, name) }
-            let hint = close.map { Self.distance($0, name) <= 2 ? "did you mean '\($0)'? " : "" } ?? ""
+            let hint = Spelling.nearest(name, in: names, within: 2).map { "did you mean '\($0)'? " } ?? ""
             throw Predicate.Failure(at, "the dataset has no field '\(name)': \(hint)its fields are \(names.joined(separator: ", "))")
         }
         used.insert(name)
@@ -384,21 +383,6 @@ public struct RowFilter: Sendable, Equatable {
             for (literal, p) in items { values.insert(try value(literal, p, for: f)) }
             return .inList(field: name, values, negated: negated)
         }
-    }
-
-    static func distance(_ a: String, _ b: String) -> Int {
-        let a = Array(a), b = Array(b)
-        var row = Array(0...b.count)
-        for i in 1...max(a.count, 1) where !a.isEmpty {
-            var prev = row[0]
-            row[0] = i
-            for j in stride(from: 1, through: b.count, by: 1) {
-                let cur = row[j]
-                row[j] = min(row[j] + 1, row[j - 1] + 1, prev + (a[i - 1] == b[j - 1] ? 0 : 1))
-                prev = cur
-            }
-        }
-        return a.isEmpty ? b.count : row[b.count]
     }
 
     /// Whether a row passes. Three-valued, as in SQL: a comparison with a null field is unknown,
