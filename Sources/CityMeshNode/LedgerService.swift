@@ -74,7 +74,9 @@ public final class LedgerService: Service, Sendable {
                     }
                     inner.addTask {
                         while !self.stopping.load(ordering: .relaxed) {
-                            try? await Task.sleep(for: self.interval)
+                            // A stop must not wait out the interval (the last checkpoint is signed below).
+                            try? await cancelOnGracefulShutdown { [interval = self.interval] in try await Task.sleep(for: interval) }
+                            if self.stopping.load(ordering: .relaxed) { break }
                             await self.publishLogged()
                         }
                     }

@@ -160,15 +160,19 @@ public struct NodeServer: Sendable {
                 onReady("\(channel.localAddress.map { "\($0)" } ?? admin.description)")
             },
             logger: httpLogger)
-        let group = ServiceGroup(
-            configuration: .init(
-                services: [
-                    StoreService(store: store, logger: logger), ledgerService, network, replication, membership,
-                    WitnessService(exchange: exchange, replication: replication, interval: .seconds(10)),
-                    ReloadService(directory: directory, network: network, policyFile: policyFile, logger: peerLogger), app,
-                ],
-                gracefulShutdownSignals: [.sigterm, .sigint],
-                logger: logger))
+        var groupConfiguration = ServiceGroupConfiguration(
+            services: [
+                StoreService(store: store, logger: logger), ledgerService, network, replication, membership,
+                WitnessService(exchange: exchange, replication: replication, interval: .seconds(10)),
+                ReloadService(directory: directory, network: network, policyFile: policyFile, logger: peerLogger), app,
+            ],
+            gracefulShutdownSignals: [.sigterm, .sigint],
+            logger: logger)
+        // A stop is bounded: whatever has not drained after this long is cancelled (SQLite's
+        // transactions keep the database whole), well inside systemd's 60 s TimeoutStopSec.
+        groupConfiguration.maximumGracefulShutdownDuration = Self.drainLimit
+        groupConfiguration.maximumCancellationDuration = .seconds(10)
+        let group = ServiceGroup(configuration: groupConfiguration)
         logger.info("node starting", metadata: ["admin.address": "\(admin)", "version": "\(CityMeshVersion.current)"])
         // The policy file is applied once the services run: applying ledgers the new version,
         // and the ledger's writer is one of the services (awaiting it before would never return).
@@ -193,6 +197,9 @@ public struct NodeServer: Sendable {
         }
         logger.info("node stopped")
     }
+
+        /// How long SIGTERM waits for in-flight work to drain before cancelling it.
+    public static let drainLimit: Duration = .seconds(30)
 
     /// The peer transport's settings from the config: identity, trust (CA, CRL, deny-list), seeds, limits.
     static func peerConfiguration(config: NodeConfig, directory: NodeDirectory, city: CitySlug) throws -> PeerNetwork.Configuration {

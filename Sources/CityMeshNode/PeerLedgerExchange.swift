@@ -285,7 +285,9 @@ struct WitnessService: Service {
 
     func run() async throws {
         while !Task.isShuttingDownGracefully && !Task.isCancelled {
-            try? await Task.sleep(for: interval)
+            // A stop must not wait out the interval.
+            try? await cancelOnGracefulShutdown { [interval] in try await Task.sleep(for: interval) }
+            if Task.isShuttingDownGracefully || Task.isCancelled { break }
             guard let network = exchange.network.withLock({ $0 }) else { continue }
             let peers = network.status().peers.filter { $0.state == .connected }.map(\.city)
             for city in peers {
