@@ -80,9 +80,32 @@ probe() {  # admin-port token-file out
         i=$((i + 1)); sleep 0.1
     done
 }
+# The disk's own figure, side by side: a process outside CityMesh appends 4 KiB to a file of its
+# own on the same file system and fdatasyncs it, every 100 ms, for as long as the probes run.
+# It shares nothing with the nodes but the disk, so its stalls are what any durable write here
+# would meet.
+disk_probe() {  # out
+    python3 - "$1" <<'PY'
+import os, sys, time
+out = open(sys.argv[1], "w")
+fd = os.open("disk-probe.dat", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+block = b"x" * 4096
+while os.path.exists("probing"):
+    t = time.perf_counter(); os.write(fd, block); os.fdatasync(fd)
+    out.write(f"{(time.perf_counter() - t) * 1000:.3f}\n"); out.flush()
+    time.sleep(0.1)
+PY
+}
+# Before the sync: the same probes for 10 s with the nodes idle, as the baseline.
+touch probing
+probe "$HA" hz/admin.token hangzhou hz-idle-writes.txt & PIDS+=($!)
+probe "$SA" sh/admin.token shanghai sh-idle-writes.txt & PIDS+=($!)
+disk_probe disk-idle.txt & PIDS+=($!)
+sleep 10; rm -f probing; wait "${PIDS[@]:2}" 2>/dev/null || true
 touch probing
 probe "$HA" hz/admin.token hangzhou hz-writes.txt & PIDS+=($!)
 probe "$SA" sh/admin.token shanghai sh-writes.txt & PIDS+=($!)
+disk_probe disk-sync.txt & PIDS+=($!)
 
 count() { curl -s -H "Authorization: Bearer $(cat sh/admin.token)" "http://127.0.0.1:$SA/v1/datasets/hangzhou/air-quality" 2>/dev/null \
     | python3 -c 'import json,sys
@@ -114,16 +137,21 @@ print(f"S1  initial sync: {n} records in {t1 - t0:.2f} s = {n / (t1 - t0):,.0f} 
 def stats(xs):
     xs = sorted(xs)
     return f"median {xs[len(xs)//2]:.1f} ms, p99 {xs[min(len(xs) - 1, int(len(xs) * 0.99))]:.1f} ms, max {xs[-1]:.1f} ms"
-for name in ("hz", "sh"):
+def disk(f):
+    xs = [float(x) for x in open(f) if x.strip()]
+    return f"{len(xs)} fdatasyncs, {stats(xs)}" if xs else "no samples"
+print(f"S2  the disk itself (4 KiB append + fdatasync by another process): idle {disk('disk-idle.txt')}; during the sync {disk('disk-sync.txt')}")
+for name, label in (("hz-idle", "hz, idle"), ("sh-idle", "sh, idle"), ("hz", "hz"), ("sh", "sh")):
     rows = [line.split() for line in open(f"{name}-writes.txt") if line.strip()]
     if not rows:
         continue
+    name = label
     # The client's time (curl start to last byte), and the node's own (Server-Timing: app;dur=…,
     # then the write's phases: check, store, ledger).
     client = [float(r[0]) * 1000 for r in rows]
     phases = [dict((k, float(v)) for k, v in re.findall(r"([a-z]+);dur=([0-9.]+)", " ".join(r[1:]))) for r in rows]
     node = [p["app"] for p in phases if "app" in p]
-    print(f"S2  local writes at {name} during the sync: {len(rows)} PUTs; in the node {stats(node)} (goal: never above 50 ms); as curl saw them {stats(client)}")
+    print(f"S2  local writes at {name}{'' if 'idle' in name else ' during the sync'}: {len(rows)} PUTs; in the node {stats(node)} (goal: never above 50 ms); as curl saw them {stats(client)}")
     slow = sorted((p for p in phases if "app" in p), key=lambda p: -p["app"])[:3]
     print("      slowest in the node: " + "; ".join(", ".join(f"{k} {v:.1f}" for k, v in p.items()) for p in slow))
 EOF

@@ -100,9 +100,8 @@ public enum NodeInitializer {
                 peers: .init(seeds: seeds.map(\.description), crl: crlPath, deny: []))
             config.peers?.advertise = o.advertise
             try Files.write(config.yaml(), to: staging.configPath, mode: 0o644)
+            // Records and token hashes: the store creates the database (and so its WAL) 0600.
             let store = try NodeStore(path: staging.file("citymesh.db"), createFor: city)
-            // Records and token hashes: the owner's only (SQLite gives its WAL the same mode).
-            try FileManager.default.setAttributes([.posixPermissions: 0o600], ofItemAtPath: staging.file("citymesh.db"))
             let (tokenID, token) = AdminToken.generate()
             try await store.insertToken(
                 id: tokenID, name: "local admin (citymesh init)", role: .admin, hash: AdminToken.hash(token),

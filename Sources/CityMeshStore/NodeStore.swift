@@ -22,6 +22,18 @@ public final class NodeStore: Sendable {
     /// WAL frames (16 KiB pages) beyond which the checkpointer restarts the WAL from its start.
     public static let walRestartFrames = 1_024
 
+    /// The WAL and shared-memory files hold recent writes: no one may read them who may not read
+    /// the database (files left by older versions were created 0644).
+    static func alignSidecarModes(_ path: String) {
+        let fm = FileManager.default
+        guard let mode = (try? fm.attributesOfItem(atPath: path))?[.posixPermissions] as? NSNumber else { return }
+        for sidecar in [path + "-wal", path + "-shm"] {
+            guard let current = (try? fm.attributesOfItem(atPath: sidecar))?[.posixPermissions] as? NSNumber,
+                current.intValue & ~mode.intValue & 0o777 != 0 else { continue }
+            try? fm.setAttributes([.posixPermissions: current.intValue & mode.intValue & 0o777], ofItemAtPath: sidecar)
+        }
+    }
+
     /// Opens (and migrates) the database at `path`. `createFor` makes a new one for that city.
     public init(path: String, createFor newCity: CitySlug? = nil) throws {
         var config = Configuration()
@@ -42,10 +54,18 @@ public final class NodeStore: Sendable {
         if newCity == nil, !FileManager.default.fileExists(atPath: path) {
             throw CityMeshError(.nodeNotInitialized, "no database at \(path): run 'citymesh init' first")
         }
+        // A new database is the owner's only from its first byte: SQLite gives the WAL and the
+        // shared-memory file it creates the database file's mode, so they are private too.
+        if newCity != nil, !FileManager.default.fileExists(atPath: path) {
+            guard FileManager.default.createFile(atPath: path, contents: nil, attributes: [.posixPermissions: 0o600]) else {
+                throw CityMeshError(.ioError, "cannot create the database \(path): check that its directory exists and is writable")
+            }
+        }
         let pool: DatabasePool
         do { pool = try DatabasePool(path: path, configuration: config) } catch {
             throw CityMeshError(.ioError, "cannot open the database \(path): \(error)")
         }
+        Self.alignSidecarModes(path)
         let migrator = Migrations.make()
         try pool.read { db in
             let applied = try migrator.appliedIdentifiers(db)

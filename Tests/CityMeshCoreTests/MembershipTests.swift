@@ -9,19 +9,21 @@ struct MembershipTests {
     struct Sim {
         var nodes: [CitySlug: Membership] = [:]
         var down: Set<CitySlug> = []
+        /// While set, messages between cities on different sides are lost.
+        var partition: Set<CitySlug>?
         var inFlight: [(from: CitySlug, to: CitySlug, Membership.Message)] = []
         var rng: SplitMix64
         var now: UInt64 = 0
         let loss: Double
         var sent = 0
 
-        init(count: Int, loss: Double, seed: UInt64) {
+        init(count: Int, loss: Double, seed: UInt64, config: Membership.Config = .init()) {
             self.loss = loss
             rng = SplitMix64(seed: seed)
             let cities = (0..<count).map { try! CitySlug("city\($0)") }
             for c in cities {
                 // Everyone knows only the first city: membership spreads by gossip.
-                nodes[c] = Membership(me: c, seeds: c == cities[0] ? [] : [cities[0]], seed: seed)
+                nodes[c] = Membership(me: c, seeds: c == cities[0] ? [] : [cities[0]], config: config, seed: seed)
             }
         }
 
@@ -30,6 +32,7 @@ struct MembershipTests {
             let delivering = inFlight
             inFlight = []
             for (from, to, m) in delivering where !down.contains(to) && !down.contains(from) {
+                if let side = partition, side.contains(from) != side.contains(to) { continue }
                 if Double(rng.next() % 10_000) / 10_000 < loss { continue }
                 emit(to, nodes[to]!.onMessage(from: from, m, now: now))
             }
@@ -108,6 +111,33 @@ struct MembershipTests {
         for (c, n) in sim.nodes {
             #expect(n.cities(.dead).isEmpty, "\(c) declared \(n.cities(.dead)) dead")
         }
+    }
+
+    @Test("after a partition long enough for each side to declare the other dead, the healed federation is whole again")
+    func partitionHeals() throws {
+        var sim = Sim(count: 12, loss: 0, seed: 5)
+        #expect(sim.until(seconds: 60) { $0.allKnowAll } != nil)
+        let west = Set((0..<6).map { try! CitySlug("city\($0)") })
+        sim.partition = west
+        let split = sim.until(seconds: 120) { s in
+            s.nodes.allSatisfy { c, n in n.cities(.dead).count == 6 && n.cities(.dead).allSatisfy { west.contains($0) != west.contains(c) } }
+        }
+        #expect(split != nil, "each side holds exactly the other dead: \(sim.nodes.mapValues { $0.cities(.dead) })")
+        sim.partition = nil
+        // Nobody probes a member it holds dead; only the reconnect pings can bring them back.
+        #expect(sim.until(seconds: 60) { $0.allKnowAll } != nil, "still dead after healing: \(sim.nodes.mapValues { $0.cities(.dead) })")
+        sim.run(seconds: 30)
+        #expect(sim.allKnowAll, "and it stays whole")
+        // Without reconnect pings the split outlives the partition (the defect this guards against).
+        var config = Membership.Config()
+        config.reconnectPeriods = 0
+        var old = Sim(count: 12, loss: 0, seed: 5, config: config)
+        #expect(old.until(seconds: 60) { $0.allKnowAll } != nil)
+        old.partition = west
+        old.run(seconds: 120)
+        old.partition = nil
+        old.run(seconds: 60)
+        #expect(!old.allKnowAll)
     }
 
     @Test("a city wrongly suspected refutes with a higher incarnation, and everyone takes it back")

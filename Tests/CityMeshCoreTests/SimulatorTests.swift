@@ -68,11 +68,11 @@ struct SimulatorTests {
         #expect(r.receipts.open == 0)
     }
 
-    /// A finding, pinned: SWIM takes a death back only if the node declared dead hears of it and
-    /// refutes, and after a partition that rumour never crosses (nobody probes the dead). Only the
-    /// transport's redials reconnect the halves. When `Membership` learns to take deaths back
-    /// (Lifeguard's buddy system, or state exchange with dead members), expect this to converge.
-    @Test("without redials, a partition longer than the suspicion timeout never heals")
+    /// SWIM takes a death back only if the node declared dead hears of it and refutes, and after a
+    /// partition nobody probes the members it holds dead. Before the reconnect pings
+    /// (`Membership.Config.reconnectPeriods`) this run never converged: only the transport's
+    /// redials joined the halves again, and every pair across the split (128) stayed dead.
+    @Test("without redials, a partition longer than the suspicion timeout heals through membership's reconnect pings")
     func partitionWithoutRedial() throws {
         var c = Self.troubled(seed: 11, nodes: 16)
         c.partition = 60
@@ -80,8 +80,8 @@ struct SimulatorTests {
         c.redialInterval = 0
         c.maxRounds = 150
         let r = try FederationSimulator.run(c)
-        #expect(Self.check(r, "convergence")?.passed == false)
-        #expect(r.membershipDeadPairs == 2 * 8 * 8, "every pair across the old partition, both ways")
+        for x in r.checks { #expect(x.passed, "\(x.name): \(x.detail)") }
+        #expect(r.membershipDeadPairs < 2 * 8 * 8 / 2, "most pairs across the old partition are alive again: \(r.membershipDeadPairs) still dead")
     }
 
     @Test("the same config and seed give a byte-identical result; another seed does not")

@@ -66,6 +66,9 @@ struct OperationsTests {
         // to fix it (a warning: exit 0).
         let keyPath = work + "/\(hz)/tls/node.key", nodeDir = work + "/\(hz)", tlsDir = work + "/\(hz)/tls"
         #expect(Self.mode(work + "/\(hz)/citymesh.db") == 0o600 && Self.mode(nodeDir) == 0o700, "init makes the database and the node directory private")
+        for sidecar in ["-wal", "-shm"] {
+            #expect(Self.mode(work + "/\(hz)/citymesh.db" + sidecar) == 0o600, "the running node's \(sidecar) file is as private as the database")
+        }
         for (path, mode) in [(keyPath, 0o644), (nodeDir, 0o755), (tlsDir, 0o755)] {
             try FileManager.default.setAttributes([.posixPermissions: mode], ofItemAtPath: path)
         }

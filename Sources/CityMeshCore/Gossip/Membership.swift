@@ -20,8 +20,15 @@ public struct Membership: Sendable {
         public var suspicionMultiplier: UInt64 = 4
         /// Each change is piggybacked this many times log2(n + 1).
         public var retransmitMultiplier = 3
-        /// At most this many changes ride on one message.
-        public var maxPiggyback = 8
+        /// At most this many changes ride on one message (the wire allows 64; one is kept for
+        /// the news a member gets about itself). Bursts — a join, a healed partition — bring
+        /// hundreds of changes at once; at 8 per message 200 cities joining from one seed had not
+        /// all met after 120 s, at 63 they have in 20 s (MembershipTests, 200 cities).
+        public var maxPiggyback = 63
+        /// Every this many probe periods one member held dead is pinged, with the news that it is
+        /// held dead (Serf's reconnect). Two sides of a healed partition hold each other dead and
+        /// never probe each other; this is how they find out, refute and rejoin. 0 turns it off.
+        public var reconnectPeriods: UInt64 = 5
         public init() {}
     }
 
@@ -84,6 +91,8 @@ public struct Membership: Sendable {
     var probe: Probe?
     var periodStart: UInt64?
     var seq: UInt32 = 0
+    /// Probe periods begun so far.
+    var periods: UInt64 = 0
     /// PING-REQs being relayed: our seq → (who asked, their seq).
     var relays: [UInt32: (CitySlug, UInt32)] = [:]
     /// Changes still to piggyback, with how many more times.
@@ -161,6 +170,15 @@ public struct Membership: Sendable {
         }
         probe = nil
         periodStart = now
+        periods += 1
+        if config.reconnectPeriods > 0, periods % config.reconnectPeriods == 0 {
+            var dead = cities(.dead)
+            rng.shuffle(&dead)
+            if let city = dead.first, let m = members[city] {
+                // Not this period's probe: its ACK (if the member is back) carries the refutation.
+                out.append(.send(to: city, .ping(seq: nextSeq(), updates: [Update(city: city, status: .dead, incarnation: m.incarnation)])))
+            }
+        }
         guard let target = nextTarget() else { return out }
         let s = nextSeq()
         probe = Probe(target: target, seq: s, sentAt: now)
