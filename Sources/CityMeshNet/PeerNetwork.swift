@@ -149,6 +149,11 @@ public final class PeerNetwork: Service, Sendable {
     /// then closes every connection with CLOSE(normal).
     public func run() async throws {
         let server = try await bind()
+        // Every refusal reason is exported from the start at 0, so `increase()` over it (the
+        // alert in deploy/prometheus) sees the first refusal instead of taking it as the base.
+        for reason in DisconnectReason.allCases where reason.isRefusal {
+            _ = Counter(label: "citymesh_peer_refusals_total", dimensions: [("reason", reason.rawValue)])
+        }
         do {
             try await cancelWhenGracefulShutdown {
                 while true {

@@ -50,6 +50,9 @@ struct OperationsTests {
             #expect(metrics[name] != nil, "\(name) is exported: \(scrape.stdout)")
         }
         #expect(metrics["citymesh_peers_connected"]?.first?.value == 2, "\(metrics["citymesh_peers_connected"] ?? [])")
+        // Handshake refusals by reason are there before the first one (so increase() sees it).
+        #expect(metrics["citymesh_peer_refusals_total"]?.contains { $0.labels.contains(#"reason="foreign_ca""#) } == true,
+                "\(metrics["citymesh_peer_refusals_total"] ?? [])")
         #expect(metrics["citymesh_exchanges_total"]?.contains { $0.labels.contains(#"share="hangzhou/registry-rw""#) && $0.labels.contains(#"direction="received""#) } == true,
                 "exchanges by share and direction: \(metrics["citymesh_exchanges_total"] ?? [])")
         #expect((metrics["citymesh_ledger_entries"]?.first?.value ?? 0) > 10)
