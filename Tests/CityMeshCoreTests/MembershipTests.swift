@@ -140,6 +140,39 @@ struct MembershipTests {
         #expect(!old.allKnowAll)
     }
 
+    @Test("with 10% loss, a 40 s partition (longer than the suspicion timeout) still heals by itself")
+    func lossyPartitionHeals() throws {
+        var sim = Sim(count: 40, loss: 0.1, seed: 6)
+        #expect(sim.until(seconds: 90) { $0.allKnowAll } != nil)
+        sim.partition = Set((0..<20).map { try! CitySlug("city\($0)") })
+        sim.run(seconds: 40)
+        #expect(sim.nodes.values.contains { !$0.cities(.dead).isEmpty }, "the halves declared each other dead")
+        sim.partition = nil
+        #expect(sim.until(seconds: 90) { $0.allKnowAll } != nil, "still dead after healing: \(sim.nodes.mapValues { $0.cities(.dead) })")
+    }
+
+    @Test("an old rumour about a city is answered with its current incarnation; a probe of a suspect tells it so")
+    func staleRumourAndBuddy() throws {
+        let a = try CitySlug("aa"), b = try CitySlug("bb"), c = try CitySlug("cc")
+        var nb = Membership(me: b, seeds: [a, c], seed: 1)
+        // b refutes a suspicion once (incarnation 1); its refutation's retransmissions run out.
+        _ = nb.onMessage(from: c, .ack(seq: 1, updates: [.init(city: b, status: .suspect, incarnation: 0)]), now: 0)
+        #expect(nb.incarnation == 1)
+        for _ in 0..<50 { _ = nb.piggyback() }
+        // a, which never heard the refutation, pings b with "b is dead at 0": b's ACK says "alive at 1".
+        let reply = nb.onMessage(from: a, .ping(seq: 9, updates: [.init(city: b, status: .dead, incarnation: 0)]), now: 1)
+        #expect(reply == [.send(to: a, .ack(seq: 9, updates: [.init(city: b, status: .alive, incarnation: 1)]))], "\(reply)")
+        #expect(nb.incarnation == 1, "an old rumour is not refuted again")
+
+        // The buddy system: a holds c suspect, and its probe of c carries that news.
+        var na = Membership(me: a, seeds: [c], seed: 1)
+        _ = na.onMessage(from: b, .ack(seq: 1, updates: [.init(city: c, status: .suspect, incarnation: 0)]), now: 0)
+        for _ in 0..<50 { _ = na.piggyback() }
+        // Round robin over b and c: within two periods c is probed.
+        let probe = na.onTick(now: 0) + na.onTick(now: 1_000_000_000)
+        #expect(probe.contains { if case .send(c, .ping(_, let u)) = $0 { u.first == .init(city: c, status: .suspect, incarnation: 0) } else { false } }, "\(probe)")
+    }
+
     @Test("a city wrongly suspected refutes with a higher incarnation, and everyone takes it back")
     func refutation() throws {
         var sim = Sim(count: 8, loss: 0, seed: 4)

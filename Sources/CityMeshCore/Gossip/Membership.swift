@@ -138,6 +138,14 @@ public struct Membership: Sendable {
         return out
     }
 
+    /// Lifeguard's buddy system: a probe of a member held suspect tells it so, so it refutes at
+    /// once instead of waiting for the rumour, whose retransmissions may all have gone out
+    /// while it could not be reached (during a partition, say).
+    func aboutItself(_ city: CitySlug) -> [Update] {
+        guard let m = members[city], m.status == .suspect else { return [] }
+        return [Update(city: city, status: .suspect, incarnation: m.incarnation)]
+    }
+
     mutating func nextSeq() -> UInt32 {
         seq &+= 1
         return seq
@@ -182,7 +190,7 @@ public struct Membership: Sendable {
         guard let target = nextTarget() else { return out }
         let s = nextSeq()
         probe = Probe(target: target, seq: s, sentAt: now)
-        out.append(.send(to: target, .ping(seq: s, updates: piggyback())))
+        out.append(.send(to: target, .ping(seq: s, updates: aboutItself(target) + piggyback())))
         return out
     }
 
@@ -220,6 +228,13 @@ public struct Membership: Sendable {
         if let m = members[sender], m.status != .alive {
             news.insert(Update(city: sender, status: m.status, incarnation: m.incarnation), at: 0)
         }
+        // The sender holds me suspect or dead. If that is an old rumour (I refuted it already,
+        // and my refutation's retransmissions are spent), it would never learn better: answer
+        // with my current incarnation.
+        if message.updates.contains(where: { $0.city == me && $0.status != .alive }) {
+            news.removeAll { $0.city == me }
+            news.insert(Update(city: me, status: .alive, incarnation: incarnation), at: 0)
+        }
         switch message {
         case .ping(let s, _):
             return [.send(to: sender, .ack(seq: s, updates: news))]
@@ -227,7 +242,7 @@ public struct Membership: Sendable {
             guard target != me else { return [.send(to: sender, .ack(seq: s, updates: news))] }
             let mine = nextSeq()
             relays[mine] = (sender, s)
-            return [.send(to: target, .ping(seq: mine, updates: piggyback()))]
+            return [.send(to: target, .ping(seq: mine, updates: aboutItself(target) + piggyback()))]
         case .ack(let s, _):
             if var p = probe, p.seq == s {
                 p.acked = true
