@@ -561,6 +561,14 @@ public final class ReplicationService: Service, ReplicaDesk, Sendable {
             refuse(peer: peer, share: share, reason: "batch \(batch.origin):\(batch.seq) refused: \(error)")
             return
         }
+        // Stamped too far in the future: not merged now (and so not part of the chain yet); it is
+        // pulled again and taken once this node's clock has caught up.
+        if let ahead = batch.aheadOfClock(nowMillis: UInt64(max(0, clock() / 1000))) {
+            refuse(
+                peer: peer, share: share,
+                reason: "batch \(batch.origin):\(batch.seq) is stamped \(batch.latestStamp), \(ahead / 1000) s ahead of this node's clock (at most \(ChangeBatch.maxClockAheadMillis / 1000) s): it is held back until this clock catches up; check the clocks (NTP) of \(batch.origin) and of this node")
+            return
+        }
         // What the share lets this origin write; refused cells are dropped and ledgered.
         let (states, refusedCells) = await permitted(batch, info: info)
         if refusedCells > 0 {

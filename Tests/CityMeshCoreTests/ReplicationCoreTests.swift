@@ -31,6 +31,24 @@ struct ReplicationCoreTests {
             records: recs)
     }
 
+    @Test("a batch stamped more than 60 s ahead of the receiver's clock is held back, by cells or by a tombstone; up to 60 s it is not")
+    func clockBound() {
+        var b = Self.batch(records: 3)
+        #expect(b.latestStamp == HLC(millis: 1002, logical: 0))
+        // Records stamped 1000–1002 ms: a receiver at 0 ms is 1 s behind, well within the bound.
+        #expect(b.aheadOfClock(nowMillis: 0) == nil)
+        #expect(b.aheadOfClock(nowMillis: 1002) == nil)
+        // A receiver whose clock reads 60,001 ms less than the newest stamp holds it back.
+        b.records.append(.init(key: "E-late", state: RecordState(cells: [Cell(field: 2, value: .string("x"), stamp: Self.stamp(200_000, Self.hz))])))
+        #expect(b.aheadOfClock(nowMillis: 140_000) == nil, "exactly 60 s ahead is allowed")
+        #expect(b.aheadOfClock(nowMillis: 139_999) == 60_001)
+        // A tombstone counts as much as a cell.
+        var t = Self.batch(records: 1)
+        t.records.append(.init(key: "E-gone", state: RecordState(cells: [], tombstone: Self.stamp(500_000, Self.sh))))
+        #expect(t.latestStamp == HLC(millis: 500_000, logical: 0))
+        #expect(t.aheadOfClock(nowMillis: 1_000) == 499_000)
+    }
+
     @Test("a batch round-trips byte for byte; signed with Ed25519 or P-256 it verifies; any changed byte breaks it")
     func batchesSign() throws {
         let b = Self.batch()

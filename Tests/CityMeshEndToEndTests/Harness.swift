@@ -110,11 +110,13 @@ final class Daemon {
     let process = Process()
     let stderrPath: String
 
-    init(dir: String, cwd: String, extra: [String] = []) throws {
+    /// `wrapper` runs the daemon under another program (e.g. `faketime -f +90s`).
+    init(dir: String, cwd: String, extra: [String] = [], wrapper: [String] = []) throws {
         stderrPath = cwd + "/serve-\(UUID().uuidString.prefix(6)).log"
         FileManager.default.createFile(atPath: stderrPath, contents: nil)
-        process.executableURL = URL(fileURLWithPath: Harness.binary)
-        process.arguments = ["serve", "--dir", dir] + extra
+        let command = wrapper + [Harness.binary, "serve", "--dir", dir] + extra
+        process.executableURL = URL(fileURLWithPath: command[0])
+        process.arguments = Array(command.dropFirst())
         process.currentDirectoryURL = URL(fileURLWithPath: cwd)
         process.standardError = FileHandle(forWritingAtPath: stderrPath)
         process.standardOutput = FileHandle.nullDevice

@@ -50,6 +50,26 @@ public struct ChangeBatch: Sendable, Equatable {
         self.records = records
     }
 
+    /// The greatest clock among the batch's cells and tombstones: what a receiver's clock would
+    /// be pulled up to by merging it.
+    public var latestStamp: HLC {
+        records.reduce(HLC.zero) { m, r in
+            r.state.cells.reduce(Swift.max(m, r.state.tombstone?.hlc ?? .zero)) { Swift.max($0, $1.stamp.hlc) }
+        }
+    }
+
+    /// How far ahead of a receiver's clock a batch's stamps may be. Beyond it the receiver holds
+    /// the batch back until its own clock catches up, so a city whose clock runs ahead (or lies)
+    /// can neither win every last-writer-wins race by the margin nor drag everyone's clock
+    /// forward with it (threat model G8).
+    public static let maxClockAheadMillis: UInt64 = 60_000
+
+    /// Whether the batch is stamped too far ahead of `nowMillis` to merge yet: how far, if so.
+    public func aheadOfClock(nowMillis: UInt64) -> UInt64? {
+        let latest = latestStamp.millis
+        return latest > nowMillis &+ Self.maxClockAheadMillis ? latest - nowMillis : nil
+    }
+
     public static let magic: [UInt8] = Array("CMB1".utf8)
     public static let zeroHash = [UInt8](repeating: 0, count: 32)
     /// Limits a receiver enforces before it allocates anything.
