@@ -232,6 +232,9 @@ public final class PeerNetwork: Service, Sendable {
     }
 
     /// The verified certificate of `city`'s established connection, if there is one.
+    /// The trust in force (CA, CRL, deny-list), as last loaded or reloaded.
+    public var trust: PeerTrust { state.withLock { $0.trust } }
+
     public func identity(of city: CitySlug) -> VerifiedIdentity? {
         state.withLock { s in s.directory.entries[city]?.connection.flatMap { s.live[$0]?.identity } }
     }

@@ -481,6 +481,19 @@ public final class ReplicationService: Service, ReplicaDesk, Sendable {
         return cert
     }
 
+    /// Why `cert` may no longer vouch for what `city` signed, under the trust in force: revoked by
+    /// the federation CRL, on the deny-list, expired, or no longer of the CA. Checked at every use,
+    /// not only when the certificate was learnt, so a SIGHUP'd CRL also stops a revoked city's
+    /// batches that other members relay (threat model G1).
+    func distrust(_ cert: Certificate, of city: CitySlug) async -> String? {
+        guard let trust = network.withLock({ $0 })?.trust else {
+            do { _ = try await NodeIdentity.verify(chain: [cert], roots: roots, expectedCity: city, now: Date()) } catch { return "\(error)" }
+            return nil
+        }
+        if case .failure(let failure) = await trust.verify(chain: [cert], expectedCity: city, now: Date()) { return failure.detail }
+        return nil
+    }
+
     // MARK: Incoming
 
     func handle(_ message: PeerMessage) async {
@@ -509,10 +522,12 @@ public final class ReplicationService: Service, ReplicaDesk, Sendable {
         case .batch(let share, let bytes):
             await take(share: share, bytes: bytes, from: peer)
         case .certificate(let origin, let der):
-            guard let cert = try? Certificate(derEncoded: der),
-                (try? await NodeIdentity.verify(chain: [cert], roots: roots, expectedCity: origin, now: Date())) != nil
-            else {
-                refuse(peer: peer, share: nil, reason: "a relayed certificate for \(origin) does not verify against the federation CA")
+            guard let cert = try? Certificate(derEncoded: der) else {
+                refuse(peer: peer, share: nil, reason: "a relayed certificate for \(origin) is not a DER certificate")
+                return
+            }
+            if let why = await distrust(cert, of: origin) {
+                refuse(peer: peer, share: nil, reason: "a relayed certificate for \(origin) is not trusted: \(why)")
                 return
             }
             state.withLock { $0.certificates[origin] = cert }
@@ -555,6 +570,9 @@ public final class ReplicationService: Service, ReplicaDesk, Sendable {
             }
             guard let cert = await certificate(of: batch.origin) else {
                 throw CityMeshError(.certificateInvalid, "no verified certificate of \(batch.origin) to check its signature")
+            }
+            if let why = await distrust(cert, of: batch.origin) {
+                throw CityMeshError(.certificateInvalid, "\(batch.origin)'s certificate is no longer trusted, so nothing it signed is taken: \(why)")
             }
             try signed.verify(certificate: cert)
         } catch {

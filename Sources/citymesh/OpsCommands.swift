@@ -46,7 +46,7 @@ struct ConfigCheck: AsyncParsableCommand {
         } else {
             for f in findings {
                 let mark = switch f.level { case .ok: "ok     "; case .warning: "warning"; case .problem: "PROBLEM" }
-                print("\(mark)  \(f.what.padding(toLength: 9, withPad: " ", startingAt: 0))  \(f.detail)")
+                print("\(mark)  \(f.what.padding(toLength: 11, withPad: " ", startingAt: 0))  \(f.detail)")
             }
         }
         let problems = findings.filter { $0.level == .problem }.count

@@ -1,0 +1,86 @@
+import Foundation
+import Testing
+
+/// A revoked city's signatures stop counting everywhere the CRL is loaded, not only on the
+/// connections the transport refuses (threat model G1): its batches, relayed by a member that has
+/// not reloaded yet, are refused by the owner that has.
+@Suite("End to end: revocation reaches relayed batches")
+struct RevocationTests {
+    @Test("after revoke + SIGHUP at the owner, a revoked member's write relayed by another member is refused there and never merged")
+    func relayedBatchOfRevokedCity() throws {
+        let work = try Harness.tempDir("revocation")
+        // shanghai has a P-256 key, hangzhou and suzhou Ed25519.
+        let cities = try PeerTransportTests.setUp(work, cities: ["hangzhou", "shanghai", "suzhou"])
+        func cm(_ args: String...) throws -> CommandResult { try Harness.citymesh(args, cwd: work) }
+        func eventually(_ what: String, seconds: Double = 30, _ condition: () throws -> Bool) throws {
+            try PeerTransportTests.eventually(what, seconds: seconds, condition)
+        }
+        // suzhou also dials shanghai directly (nodes do not learn third cities' addresses), so the
+        // two members stay connected when hangzhou cuts suzhou off.
+        let config = work + "/suzhou/citymesh.yaml"
+        let text = try String(contentsOfFile: config, encoding: .utf8)
+        try text.replacingOccurrences(of: "seeds: [\"hangzhou@\(cities[0].listen)\"]", with: "seeds: [\"hangzhou@\(cities[0].listen)\", \"shanghai@\(cities[1].listen)\"]")
+            .write(toFile: config, atomically: true, encoding: .utf8)
+        #expect(try String(contentsOfFile: config, encoding: .utf8).contains("shanghai@"))
+        let daemons = try ["hangzhou", "shanghai", "suzhou"].map { try Daemon(dir: $0, cwd: work) }
+        for (d, c) in zip(daemons, cities) { #expect(try d.waitReady(admin: c.admin), "\(d.log)") }
+
+        var r = try cm("dataset", "create", "--dir", "hangzhou", "registry", "--key", "id", "--field", "id:string", "--field", "name:string",
+                       "--field", "status:string", "--field", "district:string")
+        #expect(r.ok, "\(r.stderr)")
+        for dir in ["shanghai", "suzhou"] {
+            try "accept:\n  - from: hangzhou\n    share: registry-rw\n".write(toFile: work + "/\(dir)-policy.yaml", atomically: true, encoding: .utf8)
+            r = try cm("policy", "apply", "--dir", dir, "\(dir)-policy.yaml")
+            #expect(r.ok, "\(r.stdout)\(r.stderr)")
+        }
+        try ReplicationTests.policy.write(toFile: work + "/hz-policy.yaml", atomically: true, encoding: .utf8)
+        r = try cm("policy", "apply", "--dir", "hangzhou", "hz-policy.yaml")
+        #expect(r.ok, "\(r.stdout)\(r.stderr)")
+        try eventually("both members accepted") {
+            try AgreementTests.state("hangzhou", work, share: "registry-rw", member: "shanghai") == "active"
+                && AgreementTests.state("hangzhou", work, share: "registry-rw", member: "suzhou") == "active"
+        }
+        try "id,name,status,district\nE-1,Enterprise 1,active,Xihu\nE-2,Enterprise 2,active,Xihu\n"
+            .write(toFile: work + "/registry.csv", atomically: true, encoding: .utf8)
+        r = try cm("import", "--dir", "hangzhou", "registry", "--csv", "registry.csv")
+        #expect(r.ok, "\(r.stdout)\(r.stderr)")
+        try eventually("suzhou and shanghai connected directly") {
+            PeerTransportTests.peer(try PeerTransportTests.peers("suzhou", work), "shanghai")?["state"] as? String == "connected"
+        }
+        try eventually("both members hold the records") {
+            try ReplicationTests.export("shanghai", "hangzhou/registry", work).count == 2 && ReplicationTests.export("suzhou", "hangzhou/registry", work).count == 2
+        }
+        // Before the revocation suzhou's writes count: this one reaches hangzhou.
+        r = try cm("record", "put", "--dir", "suzhou", "hangzhou/registry", "E-1", "status=audited")
+        #expect(r.ok, "\(r.stderr)")
+        try eventually("suzhou's write before the revocation reached hangzhou") {
+            try cm("record", "get", "--dir", "hangzhou", "registry", "E-1", "--json").stdout.contains("audited")
+        }
+
+        // The CA revokes suzhou; only hangzhou reloads. shanghai still talks to suzhou.
+        r = try cm("federation", "revoke", "--ca", "fed", "--cert", "suzhou-cert/node.pem")
+        #expect(r.ok, "\(r.stderr)")
+        kill(daemons[0].process.processIdentifier, SIGHUP)
+        try eventually("hangzhou cut suzhou off") {
+            let hz = try PeerTransportTests.peers("hangzhou", work)
+            return PeerTransportTests.peer(hz, "suzhou")?["state"] as? String != "connected" && PeerTransportTests.refusals(hz, "revoked") >= 1
+        }
+        #expect(PeerTransportTests.peer(try PeerTransportTests.peers("shanghai", work), "suzhou")?["state"] as? String == "connected")
+
+        // suzhou writes; shanghai takes it and relays it to hangzhou, which refuses it.
+        r = try cm("record", "put", "--dir", "suzhou", "hangzhou/registry", "E-2", "status=struck-off")
+        #expect(r.ok, "\(r.stderr)")
+        try eventually("shanghai took suzhou's batch (it has not reloaded the CRL)") {
+            try cm("record", "get", "--dir", "shanghai", "hangzhou/registry", "E-2", "--json").stdout.contains("struck-off")
+        }
+        try eventually("hangzhou refused the relayed batch and ledgered why") {
+            let log = try cm("audit", "log", "--dir", "hangzhou", "--kind", "exchange.refused", "--json").stdout
+            return log.contains("suzhou's certificate is no longer trusted") && log.contains("revoked by the federation CRL")
+        }
+        // Give anti-entropy time to retry: the record stays as hangzhou had it.
+        Thread.sleep(forTimeInterval: 3)
+        r = try cm("record", "get", "--dir", "hangzhou", "registry", "E-2", "--json")
+        #expect(r.ok && !r.stdout.contains("struck-off") && r.stdout.contains("active"), "never merged at hangzhou: \(r.stdout)")
+        for d in daemons { #expect(d.terminate() == 0, "\(d.log)") }
+    }
+}
