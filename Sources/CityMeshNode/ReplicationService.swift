@@ -482,15 +482,25 @@ public final class ReplicationService: Service, ReplicaDesk, Sendable {
     }
 
     /// Why `cert` may no longer vouch for what `city` signed, under the trust in force: revoked by
-    /// the federation CRL, on the deny-list, expired, or no longer of the CA. Checked at every use,
-    /// not only when the certificate was learnt, so a SIGHUP'd CRL also stops a revoked city's
-    /// batches that other members relay (threat model G1).
-    func distrust(_ cert: Certificate, of city: CitySlug) async -> String? {
-        guard let trust = network.withLock({ $0 })?.trust else {
-            do { _ = try await NodeIdentity.verify(chain: [cert], roots: roots, expectedCity: city, now: Date()) } catch { return "\(error)" }
+    /// the federation CRL, on the deny-list, or expired. Asked at every batch, not only when the
+    /// certificate was learnt (its chain was verified then, by `certificate(of:)` or the
+    /// handshake), so a SIGHUP'd CRL also stops a revoked city's batches that other members
+    /// relay (threat model G1).
+    func distrust(_ cert: Certificate, of city: CitySlug) -> String? {
+        let trust = network.withLock({ $0 })?.trust
+        if let failure = trust?.revocationFailure(certificate: cert, city: city, now: Date()) { return failure.detail }
+        if trust == nil, Date() > cert.notValidAfter { return "the certificate of '\(city)' expired at \(cert.notValidAfter)" }
+        return nil
+    }
+
+    /// A certificate another member relays: the chain to the federation CA, and `distrust`.
+    func distrustRelayed(_ cert: Certificate, of city: CitySlug) async -> String? {
+        let trust = network.withLock({ $0 })?.trust
+        if let trust {
+            if case .failure(let failure) = await trust.verify(chain: [cert], expectedCity: city, now: Date()) { return failure.detail }
             return nil
         }
-        if case .failure(let failure) = await trust.verify(chain: [cert], expectedCity: city, now: Date()) { return failure.detail }
+        do { _ = try await NodeIdentity.verify(chain: [cert], roots: roots, expectedCity: city, now: Date()) } catch { return "\(error)" }
         return nil
     }
 
@@ -526,7 +536,7 @@ public final class ReplicationService: Service, ReplicaDesk, Sendable {
                 refuse(peer: peer, share: nil, reason: "a relayed certificate for \(origin) is not a DER certificate")
                 return
             }
-            if let why = await distrust(cert, of: origin) {
+            if let why = await distrustRelayed(cert, of: origin) {
                 refuse(peer: peer, share: nil, reason: "a relayed certificate for \(origin) is not trusted: \(why)")
                 return
             }
@@ -571,7 +581,7 @@ public final class ReplicationService: Service, ReplicaDesk, Sendable {
             guard let cert = await certificate(of: batch.origin) else {
                 throw CityMeshError(.certificateInvalid, "no verified certificate of \(batch.origin) to check its signature")
             }
-            if let why = await distrust(cert, of: batch.origin) {
+            if let why = distrust(cert, of: batch.origin) {
                 throw CityMeshError(.certificateInvalid, "\(batch.origin)'s certificate is no longer trusted, so nothing it signed is taken: \(why)")
             }
             try signed.verify(certificate: cert)

@@ -1,3 +1,5 @@
+import Crypto
+import SwiftASN1
 public import Foundation
 public import X509
 
@@ -45,11 +47,25 @@ public struct PeerTrust: Sendable {
 
     /// Whether an identity verified earlier is still trusted (after a reload of the CRL or deny-list).
     public func revocationFailure(_ identity: VerifiedIdentity) -> PeerCheckFailure? {
-        if denied.contains(identity.fingerprint) {
-            return PeerCheckFailure(.denyListed, "certificate sha256 \(identity.fingerprint) of '\(identity.city)' is on this node's deny-list")
+        revocationFailure(certificate: identity.certificate, city: identity.city, fingerprint: identity.fingerprint)
+    }
+
+    /// The same for a certificate whose chain was verified earlier: revoked, deny-listed, or
+    /// expired since. Cheap enough to ask at every signature it checks.
+    public func revocationFailure(certificate: Certificate, city: CitySlug, now: Date) -> PeerCheckFailure? {
+        if now > certificate.notValidAfter {
+            return PeerCheckFailure(.certificateExpired, "the certificate of '\(city)' expired at \(certificate.notValidAfter)")
         }
-        if let crl = revocations, crl.isRevoked(identity.certificate.serialNumber) {
-            return PeerCheckFailure(.revoked, "the certificate of '\(identity.city)' (serial \(identity.certificate.serialNumber)) is revoked by the federation CRL")
+        let fingerprint = denied.isEmpty ? nil : (try? certificate.serializeAsPEM().derBytes).map { SHA256.hash(data: $0).map { String(format: "%02x", $0) }.joined() }
+        return revocationFailure(certificate: certificate, city: city, fingerprint: fingerprint)
+    }
+
+    func revocationFailure(certificate: Certificate, city: CitySlug, fingerprint: String?) -> PeerCheckFailure? {
+        if let fingerprint, denied.contains(fingerprint) {
+            return PeerCheckFailure(.denyListed, "certificate sha256 \(fingerprint) of '\(city)' is on this node's deny-list")
+        }
+        if let crl = revocations, crl.isRevoked(certificate.serialNumber) {
+            return PeerCheckFailure(.revoked, "the certificate of '\(city)' (serial \(certificate.serialNumber)) is revoked by the federation CRL")
         }
         return nil
     }
