@@ -24,6 +24,28 @@ struct ReplicationTests {
 
         """
 
+    /// hangzhou's `registry` dataset (id, name, status, district and `extraFields`), shared as
+    /// `registry-rw` under `policy` with shanghai and suzhou, who both accept; returns once the
+    /// agreements are active.
+    static func shareRegistry(_ work: String, extraFields: [String] = []) throws {
+        func cm(_ args: [String]) throws -> CommandResult { try Harness.citymesh(args, cwd: work) }
+        var r = try cm(["dataset", "create", "--dir", "hangzhou", "registry", "--key", "id", "--field", "id:string", "--field", "name:string",
+                        "--field", "status:string", "--field", "district:string"] + extraFields.flatMap { ["--field", $0] })
+        #expect(r.ok, "\(r.stderr)")
+        for dir in ["shanghai", "suzhou"] {
+            try "accept:\n  - from: hangzhou\n    share: registry-rw\n".write(toFile: work + "/\(dir)-policy.yaml", atomically: true, encoding: .utf8)
+            r = try cm(["policy", "apply", "--dir", dir, "\(dir)-policy.yaml"])
+            #expect(r.ok, "\(r.stdout)\(r.stderr)")
+        }
+        try policy.write(toFile: work + "/hz-policy.yaml", atomically: true, encoding: .utf8)
+        r = try cm(["policy", "apply", "--dir", "hangzhou", "hz-policy.yaml"])
+        #expect(r.ok, "\(r.stdout)\(r.stderr)")
+        try PeerTransportTests.eventually("both members accepted", seconds: 30) {
+            try AgreementTests.state("hangzhou", work, share: "registry-rw", member: "shanghai") == "active"
+                && AgreementTests.state("hangzhou", work, share: "registry-rw", member: "suzhou") == "active"
+        }
+    }
+
     static func export(_ dir: String, _ dataset: String, _ work: String) throws -> [String] {
         let r = try Harness.citymesh(["export", "--dir", dir, dataset, "--jsonl"], cwd: work)
         guard r.ok else { return [] }
@@ -47,21 +69,8 @@ struct ReplicationTests {
         var sz = try Daemon(dir: "suzhou", cwd: work)
         for (d, c) in zip([hz, sh, sz], cities) { #expect(try d.waitReady(admin: c.admin), "\(d.log)") }
 
-        var r = try cm("dataset", "create", "--dir", "hangzhou", "registry", "--key", "id", "--field", "id:string", "--field", "name:string",
-                       "--field", "status:string", "--field", "district:string", "--field", "tax_id:string")
-        #expect(r.ok, "\(r.stderr)")
-        for dir in ["shanghai", "suzhou"] {
-            try "accept:\n  - from: hangzhou\n    share: registry-rw\n".write(toFile: work + "/\(dir)-policy.yaml", atomically: true, encoding: .utf8)
-            r = try cm("policy", "apply", "--dir", dir, "\(dir)-policy.yaml")
-            #expect(r.ok, "\(r.stdout)\(r.stderr)")
-        }
-        try Self.policy.write(toFile: work + "/hz-policy.yaml", atomically: true, encoding: .utf8)
-        r = try cm("policy", "apply", "--dir", "hangzhou", "hz-policy.yaml")
-        #expect(r.ok, "\(r.stdout)\(r.stderr)")
-        try eventually("both members accepted") {
-            try AgreementTests.state("hangzhou", work, share: "registry-rw", member: "shanghai") == "active"
-                && AgreementTests.state("hangzhou", work, share: "registry-rw", member: "suzhou") == "active"
-        }
+        try Self.shareRegistry(work, extraFields: ["tax_id:string"])
+        var r: CommandResult
 
         // The owner writes; every member gets the records, without the field outside the view.
         var csv = "id,name,status,district,tax_id\n"

@@ -25,21 +25,8 @@ struct RevocationTests {
         let daemons = try ["hangzhou", "shanghai", "suzhou"].map { try Daemon(dir: $0, cwd: work) }
         for (d, c) in zip(daemons, cities) { #expect(try d.waitReady(admin: c.admin), "\(d.log)") }
 
-        var r = try cm("dataset", "create", "--dir", "hangzhou", "registry", "--key", "id", "--field", "id:string", "--field", "name:string",
-                       "--field", "status:string", "--field", "district:string")
-        #expect(r.ok, "\(r.stderr)")
-        for dir in ["shanghai", "suzhou"] {
-            try "accept:\n  - from: hangzhou\n    share: registry-rw\n".write(toFile: work + "/\(dir)-policy.yaml", atomically: true, encoding: .utf8)
-            r = try cm("policy", "apply", "--dir", dir, "\(dir)-policy.yaml")
-            #expect(r.ok, "\(r.stdout)\(r.stderr)")
-        }
-        try ReplicationTests.policy.write(toFile: work + "/hz-policy.yaml", atomically: true, encoding: .utf8)
-        r = try cm("policy", "apply", "--dir", "hangzhou", "hz-policy.yaml")
-        #expect(r.ok, "\(r.stdout)\(r.stderr)")
-        try eventually("both members accepted") {
-            try AgreementTests.state("hangzhou", work, share: "registry-rw", member: "shanghai") == "active"
-                && AgreementTests.state("hangzhou", work, share: "registry-rw", member: "suzhou") == "active"
-        }
+        try ReplicationTests.shareRegistry(work)
+        var r: CommandResult
         try "id,name,status,district\nE-1,Enterprise 1,active,Xihu\nE-2,Enterprise 2,active,Xihu\n"
             .write(toFile: work + "/registry.csv", atomically: true, encoding: .utf8)
         r = try cm("import", "--dir", "hangzhou", "registry", "--csv", "registry.csv")
