@@ -166,9 +166,7 @@ extension NodeStore {
         _ incoming: IncomingBatch, conflicts find: @escaping @Sendable (_ key: String, _ stored: RecordState, _ incoming: RecordState, _ mySeen: [CitySlug: HLC]) -> [ConflictRule.Conflict]
     ) async throws -> (written: Int, conflicts: Int) {
         let b = incoming.batch
-        let maxHLC = incoming.states.reduce(HLC.zero) { m, r in
-            r.state.cells.reduce(Swift.max(m, r.state.tombstone?.hlc ?? .zero)) { Swift.max($0, $1.stamp.hlc) }
-        }
+        let maxHLC = ChangeBatch.latestStamp(of: incoming.states)
         clock.withLock { $0.observe(maxHLC) }
         let me = city
         await yieldToUrgentWrites()

@@ -72,8 +72,7 @@ public enum NodeIdentity {
         if let expectedCity, city != expectedCity {
             throw CityMeshError(.certificateWrongCity, "the certificate is for city '\(city)', not '\(expectedCity)': use \(expectedCity)'s certificate or --city \(city)")
         }
-        let der = try leaf.serializeAsPEM().derBytes
-        let fingerprint = SHA256.hash(data: der).map { String(format: "%02x", $0) }.joined()
+        let fingerprint = try Self.fingerprint(of: leaf)
         return VerifiedIdentity(
             city: city,
             certificate: leaf,
@@ -81,6 +80,11 @@ public enum NodeIdentity {
             fingerprint: fingerprint,
             keyAlgorithm: "\(leaf.publicKey.keyAlgorithm)"
         )
+    }
+
+    /// SHA-256 of the certificate's DER, lowercase hex: how deny-lists and logs name a certificate.
+    public static func fingerprint(of certificate: Certificate) throws -> String {
+        SHA256.hash(data: try certificate.serializeAsPEM().derBytes).map { String(format: "%02x", $0) }.joined()
     }
 
     /// Checks that `key` is the private half of `certificate`'s public key.

@@ -1,5 +1,3 @@
-import Crypto
-import SwiftASN1
 public import Foundation
 public import X509
 
@@ -56,7 +54,7 @@ public struct PeerTrust: Sendable {
         if now > certificate.notValidAfter {
             return PeerCheckFailure(.certificateExpired, "the certificate of '\(city)' expired at \(certificate.notValidAfter)")
         }
-        let fingerprint = denied.isEmpty ? nil : (try? certificate.serializeAsPEM().derBytes).map { SHA256.hash(data: $0).map { String(format: "%02x", $0) }.joined() }
+        let fingerprint = denied.isEmpty ? nil : try? NodeIdentity.fingerprint(of: certificate)
         return revocationFailure(certificate: certificate, city: city, fingerprint: fingerprint)
     }
 

@@ -52,7 +52,9 @@ public struct ChangeBatch: Sendable, Equatable {
 
     /// The greatest clock among the batch's cells and tombstones: what a receiver's clock would
     /// be pulled up to by merging it.
-    public var latestStamp: HLC {
+    public var latestStamp: HLC { Self.latestStamp(of: records) }
+
+    public static func latestStamp(of records: [Record]) -> HLC {
         records.reduce(HLC.zero) { m, r in
             r.state.cells.reduce(Swift.max(m, r.state.tombstone?.hlc ?? .zero)) { Swift.max($0, $1.stamp.hlc) }
         }
