@@ -75,7 +75,7 @@ EOF
 probe() {  # admin-port token-file out
     local i=0
     while [ -f probing ]; do
-        curl -s -o /dev/null -w '%{time_total} %header{server-timing}\n' -X PUT -H "Authorization: Bearer $(cat "$2")" -H 'Content-Type: application/json' \
+        curl -s -o /dev/null -w "%{time_total} %header{server-timing} at=$(date +%s.%N)\n" -X PUT -H "Authorization: Bearer $(cat "$2")" -H 'Content-Type: application/json' \
             --data "{\"values\":{\"v\":$i}}" "http://127.0.0.1:$1/v1/datasets/$3/probe/record?key=p$((i % 50))" >> "$4"
         i=$((i + 1)); sleep 0.1
     done
@@ -92,10 +92,15 @@ fd = os.open("disk-probe.dat", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
 block = b"x" * 4096
 while os.path.exists("probing"):
     t = time.perf_counter(); os.write(fd, block); os.fdatasync(fd)
-    out.write(f"{(time.perf_counter() - t) * 1000:.3f}\n"); out.flush()
+    out.write(f"{(time.perf_counter() - t) * 1000:.3f} at={time.time():.3f}\n"); out.flush()
     time.sleep(0.1)
 PY
 }
+# The setup's own writes (the 42 MB CSV above, the import) must not reach the disk in the middle
+# of the measurement: the kernel writes dirty pages back 30 s after they were written, and a 42 MB
+# writeback stalls every fsync on this disk for 100-130 ms, a node's as much as any other. Runs
+# before 2026-11-30 left this in; their maxima were that writeback (docs/performance.md, run 5).
+sync
 # Before the sync: the same probes for 10 s with the nodes idle, as the baseline.
 touch probing
 probe "$HA" hz/admin.token hangzhou hz-idle-writes.txt & PIDS+=($!)
@@ -138,7 +143,7 @@ def stats(xs):
     xs = sorted(xs)
     return f"median {xs[len(xs)//2]:.1f} ms, p99 {xs[min(len(xs) - 1, int(len(xs) * 0.99))]:.1f} ms, max {xs[-1]:.1f} ms"
 def disk(f):
-    xs = [float(x) for x in open(f) if x.strip()]
+    xs = [float(x.split()[0]) for x in open(f) if x.strip()]
     return f"{len(xs)} fdatasyncs, {stats(xs)}" if xs else "no samples"
 print(f"S2  the disk itself (4 KiB append + fdatasync by another process): idle {disk('disk-idle.txt')}; during the sync {disk('disk-sync.txt')}")
 for name, label in (("hz-idle", "hz, idle"), ("sh-idle", "sh, idle"), ("hz", "hz"), ("sh", "sh")):

@@ -38,7 +38,7 @@ public final class NodeStore: Sendable {
     public init(path: String, createFor newCity: CitySlug? = nil) throws {
         var config = Configuration()
         config.foreignKeysEnabled = true
-        config.busyMode = .timeout(10)
+        config.busyMode = .callback(Self.waitBriefly)
         config.prepareDatabase { db in
             // Durable but not paranoid: WAL with synchronous=NORMAL survives process crashes;
             // part 3's ledger adds explicit group commit for what must survive power loss.
@@ -116,32 +116,66 @@ public final class NodeStore: Sendable {
         }
     }
 
+    /// While another connection holds a lock (the checkpointer, briefly; or a command run
+    /// beside the node), try again every millisecond for up to 10 s. SQLite's own busy timeout
+    /// sleeps 1, 2, 5, 10, 15, 20, 25 … ms between tries, so a 20 ms hold cost a writer 33 ms.
+    static let waitBriefly: Database.BusyCallback = { tries in
+        guard tries < 10_000 else { return false }
+        usleep(1_000)
+        return true
+    }
+
+    /// Writes a file's dirty pages out and waits for them (no metadata, which SQLite's own syncs cover).
+    static func flush(_ fd: Int32) -> Int32 {
+        #if canImport(Glibc)
+        fdatasync(fd)
+        #else
+        fsync(fd)
+        #endif
+    }
+
     /// Checkpoints the WAL from a connection of its own, every `interval`, until cancelled, so that
     /// no commit pays for a checkpoint (SQLite's automatic checkpoint runs inside the commit that
     /// crosses the threshold, holding up every write queued behind it). A PASSIVE checkpoint
     /// copies what it can without blocking anyone. Under a stream of writes the WAL never empties
     /// by itself, so once it holds more than `walRestartFrames` a RESTART checkpoint follows the
-    /// passive one: with the bulk already copied it has little left to do, holds back new writes
-    /// only for that, and makes the next write start the WAL from the beginning. On return the
-    /// automatic checkpoint is back on.
+    /// passive one: with the bulk already copied (and flushed) it has little left to do, holds
+    /// back new writes only for that, and makes the next write start the WAL from the beginning.
+    /// It waits for no one: while a write or a reader is in the way it gives up until the next
+    /// round. On return the automatic checkpoint is back on.
     public func runCheckpointer(interval: Duration = .milliseconds(100), onError: @Sendable (any Error) -> Void = { _ in }) async {
         let checkpointer: DatabaseQueue
         do {
             var config = Configuration()
-            // A RESTART waits for readers to move on; give up (and try again next time) rather
-            // than hold back writes for long.
-            config.busyMode = .timeout(0.2)
+            // A RESTART holds the write lock for as long as it waits: for the writer to finish and
+            // for readers to move on. It waits for neither (and is tried again next time), so it
+            // holds back writes only while it copies what the last passive checkpoint left.
+            config.busyMode = .immediateError
             checkpointer = try DatabaseQueue(path: path, configuration: config)
             try await pool.writeWithoutTransaction { db in try db.execute(sql: "PRAGMA wal_autocheckpoint = 0") }
         } catch {
             return onError(error)
         }
+        // SQLite syncs the database file only when a checkpoint reaches the end of the WAL, which a
+        // PASSIVE one under a stream of writes never does: the pages it copies would stay dirty in
+        // the page cache until the next RESTART, whose fsync (with the write lock held) would then
+        // flush up to a WAL's worth of them. Flushing the database file after each passive
+        // checkpoint that copied something keeps every flush small and off the write lock
+        // (PostgreSQL's checkpoint_flush_after, for the same reason). Only this connection waits.
+        let file = open(path, O_RDONLY | O_CLOEXEC)
+        defer { if file >= 0 { _ = Foundation.close(file) } }
+        var copied = -1
         while !Task.isCancelled {
             try? await Task.sleep(for: interval)
             do {
-                let frames = try await checkpointer.writeWithoutTransaction { db in
-                    try Row.fetchOne(db, sql: "PRAGMA wal_checkpoint(PASSIVE)").map { $0[1] as Int } ?? 0
+                let before = copied
+                let (frames, backfilled) = try await checkpointer.writeWithoutTransaction { db in
+                    let row = try Row.fetchOne(db, sql: "PRAGMA wal_checkpoint(PASSIVE)")
+                    let result = (row?[1] as Int? ?? 0, row?[2] as Int? ?? 0)
+                    if file >= 0, result.1 > 0, result.1 != before { _ = Self.flush(file) }
+                    return result
                 }
+                copied = backfilled
                 if frames > Self.walRestartFrames {
                     try await checkpointer.writeWithoutTransaction { db in _ = try Row.fetchOne(db, sql: "PRAGMA wal_checkpoint(RESTART)") }
                 }
@@ -216,7 +250,7 @@ public final class NodeStore: Sendable {
         return try await pool.write { db in
             let (rowid, _) = try Self.datasetHandle(id, db: db)
             var w = try BatchWriter(db: db, dataset: rowid)
-            try w.mergeAll(writes)
+            try w.mergeAll(writes[...])
             if replica { try Self.keepInOutbox(db: db, dataset: id, writes) }
             return try w.finish(lastHLC: clock.withLock { $0.last })
         }
@@ -458,10 +492,14 @@ struct BatchWriter {
     /// Merges a batch: whole chunks of new records go in with one multi-row INSERT each; a chunk
     /// where some keys already existed (or repeat) has those rows merged one by one afterwards.
     /// Sequence numbers stay strictly increasing; a row that turned out to exist gives up the
-    /// number it was offered and takes a later one when merged.
-    mutating func mergeAll(_ writes: [PreparedWrite]) throws {
-        var i = 0
-        while writes.count - i >= Self.chunk {
+    /// number it was offered and takes a later one when merged. `stop` is asked after each chunk
+    /// (and each single row after the last whole chunk); when it says yes, the merge ends there.
+    /// Returns how many of `writes` were merged.
+    @discardableResult
+    mutating func mergeAll(_ writes: ArraySlice<PreparedWrite>, stop: () -> Bool = { false }) throws -> Int {
+        var i = writes.startIndex
+        while writes.endIndex - i >= Self.chunk {
+            if i > writes.startIndex, stop() { return i - writes.startIndex }
             let rows = writes[i..<(i + Self.chunk)]
             let firstSeq = nextSeq
             let inserted = try insertChunk(rows, firstSeq: firstSeq)
@@ -487,10 +525,12 @@ struct BatchWriter {
             }
             i += Self.chunk
         }
-        while i < writes.count {
+        while i < writes.endIndex {
+            if i > writes.startIndex, stop() { return i - writes.startIndex }
             try merge(writes[i])
             i += 1
         }
+        return writes.count
     }
 
     /// One multi-row `INSERT … ON CONFLICT DO NOTHING`; returns how many rows were inserted.

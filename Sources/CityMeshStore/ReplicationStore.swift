@@ -158,10 +158,18 @@ extension NodeStore {
         }
     }
 
-    /// Merges a peer's batch and keeps it, in one transaction: it must be the next of its origin
-    /// and chain to the one before. A replica dataset is created (or gains fields) from the
-    /// batch's field list. `conflicts` is asked, per existing record, what the merge overwrote.
-    /// Returns the records changed and the conflicts found.
+    /// Merges a peer's batch and keeps it: it must be the next of its origin and chain to the one
+    /// before. A replica dataset is created (or gains fields) from the batch's field list.
+    /// `conflicts` is asked, per existing record, what the merge overwrote. Returns the records
+    /// changed and the conflicts found.
+    ///
+    /// Normally one transaction. When an admin write arrives meanwhile (`urgent`), the merge
+    /// commits what it has after the current chunk of records, lets the write through and goes
+    /// on in a new transaction, so a person's write waits for one chunk, not a whole batch. This
+    /// is safe because merging is idempotent: the batch itself (and the `seen` bookkeeping) is
+    /// kept only by the transaction that merges its last record, so after a crash in between the
+    /// batch is taken again and the records already merged come out unchanged. Every transaction
+    /// checks the chain again, so a batch another connection took meanwhile is refused as before.
     public func take(
         _ incoming: IncomingBatch, conflicts find: @escaping @Sendable (_ key: String, _ stored: RecordState, _ incoming: RecordState, _ mySeen: [CitySlug: HLC]) -> [ConflictRule.Conflict]
     ) async throws -> (written: Int, conflicts: Int) {
@@ -169,72 +177,83 @@ extension NodeStore {
         let maxHLC = ChangeBatch.latestStamp(of: incoming.states)
         clock.withLock { $0.observe(maxHLC) }
         let me = city
-        await yieldToUrgentWrites()
-        return try await pool.write { db in
-            let (n, h) = try Self.lastBatch(db: db, share: incoming.share, origin: b.origin) ?? (0, ChangeBatch.zeroHash)
-            guard b.seq == n + 1 else { throw TakeRefusal.notNext(expected: n + 1) }
-            guard b.prev == h else { throw TakeRefusal.forked(held: h) }
-            // The dataset: the owner's own, or this member's replica of it.
-            let rowid: Int64
-            var schema: Schema
-            if let row = try Row.fetchOne(db, sql: "SELECT id, schema FROM datasets WHERE owner = ? AND name = ?", arguments: [incoming.dataset.owner.rawValue, incoming.dataset.name]) {
-                rowid = row["id"]
-                schema = try Self.decodeSchema(row["schema"])
-                if incoming.dataset.owner != me {
-                    var changed = false
-                    for f in b.fields where try schema.adopt(f) { changed = true }
-                    if changed {
-                        try db.execute(sql: "UPDATE datasets SET schema = ? WHERE id = ?", arguments: [try Self.encodeSchema(schema), rowid])
+        let writes = incoming.states.map { PreparedWrite(key: $0.key, state: $0.state) }
+        var from = 0
+        var total = (written: 0, conflicts: 0)
+        while true {
+            await yieldToUrgentWrites()
+            let start0 = from
+            let step = try await pool.write { db -> (merged: Int, written: Int, conflicts: Int) in
+                let (n, h) = try Self.lastBatch(db: db, share: incoming.share, origin: b.origin) ?? (0, ChangeBatch.zeroHash)
+                guard b.seq == n + 1 else { throw TakeRefusal.notNext(expected: n + 1) }
+                guard b.prev == h else { throw TakeRefusal.forked(held: h) }
+                // The dataset: the owner's own, or this member's replica of it.
+                let rowid: Int64
+                var schema: Schema
+                if let row = try Row.fetchOne(db, sql: "SELECT id, schema FROM datasets WHERE owner = ? AND name = ?", arguments: [incoming.dataset.owner.rawValue, incoming.dataset.name]) {
+                    rowid = row["id"]
+                    schema = try Self.decodeSchema(row["schema"])
+                    if incoming.dataset.owner != me {
+                        var changed = false
+                        for f in b.fields where try schema.adopt(f) { changed = true }
+                        if changed {
+                            try db.execute(sql: "UPDATE datasets SET schema = ? WHERE id = ?", arguments: [try Self.encodeSchema(schema), rowid])
+                        }
                     }
+                } else {
+                    guard incoming.dataset.owner != me else { throw CityMeshError(.datasetNotFound, "no dataset '\(incoming.dataset)' here") }
+                    schema = try Schema(replicating: b.fields, keyField: incoming.keyField)
+                    try db.execute(
+                        sql: "INSERT INTO datasets (owner, name, schema, created_at) VALUES (?, ?, ?, ?)",
+                        arguments: [incoming.dataset.owner.rawValue, incoming.dataset.name, try Self.encodeSchema(schema), incoming.at])
+                    rowid = db.lastInsertedRowID
                 }
-            } else {
-                guard incoming.dataset.owner != me else { throw CityMeshError(.datasetNotFound, "no dataset '\(incoming.dataset)' here") }
-                schema = try Schema(replicating: b.fields, keyField: incoming.keyField)
+                var mySeen: [CitySlug: HLC] = [:]
+                for row in try Row.fetchAll(db, sql: "SELECT city, hlc FROM seen_clocks WHERE dataset = ?", arguments: [incoming.dataset.description]) {
+                    mySeen[try CitySlug(row["city"])] = HLC(rawValue: UInt64(bitPattern: row["hlc"] as Int64))
+                }
+                var found: [(String, ConflictRule.Conflict)] = []
+                var w = try BatchWriter(db: db, dataset: rowid)
+                let seenBefore = mySeen
+                w.observe = { key, stored, state in
+                    for c in find(key, stored, state, seenBefore) { found.append((key, c)) }
+                }
+                let merged = try w.mergeAll(writes[start0...]) { self.urgentWrites.load(ordering: .relaxed) > 0 }
+                let summary = try w.finish(lastHLC: clock.withLock { $0.last })
+                for (key, c) in found {
+                    func text(_ v: Value?) -> String? { v.map { String(decoding: (try? JSONEncoder().encode($0.json)) ?? Data(), as: UTF8.self) } }
+                    try db.execute(
+                        sql: """
+                            INSERT OR IGNORE INTO conflicts (dataset, key, field, value, stamp, city, winner_value, winner_stamp, winner_city, found_at)
+                            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                            """,
+                        arguments: [
+                            incoming.dataset.description, key, schema.field(id: c.field)?.name ?? "#\(c.field)", text(c.loser.value), c.loser.stamp.description,
+                            c.loser.stamp.city.rawValue, text(c.winner.value), c.winner.stamp.description, c.winner.stamp.city.rawValue, incoming.at,
+                        ])
+                }
+                guard start0 + merged == writes.count else { return (merged, summary.written, found.count) }
+                // The last records are in: what this node has now seen of each writer, and the batch.
+                for r in incoming.states {
+                    for c in r.state.cells where !(mySeen[c.stamp.city].map { c.stamp.hlc <= $0 } ?? false) { mySeen[c.stamp.city] = c.stamp.hlc }
+                }
+                for (c, t) in mySeen {
+                    try db.execute(
+                        sql: "INSERT INTO seen_clocks (dataset, city, hlc) VALUES (?, ?, ?) ON CONFLICT (dataset, city) DO UPDATE SET hlc = max(hlc, excluded.hlc)",
+                        arguments: [incoming.dataset.description, c.rawValue, Int64(bitPattern: t.rawValue)])
+                }
                 try db.execute(
-                    sql: "INSERT INTO datasets (owner, name, schema, created_at) VALUES (?, ?, ?, ?)",
-                    arguments: [incoming.dataset.owner.rawValue, incoming.dataset.name, try Self.encodeSchema(schema), incoming.at])
-                rowid = db.lastInsertedRowID
-            }
-            var mySeen: [CitySlug: HLC] = [:]
-            for row in try Row.fetchAll(db, sql: "SELECT city, hlc FROM seen_clocks WHERE dataset = ?", arguments: [incoming.dataset.description]) {
-                mySeen[try CitySlug(row["city"])] = HLC(rawValue: UInt64(bitPattern: row["hlc"] as Int64))
-            }
-            var found: [(String, ConflictRule.Conflict)] = []
-            var w = try BatchWriter(db: db, dataset: rowid)
-            let seenBefore = mySeen
-            w.observe = { key, stored, state in
-                for c in find(key, stored, state, seenBefore) { found.append((key, c)) }
-            }
-            try w.mergeAll(incoming.states.map { PreparedWrite(key: $0.key, state: $0.state) })
-            let summary = try w.finish(lastHLC: clock.withLock { $0.last })
-            for (key, c) in found {
-                func text(_ v: Value?) -> String? { v.map { String(decoding: (try? JSONEncoder().encode($0.json)) ?? Data(), as: UTF8.self) } }
+                    sql: "INSERT INTO origin_seen (share, origin, seen) VALUES (?, ?, ?) ON CONFLICT (share, origin) DO UPDATE SET seen = excluded.seen",
+                    arguments: [incoming.share, b.origin.rawValue, Self.seenText(b.seen)])
                 try db.execute(
-                    sql: """
-                        INSERT OR IGNORE INTO conflicts (dataset, key, field, value, stamp, city, winner_value, winner_stamp, winner_city, found_at)
-                        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-                        """,
-                    arguments: [
-                        incoming.dataset.description, key, schema.field(id: c.field)?.name ?? "#\(c.field)", text(c.loser.value), c.loser.stamp.description,
-                        c.loser.stamp.city.rawValue, text(c.winner.value), c.winner.stamp.description, c.winner.stamp.city.rawValue, incoming.at,
-                    ])
+                    sql: "INSERT INTO share_batches (share, origin, seq, hash, records, bytes, received_from, received_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    arguments: [incoming.share, b.origin.rawValue, Int64(b.seq), Data(incoming.signed.hash), b.records.count, Data(incoming.signed.bytes), incoming.from.rawValue, incoming.at])
+                return (merged, summary.written, found.count)
             }
-            // What this node has now seen of each writer.
-            for r in incoming.states {
-                for c in r.state.cells where !(mySeen[c.stamp.city].map { c.stamp.hlc <= $0 } ?? false) { mySeen[c.stamp.city] = c.stamp.hlc }
-            }
-            for (c, t) in mySeen {
-                try db.execute(
-                    sql: "INSERT INTO seen_clocks (dataset, city, hlc) VALUES (?, ?, ?) ON CONFLICT (dataset, city) DO UPDATE SET hlc = max(hlc, excluded.hlc)",
-                    arguments: [incoming.dataset.description, c.rawValue, Int64(bitPattern: t.rawValue)])
-            }
-            try db.execute(
-                sql: "INSERT INTO origin_seen (share, origin, seen) VALUES (?, ?, ?) ON CONFLICT (share, origin) DO UPDATE SET seen = excluded.seen",
-                arguments: [incoming.share, b.origin.rawValue, Self.seenText(b.seen)])
-            try db.execute(
-                sql: "INSERT INTO share_batches (share, origin, seq, hash, records, bytes, received_from, received_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                arguments: [incoming.share, b.origin.rawValue, Int64(b.seq), Data(incoming.signed.hash), b.records.count, Data(incoming.signed.bytes), incoming.from.rawValue, incoming.at])
-            return (summary.written, found.count)
+            total.written += step.written
+            total.conflicts += step.conflicts
+            from += step.merged
+            if from == writes.count { return total }
         }
     }
 

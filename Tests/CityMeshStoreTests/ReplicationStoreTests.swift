@@ -1,6 +1,7 @@
 import CityMeshCore
 import Crypto
 import Foundation
+import Synchronization
 import GRDB
 import Testing
 @testable import CityMeshStore
@@ -60,6 +61,74 @@ struct ReplicationStoreTests {
         #expect(try await store.batches(share: Self.share, origin: Self.hz, seqs: 1...5) == [s1.bytes, s2w.bytes])
         #expect(try await store.get(Self.dataset, key: "E-1")?.state.value(field: 2) == .string("closed"))
         _ = (b2, s2)
+    }
+
+    @Test("a batch merge commits between chunks while an admin write waits, lets it through, and the batch still lands whole")
+    func takeYieldsToUrgentWrites() async throws {
+        let (store, _) = try makeStore(city: "shanghai")
+        let records = (0..<1_000).map { (String(format: "E-%04d", $0), "active", UInt64(1000 + $0)) }
+        let (b, s) = try Self.batch(origin: Self.hz, seq: 1, prev: ChangeBatch.zeroHash, records)
+        let probe = try DatasetID(owner: Self.sh, name: "probe")
+        let probeSchema = try Schema(keyField: "k", fields: [("k", .string), ("v", .int)])
+        _ = try await store.createDataset(probe, schema: probeSchema, createdAt: "t")
+
+        // An admin write is in flight for the whole merge: the merge goes ahead after its limit,
+        // but stops after each chunk and commits, so the write lock is free between chunks.
+        let release = AsyncStream.makeStream(of: Void.self)
+        let seen = Events()
+        let admin = Task {
+            try await store.urgent { @Sendable in
+                // Wait until part of the batch is committed, as a reader sees it.
+                // (The replica does not exist until the merge's first transaction creates it.)
+                while ((try? await store.dataset(Self.dataset).recordCount) ?? 0) == 0 { try await Task.sleep(for: .milliseconds(5)) }
+                let partial = try await store.dataset(Self.dataset).recordCount
+                seen.add("partial \(partial < 1_000)")
+                seen.add("batch held \(try await store.heldVectors()[Self.share] != nil)")
+                let input = try RecordInput.fromText(key: "p1", assignments: [("v", "1")], schema: probeSchema)
+                _ = try await store.write(probe, inputs: [input], physicalMillis: 5000)
+                seen.add("admin write done")
+                for await _ in release.stream { break }
+            }
+        }
+        let take = Task { try await store.take(Self.incoming(b, s, from: Self.hz), conflicts: Self.noConflicts) }
+        for _ in 0..<6_000 where !seen.all.contains("admin write done") { try await Task.sleep(for: .milliseconds(5)) }
+        #expect(seen.all == ["partial true", "batch held false", "admin write done"], "the write went through mid-batch, before the batch was kept")
+        release.continuation.yield()
+        try await admin.value
+        let outcome = try await take.value
+        #expect(outcome.written == 1_000)
+        #expect(try await store.heldVectors() == [Self.share: [Self.hz: 1]])
+        #expect(try await store.batches(share: Self.share, origin: Self.hz, seqs: 1...1) == [s.bytes])
+        #expect(try await store.dataset(Self.dataset).recordCount == 1_000)
+        #expect(try await store.seenClocks(Self.dataset)[Self.hz] == HLC(millis: 1999, logical: 0))
+
+        // A node stopped between two of those transactions (here: the merge cancelled) leaves
+        // some records merged and the batch not kept: it is taken again, and what was merged
+        // comes out unchanged.
+        let (again, _) = try makeStore(city: "shanghai")
+        let hold = AsyncStream.makeStream(of: Void.self)
+        let holding = Task { await again.urgent { @Sendable in for await _ in hold.stream { break } } }
+        while again.urgentWrites.load(ordering: .sequentiallyConsistent) == 0 { try await Task.sleep(for: .milliseconds(1)) }
+        let interrupted = Task { try await again.take(Self.incoming(b, s, from: Self.hz), conflicts: Self.noConflicts) }
+        var partial = 0
+        for _ in 0..<15_000 where partial == 0 {
+            try await Task.sleep(for: .milliseconds(2))
+            partial = (try? await again.dataset(Self.dataset).recordCount) ?? 0
+        }
+        interrupted.cancel()
+        await #expect(throws: CancellationError.self) { try await interrupted.value }
+        hold.continuation.yield()
+        await holding.value
+        #expect(partial > 0 && partial < 1_000)
+        #expect(try await again.dataset(Self.dataset).recordCount == partial, "the merge stopped where it was")
+        #expect(try await again.heldVectors()[Self.share] == nil)
+        let retaken = try await again.take(Self.incoming(b, s, from: Self.hz), conflicts: Self.noConflicts)
+        #expect(retaken.written == 1_000 - partial, "the records merged before the stop are unchanged")
+        for key in ["E-0000", "E-0299", "E-0300", "E-0999"] {
+            #expect(try await again.get(Self.dataset, key: key)?.state == store.get(Self.dataset, key: key)?.state)
+        }
+        #expect(try await again.dataset(Self.dataset).recordCount == 1_000)
+        #expect(try await again.heldVectors() == [Self.share: [Self.hz: 1]])
     }
 
     @Test("conflicts found during a merge are kept with both values; settling marks them")
