@@ -16,8 +16,8 @@ public final class NodeStore: Sendable {
     /// so the in-memory clock is authoritative; every write transaction persists it.
     let clock: Mutex<HybridClock>
     /// Writes someone is waiting on (admin requests) in flight: background writers (replication
-    /// merges) hold back while there are any, so a person's write waits for at most the one
-    /// background transaction already running (docs/performance.md).
+    /// merges) hold back while there are any, and a merge already running commits after its
+    /// current chunk, so a person's write waits for at most one chunk (docs/performance.md).
     let urgentWrites = Atomic<Int>(0)
     /// WAL frames (16 KiB pages) beyond which the checkpointer restarts the WAL from its start.
     public static let walRestartFrames = 1_024

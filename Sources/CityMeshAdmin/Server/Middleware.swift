@@ -98,7 +98,7 @@ public struct TokenAuthMiddleware: RouterMiddleware {
 
 /// Requests that change something run as urgent writes: replication's background merges hold
 /// back while they are in flight (NodeStore.urgent), so an admin write never queues behind more
-/// than the one merge transaction already running.
+/// than the chunk of a merge already running (NodeStore.take).
 public struct WritePriorityMiddleware: RouterMiddleware {
     public typealias Context = AdminContext
     let store: NodeStore
