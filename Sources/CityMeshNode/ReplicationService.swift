@@ -305,7 +305,8 @@ public final class ReplicationService: Service, ReplicaDesk, Sendable {
         let shares = state.withLock { Array($0.shares.values) }
         for info in shares where info.isOwner || !info.write.isEmpty {
             do {
-                while try await cutOne(info, key: key) {}
+                var ahead: [StoredRecord] = []
+                while try await cutOne(info, key: key, ahead: &ahead) {}
             } catch let e as CityMeshError where e.code == .datasetNotFound && !info.isOwner {
                 continue  // the replica is created by the first batch from the owner
             } catch {
@@ -314,18 +315,30 @@ public final class ReplicationService: Service, ReplicaDesk, Sendable {
         }
     }
 
-    /// Cuts at most one batch of `info`; true if more may follow.
-    func cutOne(_ info: ShareInfo, key: Agreement.Key) async throws -> Bool {
-        info.isOwner ? try await cutOwner(info, key: key) : try await cutMember(info, key: key)
+    /// Cuts at most one batch of `info`; true if more may follow. `ahead` carries records one
+    /// cut read beyond what its batch held to the next.
+    func cutOne(_ info: ShareInfo, key: Agreement.Key, ahead: inout [StoredRecord]) async throws -> Bool {
+        info.isOwner ? try await cutOwner(info, key: key, ahead: &ahead) : try await cutMember(info, key: key)
     }
 
     /// The owner: every record changed since the cursor, projected onto the view (rows outside the
-    /// filter are not sent), whoever wrote the cells.
-    func cutOwner(_ info: ShareInfo, key: Agreement.Key) async throws -> Bool {
+    /// filter are not sent), whoever wrote the cells. A read fetches more records than a batch
+    /// holds; those left over are the next cut's (`ahead`), so no record is read and decoded
+    /// twice. (If one of them changes meanwhile, its new state has a later sequence number and
+    /// goes in a later batch: the old one travelling first costs bytes, not correctness.)
+    func cutOwner(_ info: ShareInfo, key: Agreement.Key, ahead: inout [StoredRecord]) async throws -> Bool {
         let dataset = try await store.dataset(info.dataset)
         let cursor = try await store.cursor(share: info.id)
         guard dataset.lastSeq > cursor else { return false }
-        let changes = try await store.changes(info.dataset, afterSeq: cursor, limit: Self.recordsPerRead)
+        let changes: [StoredRecord]
+        let more: Bool
+        if let first = ahead.first, first.seq > cursor {
+            (changes, more) = (ahead, true)
+        } else {
+            changes = try await store.changes(info.dataset, afterSeq: cursor, limit: Self.recordsPerRead)
+            more = changes.count == Self.recordsPerRead
+        }
+        ahead = []
         guard !changes.isEmpty else { return false }
         let schema = dataset.schema
         let viewIDs = Set(info.fields.compactMap { schema.field(named: $0)?.id })
@@ -333,7 +346,7 @@ public final class ReplicationService: Service, ReplicaDesk, Sendable {
         var records: [ChangeBatch.Record] = []
         var size = 0
         var lastSeq = cursor
-        for r in changes {
+        for (i, r) in changes.enumerated() {
             if let filter, r.state.isLive, !filter.matches({ name in schema.field(named: name).flatMap { r.state.value(field: $0.id) } }) {
                 lastSeq = r.seq
                 continue
@@ -344,14 +357,17 @@ public final class ReplicationService: Service, ReplicaDesk, Sendable {
                 continue
             }
             let bytes = RecordStateCodec.encode(state).count + r.key.utf8.count + 6
-            if size + bytes > Self.batchBytes && !records.isEmpty { break }
+            if size + bytes > Self.batchBytes && !records.isEmpty {
+                ahead = Array(changes[i...])
+                break
+            }
             records.append(.init(key: r.key, state: state))
             size += bytes
             lastSeq = r.seq
         }
         guard !records.isEmpty else {
             try await store.appendOwnBatch(share: info.id, dataset: info.dataset, signed: nil, records: 0, cursor: lastSeq, at: now)
-            return changes.count == Self.recordsPerRead
+            return more
         }
         // What the writes in this batch knew: the knowledge at the first of them (knowledge only
         // grows, so the earliest is what all of them had at least).
