@@ -272,7 +272,12 @@ struct StoreService: Service {
     func run() async throws {
         let logger = logger
         await cancelWhenGracefulShutdown {
-            await store.runCheckpointer { error in logger.warning("WAL checkpoint failed", metadata: ["error": "\(error)"]) }
+            await store.runCheckpointer(
+                onRestart: { how in
+                    // How often the WAL started over, and how often that took the write lock.
+                    Counter(label: "citymesh_wal_restarts_total", dimensions: [("how", how == .paused ? "paused" : "forced")]).increment()
+                },
+                onError: { error in logger.warning("WAL checkpoint failed", metadata: ["error": "\(error)"]) })
         }
         try store.close()
         logger.info("store closed")

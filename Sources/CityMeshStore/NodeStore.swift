@@ -19,8 +19,20 @@ public final class NodeStore: Sendable {
     /// merges) hold back while there are any, and a merge already running commits after its
     /// current chunk, so a person's write waits for at most one chunk (docs/performance.md).
     let urgentWrites = Atomic<Int>(0)
-    /// WAL frames (16 KiB pages) beyond which the checkpointer restarts the WAL from its start.
+    /// Set while the checkpointer brings the WAL to its end so that it can start over: background
+    /// writers hold back as they do for urgent writes (see `runCheckpointer`).
+    let walRestartWanted = Atomic<Bool>(false)
+    /// Background write transactions running or queued for the writer (`background`).
+    let backgroundWrites = Atomic<Int>(0)
+    /// WAL frames (16 KiB pages) beyond which the checkpointer starts the WAL over from its start.
     public static let walRestartFrames = 1_024
+    /// WAL frames beyond which the checkpointer forces a RESTART, write lock and all, when pauses
+    /// of the background writers have not let the WAL start over (readers kept it busy).
+    public static let walForceRestartFrames = 4 * walRestartFrames
+
+    /// How the checkpointer made the WAL start over: while background writes paused (no one's
+    /// write waits), or with a RESTART checkpoint holding the write lock.
+    public enum WALRestart: Sendable { case paused, forced }
 
     /// The WAL and shared-memory files hold recent writes: no one may read them who may not read
     /// the database (files left by older versions were created 0644).
@@ -106,14 +118,38 @@ public final class NodeStore: Sendable {
         return try await body()
     }
 
+    /// Whether a background writer should hold back now: urgent writes are in flight, or the
+    /// checkpointer is bringing the WAL to its end.
+    var backgroundShouldWait: Bool {
+        urgentWrites.load(ordering: .relaxed) > 0 || walRestartWanted.load(ordering: .relaxed)
+    }
+
     /// A background writer calls this before each transaction: it waits while urgent writes are
-    /// in flight, for at most `limit` (so a stream of admin writes slows replication, never stops it).
+    /// in flight or the checkpointer wants the WAL to start over, for at most `limit` (so a stream
+    /// of admin writes slows replication, never stops it).
     public func yieldToUrgentWrites(limit: Duration = .milliseconds(250)) async {
-        guard urgentWrites.load(ordering: .sequentiallyConsistent) > 0 else { return }
+        guard backgroundShouldWait else { return }
         let deadline = ContinuousClock.now + limit
-        while urgentWrites.load(ordering: .sequentiallyConsistent) > 0, ContinuousClock.now < deadline {
+        while backgroundShouldWait, ContinuousClock.now < deadline {
             try? await Task.sleep(for: .milliseconds(1))
         }
+    }
+
+    /// Runs `body`, one background write transaction (a merge or a cut of replication), once no
+    /// urgent write is in flight and the checkpointer does not want the WAL to start over (for
+    /// at most `limit`). The checkpointer waits until no background write is running before it
+    /// brings the WAL to its end, so it counts them: a write counts itself before it checks, and
+    /// the checkpointer sets its flag before it reads the count, so one of the two sees the other.
+    public func background<T>(limit: Duration = .milliseconds(250), _ body: () async throws -> T) async rethrows -> T {
+        let deadline = ContinuousClock.now + limit
+        while true {
+            backgroundWrites.add(1, ordering: .sequentiallyConsistent)
+            if !backgroundShouldWait || ContinuousClock.now >= deadline { break }
+            backgroundWrites.subtract(1, ordering: .sequentiallyConsistent)
+            await yieldToUrgentWrites(limit: deadline - ContinuousClock.now)
+        }
+        defer { backgroundWrites.subtract(1, ordering: .sequentiallyConsistent) }
+        return try await body()
     }
 
     /// While another connection holds a lock (the checkpointer, briefly; or a command run
@@ -137,19 +173,27 @@ public final class NodeStore: Sendable {
     /// Checkpoints the WAL from a connection of its own, every `interval`, until cancelled, so that
     /// no commit pays for a checkpoint (SQLite's automatic checkpoint runs inside the commit that
     /// crosses the threshold, holding up every write queued behind it). A PASSIVE checkpoint
-    /// copies what it can without blocking anyone. Under a stream of writes the WAL never empties
-    /// by itself, so once it holds more than `walRestartFrames` a RESTART checkpoint follows the
-    /// passive one: with the bulk already copied (and flushed) it has little left to do, holds
-    /// back new writes only for that, and makes the next write start the WAL from the beginning.
-    /// It waits for no one: while a write or a reader is in the way it gives up until the next
-    /// round. On return the automatic checkpoint is back on.
-    public func runCheckpointer(interval: Duration = .milliseconds(100), onError: @Sendable (any Error) -> Void = { _ in }) async {
+    /// copies what it can without blocking anyone.
+    ///
+    /// Under a stream of writes the WAL never reaches its end, so it would grow without bound.
+    /// Once it holds more than `restartAfter` frames, the checkpointer asks the background writers
+    /// (replication's merges and cuts) to hold back, as they do for an admin write, and checkpoints
+    /// passively until it has copied every frame; SQLite then syncs the database file, still
+    /// without the write lock, and the next write starts the WAL over from its beginning by
+    /// itself. No one's write waits for that, and the pause costs replication a few milliseconds.
+    /// A RESTART checkpoint, which holds the write lock while it copies and syncs (about 20 ms under
+    /// a sync's load), is kept for when readers have kept the WAL from starting over until it holds
+    /// `forceAfter` frames. It waits for no one: while a write or a reader is in the way it gives up
+    /// until the next round. On return the automatic checkpoint is back on.
+    public func runCheckpointer(
+        interval: Duration = .milliseconds(100), restartAfter: Int = walRestartFrames, forceAfter: Int = walForceRestartFrames,
+        onRestart: @Sendable (WALRestart) -> Void = { _ in }, onError: @Sendable (any Error) -> Void = { _ in }
+    ) async {
         let checkpointer: DatabaseQueue
         do {
             var config = Configuration()
             // A RESTART holds the write lock for as long as it waits: for the writer to finish and
-            // for readers to move on. It waits for neither (and is tried again next time), so it
-            // holds back writes only while it copies what the last passive checkpoint left.
+            // for readers to move on. It waits for neither (and is tried again next time).
             config.busyMode = .immediateError
             checkpointer = try DatabaseQueue(path: path, configuration: config)
             try await pool.writeWithoutTransaction { db in try db.execute(sql: "PRAGMA wal_autocheckpoint = 0") }
@@ -157,28 +201,61 @@ public final class NodeStore: Sendable {
             return onError(error)
         }
         // SQLite syncs the database file only when a checkpoint reaches the end of the WAL, which a
-        // PASSIVE one under a stream of writes never does: the pages it copies would stay dirty in
-        // the page cache until the next RESTART, whose fsync (with the write lock held) would then
-        // flush up to a WAL's worth of them. Flushing the database file after each passive
-        // checkpoint that copied something keeps every flush small and off the write lock
-        // (PostgreSQL's checkpoint_flush_after, for the same reason). Only this connection waits.
+        // PASSIVE one under a stream of writes seldom does: the pages it copies would stay dirty in
+        // the page cache until a checkpoint that does, whose fsync would then flush up to a WAL's
+        // worth of them. Flushing the database file after each passive checkpoint that copied
+        // something keeps every flush small (PostgreSQL's checkpoint_flush_after, for the same
+        // reason). Only this connection waits for it.
         let file = open(path, O_RDONLY | O_CLOEXEC)
         defer { if file >= 0 { _ = Foundation.close(file) } }
+        // And between fsyncs, the WAL's and the database file's new pages go to the disk as they
+        // come, so that no fsync (a ledger commit's, a checkpoint's) has a backlog to write.
+        let writeback = Writeback(paths: [path, path + "-wal"])
+        defer { writeback.stop() }
         var copied = -1
+        func passive() async throws -> (frames: Int, backfilled: Int) {
+            let before = copied
+            let result = try await checkpointer.writeWithoutTransaction { db in
+                let row = try Row.fetchOne(db, sql: "PRAGMA wal_checkpoint(PASSIVE)")
+                let result = (row?[1] as Int? ?? 0, row?[2] as Int? ?? 0)
+                if file >= 0, result.1 > 0, result.1 != before, result.1 != result.0 { _ = Self.flush(file) }
+                return result
+            }
+            copied = result.1
+            return result
+        }
         while !Task.isCancelled {
             try? await Task.sleep(for: interval)
             do {
-                let before = copied
-                let (frames, backfilled) = try await checkpointer.writeWithoutTransaction { db in
-                    let row = try Row.fetchOne(db, sql: "PRAGMA wal_checkpoint(PASSIVE)")
-                    let result = (row?[1] as Int? ?? 0, row?[2] as Int? ?? 0)
-                    if file >= 0, result.1 > 0, result.1 != before { _ = Self.flush(file) }
-                    return result
+                let (frames, _) = try await passive()
+                guard frames > restartAfter else { continue }
+                // Hold the background writers back: they stop after their current transaction
+                // (a merge commits after its current chunk). Then checkpoint until every frame is
+                // copied and, in the same breath, RESTART: with nothing left to copy it holds the
+                // write lock only to check that no reader is still on the WAL. At most about 50 ms.
+                walRestartWanted.store(true, ordering: .sequentiallyConsistent)
+                defer { walRestartWanted.store(false, ordering: .sequentiallyConsistent) }
+                var outcome: WALRestart?
+                for _ in 0..<25 {
+                    if backgroundWrites.load(ordering: .sequentiallyConsistent) == 0 {
+                        outcome = try await checkpointer.writeWithoutTransaction { db -> WALRestart? in
+                            guard let row = try Row.fetchOne(db, sql: "PRAGMA wal_checkpoint(PASSIVE)"),
+                                let frames = row[1] as Int?, row[2] as Int? == frames else { return nil }
+                            // A write that committed in between is copied (and synced) under the lock.
+                            guard let restart = try Row.fetchOne(db, sql: "PRAGMA wal_checkpoint(RESTART)"), restart[0] as Int? == 0 else { return nil }
+                            return restart[1] as Int? == frames ? .paused : .forced
+                        }
+                        if outcome != nil { break }
+                    }
+                    try await Task.sleep(for: .milliseconds(2))
                 }
-                copied = backfilled
-                if frames > Self.walRestartFrames {
+                walRestartWanted.store(false, ordering: .sequentiallyConsistent)
+                if outcome == nil, frames > forceAfter {
                     try await checkpointer.writeWithoutTransaction { db in _ = try Row.fetchOne(db, sql: "PRAGMA wal_checkpoint(RESTART)") }
+                    outcome = .forced
                 }
+                copied = -1
+                if let outcome { onRestart(outcome) }
             } catch let e as DatabaseError where e.resultCode == .SQLITE_BUSY {
                 continue  // readers still on old frames: next time
             } catch is CancellationError {
@@ -187,6 +264,7 @@ public final class NodeStore: Sendable {
                 onError(error)
             }
         }
+        walRestartWanted.store(false, ordering: .sequentiallyConsistent)
         // A new task: this one is cancelled, and GRDB refuses to start work for a cancelled task.
         let pool = pool
         await Task { try? await pool.writeWithoutTransaction { db in try db.execute(sql: "PRAGMA wal_autocheckpoint = 256") } }.value

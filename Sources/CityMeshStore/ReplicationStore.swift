@@ -136,8 +136,7 @@ extension NodeStore {
     ) async throws {
         let me = city
         let (seq, prev) = link
-        await yieldToUrgentWrites()
-        try await pool.write { db in
+        try await background { try await pool.write { db in
             if let outboxThrough {
                 try db.execute(sql: "DELETE FROM outbox WHERE dataset = ? AND id <= ?", arguments: [dataset.description, outboxThrough])
             }
@@ -155,7 +154,7 @@ extension NodeStore {
                     ON CONFLICT (share) DO UPDATE SET record_seq = excluded.record_seq
                     """,
                 arguments: [share, dataset.description, cursor])
-        }
+        } }
     }
 
     /// Merges a peer's batch and keeps it: it must be the next of its origin and chain to the one
@@ -181,9 +180,8 @@ extension NodeStore {
         var from = 0
         var total = (written: 0, conflicts: 0)
         while true {
-            await yieldToUrgentWrites()
             let start0 = from
-            let step = try await pool.write { db -> (merged: Int, written: Int, conflicts: Int) in
+            let step = try await background { try await pool.write { db -> (merged: Int, written: Int, conflicts: Int) in
                 let (n, h) = try Self.lastBatch(db: db, share: incoming.share, origin: b.origin) ?? (0, ChangeBatch.zeroHash)
                 guard b.seq == n + 1 else { throw TakeRefusal.notNext(expected: n + 1) }
                 guard b.prev == h else { throw TakeRefusal.forked(held: h) }
@@ -218,7 +216,7 @@ extension NodeStore {
                 w.observe = { key, stored, state in
                     for c in find(key, stored, state, seenBefore) { found.append((key, c)) }
                 }
-                let merged = try w.mergeAll(writes[start0...]) { self.urgentWrites.load(ordering: .relaxed) > 0 }
+                let merged = try w.mergeAll(writes[start0...]) { self.backgroundShouldWait }
                 let summary = try w.finish(lastHLC: clock.withLock { $0.last })
                 for (key, c) in found {
                     func text(_ v: Value?) -> String? { v.map { String(decoding: (try? JSONEncoder().encode($0.json)) ?? Data(), as: UTF8.self) } }
@@ -249,7 +247,7 @@ extension NodeStore {
                     sql: "INSERT INTO share_batches (share, origin, seq, hash, records, bytes, received_from, received_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                     arguments: [incoming.share, b.origin.rawValue, Int64(b.seq), Data(incoming.signed.hash), b.records.count, Data(incoming.signed.bytes), incoming.from.rawValue, incoming.at])
                 return (merged, summary.written, found.count)
-            }
+            } }
             total.written += step.written
             total.conflicts += step.conflicts
             from += step.merged

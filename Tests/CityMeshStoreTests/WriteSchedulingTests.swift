@@ -42,6 +42,92 @@ struct WriteSchedulingTests {
         #expect(try await store.get(id, key: "k19-99")?.state.isLive == true)
     }
 
+    @Test("under a stream of background writes the WAL starts over while they pause, without a RESTART holding the write lock")
+    func walStartsOverInPauses() async throws {
+        let (store, _) = try makeStore()
+        let id = try DatasetID(owner: CitySlug("hangzhou"), name: "air")
+        let schema = try Schema(keyField: "k", fields: [("k", .string), ("s", .string)])
+        _ = try await store.createDataset(id, schema: schema, createdAt: "t")
+        let restarts = Mutex<[NodeStore.WALRestart]>([])
+        // 32 frames of 16 KiB: the WAL should start over each time it passes 512 KiB; a forced
+        // RESTART is never allowed here.
+        let running = Task {
+            await store.runCheckpointer(
+                interval: .milliseconds(10), restartAfter: 32, forceAfter: .max, onRestart: { how in restarts.withLock { $0.append(how) } })
+        }
+        while try await store.pool.write({ db in try Int.fetchOne(db, sql: "PRAGMA wal_autocheckpoint") }) != 0 { try await Task.sleep(for: .milliseconds(5)) }
+        // Two background writers back to back, as replication's merges are during a sync: the
+        // writer is never idle, so a passive checkpoint alone never reaches the WAL's end.
+        let padding = String(repeating: "x", count: 300)
+        let largest = try await withThrowingTaskGroup(of: Int.self) { group in
+            for w in 0..<2 {
+                group.addTask {
+                    var largest = 0
+                    for i in 0..<60 {
+                        let inputs = try (0..<200).map { j in try RecordInput.fromText(key: "w\(w)-\(i)-\(j)", assignments: [("s", padding)], schema: schema) }
+                        _ = try await store.background { try await store.write(id, inputs: inputs, physicalMillis: 1000) }
+                        largest = max(largest, Self.size(store.path + "-wal"))
+                    }
+                    return largest
+                }
+            }
+            return try await group.reduce(0) { max($0, $1) }
+        }
+        running.cancel()
+        await running.value
+        let written = 2 * 60 * 200 * padding.utf8.count
+        let seen = restarts.withLock { $0 }
+        #expect(!seen.isEmpty && seen.allSatisfy { $0 == .paused }, "the WAL started over in pauses only: \(seen)")
+        #expect(largest < written / 2, "the WAL file stayed at \(largest) bytes while \(written) bytes of records were written")
+        #expect(store.walRestartWanted.load(ordering: .sequentiallyConsistent) == false, "no pause is left behind")
+        #expect(try await store.get(id, key: "w1-59-199")?.state.isLive == true)
+    }
+
+    /// The system's dirty page cache, in bytes (`Dirty:` of /proc/meminfo).
+    static func dirtyBytes() -> Int {
+        guard let text = try? String(contentsOfFile: "/proc/meminfo", encoding: .utf8),
+            let line = text.split(separator: "\n").first(where: { $0.hasPrefix("Dirty:") }),
+            let kib = line.split(separator: " ").dropFirst().first.flatMap({ Int($0) }) else { return 0 }
+        return kib * 1024
+    }
+
+    /// Whether the kernel leaves 64 MiB of fresh writes in memory for a while by itself: Linux does
+    /// until 10% of memory is dirty or the pages are 30 s old, unless the machine is tuned otherwise.
+    static var kernelKeepsDirtyPages: Bool {
+        func read(_ name: String) -> Int { Int(((try? String(contentsOfFile: "/proc/sys/vm/" + name, encoding: .utf8)) ?? "").trimmingCharacters(in: .whitespacesAndNewlines)) ?? 0 }
+        let memory = Int(ProcessInfo.processInfo.physicalMemory)
+        let background = read("dirty_background_bytes") > 0 ? read("dirty_background_bytes") : memory / 100 * read("dirty_background_ratio")
+        return Writeback.isAvailable && background >= 512 << 20 && read("dirty_expire_centisecs") >= 500
+    }
+
+    @Test("writeback hands a file's new pages to the disk as they come, without an fsync", .enabled(if: kernelKeepsDirtyPages))
+    func writebackStartsEarly() async throws {
+        let (_, dir) = try makeStore()
+        let path = dir + "/pages"
+        // The count is the whole system's: first write out what others left dirty, so that none of
+        // it reaches its 30 s and leaves memory during the test.
+        sync()
+        let fd = open(path, O_RDWR | O_CREAT, 0o600)
+        #expect(fd >= 0)
+        defer { close(fd) }
+        let chunk = [UInt8](repeating: 0x5a, count: 1 << 20)
+        for i in 0..<64 { #expect(pwrite(fd, chunk, chunk.count, off_t(i << 20)) == chunk.count) }
+        // Left alone, the 64 MiB stay dirty in memory (the control).
+        try await Task.sleep(for: .milliseconds(300))
+        let before = Self.dirtyBytes()
+        #expect(before >= 48 << 20, "the new pages are still in memory only: \(before) bytes dirty")
+        let writeback = Writeback(paths: [path], interval: .milliseconds(10))
+        var after = before
+        for _ in 0..<200 where before - after < 48 << 20 {
+            try await Task.sleep(for: .milliseconds(50))
+            after = Self.dirtyBytes()
+        }
+        writeback.stop()
+        #expect(before - after >= 48 << 20, "dirty pages went from \(before) to \(after) bytes")
+        // Stopping twice is harmless.
+        writeback.stop()
+    }
+
     @Test("a background writer waits for urgent writes in flight, and for no longer than its limit")
     func urgentFirst() async throws {
         let (store, _) = try makeStore()
