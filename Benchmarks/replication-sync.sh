@@ -135,6 +135,13 @@ while true; do
 done
 t1=$(now)
 rm -f probing; sleep 0.3
+# How each node's WAL started over during the sync (citymesh_wal_restarts_total{how}).
+restarts() {
+    curl -s -H "Authorization: Bearer $(cat "$2")" "http://127.0.0.1:$1/metrics" \
+        | awk '/^citymesh_wal_restarts_total/ {h = ($0 ~ /paused/) ? "paused" : "forced"; n[h] += $NF}
+               END {printf "%d in pauses of replication, %d forced (a RESTART holding the write lock)", n["paused"], n["forced"]}'
+}
+echo "S2  WAL restarts during the sync: hz $(restarts "$HA" hz/admin.token); sh $(restarts "$SA" sh/admin.token)" > restarts.txt
 python3 - "$N" "$t0" "$t1" <<'EOF'
 import re, sys
 n, t0, t1 = int(sys.argv[1]), float(sys.argv[2]), float(sys.argv[3])
@@ -152,7 +159,7 @@ for name, label in (("hz-idle", "hz, idle"), ("sh-idle", "sh, idle"), ("hz", "hz
         continue
     name = label
     # The client's time (curl start to last byte), and the node's own (Server-Timing: app;dur=…,
-    # then the write's phases: check, store, ledger).
+    # then the write's phases: check, and store — the record and its ledger entry, one durable transaction).
     client = [float(r[0]) * 1000 for r in rows]
     phases = [dict((k, float(v)) for k, v in re.findall(r"([a-z]+);dur=([0-9.]+)", " ".join(r[1:]))) for r in rows]
     node = [p["app"] for p in phases if "app" in p]
@@ -160,6 +167,7 @@ for name, label in (("hz-idle", "hz, idle"), ("sh-idle", "sh, idle"), ("hz", "hz
     slow = sorted((p for p in phases if "app" in p), key=lambda p: -p["app"])[:3]
     print("      slowest in the node: " + "; ".join(", ".join(f"{k} {v:.1f}" for k, v in p.items()) for p in slow))
 EOF
+cat restarts.txt
 
 # S3: idle. Let anti-entropy settle, then count bytes for 20 s.
 sleep 5

@@ -75,19 +75,26 @@ public final class LedgerStore: Sendable {
             defer { try? db.execute(sql: "PRAGMA synchronous = NORMAL") }
             var first: UInt64 = 0
             try db.inTransaction {
-                first = UInt64(try Int64.fetchOne(db, sql: "SELECT COALESCE(MAX(idx) + 1, 0) FROM ledger") ?? 0)
-                let insert = try db.makeStatement(sql: "INSERT INTO ledger (idx, entry, leaf, kind, time, peer, dataset) VALUES (?, ?, ?, ?, ?, ?, ?)")
-                for (i, var entry) in entries.enumerated() {
-                    entry.index = first + UInt64(i)
-                    let bytes = try entry.encoded()
-                    try insert.execute(arguments: [
-                        Int64(entry.index), Data(bytes), Data(Merkle.leafHash(bytes).bytes), entry.kind, entry.time, entry.peer, entry.dataset,
-                    ])
-                }
+                first = try Self.insert(entries, db: db)
                 return .commit
             }
             return (first, started)
         }
+    }
+
+    /// Inserts `entries` at the end of the log, inside the caller's write transaction; returns
+    /// the first one's index. The caller commits (durably: see `NodeStore.apply(_:_:log:)`).
+    static func insert(_ entries: [LedgerEntry], db: Database) throws -> UInt64 {
+        let first = UInt64(try Int64.fetchOne(db, sql: "SELECT COALESCE(MAX(idx) + 1, 0) FROM ledger") ?? 0)
+        let insert = try db.makeStatement(sql: "INSERT INTO ledger (idx, entry, leaf, kind, time, peer, dataset) VALUES (?, ?, ?, ?, ?, ?, ?)")
+        for (i, var entry) in entries.enumerated() {
+            entry.index = first + UInt64(i)
+            let bytes = try entry.encoded()
+            try insert.execute(arguments: [
+                Int64(entry.index), Data(bytes), Data(Merkle.leafHash(bytes).bytes), entry.kind, entry.time, entry.peer, entry.dataset,
+            ])
+        }
+        return first
     }
 
     // MARK: Reading

@@ -22,13 +22,15 @@ public final class NodeStore: Sendable {
     /// Set while the checkpointer brings the WAL to its end so that it can start over: background
     /// writers hold back as they do for urgent writes (see `runCheckpointer`).
     let walRestartWanted = Atomic<Bool>(false)
-    /// Background write transactions running or queued for the writer (`background`).
-    let backgroundWrites = Atomic<Int>(0)
+    /// Background transactions running or waiting for a connection (`background`): replication's
+    /// merges and cuts, and the bulk reads of its cuts.
+    let backgroundTransactions = Atomic<Int>(0)
     /// WAL frames (16 KiB pages) beyond which the checkpointer starts the WAL over from its start.
     public static let walRestartFrames = 1_024
-    /// WAL frames beyond which the checkpointer forces a RESTART, write lock and all, when pauses
-    /// of the background writers have not let the WAL start over (readers kept it busy).
-    public static let walForceRestartFrames = 4 * walRestartFrames
+    /// WAL frames (256 MiB) beyond which the checkpointer forces a RESTART, write lock and all,
+    /// when pauses of the background work have not let the WAL start over (other readers kept it
+    /// busy). Seldom reached: a RESTART that copies holds every write back for its fsyncs.
+    public static let walForceRestartFrames = 16 * walRestartFrames
 
     /// How the checkpointer made the WAL start over: while background writes paused (no one's
     /// write waits), or with a RESTART checkpoint holding the write lock.
@@ -135,20 +137,21 @@ public final class NodeStore: Sendable {
         }
     }
 
-    /// Runs `body`, one background write transaction (a merge or a cut of replication), once no
-    /// urgent write is in flight and the checkpointer does not want the WAL to start over (for
-    /// at most `limit`). The checkpointer waits until no background write is running before it
-    /// brings the WAL to its end, so it counts them: a write counts itself before it checks, and
-    /// the checkpointer sets its flag before it reads the count, so one of the two sees the other.
+    /// Runs `body`, one background transaction (a merge or a cut of replication, or a cut's read
+    /// of changed records), once no urgent write is in flight and the checkpointer does not want
+    /// the WAL to start over (for at most `limit`). The checkpointer waits until no background
+    /// transaction is running before it brings the WAL to its end (a long read keeps the frames
+    /// it started with in use), so it counts them: a transaction counts itself before it checks,
+    /// and the checkpointer sets its flag before it reads the count, so one of the two sees the other.
     public func background<T>(limit: Duration = .milliseconds(250), _ body: () async throws -> T) async rethrows -> T {
         let deadline = ContinuousClock.now + limit
         while true {
-            backgroundWrites.add(1, ordering: .sequentiallyConsistent)
+            backgroundTransactions.add(1, ordering: .sequentiallyConsistent)
             if !backgroundShouldWait || ContinuousClock.now >= deadline { break }
-            backgroundWrites.subtract(1, ordering: .sequentiallyConsistent)
+            backgroundTransactions.subtract(1, ordering: .sequentiallyConsistent)
             await yieldToUrgentWrites(limit: deadline - ContinuousClock.now)
         }
-        defer { backgroundWrites.subtract(1, ordering: .sequentiallyConsistent) }
+        defer { backgroundTransactions.subtract(1, ordering: .sequentiallyConsistent) }
         return try await body()
     }
 
@@ -176,13 +179,13 @@ public final class NodeStore: Sendable {
     /// copies what it can without blocking anyone.
     ///
     /// Under a stream of writes the WAL never reaches its end, so it would grow without bound.
-    /// Once it holds more than `restartAfter` frames, the checkpointer asks the background writers
-    /// (replication's merges and cuts) to hold back, as they do for an admin write, and checkpoints
-    /// passively until it has copied every frame; SQLite then syncs the database file, still
-    /// without the write lock, and the next write starts the WAL over from its beginning by
-    /// itself. No one's write waits for that, and the pause costs replication a few milliseconds.
-    /// A RESTART checkpoint, which holds the write lock while it copies and syncs (about 20 ms under
-    /// a sync's load), is kept for when readers have kept the WAL from starting over until it holds
+    /// Once it holds more than `restartAfter` frames, the checkpointer asks the background work
+    /// (replication's merges, cuts and cut reads) to hold back, as it does for an admin write, and
+    /// checkpoints passively until it has copied every frame; SQLite then syncs the database file,
+    /// still without the write lock, and the next write starts the WAL over from its beginning by
+    /// itself. No one's write waits for that; the pause costs replication a few milliseconds. A
+    /// RESTART checkpoint, which holds the write lock while it copies and syncs (about 20 ms under a
+    /// sync's load), is kept for when readers have kept the WAL from starting over until it holds
     /// `forceAfter` frames. It waits for no one: while a write or a reader is in the way it gives up
     /// until the next round. On return the automatic checkpoint is back on.
     public func runCheckpointer(
@@ -213,6 +216,9 @@ public final class NodeStore: Sendable {
         let writeback = Writeback(paths: [path, path + "-wal"])
         defer { writeback.stop() }
         var copied = -1
+        /// The WAL's length when a pause last brought it to its end: a shorter WAL at the next
+        /// round means a write started it over.
+        var caughtUpAt: Int?
         func passive() async throws -> (frames: Int, backfilled: Int) {
             let before = copied
             let result = try await checkpointer.writeWithoutTransaction { db in
@@ -228,34 +234,35 @@ public final class NodeStore: Sendable {
             try? await Task.sleep(for: interval)
             do {
                 let (frames, _) = try await passive()
+                if let at = caughtUpAt {
+                    if frames < at { onRestart(.paused) }
+                    caughtUpAt = nil
+                }
                 guard frames > restartAfter else { continue }
-                // Hold the background writers back: they stop after their current transaction
-                // (a merge commits after its current chunk). Then checkpoint until every frame is
-                // copied and, in the same breath, RESTART: with nothing left to copy it holds the
-                // write lock only to check that no reader is still on the WAL. At most about 50 ms.
+                // Hold the background work back: it stops after its current transaction (a merge
+                // commits after its current chunk). Then checkpoint until every frame is copied,
+                // which SQLite follows with a sync of the database file, all without the write lock.
+                // The next transaction to write then starts the WAL over by itself, as long as no
+                // reader still uses the old frames (readers that begin now do not). At most ~50 ms.
                 walRestartWanted.store(true, ordering: .sequentiallyConsistent)
                 defer { walRestartWanted.store(false, ordering: .sequentiallyConsistent) }
-                var outcome: WALRestart?
                 for _ in 0..<25 {
-                    if backgroundWrites.load(ordering: .sequentiallyConsistent) == 0 {
-                        outcome = try await checkpointer.writeWithoutTransaction { db -> WALRestart? in
-                            guard let row = try Row.fetchOne(db, sql: "PRAGMA wal_checkpoint(PASSIVE)"),
-                                let frames = row[1] as Int?, row[2] as Int? == frames else { return nil }
-                            // A write that committed in between is copied (and synced) under the lock.
-                            guard let restart = try Row.fetchOne(db, sql: "PRAGMA wal_checkpoint(RESTART)"), restart[0] as Int? == 0 else { return nil }
-                            return restart[1] as Int? == frames ? .paused : .forced
+                    if backgroundTransactions.load(ordering: .sequentiallyConsistent) == 0 {
+                        let (frames, backfilled) = try await passive()
+                        if frames == backfilled {
+                            caughtUpAt = frames
+                            // Short readers that began before the end was reached finish first.
+                            try await Task.sleep(for: .milliseconds(2))
+                            break
                         }
-                        if outcome != nil { break }
                     }
                     try await Task.sleep(for: .milliseconds(2))
                 }
                 walRestartWanted.store(false, ordering: .sequentiallyConsistent)
-                if outcome == nil, frames > forceAfter {
-                    try await checkpointer.writeWithoutTransaction { db in _ = try Row.fetchOne(db, sql: "PRAGMA wal_checkpoint(RESTART)") }
-                    outcome = .forced
+                if caughtUpAt == nil, frames > forceAfter {
+                    let done = try await checkpointer.writeWithoutTransaction { db in try Row.fetchOne(db, sql: "PRAGMA wal_checkpoint(RESTART)")?[0] as Int? == 0 }
+                    if done { onRestart(.forced) }
                 }
-                copied = -1
-                if let outcome { onRestart(outcome) }
             } catch let e as DatabaseError where e.resultCode == .SQLITE_BUSY {
                 continue  // readers still on old frames: next time
             } catch is CancellationError {
@@ -321,16 +328,40 @@ public final class NodeStore: Sendable {
         return zip(inputs, stamps).map { PreparedWrite(input: $0, schema: schema, stamp: $1) }
     }
 
+    /// What a write says about itself in the ledger, given what it changed. Throwing undoes the write.
+    public typealias LedgerNote = @Sendable (WriteSummary) throws -> LedgerEntry
+
     /// Merges prepared writes into the stored records in one transaction; every change that alters
-    /// a record takes the next sequence number.
-    public func apply(_ id: DatasetID, _ writes: [PreparedWrite]) async throws -> WriteSummary {
+    /// a record takes the next sequence number. With `log`, the write's ledger entry goes in the
+    /// same transaction, committed durably (below).
+    public func apply(_ id: DatasetID, _ writes: [PreparedWrite], log: LedgerNote? = nil) async throws -> WriteSummary {
         let replica = id.owner != city
-        return try await pool.write { db in
+        return try await write(log: log) { db in
             let (rowid, _) = try Self.datasetHandle(id, db: db)
             var w = try BatchWriter(db: db, dataset: rowid)
             try w.mergeAll(writes[...])
             if replica { try Self.keepInOutbox(db: db, dataset: id, writes) }
-            return try w.finish(lastHLC: clock.withLock { $0.last })
+            return try w.finish(lastHLC: self.clock.withLock { $0.last })
+        }
+    }
+
+    /// One write transaction. With `log`, it also appends the ledger entry `log` makes of its
+    /// result and commits with `synchronous = FULL`: the change and its entry become durable
+    /// together, with one fsync, or not at all — a crash or power cut cannot leave a change the
+    /// admin API reported without its entry. (Apart, as two transactions, they cost a person's
+    /// write a second turn at the writer and a hand-off to the ledger's group-commit task.)
+    func write(log: LedgerNote?, _ body: @escaping @Sendable (Database) throws -> WriteSummary) async throws -> WriteSummary {
+        guard let log else { return try await pool.write(body) }
+        return try await pool.writeWithoutTransaction { db in
+            try db.execute(sql: "PRAGMA synchronous = FULL")
+            defer { try? db.execute(sql: "PRAGMA synchronous = NORMAL") }
+            var summary = WriteSummary()
+            try db.inTransaction {
+                summary = try body(db)
+                _ = try LedgerStore.insert([try log(summary)], db: db)
+                return .commit
+            }
+            return summary
         }
     }
 
@@ -342,16 +373,17 @@ public final class NodeStore: Sendable {
     }
 
     /// Deletes a record (writes a tombstone). Throws `recordNotFound` if it is not live.
-    public func delete(_ id: DatasetID, key: String, physicalMillis: UInt64) async throws -> WriteSummary {
-        try await pool.write { db in
+    /// With `log`, the deletion's ledger entry commits with it, durably (see `write(log:_:)`).
+    public func delete(_ id: DatasetID, key: String, physicalMillis: UInt64, log: LedgerNote? = nil) async throws -> WriteSummary {
+        try await write(log: log) { db in
             let (rowid, _) = try Self.datasetHandle(id, db: db)
             guard let existing = try Self.fetchState(db: db, dataset: rowid, key: key), existing.state.isLive else {
                 throw CityMeshError(.recordNotFound, "no record '\(key)' in '\(id)': list keys with 'citymesh record list \(id.name)'")
             }
-            let stamp = Stamp(hlc: clock.withLock { $0.tick(physicalMillis: physicalMillis) }, city: city)
+            let stamp = Stamp(hlc: self.clock.withLock { $0.tick(physicalMillis: physicalMillis) }, city: self.city)
             var w = try BatchWriter(db: db, dataset: rowid)
             try w.merge(PreparedWrite(key: key, state: .deletion(at: stamp)))
-            return try w.finish(lastHLC: clock.withLock { $0.last })
+            return try w.finish(lastHLC: self.clock.withLock { $0.last })
         }
     }
 

@@ -111,8 +111,10 @@ extension NodeStore {
     }
 
     /// Records of `id` changed after local sequence `afterSeq`, in sequence order, at most `limit`.
+    /// A background read (see `background`): it holds back for admin writes, and for the
+    /// checkpointer, which cannot bring the WAL to its end while a long read keeps old frames in use.
     public func changes(_ id: DatasetID, afterSeq: Int64, limit: Int) async throws -> [StoredRecord] {
-        try await pool.read { db in
+        try await background { try await pool.read { db in
             let (rowid, _) = try Self.datasetHandle(id, db: db)
             return try Row.fetchAll(
                 // `+dataset` keeps SQLite off the (dataset, key) index: a range scan of the rowid
@@ -123,7 +125,7 @@ extension NodeStore {
                 let blob: Data = row["state"]
                 return StoredRecord(key: key, seq: row["seq"], state: try blob.withUnsafeBytes { try RecordStateCodec.decode(buffer: $0, key: key) })
             }
-        }
+        } }
     }
 
     /// Keeps an own batch and moves the cursor past what it covers, in one transaction. When the

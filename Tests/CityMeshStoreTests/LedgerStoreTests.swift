@@ -37,6 +37,51 @@ struct LedgerStoreTests {
         try await ledger.saveCheckpoint(size: cp.size, note: try signer.sign(cp.text), createdAt: "t")
     }
 
+    @Test("a record write and its ledger entry commit in one transaction: both or neither, indices shared with group commit")
+    func writeWithItsEntry() async throws {
+        let store = try Self.makeStore()
+        let ledger = LedgerStore(store: store)
+        let signer = try NoteSigner(name: "hangzhou.citymesh/ledger", key: Curve25519.Signing.PrivateKey())
+        let id = try DatasetID(owner: CitySlug("hangzhou"), name: "air")
+        let schema = try Schema(keyField: "k", fields: [("k", .string), ("v", .int)])
+        _ = try await store.createDataset(id, schema: schema, createdAt: "t")
+        func put(_ key: String, _ v: Int) throws -> [PreparedWrite] {
+            store.prepare([try RecordInput.fromText(key: key, assignments: [("v", "\(v)")], schema: schema)], schema: schema, physicalMillis: 1000)
+        }
+        let note: NodeStore.LedgerNote = { s in
+            LedgerEntry(time: "t", kind: LedgerEntry.Kind.recordWritten, actor: "token:a", dataset: "hangzhou/air", counts: ["written": s.written, "unchanged": s.unchanged])
+        }
+        // An entry through the group-commit writer, then one inside a write: one sequence of indices.
+        let first = try await Self.withWriter(ledger) { try await ledger.append(Self.entry(0)) }
+        #expect(first == 0)
+        let written = try await store.apply(id, try put("a", 1), log: note)
+        #expect(written.written == 1)
+        let again = try await store.apply(id, try put("a", 2), log: note)
+        #expect(again.written == 1)
+        _ = try await store.delete(id, key: "a", physicalMillis: 2000, log: { s in
+            LedgerEntry(time: "t", kind: LedgerEntry.Kind.recordDeleted, actor: "token:a", dataset: "hangzhou/air", counts: ["deleted": s.written])
+        })
+        let entries = try await ledger.entries()
+        #expect(entries.map(\.index) == [0, 1, 2, 3])
+        #expect(entries[1].counts == ["written": 1, "unchanged": 0])
+        #expect(try await store.get(id, key: "a")?.state.isLive == false)
+        #expect(entries[3].kind == LedgerEntry.Kind.recordDeleted && entries[3].counts == ["deleted": 1])
+        // A write whose entry cannot be made is undone: no record without its entry.
+        struct Refused: Error {}
+        await #expect(throws: Refused.self) { _ = try await store.apply(id, try put("b", 2), log: { _ in throw Refused() }) }
+        #expect(try await store.get(id, key: "b") == nil)
+        #expect(try await ledger.count() == 4)
+        // A deletion that fails (no such record) logs nothing either.
+        await #expect(throws: CityMeshError.self) { _ = try await store.delete(id, key: "missing", physicalMillis: 3000, log: note) }
+        #expect(try await ledger.count() == 4)
+        // The entries written inside record writes are ordinary leaves of the signed tree.
+        try await Self.checkpoint(ledger, signer)
+        let report = try await ledger.audit(verifier: signer.verifier)
+        #expect(report.ok && report.entries == 4, "\(report.problem ?? "")")
+        // The connection is back to NORMAL for the writes that follow (only ledger commits pay an fsync).
+        #expect(try await store.pool.write { db in try Int.fetchOne(db, sql: "PRAGMA synchronous") } == 1)
+    }
+
     @Test("concurrent appends get distinct, dense indices; the audit recomputes the signed tree")
     func groupCommit() async throws {
         let store = try Self.makeStore()

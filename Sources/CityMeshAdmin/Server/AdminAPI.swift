@@ -390,13 +390,12 @@ public struct AdminAPI: Sendable {
             }
             let input = try RecordInput.fromJSON(body.values, key: key, schema: info.schema)
             timing.lap("check")
-            // The schema is already in hand: stamp and encode here, one write transaction after.
-            let s = try await store.apply(id, store.prepare([input], schema: info.schema, physicalMillis: physicalMillis()))
+            // The schema is already in hand: stamp and encode here. Then one durable transaction
+            // writes the record and its ledger entry together.
+            let s = try await store.apply(
+                id, store.prepare([input], schema: info.schema, physicalMillis: physicalMillis()),
+                log: ledgerNote(LedgerEntry.Kind.recordWritten, context, dataset: id, key: key) { ["written": $0.written, "unchanged": $0.unchanged] })
             timing.lap("store")
-            try await record(
-                LedgerEntry.Kind.recordWritten, context, dataset: id, counts: ["written": s.written, "unchanged": s.unchanged],
-                hashes: ["key.sha256": keyHash(key)])
-            timing.lap("ledger")
             return timing.add(to: json(API.WriteResult(written: s.written, unchanged: s.unchanged, seq: s.lastSeq)))
         }
         router.delete("/v1/datasets/:owner/:name/record") { request, context in
@@ -404,8 +403,9 @@ public struct AdminAPI: Sendable {
             let id = try datasetID(context)
             let key = try keyParameter(request)
             try await checkReplicaWrite(id, fields: [], delete: true)
-            let s = try await store.delete(id, key: key, physicalMillis: physicalMillis())
-            try await record(LedgerEntry.Kind.recordDeleted, context, dataset: id, counts: ["deleted": s.written], hashes: ["key.sha256": keyHash(key)])
+            let s = try await store.delete(
+                id, key: key, physicalMillis: physicalMillis(),
+                log: ledgerNote(LedgerEntry.Kind.recordDeleted, context, dataset: id, key: key) { ["deleted": $0.written] })
             return json(API.WriteResult(written: s.written, unchanged: s.unchanged, seq: s.lastSeq))
         }
         router.post("/v1/datasets/:owner/:name/import") { request, context in
@@ -527,6 +527,16 @@ public struct AdminAPI: Sendable {
         guard let ledger else { return }
         _ = try await ledger.append(
             LedgerEntry(time: now(), kind: kind, actor: context.actor, dataset: dataset.map { "\($0)" }, counts: counts, hashes: hashes, detail: detail))
+    }
+
+    /// The ledger entry of a record write, made inside the write's own transaction once its counts
+    /// are known (nil without a ledger: route tests).
+    func ledgerNote(
+        _ kind: String, _ context: AdminContext, dataset: DatasetID, key: String, counts: @escaping @Sendable (WriteSummary) -> [String: Int]
+    ) -> NodeStore.LedgerNote? {
+        guard ledger != nil else { return nil }
+        let (time, actor, hashes) = (now(), context.actor, ["key.sha256": keyHash(key)])
+        return { summary in LedgerEntry(time: time, kind: kind, actor: actor, dataset: "\(dataset)", counts: counts(summary), hashes: hashes) }
     }
 
     /// Record keys can be personal data (a person's or firm's id): the ledger keeps their hash.
