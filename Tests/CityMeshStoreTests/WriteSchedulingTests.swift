@@ -17,15 +17,26 @@ final class Events: Sendable {
 struct WriteSchedulingTests {
     static func size(_ path: String) -> Int { ((try? FileManager.default.attributesOfItem(atPath: path))?[.size] as? Int) ?? 0 }
 
-    @Test("the checkpointer turns SQLite's automatic checkpoint off, backfills the WAL on its own connection, and turns it back on when stopped")
-    func checkpointer() async throws {
+    /// A new store with one dataset of a string key and `value`.
+    static func storeWithDataset(value: FieldType) async throws -> (NodeStore, DatasetID, Schema) {
         let (store, _) = try makeStore()
         let id = try DatasetID(owner: CitySlug("hangzhou"), name: "air")
-        let schema = try Schema(keyField: "k", fields: [("k", .string), ("v", .int)])
+        let schema = try Schema(keyField: "k", fields: [("k", .string), (value == .string ? "s" : "v", value)])
         _ = try await store.createDataset(id, schema: schema, createdAt: "t")
+        return (store, id, schema)
+    }
+
+    /// Waits until the checkpointer has turned SQLite's automatic checkpoint off.
+    static func untilCheckpointerRuns(_ store: NodeStore) async throws {
+        while try await store.pool.write({ db in try Int.fetchOne(db, sql: "PRAGMA wal_autocheckpoint") }) != 0 { try await Task.sleep(for: .milliseconds(5)) }
+    }
+
+    @Test("the checkpointer turns SQLite's automatic checkpoint off, backfills the WAL on its own connection, and turns it back on when stopped")
+    func checkpointer() async throws {
+        let (store, id, schema) = try await Self.storeWithDataset(value: .int)
         let running = Task { await store.runCheckpointer(interval: .milliseconds(20)) }
         // Until the checkpointer has switched it off, the writer still checkpoints by itself.
-        while try await store.pool.write({ db in try Int.fetchOne(db, sql: "PRAGMA wal_autocheckpoint") }) != 0 { try await Task.sleep(for: .milliseconds(5)) }
+        try await Self.untilCheckpointerRuns(store)
         // Transactions far below the automatic threshold (256 pages of 16 KiB): only a checkpoint
         // writes to the database file, so only the checkpointer can make it grow.
         let before = Self.size(store.path)
@@ -44,10 +55,7 @@ struct WriteSchedulingTests {
 
     @Test("under a stream of background writes the WAL starts over while they pause, without a RESTART holding the write lock")
     func walStartsOverInPauses() async throws {
-        let (store, _) = try makeStore()
-        let id = try DatasetID(owner: CitySlug("hangzhou"), name: "air")
-        let schema = try Schema(keyField: "k", fields: [("k", .string), ("s", .string)])
-        _ = try await store.createDataset(id, schema: schema, createdAt: "t")
+        let (store, id, schema) = try await Self.storeWithDataset(value: .string)
         let restarts = Mutex<[NodeStore.WALRestart]>([])
         // 32 frames of 16 KiB: the WAL should start over each time it passes 512 KiB; a forced
         // RESTART is never allowed here.
@@ -55,7 +63,7 @@ struct WriteSchedulingTests {
             await store.runCheckpointer(
                 interval: .milliseconds(10), restartAfter: 32, forceAfter: .max, onRestart: { how in restarts.withLock { $0.append(how) } })
         }
-        while try await store.pool.write({ db in try Int.fetchOne(db, sql: "PRAGMA wal_autocheckpoint") }) != 0 { try await Task.sleep(for: .milliseconds(5)) }
+        try await Self.untilCheckpointerRuns(store)
         // Two background writers back to back, as replication's merges are during a sync: the
         // writer is never idle, so a passive checkpoint alone never reaches the WAL's end.
         let padding = String(repeating: "x", count: 300)
