@@ -150,6 +150,20 @@ let package = Package(
             path: "Benchmarks/CityMeshNetBench",
             swiftSettings: upcoming
         ),
+        // A test tool: a federation member that sends what no honest node sends (HostilePeerTests).
+        .executableTarget(
+            name: "citymesh-hostile-peer",
+            dependencies: [
+                "CityMeshCore", "CityMeshNet", "CityMeshNode",
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "CryptoExtras", package: "swift-crypto"),
+                .product(name: "X509", package: "swift-certificates"),
+                .product(name: "SwiftASN1", package: "swift-asn1"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            path: "Tests/HostilePeer",
+            swiftSettings: upcoming
+        ),
         .testTarget(
             name: "CityMeshCoreTests",
             dependencies: [
@@ -205,7 +219,7 @@ let package = Package(
         ),
         .testTarget(
             name: "CityMeshEndToEndTests",
-            dependencies: ["citymesh"],
+            dependencies: ["citymesh", "citymesh-hostile-peer"],
             swiftSettings: upcoming
         ),
     ]

@@ -6,6 +6,8 @@ import Foundation
 public import Logging
 import NIOCore
 import Synchronization
+import SwiftASN1
+import X509
 
 /// Which (share, member) pairs are active now: what the policy engine asks before anything leaves.
 public final class AgreementBook: Sendable {
@@ -41,6 +43,8 @@ public final class AgreementService: AgreementDesk, Sendable {
     static let byHand = "revoked by"
     /// One sync at a time (policy changes and starts may overlap); `again` asks for one more.
     let syncing = Mutex((running: false, again: false))
+    /// Each peer's documents, handled in the order they came (an offer before its revocation).
+    let inbox: PeerInbox<[UInt8]>
 
     public init(
         city: CitySlug, store: NodeStore, key: Agreement.Key?, policy: PolicyManager, book: AgreementBook, ledger: LedgerService, logger: Logger,
@@ -54,6 +58,7 @@ public final class AgreementService: AgreementDesk, Sendable {
         self.ledger = ledger
         self.logger = logger
         self.clock = clock
+        inbox = PeerInbox(channel: "agreements")
     }
 
     func attach(_ network: PeerNetwork) { self.network.withLock { $0 = network } }
@@ -104,8 +109,9 @@ public final class AgreementService: AgreementDesk, Sendable {
             let byHand = all.filter { a in
                 (try? a.revocation?.decode(Agreement.Revocation.self))?.reason.hasPrefix(Self.byHand) == true
             }
+            var random = SystemRandomNumberGenerator()
             let (offers, revocations) = Agreement.plan(
-                owner: city, policy: inForce, version: version, current: mine.map(\.offer), revokedByHand: byHand.map(\.offer), issuedAt: now)
+                owner: city, policy: inForce, version: version, current: mine.map(\.offer), revokedByHand: byHand.map(\.offer), issuedAt: now, using: &random)
             for (signed, reason) in revocations {
                 try await revoke(signed, reason: reason, actor: "node:policy")
             }
@@ -165,6 +171,28 @@ public final class AgreementService: AgreementDesk, Sendable {
         await send(signed, to: try CitySlug(offer.terms.owner))
     }
 
+    /// Agreements with a city the trust in force refuses (its certificate revoked by the federation
+    /// CRL, or deny-listed here) end: as owner this node revokes its offers to that city, signed and
+    /// ledgered like any revocation; the reason starts "revoked by", so the policy does not offer
+    /// them again on the same terms. Runs at start and after every reload (SIGHUP). A revoked
+    /// owner's batches are refused at every member (`ReplicationService.distrust`).
+    func endDistrusted(_ trust: PeerTrust) async {
+        guard let all = try? await store.agreements(), let certificates = try? await store.certificates() else { return }
+        for a in all where a.terms.owner == city.rawValue && a.revocation == nil {
+            guard let member = try? CitySlug(a.terms.member), let der = certificates[member], let certificate = try? Certificate(derEncoded: der),
+                let failure = trust.revocationFailure(certificate: certificate, city: member, now: Date()),
+                failure.reason == .revoked || failure.reason == .denyListed
+            else { continue }
+            do {
+                try await revoke(a.offer, reason: "revoked by the federation's trust: \(failure.detail)", actor: "node:trust")
+                logger.notice("agreement ended: the member is no longer trusted", metadata: ["peer": "\(member)", "share": "\(a.terms.share)"])
+            } catch {
+                logger.error("an agreement with a distrusted city could not be ended", metadata: ["peer": "\(member)", "error": "\(error)"])
+            }
+        }
+        await refresh()
+    }
+
     // MARK: Transport
 
     func send(_ signed: Agreement.Signed, to member: CitySlug) async {
@@ -189,8 +217,8 @@ public final class AgreementService: AgreementDesk, Sendable {
 
     func receive(_ message: PeerMessage) {
         guard message.channel == Agreement.channel else { return }
-        let bytes = Array(message.payload.readableBytesView)
-        Task { await self.handle(bytes, from: message.city) }
+        let peer = message.city
+        inbox.submit(Array(message.payload.readableBytesView), from: peer) { bytes in await self.handle(bytes, from: peer) }
     }
 
     func handle(_ bytes: [UInt8], from peer: CitySlug) async {
@@ -202,7 +230,7 @@ public final class AgreementService: AgreementDesk, Sendable {
             switch try signed.decode(Kind.self).type {
             case "citymesh-offer/v1":
                 let offer = try signed.decode(Agreement.Offer.self)
-                guard offer.owner == peer.rawValue, offer.member == city.rawValue else { throw CityMeshError(.forbidden, "an offer between other cities") }
+                try Agreement.check(offer, from: peer, to: city)
                 guard try await store.saveOffer(signed, offer, at: now) else { return }
                 log(LedgerEntry.Kind.agreementOffered, actor: "peer:\(peer)", peer: peer.rawValue, dataset: "\(peer)/\(offer.dataset)", offer: signed.id, document: signed,
                     detail: "\(peer) offers share \(offer.share): fields \(offer.fields.joined(separator: ",")), until \(offer.validUntil)")
@@ -215,9 +243,10 @@ public final class AgreementService: AgreementDesk, Sendable {
                 }
             case "citymesh-response/v1":
                 let response = try signed.decode(Agreement.Response.self)
-                guard response.member == peer.rawValue, response.owner == city.rawValue,
-                    let offer = try await store.agreements().first(where: { $0.id == response.offer }), offer.terms.member == peer.rawValue
-                else { throw CityMeshError(.forbidden, "a response to an offer \(peer) did not get") }
+                guard let offer = try await store.agreements().first(where: { $0.id == response.offer }) else {
+                    throw CityMeshError(.forbidden, "a response to an offer this node never made (\(response.offer.prefix(16)))")
+                }
+                try Agreement.check(response, answers: offer.terms, offerID: offer.id, from: peer, to: city)
                 guard try await store.saveResponse(signed, offer: response.offer) else { return }
                 let accept = response.decision == "accept"
                 log(accept ? LedgerEntry.Kind.agreementAccepted : LedgerEntry.Kind.agreementRejected, actor: "peer:\(peer)", peer: peer.rawValue,
@@ -226,8 +255,10 @@ public final class AgreementService: AgreementDesk, Sendable {
                 await refresh()
             case "citymesh-revocation/v1":
                 let revocation = try signed.decode(Agreement.Revocation.self)
-                guard revocation.owner == peer.rawValue, revocation.member == city.rawValue else { throw CityMeshError(.forbidden, "a revocation between other cities") }
-                guard let offer = try await store.agreements().first(where: { $0.id == revocation.offer }) else { return }
+                guard let offer = try await store.agreements().first(where: { $0.id == revocation.offer }) else {
+                    throw CityMeshError(.forbidden, "a revocation of an offer this node does not hold (\(revocation.offer.prefix(16)))")
+                }
+                try Agreement.check(revocation, revokes: offer.terms, offerID: offer.id, from: peer, to: city)
                 guard try await store.saveRevocation(signed, offer: revocation.offer) else { return }
                 log(LedgerEntry.Kind.agreementRevoked, actor: "peer:\(peer)", peer: peer.rawValue, dataset: "\(peer)/\(offer.terms.dataset)", offer: revocation.offer,
                     document: signed, detail: "\(peer) revoked share \(revocation.share): \(revocation.reason) (on_revoke: \(offer.terms.onRevoke))")
@@ -236,8 +267,10 @@ public final class AgreementService: AgreementDesk, Sendable {
                 throw CityMeshError(.malformedInput, "unknown document type")
             }
         } catch {
-            logger.warning("agreement document refused", metadata: ["peer": "\(peer)", "error": "\(error)"])
-            ledger.report(LedgerEntry(time: now, kind: LedgerEntry.Kind.agreementRefused, actor: "peer:\(peer)", peer: peer.rawValue, reason: "\(error)"))
+            let entry = LedgerEntry(time: now, kind: LedgerEntry.Kind.agreementRefused, actor: "peer:\(peer)", peer: peer.rawValue, reason: "\(error)")
+            if ledger.reportRefusal(entry, peer: peer.rawValue, nowMicros: clock()) {
+                logger.warning("agreement document refused", metadata: ["peer": "\(peer)", "error": "\(error)"])
+            }
         }
     }
 

@@ -48,8 +48,31 @@ public final class LedgerService: Service, Sendable {
     /// Records an entry reported from a synchronous context (it is appended in the background).
     public func report(_ entry: LedgerEntry) {
         if case .dropped = eventSink.yield(entry) {
+            Counter(label: "citymesh_ledger_entries_dropped_total", dimensions: [("kind", entry.kind)]).increment()
             logger.error("ledger event queue full: an entry was dropped", metadata: ["ledger.kind": "\(entry.kind)"])
         }
+    }
+
+    /// Which refusals are ledgered: see `RefusalThrottle`.
+    let refusals = Mutex(RefusalThrottle())
+
+    /// Records a refusal of what `peer` (a city, or an address for connections refused before
+    /// anyone is known) sent, unless one like it was ledgered within the interval: then it is only
+    /// counted (`citymesh_refusals_unledgered_total{kind}`), and the next entry ledgered for that
+    /// peer and kind says how many were left out. Returns whether it was ledgered.
+    @discardableResult
+    public func reportRefusal(_ entry: LedgerEntry, peer: String, nowMicros: Int64) -> Bool {
+        let reason = (entry.reason ?? "") + " " + (entry.detail ?? "")
+        guard let leftOut = refusals.withLock({ $0.admit(peer: peer, kind: entry.kind, reason: reason, now: nowMicros) }) else {
+            Counter(label: "citymesh_refusals_unledgered_total", dimensions: [("kind", entry.kind)]).increment()
+            return false
+        }
+        var entry = entry
+        if leftOut > 0 {
+            entry.detail = (entry.detail.map { $0 + "; " } ?? "") + "\(leftOut) more refusals of this kind from \(peer) were counted, not ledgered, since the last entry"
+        }
+        report(entry)
+        return true
     }
 
     public func run() async throws {

@@ -17,9 +17,15 @@ public final class MembershipService: Service, Sendable {
     let logger: Logger
     let start = ContinuousClock.now
     let tick: Duration
+    /// Each peer's messages' effects, performed in order, a bounded number waiting.
+    let inbox = PeerInbox<[Membership.Directive]>(channel: "membership")
 
     public init(city: CitySlug, seeds: [CitySlug], logger: Logger, tick: Duration = .milliseconds(100)) {
-        machine = Mutex(Membership(me: city, seeds: seeds, seed: UInt64.random(in: 0...UInt64.max)))
+        var membership = Membership(me: city, seeds: seeds, seed: UInt64.random(in: 0...UInt64.max))
+        // Only cities this node has reason to believe are members: its seeds and those it has
+        // heard from over an authenticated connection.
+        membership.admitOnlyKnown()
+        machine = Mutex(membership)
         self.logger = logger
         self.tick = tick
     }
@@ -54,7 +60,7 @@ public final class MembershipService: Service, Sendable {
         }
         let t = now
         let directives = machine.withLock { $0.onMessage(from: message.city, decoded, now: t) }
-        Task { await self.perform(directives) }
+        inbox.submit(directives, from: message.city) { directives in await self.perform(directives) }
     }
 
     func perform(_ directives: [Membership.Directive]) async {

@@ -98,6 +98,14 @@ public struct NodeConfig: Sendable, Codable, Equatable {
         guard let data = FileManager.default.contents(atPath: path) else {
             throw CityMeshError(.nodeNotInitialized, "no node at \(URL(fileURLWithPath: path).deletingLastPathComponent().path) (missing \(fileName)): create one with 'citymesh init'")
         }
+        // What no config needs and an attacker would use (aliases, non-scalar keys, base-60
+        // numbers) is refused before anything expands it.
+        let text = String(decoding: data, as: UTF8.self)
+        do { _ = try UntrustedYAML.compose(text) } catch let problem as UntrustedYAML.Problem {
+            throw CityMeshError(.configInvalid, "\(path):\(problem.line):\(problem.column): \(problem.message)")
+        } catch {
+            // YAML that does not parse is reported by the decoder below, with its position.
+        }
         // Unknown keys first: a misspelt required key is better named as such than as missing.
         if let tree = try? Yams.load(yaml: String(decoding: data, as: UTF8.self)) as? [String: Any], let problem = unknownKey(in: tree) {
             throw CityMeshError(.configInvalid, "\(path): \(problem)")

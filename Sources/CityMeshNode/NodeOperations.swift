@@ -75,12 +75,10 @@ public enum NodeOperations {
         if exposed.isEmpty { ok("permissions", "the TLS key, the admin token and the database are readable by their owner only") }
         for e in exposed { warn("permissions", e) }
         do {
-            let trust = try NodeServer.loadTrust(config: config, directory: directory)
+            let (trust, alerts) = try NodeServer.loadTrust(config: config, directory: directory)
+            for alert in alerts { warn("crl", alert) }
             if let crl = trust.revocations {
                 ok("crl", "\(config.peers?.crl ?? "CRL") verifies with the CA: \(crl.entries.count) revoked certificate(s)")
-                if let next = crl.nextUpdate, next < Date() {
-                    warn("crl", "the CRL's next update (\(next)) has passed: fetch a fresh one from the federation CA")
-                }
             } else {
                 warn("crl", "no CRL configured (peers.crl): revoked certificates are not refused")
             }

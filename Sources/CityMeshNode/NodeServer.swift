@@ -63,8 +63,9 @@ public struct NodeServer: Sendable {
         ledgerService.report(
             LedgerEntry(time: nowText(), kind: LedgerEntry.Kind.nodeStarted, actor: "node", hashes: ["certificate.sha256": identity.fingerprint], detail: "citymesh \(CityMeshVersion.current)"))
 
-        let peerConfiguration = try Self.peerConfiguration(config: config, directory: directory, city: city)
-        Self.warnIfStale(peerConfiguration.trust, logger: peerLogger)
+        let trustAlerts = TrustAlerts()
+        let (peerConfiguration, startAlerts) = try Self.peerConfiguration(config: config, directory: directory, city: city)
+        trustAlerts.set(startAlerts, logger: peerLogger)
         // Policy versions are signed with the node's key when it is Ed25519, like checkpoints.
         let policySigner: NoteSigner? = try? NoteSigner(
             name: PolicyManager.noteName(city), key: Curve25519.Signing.PrivateKey(pemRepresentation: try Files.read(directory.file(config.tls.key), what: "the key")))
@@ -115,9 +116,13 @@ public struct NodeServer: Sendable {
                     time: nowText(), kind: LedgerEntry.Kind.peerConnected, actor: "peer:\(peer)", peer: peer.rawValue,
                     hashes: ["certificate.sha256": fingerprint], detail: "\(direction.rawValue) \(remote), protocol \(version)"))
             case .refused(let reason, let remote, let direction, let detail):
-                ledgerService.report(LedgerEntry(
-                    time: nowText(), kind: LedgerEntry.Kind.peerRefused, actor: "node", reason: reason.rawValue,
-                    detail: "\(direction.rawValue) \(remote): \(detail)"))
+                // Anyone who reaches the port can cause these: throttled per remote host.
+                let host = remote.description.split(separator: ":").dropLast().joined(separator: ":")
+                ledgerService.reportRefusal(
+                    LedgerEntry(
+                        time: nowText(), kind: LedgerEntry.Kind.peerRefused, actor: "node", reason: reason.rawValue,
+                        detail: "\(direction.rawValue) \(remote): \(detail)"),
+                    peer: host.isEmpty ? "\(remote)" : host, nowMicros: Int64(Date().timeIntervalSince1970 * 1_000_000))
             }
         })
 
@@ -150,7 +155,7 @@ public struct NodeServer: Sendable {
                 ca: try Files.read(directory.file(config.tls.ca), what: "the CA certificate")
             ),
             policy: policy, agreements: agreements, replication: replication,
-            notReady: { starting.withLock { $0 } })
+            notReady: { starting.withLock { $0 } }, alerts: { trustAlerts.current })
         var httpLogger = logger
         httpLogger[metadataKey: "service"] = "admin"
         let app = Application(
@@ -164,7 +169,7 @@ public struct NodeServer: Sendable {
             services: [
                 StoreService(store: store, logger: logger), ledgerService, network, replication, membership,
                 WitnessService(exchange: exchange, replication: replication, interval: .seconds(10)),
-                ReloadService(directory: directory, network: network, policyFile: policyFile, logger: peerLogger), app,
+                ReloadService(directory: directory, network: network, agreements: agreements, policyFile: policyFile, trustAlerts: trustAlerts, logger: peerLogger), app,
             ],
             gracefulShutdownSignals: [.sigterm, .sigint],
             logger: logger)
@@ -182,6 +187,7 @@ public struct NodeServer: Sendable {
         }
         defer { applyPolicy.cancel() }
         await agreements.sync()
+        await agreements.endDistrusted(peerConfiguration.trust)
         // Bind the peer port before anything starts, so a taken port fails cleanly and first.
         try await network.bind()
         do {
@@ -202,36 +208,35 @@ public struct NodeServer: Sendable {
     public static let drainLimit: Duration = .seconds(30)
 
     /// The peer transport's settings from the config: identity, trust (CA, CRL, deny-list), seeds, limits.
-    static func peerConfiguration(config: NodeConfig, directory: NodeDirectory, city: CitySlug) throws -> PeerNetwork.Configuration {
+    static func peerConfiguration(config: NodeConfig, directory: NodeDirectory, city: CitySlug) throws -> (PeerNetwork.Configuration, alerts: [String]) {
         let peers = config.peers ?? .init()
+        let (trust, alerts) = try loadTrust(config: config, directory: directory)
         let listen = try HostPort(config.listen, what: "listen")
         let identity = try PeerTLS.Identity(
             chainPEM: try Files.read(directory.file(config.tls.cert), what: "the certificate"),
             keyPEM: try Files.read(directory.file(config.tls.key), what: "the key"))
-        return PeerNetwork.Configuration(
+        let configuration = PeerNetwork.Configuration(
             city: city, listenHost: listen.host, listenPort: listen.port, advertise: peers.advertise ?? listen.description,
-            identity: identity, trust: try loadTrust(config: config, directory: directory), seeds: try peers.seedList(),
+            identity: identity, trust: trust, seeds: try peers.seedList(),
             maxConnections: peers.maxConnections ?? 256,
             handshakeTimeout: .seconds(Int64(peers.handshakeTimeoutSeconds ?? 10)),
             keepaliveInterval: .seconds(Int64(peers.keepaliveSeconds ?? 15)),
             idleTimeout: .seconds(Int64(peers.idleTimeoutSeconds ?? 45)))
+        return (configuration, alerts)
     }
 
-    /// The federation CA, the CRL (if the file exists) and the deny-list, as one trust value.
-    static func loadTrust(config: NodeConfig, directory: NodeDirectory) throws -> PeerTrust {
+    /// Where a node keeps a copy of the last CRL it put in force, so a CRL file that disappears or
+    /// is replaced by an older one does not drop revocations, not even across a restart.
+    static let keptCRLFile = "crl.in-force.pem"
+
+    /// The federation CA, the CRL in force (`FederationCRL.resolve`: fails closed) and the
+    /// deny-list, as one trust value; with what is wrong with the CRL, if anything.
+    static func loadTrust(config: NodeConfig, directory: NodeDirectory, inForce: RevocationList? = nil) throws -> (trust: PeerTrust, alerts: [String]) {
         let roots = try PEM.certificates(try Files.read(directory.file(config.tls.ca), what: "the CA certificate"), what: config.tls.ca)
         let peers = config.peers ?? .init()
-        let crl = try peers.crl.flatMap { try FederationCRL.load(path: directory.file($0), roots: roots) }
-        return PeerTrust(roots: roots, revocations: crl, denied: try peers.denySet())
-    }
-
-    /// A CRL past its next update still applies, but the operator should fetch a fresh one.
-    static func warnIfStale(_ trust: PeerTrust, logger: Logger) {
-        if let next = trust.revocations?.nextUpdate, next < Date() {
-            logger.warning(
-                "the federation CRL is past its next update: run 'citymesh federation revoke' (or fetch the CA's current CRL) and send SIGHUP",
-                metadata: ["crl.next_update": "\(next)"])
-        }
+        let resolution = try FederationCRL.resolve(
+            path: peers.crl.map { directory.file($0) }, roots: roots, inForce: inForce, keptPath: directory.file(keptCRLFile))
+        return (PeerTrust(roots: roots, revocations: resolution.crl, denied: try peers.denySet()), resolution.alerts)
     }
 
     static func peerList(_ network: PeerNetwork, city: CitySlug, membership: [String: String]? = nil) -> API.PeerList {
@@ -289,16 +294,19 @@ struct StoreService: Service {
 struct ReloadService: Service {
     let directory: NodeDirectory
     let network: PeerNetwork
+    let agreements: AgreementService
     let policyFile: PolicyFile
+    let trustAlerts: TrustAlerts
     let logger: Logger
 
     func run() async throws {
         for await _ in await UnixSignalsSequence(trapping: .sighup).cancelOnGracefulShutdown() {
             do {
                 let config = try directory.loadConfig()
-                let trust = try NodeServer.loadTrust(config: config, directory: directory)
-                NodeServer.warnIfStale(trust, logger: logger)
+                let (trust, alerts) = try NodeServer.loadTrust(config: config, directory: directory, inForce: network.trust.revocations)
+                trustAlerts.set(alerts, logger: logger)
                 network.reload(trust: trust, seeds: try (config.peers ?? .init()).seedList())
+                await agreements.endDistrusted(trust)
                 logger.notice("configuration reloaded (SIGHUP)", metadata: ["crl.entries": "\(trust.revocations?.entries.count ?? 0)"])
                 await policyFile.apply(config: config, reason: "SIGHUP")
             } catch {
@@ -333,5 +341,26 @@ struct PolicyFile: Sendable {
         } catch {
             logger.error("the policy file \(path) was not applied; the policy in force stays", metadata: ["error": "\(error)"])
         }
+    }
+}
+
+/// What is wrong with the trust in force (the CRL kept in force over a missing, broken or older
+/// file; a CRL past its next update): logged when it changes, exported as
+/// `citymesh_trust_alerts`, and shown by `/readyz` and `citymesh config check`.
+final class TrustAlerts: Sendable {
+    private let alerts = Mutex<[String]>([])
+
+    init() { Gauge(label: "citymesh_trust_alerts").record(0) }
+
+    var current: [String] { alerts.withLock { $0 } }
+
+    func set(_ new: [String], logger: Logger) {
+        let old = alerts.withLock { a in
+            defer { a = new }
+            return a
+        }
+        Gauge(label: "citymesh_trust_alerts").record(Double(new.count))
+        for a in new where !old.contains(a) { logger.error("trust alert: \(a)") }
+        if !old.isEmpty, new.isEmpty { logger.notice("trust alerts cleared: the CRL in force is the configured file, current") }
     }
 }

@@ -47,6 +47,8 @@ public final class PeerLedgerExchange: Sendable {
     let cosigner: Cosigner?
     /// What this node last cosigned of each peer: the size and when.
     let cosigned = Mutex<[CitySlug: (size: UInt64, at: ContinuousClock.Instant)]>([:])
+    /// Requests and cosignatures from each peer, handled in order, a bounded number waiting.
+    let inbox = PeerInbox<LedgerWire>(channel: "ledger")
     /// A checkpoint cosigned again, unchanged, after this long (so its cosignature stays fresh).
     public static let recosignAfter: Duration = .seconds(300)
     public static let timeout: Duration = .seconds(10)
@@ -100,10 +102,29 @@ public final class PeerLedgerExchange: Sendable {
             let verifier = try? NoteVerifier(name: LedgerService.origin(city), publicKey: key),
             let checkpoint = try? Checkpoint.verify(signedNote: note, key: verifier)
         else { return }
-        if let (earlier, earlierNote) = seen.withLock({ $0[city] }), earlier.size == checkpoint.size, earlier.root != checkpoint.root {
+        let earlier = seen.withLock { $0[city] }
+        if let (earlier, earlierNote) = earlier, earlier.size == checkpoint.size, earlier.root != checkpoint.root {
             flagFork(city, earlier: earlierNote, later: note, why: "two signed checkpoints of size \(checkpoint.size) with different roots")
             return
         }
+        // Kept only when it extends what this node holds of the city, proven like a fetched one
+        // (threat model G12): a checkpoint that is older, or that the city cannot prove
+        // consistent (it is not connected here, or has no proof), serves only the same-size
+        // comparison above.
+        guard let (held, heldNote) = earlier else {
+            await keep(city, checkpoint, note: note)
+            seen.withLock { s in if s[city] == nil { s[city] = (checkpoint, note) } }
+            return
+        }
+        guard checkpoint.size > held.size, network.withLock({ $0 })?.identity(of: city) != nil else { return }
+        guard case .consistency(_, _, _, let hashes)? = try? await ask(city, { .getConsistency(id: $0, size1: held.size, size2: checkpoint.size) }) else { return }
+        do {
+            try Merkle.verifyConsistency(size1: held.size, size2: checkpoint.size, root1: held.root, root2: checkpoint.root, proof: hashes)
+        } catch {
+            flagFork(city, earlier: heldNote, later: note, why: "checkpoint \(checkpoint.size), passed on by a peer, is not consistent with checkpoint \(held.size): \(error)")
+            return
+        }
+        seen.withLock { s in if (s[city]?.checkpoint.size ?? 0) < checkpoint.size { s[city] = (checkpoint, note) } }
         await keep(city, checkpoint, note: note)
     }
 
@@ -115,13 +136,15 @@ public final class PeerLedgerExchange: Sendable {
             logger.warning("malformed ledger message from a peer", metadata: ["peer": "\(message.city)", "error": "\(error)"])
             return
         }
+        let peer = message.city
         if case .cosignature(_, let size, let line) = decoded {
-            Task { await self.acceptCosignature(from: message.city, size: size, line: line) }
+            inbox.submit(decoded, from: peer) { _ in await self.acceptCosignature(from: peer, size: size, line: line) }
         } else if decoded.isRequest {
-            Task {
-                guard let answer = await LedgerWire.answer(decoded, from: prover) else { return }
-                do { try await network.withLock { $0 }?.send(to: message.city, channel: LedgerWire.channel, payload: answer.encoded()) } catch {
-                    logger.debug("ledger answer not sent", metadata: ["peer": "\(message.city)", "error": "\(error)"])
+            // Requests are answered in order, at most `inbox.limit` waiting per peer.
+            inbox.submit(decoded, from: peer) { request in
+                guard let answer = await LedgerWire.answer(request, from: self.prover) else { return }
+                do { try await self.network.withLock { $0 }?.send(to: peer, channel: LedgerWire.channel, payload: answer.encoded()) } catch {
+                    self.logger.debug("ledger answer not sent", metadata: ["peer": "\(peer)", "error": "\(error)"])
                 }
             }
         } else if let waiter = pending.withLock({ $0.removeValue(forKey: Self.key(message.city, decoded.id)) }) {

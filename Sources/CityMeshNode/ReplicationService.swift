@@ -53,7 +53,6 @@ public final class ReplicationService: Service, ReplicaDesk, Sendable {
         var refreshNeeded = true
         var ticks = 0
         var connected: Set<CitySlug> = []
-        var refusalsLogged: Set<String> = []
         /// Per dataset: the greatest clock of each city's cells merged here (kept in step with the store).
         var knowledge: [DatasetID: [CitySlug: HLC]] = [:]
         /// Per dataset: the knowledge at the first local write not yet cut into a batch.
@@ -77,6 +76,11 @@ public final class ReplicationService: Service, ReplicaDesk, Sendable {
     let witness = Mutex<PeerLedgerExchange?>(nil)
     let inbox: AsyncStream<PeerMessage>
     let inboxContinuation: AsyncStream<PeerMessage>.Continuation
+    /// Messages of each peer waiting in `inbox`: past `inboxPerPeer` a peer's messages are dropped
+    /// and counted, so one member's flood neither takes the node's memory nor starves the others
+    /// (anti-entropy pulls a dropped batch again).
+    let waiting = Mutex<[CitySlug: Int]>([:])
+    static let inboxPerPeer = 4096
 
     /// Body bytes per batch: well under the smallest frame limit a peer may announce (64 KiB).
     static let batchBytes = 56_000
@@ -110,6 +114,10 @@ public final class ReplicationService: Service, ReplicaDesk, Sendable {
         await withDiscardingTaskGroup { group in
             group.addTask {
                 for await message in self.inbox.cancelOnGracefulShutdown() {
+                    self.waiting.withLock { w in
+                        let n = (w[message.city] ?? 1) - 1
+                        w[message.city] = n > 0 ? n : nil
+                    }
                     await self.handle(message)
                 }
             }
@@ -129,6 +137,16 @@ public final class ReplicationService: Service, ReplicaDesk, Sendable {
     /// From the peer transport: queued and handled in arrival order.
     func receive(_ message: PeerMessage) {
         guard message.channel == ReplicationWire.channel else { return }
+        let room = waiting.withLock { w in
+            let n = w[message.city] ?? 0
+            guard n < Self.inboxPerPeer else { return false }
+            w[message.city] = n + 1
+            return true
+        }
+        guard room else {
+            Counter(label: "citymesh_peer_inbox_dropped_total", dimensions: [("channel", "replication")]).increment()
+            return
+        }
         inboxContinuation.yield(message)
     }
 
@@ -485,11 +503,13 @@ public final class ReplicationService: Service, ReplicaDesk, Sendable {
     }
 
     func certificate(of city: CitySlug) async -> Certificate? {
-        if let c = state.withLock({ $0.certificates[city] }) { return c }
+        // The certificate a connected city showed in its handshake comes first: a cached or
+        // relayed one may be older.
         if let id = network.withLock({ $0 })?.identity(of: city) {
             state.withLock { $0.certificates[city] = id.certificate }
             return id.certificate
         }
+        if let c = state.withLock({ $0.certificates[city] }) { return c }
         guard let der = try? await store.certificates()[city], let cert = try? Certificate(derEncoded: der) else { return nil }
         // Stored certificates were verified when learnt; check again (they expire).
         guard (try? await NodeIdentity.verify(chain: [cert], roots: roots, expectedCity: city, now: Date())) != nil else { return nil }
@@ -533,14 +553,19 @@ public final class ReplicationService: Service, ReplicaDesk, Sendable {
             .increment(by: message.payload.readableBytes + Self.frameOverhead)
         switch decoded {
         case .summary(let share, let vector, let reply):
-            let (directives, held) = machine.withLock { ($0.onSummary(from: peer, share: share, vector: vector, reply: reply), $0.held(share)) }
+            let (directives, held, party) = machine.withLock {
+                ($0.onSummary(from: peer, share: share, vector: vector, reply: reply), $0.held(share), $0.isParty(peer, of: share))
+            }
+            // Only a party's summary of a share this node takes part in is kept or measured: share
+            // names from anyone else would grow the table and the metric's series without bound.
+            guard party else { return }
             state.withLock { s in
                 let behind = vector.contains { o, n in n > (held[o] ?? 0) }
                 let k = "\(share) \(peer)"
                 if behind { if s.behindSince[k] == nil { s.behindSince[k] = clock() } } else { s.behindSince[k] = nil }
             }
             // Sync lag: batches this peer holds of the share that this node does not.
-            let lag = vector.reduce(UInt64(0)) { sum, e in sum + (e.value > (held[e.key] ?? 0) ? e.value - (held[e.key] ?? 0) : 0) }
+            let lag = vector.reduce(UInt64(0)) { sum, e in sum.saturatingAdd(e.value > (held[e.key] ?? 0) ? e.value - (held[e.key] ?? 0) : 0) }
             Gauge(label: "citymesh_share_sync_lag_batches", dimensions: [("share", share), ("peer", peer.rawValue)]).record(Double(lag))
             await perform(directives)
         case .acked(let share, let vector):
@@ -548,6 +573,13 @@ public final class ReplicationService: Service, ReplicaDesk, Sendable {
         case .batch(let share, let bytes):
             await take(share: share, bytes: bytes, from: peer)
         case .certificate(let origin, let der):
+            let direct = network.withLock({ $0 })?.identity(of: origin) != nil
+            if let why = PeerTrust.refusesRelayed(origin: origin, from: peer, me: city, connectedDirectly: direct) {
+                // Not an offence when the city is connected (relays send certificates ahead of
+                // batches as they go); only a certificate for this node's own city is refused.
+                if origin == city { refuse(peer: peer, share: nil, reason: why) }
+                return
+            }
             guard let cert = try? Certificate(derEncoded: der) else {
                 refuse(peer: peer, share: nil, reason: "a relayed certificate for \(origin) is not a DER certificate")
                 return
@@ -562,6 +594,8 @@ public final class ReplicationService: Service, ReplicaDesk, Sendable {
             await document(json, from: peer)
         case .checkpoint(let city, let note):
             guard city != self.city, let witness = witness.withLock({ $0 }), let cert = await certificate(of: city) else { return }
+            // A revoked or deny-listed city's checkpoints count for nothing, relayed or not.
+            guard distrust(cert, of: city) == nil else { return }
             await witness.witnessed(city, note: note, certificate: cert)
         }
     }
@@ -613,19 +647,34 @@ public final class ReplicationService: Service, ReplicaDesk, Sendable {
                 reason: "batch \(batch.origin):\(batch.seq) is stamped \(batch.latestStamp), \(ahead / 1000) s ahead of this node's clock (at most \(ChangeBatch.maxClockAheadMillis / 1000) s): it is held back until this clock catches up; check the clocks (NTP) of \(batch.origin) and of this node")
             return
         }
+        // A replica's schema and key field come from the owner's batches only, within the view
+        // its offer grants: a co-member's batch that arrives first waits (anti-entropy brings it
+        // again) instead of founding the replica with fields of its choosing.
+        let replica = try? await store.dataset(info.dataset).schema
+        let fromOwner = batch.origin == info.owner
+        if !info.isOwner, replica == nil, !fromOwner {
+            refuse(peer: peer, share: share, reason: "batch \(batch.origin):\(batch.seq) waits: this replica takes its schema from \(info.owner)'s batches first")
+            return
+        }
+        var adopted = batch
+        adopted.fields = fromOwner && !info.isOwner ? batch.fields.filter { info.fields.contains($0.name) } : []
+        let keyField = batch.fields.first?.name ?? "key"
+        if !info.isOwner, replica == nil, !info.fields.contains(keyField) {
+            refuse(peer: peer, share: share, reason: "batch \(batch.origin):\(batch.seq) names key field '\(keyField)', which the offer of \(share) does not grant")
+            return
+        }
         // What the share lets this origin write; refused cells are dropped and ledgered.
-        let (states, refusedCells) = await permitted(batch, info: info)
+        let (states, refusedCells) = await permitted(batch, info: info, schema: replica)
         if refusedCells > 0 {
-            refuse(peer: peer, share: share, reason: "\(refusedCells) cells of batch \(batch.origin):\(batch.seq) are outside what share \(share) lets \(batch.origin) write", once: false)
+            refuse(peer: peer, share: share, reason: "\(refusedCells) cells of batch \(batch.origin):\(batch.seq) are outside what share \(share) lets \(batch.origin) write")
         }
         let latest = (try? await store.originSeen(share: share)) ?? [:]
         let me = city
         let origin = batch.origin
         let originSeen = batch.seen
-        let keyField = batch.fields.first?.name ?? "key"
         do {
             let outcome = try await store.take(
-                IncomingBatch(share: share, dataset: info.dataset, batch: batch, signed: signed, states: states, keyField: keyField, from: peer, at: now),
+                IncomingBatch(share: share, dataset: info.dataset, batch: adopted, signed: signed, states: states, keyField: keyField, from: peer, at: now),
                 conflicts: { _, stored, incoming, mySeen in
                     ConflictRule.find(stored: stored, incoming: incoming, origin: origin, originSeen: originSeen, me: me, mySeen: mySeen, latestSeen: { latest[$0] })
                 })
@@ -660,33 +709,41 @@ public final class ReplicationService: Service, ReplicaDesk, Sendable {
 
     /// The records of `batch` minus what its origin may not write here: the owner may send
     /// anything in the view; a member only its own cells of the fields the share lets members
-    /// write, on records the share lets it see, and no deletions.
-    func permitted(_ batch: ChangeBatch, info: ShareInfo) async -> ([ChangeBatch.Record], Int) {
-        let schema = (try? await store.dataset(info.dataset).schema)
-        let fieldNames = Dictionary(uniqueKeysWithValues: batch.fields.map { ($0.id, $0.name) })
+    /// write, on records this node holds (within the row filter), and no deletions. Every kept
+    /// cell names a field this node knows (its own schema; at a replica also the owner's batch's
+    /// fields, which is how a replica learns new ones) and holds a value of that field's type
+    /// within the size limits. `schema` is this node's dataset or replica schema (nil: none yet).
+    func permitted(_ batch: ChangeBatch, info: ShareInfo, schema: Schema?) async -> ([ChangeBatch.Record], Int) {
         let view = Set(info.fields)
         var refused = 0
         var out: [ChangeBatch.Record] = []
         out.reserveCapacity(batch.records.count)
         let fromOwner = batch.origin == info.owner
         let writable = Set(info.write)
+        // Only the owner numbers fields: its batch's field list counts at a replica, nowhere else.
+        let ownerFields = fromOwner && !info.isOwner ? Dictionary(batch.fields.map { ($0.id, $0) }, uniquingKeysWith: { a, _ in a }) : [:]
+        func field(_ id: Int) -> Schema.Field? { schema?.field(id: id) ?? ownerFields[id] }
         let filter = fromOwner ? nil : info.filter.flatMap { text in schema.flatMap { try? RowFilter(text, schema: $0) } }
-        // The owner checks a member's writes against its own copies, read at once: members update
-        // records the owner shares (within the row filter) and cannot create new ones.
+        // Members update records that exist (within the row filter) and create none: the owner
+        // checks against its own copies, and so does every other member against its replica (the
+        // owner re-sends members' accepted cells in its own batches, so nothing is lost).
         var stored: [String: StoredRecord] = [:]
-        let checkExisting = !fromOwner && info.isOwner
+        let checkExisting = !fromOwner
         if checkExisting {
             stored = (try? await store.get(info.dataset, keys: batch.records.map(\.key))) ?? [:]
         }
         for r in batch.records {
+            guard Schema.acceptsKey(r.key) else {
+                refused += r.state.cells.count + (r.state.tombstone == nil ? 0 : 1)
+                continue
+            }
             var cells: [Cell] = []
             for c in r.state.cells {
-                let name = schema?.field(id: c.field)?.name ?? fieldNames[c.field]
                 let ok: Bool
-                if fromOwner {
-                    ok = name.map { view.contains($0) } ?? false
+                if let f = field(c.field), Schema.accepts(c.value, in: f) {
+                    ok = fromOwner ? view.contains(f.name) : (c.stamp.city == batch.origin && writable.contains(f.name))
                 } else {
-                    ok = c.stamp.city == batch.origin && (name.map { writable.contains($0) } ?? false)
+                    ok = false
                 }
                 if ok { cells.append(c) } else { refused += 1 }
             }
@@ -708,15 +765,17 @@ public final class ReplicationService: Service, ReplicaDesk, Sendable {
         return (out, refused)
     }
 
-    func refuse(peer: CitySlug, share: String?, reason: String, once: Bool = true) {
-        let mark = "\(peer) \(share ?? "") \(reason.prefix(40))"
-        if once {
-            let first = state.withLock { $0.refusalsLogged.insert(mark).inserted }
-            guard first else { return }
-        }
-        logger.warning("replication refused", metadata: ["peer": "\(peer)", "share": "\(share ?? "-")", "reason": "\(reason)"])
-        ledger.report(LedgerEntry(time: now, kind: LedgerEntry.Kind.exchangeRefused, actor: "peer:\(peer)", peer: peer.rawValue, dataset: share, reason: reason))
-        Counter(label: "citymesh_policy_denials_total", dimensions: [("share", share ?? "-"), ("peer", peer.rawValue)]).increment()
+    /// A refusal of what `peer` sent: counted, and logged and ledgered unless one like it was
+    /// within the interval (`LedgerService.reportRefusal`), so a peer repeating itself cannot grow
+    /// the ledger or the log. The metric's share label is a share this node takes part in, or
+    /// "other": share names a peer invents never become series.
+    func refuse(peer: CitySlug, share: String?, reason: String) {
+        let known = share.map { name in state.withLock { $0.shares[name] != nil } } ?? false
+        Counter(label: "citymesh_policy_denials_total", dimensions: [("share", known ? share ?? "-" : (share == nil ? "-" : "other")), ("peer", peer.rawValue)]).increment()
+        let ledgered = ledger.reportRefusal(
+            LedgerEntry(time: now, kind: LedgerEntry.Kind.exchangeRefused, actor: "peer:\(peer)", peer: peer.rawValue, dataset: known ? share : nil, reason: reason),
+            peer: peer.rawValue, nowMicros: clock())
+        if ledgered { logger.warning("replication refused", metadata: ["peer": "\(peer)", "share": "\(share ?? "-")", "reason": "\(reason)"]) }
     }
 
     static func hex(_ b: [UInt8]) -> String { b.map { String(format: "%02x", $0) }.joined() }
@@ -728,6 +787,8 @@ public final class ReplicationService: Service, ReplicaDesk, Sendable {
             let signed = try JSONDecoder().decode(Agreement.Signed.self, from: Data(json))
             struct Kind: Decodable { let type: String }
             guard let cert = await certificate(of: peer) else { throw CityMeshError(.certificateInvalid, "no certificate of \(peer)") }
+            // Rosters, receipts and countersignatures count only under the trust in force.
+            if let why = distrust(cert, of: peer) { throw CityMeshError(.certificateInvalid, "\(peer)'s certificate is no longer trusted: \(why)") }
             try Agreement.verify(signed, city: peer, certificate: cert)
             switch try signed.decode(Kind.self).type {
             case "citymesh-roster/v1":
@@ -757,6 +818,12 @@ public final class ReplicationService: Service, ReplicaDesk, Sendable {
     func countersign(_ signed: Agreement.Signed, from peer: CitySlug) async throws {
         let r = try signed.decode(ExchangeReceipt.self)
         guard r.sender == city.rawValue, r.receiver == peer.rawValue else { throw CityMeshError(.forbidden, "a receipt between other cities") }
+        // Only a party of a share this node takes part in now gets a countersignature: a former
+        // member, or a city that got the batches by another route, cannot make this node sign
+        // that it sent them.
+        guard state.withLock({ $0.shares[r.share]?.parties.contains(peer) }) == true else {
+            throw CityMeshError(.forbidden, "a receipt for share \(r.share), which \(peer) is not a party of here")
+        }
         // Asked again (the receiver restarted before it got the countersignature): the same one.
         if let stored = try await store.receipt(id: signed.id), stored.role == "sent", let c = stored.countersign {
             await send(.document(json: Array(c.utf8)), to: peer)
@@ -917,7 +984,8 @@ public final class ReplicationService: Service, ReplicaDesk, Sendable {
         var out: [API.ShareSync] = []
         for info in shares.values.sorted(by: { $0.id < $1.id }) {
             let (held, reports) = machine.withLock { m in (m.held(info.id), info.parties.map { ($0, m.reported(info.id, by: $0)) }) }
-            let heldTotal = held.values.reduce(0, +)
+            // Reported vectors come from peers: sums saturate rather than trap.
+            let heldTotal = held.values.reduce(UInt64(0)) { $0.saturatingAdd($1) }
             var parties: [API.ShareSync.Party] = []
             for (p, r) in reports.sorted(by: { $0.0.rawValue < $1.0.rawValue }) {
                 let theirs = r ?? [:]
@@ -925,11 +993,11 @@ public final class ReplicationService: Service, ReplicaDesk, Sendable {
                 var theyLack: UInt64 = 0
                 for o in Set(held.keys).union(theirs.keys) {
                     let a = held[o] ?? 0, b = theirs[o] ?? 0
-                    if b > a { weLack += b - a } else { theyLack += a - b }
+                    if b > a { weLack = weLack.saturatingAdd(b - a) } else { theyLack = theyLack.saturatingAdd(a - b) }
                 }
                 let state: String
                 if r == nil { state = "unknown" } else if weLack > 0 { state = "catching_up" } else if theyLack > 0 { state = "ahead" } else { state = "in_sync" }
-                let theirTotal = theirs.values.reduce(0, +)
+                let theirTotal = theirs.values.reduce(UInt64(0)) { $0.saturatingAdd($1) }
                 parties.append(API.ShareSync.Party(
                     city: p.rawValue, state: state, batchesHeld: heldTotal, batchesTheyHold: r == nil ? nil : theirTotal, missingHere: weLack, missingThere: theyLack,
                     behindSince: behind["\(info.id) \(p)"].map { RFC3339.format(microseconds: $0) },

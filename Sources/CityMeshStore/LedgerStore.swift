@@ -106,7 +106,7 @@ public final class LedgerStore: Sendable {
     /// Leaf hashes of the entries from index `from` on, recomputed from their stored bytes.
     public func leafHashes(from: UInt64) async throws -> [MerkleHash] {
         try await pool.read { db in
-            let rows = try Row.fetchCursor(db, sql: "SELECT entry FROM ledger WHERE idx >= ? ORDER BY idx", arguments: [Int64(from)])
+            let rows = try Row.fetchCursor(db, sql: "SELECT entry FROM ledger WHERE idx >= ? ORDER BY idx", arguments: [Int64(clamping: from)])
             var out: [MerkleHash] = []
             while let row = try rows.next() {
                 let entry: Data = row[0]
@@ -147,7 +147,7 @@ public final class LedgerStore: Sendable {
     public func entryRows(size: UInt64, since: String?) async throws -> [(UInt64, [UInt8])] {
         try await pool.read { db in
             var sql = "SELECT idx, entry FROM ledger WHERE idx < ?"
-            var args: [any DatabaseValueConvertible] = [Int64(size)]
+            var args: [any DatabaseValueConvertible] = [Int64(clamping: size)]
             if let since { sql += " AND time >= ?"; args.append(since) }
             return try Row.fetchAll(db, sql: sql + " ORDER BY idx", arguments: StatementArguments(args)).map { row in
                 let data: Data = row[1]
@@ -159,18 +159,18 @@ public final class LedgerStore: Sendable {
     /// The stored bytes of entry `index`.
     public func entryBytes(_ index: UInt64) async throws -> [UInt8]? {
         try await pool.read { db in
-            try Data.fetchOne(db, sql: "SELECT entry FROM ledger WHERE idx = ?", arguments: [Int64(index)]).map { Array($0) }
+            try Data.fetchOne(db, sql: "SELECT entry FROM ledger WHERE idx = ?", arguments: [Int64(clamping: index)]).map { Array($0) }
         }
     }
 
     /// The signed checkpoint published at exactly `size`, if any.
     public func checkpoint(size: UInt64) async throws -> String? {
-        try await pool.read { db in try String.fetchOne(db, sql: "SELECT note FROM ledger_checkpoints WHERE size = ?", arguments: [Int64(size)]) }
+        try await pool.read { db in try String.fetchOne(db, sql: "SELECT note FROM ledger_checkpoints WHERE size = ?", arguments: [Int64(clamping: size)]) }
     }
 
     public func saveCheckpoint(size: UInt64, note: String, createdAt: String) async throws {
         try await pool.write { db in
-            try db.execute(sql: "INSERT OR IGNORE INTO ledger_checkpoints (size, note, created_at) VALUES (?, ?, ?)", arguments: [Int64(size), note, createdAt])
+            try db.execute(sql: "INSERT OR IGNORE INTO ledger_checkpoints (size, note, created_at) VALUES (?, ?, ?)", arguments: [try Int64.stored(size), note, createdAt])
         }
     }
 
@@ -209,14 +209,14 @@ public final class LedgerStore: Sendable {
                     ON CONFLICT (size, witness) DO UPDATE SET timestamp = excluded.timestamp, line = excluded.line, certificate = excluded.certificate
                     WHERE excluded.timestamp > ledger_cosignatures.timestamp
                     """,
-                arguments: [Int64(c.size), c.witness, c.city, Int64(c.timestamp), c.line, c.certificate])
+                arguments: [try Int64.stored(c.size), c.witness, c.city, try Int64.stored(c.timestamp), c.line, c.certificate])
         }
     }
 
     /// The cosignatures of the checkpoint of `size`, by witness name.
     public func cosignatures(size: UInt64) async throws -> [StoredCosignature] {
         try await pool.read { db in
-            try Row.fetchAll(db, sql: "SELECT size, witness, city, timestamp, line, certificate FROM ledger_cosignatures WHERE size = ? ORDER BY witness", arguments: [Int64(size)])
+            try Row.fetchAll(db, sql: "SELECT size, witness, city, timestamp, line, certificate FROM ledger_cosignatures WHERE size = ? ORDER BY witness", arguments: [Int64(clamping: size)])
                 .map(Self.cosignature)
         }
     }

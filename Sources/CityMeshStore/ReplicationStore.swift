@@ -72,7 +72,7 @@ extension NodeStore {
         try await pool.read { db in
             try Data.fetchAll(
                 db, sql: "SELECT bytes FROM share_batches WHERE share = ? AND origin = ? AND seq BETWEEN ? AND ? ORDER BY seq",
-                arguments: [share, origin.rawValue, Int64(seqs.lowerBound), Int64(seqs.upperBound)]
+                arguments: [share, origin.rawValue, Int64(clamping: seqs.lowerBound), Int64(clamping: seqs.upperBound)]
             ).map { Array($0) }
         }
     }
@@ -82,7 +82,7 @@ extension NodeStore {
         try await pool.read { db in
             try Row.fetchAll(
                 db, sql: "SELECT seq, hash, records FROM share_batches WHERE share = ? AND origin = ? AND seq BETWEEN ? AND ? ORDER BY seq",
-                arguments: [share, origin.rawValue, Int64(seqs.lowerBound), Int64(seqs.upperBound)]
+                arguments: [share, origin.rawValue, Int64(clamping: seqs.lowerBound), Int64(clamping: seqs.upperBound)]
             ).map { (UInt64($0["seq"] as Int64), Array($0["hash"] as Data), $0["records"]) }
         }
     }
@@ -148,7 +148,7 @@ extension NodeStore {
                 guard prev == h else { throw CityMeshError(.internalError, "own batch \(seq) of \(share) does not chain to batch \(n)") }
                 try db.execute(
                     sql: "INSERT INTO share_batches (share, origin, seq, hash, records, bytes, received_from, received_at) VALUES (?, ?, ?, ?, ?, ?, NULL, ?)",
-                    arguments: [share, me.rawValue, Int64(seq), Data(signed.hash), records, Data(signed.bytes), at])
+                    arguments: [share, me.rawValue, try Int64.stored(seq), Data(signed.hash), records, Data(signed.bytes), at])
             }
             try db.execute(
                 sql: """
@@ -247,7 +247,7 @@ extension NodeStore {
                     arguments: [incoming.share, b.origin.rawValue, Self.seenText(b.seen)])
                 try db.execute(
                     sql: "INSERT INTO share_batches (share, origin, seq, hash, records, bytes, received_from, received_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    arguments: [incoming.share, b.origin.rawValue, Int64(b.seq), Data(incoming.signed.hash), b.records.count, Data(incoming.signed.bytes), incoming.from.rawValue, incoming.at])
+                    arguments: [incoming.share, b.origin.rawValue, try Int64.stored(b.seq), Data(incoming.signed.hash), b.records.count, Data(incoming.signed.bytes), incoming.from.rawValue, incoming.at])
                 return (merged, summary.written, found.count)
             } }
             total.written += step.written
@@ -380,7 +380,7 @@ extension NodeStore {
             for b in batches {
                 try db.execute(
                     sql: "UPDATE share_batches SET receipt = ? WHERE share = ? AND origin = ? AND seq = ?",
-                    arguments: [id, share, b.origin.rawValue, Int64(b.seq)])
+                    arguments: [id, share, b.origin.rawValue, try Int64.stored(b.seq)])
             }
         }
     }
@@ -486,15 +486,27 @@ extension NodeStore {
 
     // MARK: Witnessing
 
+    /// Checkpoints kept per peer city (the largest sizes).
+    public static let peerCheckpointsKept = 64
+
     /// Keeps a checkpoint a peer showed; returns the one already held at the same size, if it differs.
     public func savePeerCheckpoint(city: CitySlug, size: UInt64, root: String, note: String, at: String) async throws -> String? {
         try await pool.write { db in
-            if let row = try Row.fetchOne(db, sql: "SELECT root, note FROM peer_checkpoints WHERE city = ? AND size = ?", arguments: [city.rawValue, Int64(size)]) {
+            if let row = try Row.fetchOne(db, sql: "SELECT root, note FROM peer_checkpoints WHERE city = ? AND size = ?", arguments: [city.rawValue, Int64(clamping: size)]) {
                 return (row["root"] as String) == root ? nil : row["note"]
             }
             try db.execute(
                 sql: "INSERT INTO peer_checkpoints (city, size, root, note, received_at) VALUES (?, ?, ?, ?, ?)",
-                arguments: [city.rawValue, Int64(size), root, note, at])
+                arguments: [city.rawValue, try Int64.stored(size), root, note, at])
+            // A bounded number per city: a city that signs checkpoints at every size (and peers
+            // that pass them on) cannot grow the table. Older sizes are covered by the consistency
+            // proofs between the ones kept.
+            try db.execute(
+                sql: """
+                    DELETE FROM peer_checkpoints WHERE city = ? AND size NOT IN
+                        (SELECT size FROM peer_checkpoints WHERE city = ? ORDER BY size DESC LIMIT \(Self.peerCheckpointsKept))
+                    """,
+                arguments: [city.rawValue, city.rawValue])
             return nil
         }
     }

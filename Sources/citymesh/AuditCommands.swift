@@ -376,10 +376,12 @@ struct AuditVerifyBundle: AsyncParsableCommand {
     @Argument(help: "The bundle file.") var file: String
     @Option(help: "The federation CA certificate you trust (PEM); the bundle's CA must be this one.") var ca: String?
     @Option(help: "Fail unless at least this many witnesses (other cities) cosigned a checkpoint the bundle's extends.") var quorum: Int = 0
+    @OptionGroup var trust: BundleTrustOptions
     @OptionGroup var output: OutputOptions
 
     func validate() throws {
         guard quorum >= 0 else { throw ValidationError("--quorum is a number of witnesses, 0 or more") }
+        try trust.validate()
     }
 
     /// Reads a bundle file and, with `ca`, checks that the bundle's CA is the one the auditor trusts.
@@ -406,7 +408,7 @@ struct AuditVerifyBundle: AsyncParsableCommand {
 
     func run() async throws {
         let bundle = try Self.read(file, trusting: ca)
-        let report = try await bundle.verify(now: Date())
+        let report = try await bundle.verify(now: Date(), revocations: try trust.revocations(), asOf: try trust.asOf())
         guard report.witnesses.count >= quorum else {
             throw CityMeshError(
                 .malformedInput,
@@ -451,11 +453,14 @@ struct AuditReconcile: AsyncParsableCommand {
     @Argument(help: "The first city's bundle.") var first: String
     @Argument(help: "The second city's bundle.") var second: String
     @Option(help: "The federation CA certificate you trust (PEM); both bundles' CA must be this one.") var ca: String?
+    @OptionGroup var trust: BundleTrustOptions
     @OptionGroup var output: OutputOptions
+
+    func validate() throws { try trust.validate() }
 
     func load(_ file: String) async throws -> (AuditBundle, AuditBundle.Report) {
         let bundle = try AuditVerifyBundle.read(file, trusting: ca)
-        do { return (bundle, try await bundle.verify(now: Date())) } catch {
+        do { return (bundle, try await bundle.verify(now: Date(), revocations: try trust.revocations(), asOf: try trust.asOf())) } catch {
             throw CityMeshError(.ledgerCorrupt, "\(file) does not verify, so it cannot be reconciled: \(error)")
         }
     }
@@ -493,7 +498,7 @@ struct AuditReconcile: AsyncParsableCommand {
             }
             try printJSON(Out(a: result.a, b: result.b, clean: result.isClean, matched: result.matched.count, onlyInA: rows(result.onlyInA), onlyInB: rows(result.onlyInB), invalid: result.invalid))
         } else {
-            let records = result.matched.reduce(0) { $0 + $1.records }
+            let records = result.matched.reduce(0) { $0.saturatingAdd($1.records) }  // counts come from the bundles
             print("\(result.matched.count) exchanges between \(result.a) and \(result.b) are in both ledgers with both signatures (\(records) records)")
             for (side, other, list) in [(result.a, result.b, result.onlyInA), (result.b, result.a, result.onlyInB)] where !list.isEmpty {
                 print("\(list.count) only in \(side)'s ledger, missing from \(other)'s:")
@@ -504,5 +509,31 @@ struct AuditReconcile: AsyncParsableCommand {
             for problem in result.invalid { print("invalid: \(problem)") }
         }
         if !result.isClean { throw ExitCode(1) }
+    }
+}
+
+/// The federation CRL and the time a bundle's certificates are checked at.
+struct BundleTrustOptions: ParsableArguments {
+    @Option(help: "The federation CRL (PEM): signatures by certificates it revokes fail (unless made before --at).") var crl: String?
+    @Option(help: "Check certificates as of this time (RFC 3339 or a date) instead of now: for old bundles of since expired or revoked certificates.") var at: String?
+
+    func validate() throws {
+        if let at, RFC3339.parse(at) == nil, RFC3339.parse(at + "T00:00:00Z") == nil {
+            throw ValidationError("--at '\(at.prefix(60))' is not a time: write 2026-11-29 or 2026-11-29T08:00:00Z")
+        }
+    }
+
+    func asOf() throws -> Date? {
+        guard let at else { return nil }
+        guard let micros = RFC3339.parse(at) ?? RFC3339.parse(at + "T00:00:00Z") else { throw ValidationError("--at is not a time") }
+        return Date(timeIntervalSince1970: Double(micros) / 1_000_000)
+    }
+
+    func revocations() throws -> RevocationList? {
+        guard let crl else { return nil }
+        guard let text = FileManager.default.contents(atPath: crl).flatMap({ String(data: $0, encoding: .utf8) }) else {
+            throw CityMeshError(.fileNotFound, "\(crl) does not exist or cannot be read: give the federation's CRL (PEM)")
+        }
+        return try RevocationList(pemEncoded: text, what: crl)
     }
 }

@@ -35,7 +35,7 @@ struct PeersCheckpoint: AsyncParsableCommand {
 
     func run() async throws {
         let slug = try CitySlug(city)
-        let got: API.PeerCheckpoint = try await node.withNode { client, _ in try await client.get("/v1/peers/\(slug)/checkpoint") }
+        let got: API.PeerCheckpoint = try await node.withNode { client, _ in try await client.post("/v1/peers/\(slug)/checkpoint", body: [String: String]()) }
         if output.json { return try printJSON(got) }
         print("\(got.city): \(got.size) entries, root \(got.rootHash)")
         print("  signature verified with \(got.verifierKey) (from its certificate)")

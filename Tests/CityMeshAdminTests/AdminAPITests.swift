@@ -336,6 +336,28 @@ struct AdminAPITests {
                 let log = try JSONDecoder().decode(API.AuditLog.self, from: data(r.body))
                 #expect(log.entries.isEmpty)
             }
+            // Hostile values an auditor can send (issue 18): more than 6 fraction digits used to
+            // trap the node building a range; huge numbers must not trap either.
+            for since in ["2025-12-01T00:00:00.1234567Z", "2025-12-01T00:00:00.123456789012345678901234567890Z"] {
+                try await client.execute(uri: "/v1/audit/log?since=\(since)&until=\(since)&limit=5", method: .get, headers: f.headers(.auditor)) { r in
+                    #expect(r.status == .ok)
+                }
+            }
+            for query in [
+                "before=18446744073709551615", "before=9223372036854775808", "limit=18446744073709551615", "limit=-1",
+            ] {
+                try await client.execute(uri: "/v1/audit/log?\(query)", method: .get, headers: f.headers(.auditor)) { r in
+                    #expect(r.status == .ok || r.status == .badRequest, "\(query)")
+                }
+            }
+            for query in [
+                "prove?index=18446744073709551615", "prove?index=9223372036854775808&size=18446744073709551615",
+                "consistency?from=18446744073709551615&to=9223372036854775808", "consistency?from=1&to=18446744073709551615",
+            ] {
+                try await client.execute(uri: "/v1/audit/\(query)", method: .get, headers: f.headers(.auditor)) { r in
+                    #expect(r.status.code >= 400 && r.status.code < 500, "\(query): \(r.status)")
+                }
+            }
         }
     }
 

@@ -126,6 +126,10 @@ struct ConsoleRouteTests {
                 #expect(away.location == "/console", "\(next)")
             }
 
+            // The login form is read before anyone is authenticated: a few KiB at most.
+            let huge = try await Self.post(client, nil, "/console/login", [("token", String(repeating: "x", count: 64 << 10))])
+            #expect(huge.status == .badRequest && huge.headers[.setCookie] == nil)
+
             let admin = try await Self.login(client, f.tokens[.admin]!)
             #expect(try await Self.get(client, admin, "/console/datasets").status == .ok)
             // Logout needs the CSRF token too; then the cookie is worth nothing.
@@ -144,6 +148,19 @@ struct ConsoleRouteTests {
             #expect(try await Self.get(client, auditor, "/console/datasets").status == .seeOther)
             // A made-up cookie is no session.
             #expect(try await Self.get(client, ConsoleLogin(cookie: "citymesh_console=made-up", csrf: ""), "/console").status == .seeOther)
+        }
+    }
+
+    @Test("logins are throttled per client: after 10 failures in a minute even the right token waits (429)")
+    func loginThrottle() async throws {
+        let f = try await Fixture()
+        try await f.app.test(.router) { client in
+            for i in 0..<ConsoleSessions.maxFailures {
+                #expect(try await Self.post(client, nil, "/console/login", [("token", "cm_0000_guess\(i)")]).status == .unauthorized)
+            }
+            let blocked = try await Self.post(client, nil, "/console/login", [("token", f.tokens[.admin]!)])
+            #expect(blocked.status == .tooManyRequests && blocked.headers[.setCookie] == nil)
+            #expect(blocked.html.contains("too many failed logins"))
         }
     }
 
@@ -328,6 +345,11 @@ struct ConsoleRouteTests {
             #expect(p.status == .ok && p.html.contains("not in a signed checkpoint yet") && !p.html.contains("proof-data"))
             #expect(try await Self.get(client, auditor, "/console/ledger/99").status == .notFound)
             #expect(try await Self.get(client, auditor, "/console/ledger/x").status == .badRequest)
+            // An index at the top of UInt64 used to overflow building the next/previous links.
+            for index in ["18446744073709551615", "9223372036854775807", "9223372036854775808"] {
+                #expect(try await Self.get(client, auditor, "/console/ledger/\(index)").status.code >= 400, "\(index)")
+            }
+            #expect(try await Self.get(client, auditor, "/console/ledger?since=2025-12-01T00:00:00.1234567Z").status == .ok)
 
             // Records: search across keys and values; export streams with a file name.
             p = try await Self.get(client, auditor, "/console/datasets/hangzhou/air-quality?q=binjiang")

@@ -27,7 +27,7 @@ struct AgreementCoreTests {
     func signatures() throws {
         let ed = Curve25519.Signing.PrivateKey(), p = P256.Signing.PrivateKey()
         let edCert = try Self.certificate(Certificate.PrivateKey(ed), ed25519: true), pCert = try Self.certificate(Certificate.PrivateKey(p), ed25519: false)
-        let offer = Agreement.Offer(owner: Self.hz, member: Self.sh, share: Self.share, policyVersion: 1, issuedAt: "2026-11-29T08:00:00Z")
+        let offer = Agreement.Offer(owner: Self.hz, member: Self.sh, share: Self.share, policyVersion: 1, issuedAt: "2026-11-29T08:00:00Z", nonce: "00")
         let signed = try Agreement.Key.ed25519(ed).sign(offer, as: Self.hz)
         try Agreement.verify(signed, city: Self.hz, certificate: edCert)
         #expect(try signed.decode(Agreement.Offer.self) == offer)
@@ -48,7 +48,7 @@ struct AgreementCoreTests {
 
     @Test("state: offered, active, accepted before valid_from, rejected, revoked, expired")
     func states() {
-        var offer = Agreement.Offer(owner: Self.hz, member: Self.sh, share: Self.share, policyVersion: 1, issuedAt: "t")
+        var offer = Agreement.Offer(owner: Self.hz, member: Self.sh, share: Self.share, policyVersion: 1, issuedAt: "t", nonce: "00")
         let now = RFC3339.parse("2026-11-29T08:00:00Z")!
         let yes = Agreement.Response(offer: "x", owner: "hangzhou", share: "delta-air", member: "shanghai", accept: true, at: "t")
         let no = Agreement.Response(offer: "x", owner: "hangzhou", share: "delta-air", member: "shanghai", accept: false, at: "t")
@@ -66,25 +66,26 @@ struct AgreementCoreTests {
         let key = Agreement.Key.ed25519(Curve25519.Signing.PrivateKey())
         let sz = try CitySlug("suzhou")
         var policy = Policy(shares: [Self.share])
-        let first = Agreement.plan(owner: Self.hz, policy: policy, version: 1, current: [], issuedAt: "t1")
+        var rng = SplitMix64(seed: 1)
+        let first = Agreement.plan(owner: Self.hz, policy: policy, version: 1, current: [], issuedAt: "t1", using: &rng)
         #expect(first.offer.map(\.member) == ["shanghai"] && first.revoke.isEmpty)
         let out = try first.offer.map { try key.sign($0, as: Self.hz) }
         // Same policy again (a new version that changes nothing for this share): nothing to do.
-        let again = Agreement.plan(owner: Self.hz, policy: policy, version: 2, current: out, issuedAt: "t2")
+        let again = Agreement.plan(owner: Self.hz, policy: policy, version: 2, current: out, issuedAt: "t2", using: &rng)
         #expect(again.offer.isEmpty && again.revoke.isEmpty)
         // A new member and changed terms.
         policy.shares[0].to = [Self.sh, sz]
         policy.shares[0].fields = ["station"]
-        let changed = Agreement.plan(owner: Self.hz, policy: policy, version: 3, current: out, issuedAt: "t3")
+        let changed = Agreement.plan(owner: Self.hz, policy: policy, version: 3, current: out, issuedAt: "t3", using: &rng)
         #expect(Set(changed.offer.map(\.member)) == ["shanghai", "suzhou"])
         #expect(changed.revoke.count == 1 && changed.revoke[0].1.contains("superseded"))
         // The share removed.
-        let removed = Agreement.plan(owner: Self.hz, policy: Policy(), version: 4, current: out, issuedAt: "t4")
+        let removed = Agreement.plan(owner: Self.hz, policy: Policy(), version: 4, current: out, issuedAt: "t4", using: &rng)
         #expect(removed.offer.isEmpty && removed.revoke.count == 1 && removed.revoke[0].1.contains("removed from the policy"))
         // Revoked by hand: not offered again on the same terms, but offered when they change.
-        let held = Agreement.plan(owner: Self.hz, policy: Policy(shares: [Self.share]), version: 5, current: [], revokedByHand: out, issuedAt: "t5")
+        let held = Agreement.plan(owner: Self.hz, policy: Policy(shares: [Self.share]), version: 5, current: [], revokedByHand: out, issuedAt: "t5", using: &rng)
         #expect(held.offer.isEmpty)
-        let reoffered = Agreement.plan(owner: Self.hz, policy: policy, version: 6, current: [], revokedByHand: out, issuedAt: "t6")
+        let reoffered = Agreement.plan(owner: Self.hz, policy: policy, version: 6, current: [], revokedByHand: out, issuedAt: "t6", using: &rng)
         #expect(reoffered.offer.count == 2)
     }
 }

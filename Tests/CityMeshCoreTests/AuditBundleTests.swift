@@ -70,6 +70,32 @@ struct AuditBundleTests {
         }
     }
 
+    @Test("with the federation CRL, a bundle of a revoked certificate fails unless checked as of before the revocation; an expired one fails unless --at")
+    func revokedAndExpired() async throws {
+        let f = try Fixture()
+        let node = try PEM.certificates(f.nodePEM, what: "node")[0]
+        // Issued when the fixture was made; revoked 10 minutes later; audited an hour later.
+        let revokedAt = node.notValidBefore.addingTimeInterval(600)
+        let audit = node.notValidBefore.addingTimeInterval(3600)
+        let crl = try RevocationList.make(
+            issuer: f.ca, key: f.caKey, entries: [.init(serial: node.serialNumber, revokedAt: revokedAt)], number: 1, thisUpdate: revokedAt, nextUpdate: audit.addingTimeInterval(86_400))
+        let bundle = try f.bundle()
+        _ = try await bundle.verify(now: audit)
+        await #expect { try await bundle.verify(now: audit, revocations: crl) } throws: { "\($0)".contains("revoked by the federation CRL") }
+        // As of before the revocation (and within the certificate's validity), it counts, with a warning.
+        let before = try await bundle.verify(now: audit, revocations: crl, asOf: revokedAt.addingTimeInterval(-1))
+        #expect(before.warnings.contains { $0.contains("checked as of") })
+        // A CRL of another CA is refused, not ignored.
+        let otherKey = Certificate.PrivateKey(Curve25519.Signing.PrivateKey())
+        let other = try FederationPKI.makeRootCA(name: "Other", key: otherKey, serial: [1], now: Date())
+        let foreign = try RevocationList.make(issuer: other, key: otherKey, entries: [], number: 1, thisUpdate: Date(), nextUpdate: Date().addingTimeInterval(86_400))
+        await #expect { try await bundle.verify(now: audit, revocations: foreign) } throws: { "\($0)".contains("not signed by the bundle's CA") }
+        // Expired: a year and a day later the node certificate (365 days) has expired.
+        let later = node.notValidBefore.addingTimeInterval(366 * 86_400)
+        await #expect { try await bundle.verify(now: later) } throws: { "\($0)".contains("expired") && "\($0)".contains("--at") }
+        _ = try await bundle.verify(now: later, asOf: audit)
+    }
+
     @Test("a witnessed checkpoint: cosignatures verify with CA-issued witness certificates, and the bundle's checkpoint must extend it")
     func witnessed() async throws {
         let f = try Fixture()

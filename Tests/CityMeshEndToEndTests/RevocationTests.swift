@@ -60,9 +60,17 @@ struct RevocationTests {
         try eventually("shanghai took suzhou's batch (it has not reloaded the CRL)") {
             try cm("record", "get", "--dir", "shanghai", "hangzhou/registry", "E-2", "--json").stdout.contains("struck-off")
         }
+        // The revocation also ended hangzhou's agreement with suzhou (signed and ledgered).
+        try eventually("hangzhou ended its agreement with the revoked suzhou") {
+            try AgreementTests.state("hangzhou", work, share: "registry-rw", member: "suzhou") == "revoked"
+                && cm("audit", "log", "--dir", "hangzhou", "--kind", "agreement.revoked", "--json").stdout.contains("revoked by the federation's trust")
+        }
         try eventually("hangzhou refused the relayed batch and ledgered why") {
             let log = try cm("audit", "log", "--dir", "hangzhou", "--kind", "exchange.refused", "--json").stdout
-            return log.contains("suzhou's certificate is no longer trusted") && log.contains("revoked by the federation CRL")
+            // Refused as signed by a revoked certificate, or (once the agreement ended) as from a
+            // city that is no party of the share any more: either way never merged.
+            return (log.contains("suzhou's certificate is no longer trusted") && log.contains("revoked by the federation CRL"))
+                || log.contains("suzhou is not party to share")
         }
         // Give anti-entropy time to retry: the record stays as hangzhou had it.
         Thread.sleep(forTimeInterval: 3)

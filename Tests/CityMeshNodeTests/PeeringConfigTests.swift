@@ -31,6 +31,61 @@ struct PeeringConfigTests {
         #expect(try FederationCRL.load(path: dir + "/none.pem", roots: ca) == nil)
     }
 
+    @Test("the CRL fails closed: a missing, broken, foreign or older file keeps the last good CRL in force, with an alert; a stale one is flagged")
+    func crlFailsClosed() throws {
+        let dir = try tempDir()
+        _ = try FederationCA.create(dir: dir + "/fed", name: "Delta", keyType: .ed25519)
+        _ = try FederationCA.create(dir: dir + "/other", name: "Other", keyType: .ed25519)
+        let sh = try FederationCA.issue(caDir: dir + "/fed", city: try CitySlug("shanghai"), hosts: [], out: dir + "/sh", keyType: .ed25519, days: 30)
+        let sz = try FederationCA.issue(caDir: dir + "/fed", city: try CitySlug("suzhou"), hosts: [], out: dir + "/sz", keyType: .ed25519, days: 30)
+        let ca = try PEM.certificates(try Files.read(dir + "/fed/ca.pem", what: "ca"), what: "ca")
+        let path = dir + "/fed/crl.pem", kept = dir + "/node-crl.pem"
+        func resolve(_ inForce: RevocationList?, now: Date = Date()) throws -> FederationCRL.Resolution {
+            try FederationCRL.resolve(path: path, roots: ca, inForce: inForce, keptPath: kept, now: now)
+        }
+        // Nothing revoked yet: no file, no CRL, no alert.
+        let none = try resolve(nil)
+        #expect(none.crl == nil && none.alerts.isEmpty)
+        // CRL 1 (shanghai) then CRL 2 (shanghai, suzhou): each is taken, and a copy is kept.
+        _ = try FederationCRL.revoke(caDir: dir + "/fed", certPath: sh.cert, crlPath: nil)
+        let old = try Files.read(path, what: "crl")
+        let one = try resolve(nil)
+        #expect(one.crl?.number == 1 && one.alerts.isEmpty)
+        _ = try FederationCRL.revoke(caDir: dir + "/fed", certPath: sz.cert, crlPath: nil)
+        let current = try Files.read(path, what: "crl")
+        let two = try resolve(one.crl)
+        #expect(two.crl?.number == 2 && two.alerts.isEmpty)
+        #expect(try FederationCRL.load(path: kept, roots: ca)?.number == 2, "the node keeps a copy of what it put in force")
+
+        // The older CRL put back in place: refused, CRL 2 stays (also after a restart: from the copy).
+        try old.write(toFile: path, atomically: true, encoding: .utf8)
+        for inForce in [two.crl, nil] {
+            let rolledBack = try resolve(inForce)
+            #expect(rolledBack.crl?.number == 2)
+            #expect(rolledBack.problem?.contains("CRL number 1 is lower than 2") == true, "\(rolledBack.problem ?? "")")
+        }
+        // The file gone, broken, or signed by another CA: CRL 2 stays, with an alert naming the file.
+        try FileManager.default.removeItem(atPath: path)
+        #expect(try resolve(two.crl).problem?.contains("missing") == true)
+        #expect(try resolve(nil).crl?.number == 2, "a restart without the file still refuses what CRL 2 revoked")
+        try "not a CRL\n".write(toFile: path, atomically: true, encoding: .utf8)
+        let broken = try resolve(two.crl)
+        #expect(broken.crl?.number == 2 && broken.problem?.contains("could not be used") == true)
+        _ = try FederationCA.issue(caDir: dir + "/other", city: try CitySlug("nanjing"), hosts: [], out: dir + "/nj", keyType: .ed25519, days: 30)
+        _ = try FederationCRL.revoke(caDir: dir + "/other", certPath: dir + "/nj/node.pem", crlPath: path + ".x")
+        try FileManager.default.removeItem(atPath: path)
+        try FileManager.default.moveItem(atPath: path + ".x", toPath: path)
+        #expect(try resolve(two.crl).crl?.number == 2)
+        // Without any last good CRL, a bad file is an error (the node does not start on it).
+        try FileManager.default.removeItem(atPath: kept)
+        #expect(throws: CityMeshError.self) { try resolve(nil) }
+        // Back to the current CRL: taken, no alert; past its next update (30 days): flagged, still in force.
+        try current.write(toFile: path, atomically: true, encoding: .utf8)
+        #expect(try resolve(nil).alerts.isEmpty)
+        let late = try resolve(two.crl, now: Date().addingTimeInterval(31 * 86_400))
+        #expect(late.crl?.number == 2 && late.problem == nil && late.stale?.contains("past its next update") == true)
+    }
+
     @Test("revoke refuses a certificate of another CA, and a node refuses a CRL another CA signed")
     func foreign() throws {
         let dir = try tempDir()

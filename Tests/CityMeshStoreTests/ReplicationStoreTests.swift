@@ -63,6 +63,21 @@ struct ReplicationStoreTests {
         _ = (b2, s2)
     }
 
+    @Test("peer checkpoints: a bounded number per city, the largest kept; sizes at or above 2^63 are never stored; lookups beyond it find nothing")
+    func peerCheckpointsBounded() async throws {
+        let (store, _) = try makeStore(city: "shanghai")
+        for size in 1...200 {
+            #expect(try await store.savePeerCheckpoint(city: Self.hz, size: UInt64(size), root: "r\(size)", note: "n\(size)", at: "t") == nil)
+        }
+        let count = try await store.pool.read { db in try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM peer_checkpoints WHERE city = 'hangzhou'") }
+        #expect(count == NodeStore.peerCheckpointsKept)
+        #expect(try await store.peerCheckpoints()[Self.hz]?.size == 200)
+        // The same size with another root is reported (a fork), not stored twice.
+        #expect(try await store.savePeerCheckpoint(city: Self.hz, size: 200, root: "other", note: "m", at: "t") == "n200")
+        await #expect(throws: CityMeshError.self) { try await store.savePeerCheckpoint(city: Self.hz, size: 1 << 63, root: "x", note: "x", at: "t") }
+        #expect(try await store.batches(share: Self.share, origin: Self.hz, seqs: (1 << 63)...UInt64.max).isEmpty)
+    }
+
     @Test("a batch merge commits between chunks while an admin write waits, lets it through, and the batch still lands whole")
     func takeYieldsToUrgentWrites() async throws {
         let (store, _) = try makeStore(city: "shanghai")

@@ -22,7 +22,11 @@ struct Console: Sendable {
 
     static let cookieName = "citymesh_console"
     /// Bundles pasted or uploaded for a reconcile can be large; nothing else is.
-    static let formLimit = 256 << 20
+    static let uploadLimit = 256 << 20
+    /// Every other form: a policy draft (at most 1 MiB, up to three times that URL-encoded) is the largest.
+    static let formLimit = 4 << 20
+    /// The login form is read before anyone is authenticated: a token is under 100 bytes.
+    static let loginLimit = 8 << 10
 
     init(admin: AdminAPI, api: RouterResponder<AdminContext>, sessions: ConsoleSessions = ConsoleSessions()) {
         self.admin = admin
@@ -139,11 +143,11 @@ struct Console: Sendable {
         return origin == "http://\(host)" || origin == "https://\(host)"
     }
 
-    static func readForm(_ request: Request) async throws -> [String: String] {
+    static func readForm(_ request: Request, limit: Int = formLimit) async throws -> [String: String] {
         var request = request
         let buffer: ByteBuffer
-        do { buffer = try await request.collectBody(upTo: formLimit) } catch {
-            throw Failure(status: .contentTooLarge, code: "request.too_large", message: "the form is over \(formLimit >> 20) MiB")
+        do { buffer = try await request.collectBody(upTo: limit) } catch {
+            throw Failure(status: .contentTooLarge, code: "request.too_large", message: "the form is over \(limit >= 1 << 20 ? "\(limit >> 20) MiB" : "\(limit >> 10) KiB")")
         }
         return parseForm(String(decoding: buffer.readableBytesView, as: UTF8.self))
     }
@@ -195,7 +199,7 @@ struct Console: Sendable {
     /// A form post: needs a session, the same origin, the session's CSRF token and, if given,
     /// a role (the API checks it again).
     func action(
-        _ request: Request, _ context: AdminContext, needs: Role? = nil,
+        _ request: Request, _ context: AdminContext, needs: Role? = nil, formLimit: Int = formLimit,
         _ perform: @escaping (ConsoleSessions.Session, [String: String]) async throws -> Response
     ) async -> Response {
         guard let s = session(request) else { return loginRedirect(request) }
@@ -203,7 +207,7 @@ struct Console: Sendable {
             return errorPage(s, Failure(status: .forbidden, code: "csrf", message: "a form from another site was refused: use the console's own pages"))
         }
         return await guarded(s, request, context) {
-            let form = try await Self.readForm(request)
+            let form = try await Self.readForm(request, limit: formLimit)
             guard let token = form["_csrf"], ConsoleSessions.same(token, s.csrf) else {
                 throw Failure(status: .forbidden, code: "csrf", message: "the form's CSRF token is missing or stale (the page was opened before you logged in again): reload the page and submit it again")
             }

@@ -97,10 +97,18 @@ enum ConsoleGraphics {
         return svg
     }
 
+    /// Most lines (old and new together) `lineDiff` compares.
+    static let maxDiffLines = 20_000
+
     /// Lines removed ("-"), added ("+") and kept (" ") from `old` to `new`.
     static func lineDiff(old: String, new: String) -> [(mark: String, text: String)] {
         let a = old.split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
         let b = new.split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
+        // Myers' diff costs time and memory in the square of the edits: a draft of a million blank
+        // lines must not take the node's memory. Policies are a few hundred lines.
+        guard a.count + b.count <= maxDiffLines else {
+            return [(" ", "(the drafts have \(a.count) and \(b.count) lines: too long to compare line by line here; the semantic changes above still apply)")]
+        }
         let diff = b.difference(from: a)
         var removed = Set<Int>(), inserted = Set<Int>()
         for change in diff {

@@ -10,7 +10,7 @@ extension Console {
         router.get("/console/assets/console.css") { _, _ in Self.asset(ConsoleAssets.css, type: "text/css; charset=utf-8") }
         router.get("/console/assets/console.js") { _, _ in Self.asset(ConsoleAssets.js, type: "text/javascript; charset=utf-8") }
         router.get("/console/login") { request, _ in loginPage(request) }
-        router.post("/console/login") { request, _ in await login(request) }
+        router.post("/console/login") { request, context in await login(request, client: context.client ?? "local") }
         router.post("/console/logout") { request, context in
             await action(request, context) { s, _ in
                 sessions.end(s.id)
@@ -64,7 +64,7 @@ extension Console {
             await page(request, context) { s in render(s, nav: "reconcile", title: "Reconcile two cities' ledgers", template: "reconcile", [:]) }
         }
         router.post("/console/reconcile") { request, context in
-            await action(request, context) { s, form in try await reconcile(s, form) }
+            await action(request, context, formLimit: Self.uploadLimit) { s, form in try await reconcile(s, form) }
         }
         // Anything else under /console: a page saying so, not the API's JSON error.
         router.get("/console/**") { request, context in
@@ -98,13 +98,18 @@ extension Console {
         next.hasPrefix("/console") && !next.contains("//") && !next.contains("\\")
     }
 
-    func login(_ request: Request) async -> Response {
+    func login(_ request: Request, client: String) async -> Response {
         guard Self.sameOrigin(request) else {
             return loginPage(request, error: "a login form from another site was refused", status: .forbidden)
         }
+        if let wait = sessions.loginBlocked(client) {
+            return loginPage(
+                request, error: "too many failed logins from this address: try again in \(wait) seconds (tokens are 256-bit; a typo is the likely cause)",
+                status: .tooManyRequests)
+        }
         let form: [String: String]
-        do { form = try await Self.readForm(request) } catch {
-            return loginPage(request, error: "the login form could not be read", status: .badRequest)
+        do { form = try await Self.readForm(request, limit: Self.loginLimit) } catch {
+            return loginPage(request, error: "the login form could not be read (a token is under 100 characters)", status: .badRequest)
         }
         let token = (form["token"] ?? "").trimmingCharacters(in: .whitespacesAndNewlines)
         guard !token.isEmpty else { return loginPage(request, error: "paste an admin API token (cm_…): 'citymesh token create --role auditor' makes one", status: .unauthorized) }
@@ -113,6 +118,7 @@ extension Console {
             return loginPage(request, error: "the node could not check the token: \(error)", status: .internalServerError)
         }
         guard let role else {
+            sessions.loginFailed(client)
             return loginPage(
                 request, error: "that token is not valid (wrong, or revoked): the node directory's admin.token is an admin token; 'citymesh token create' makes others",
                 status: .unauthorized)
@@ -590,7 +596,8 @@ extension Console {
     }
 
     func entry(_ s: ConsoleSessions.Session, _ context: AdminContext) async throws -> Response {
-        guard let index = context.parameters.get("index").flatMap({ UInt64($0) }) else {
+        // Indices above 2^63 - 1 name no entry; refusing them keeps `index + 1` below in range.
+        guard let index = context.parameters.get("index").flatMap({ UInt64($0) }), index < UInt64(Int64.max) else {
             throw Failure(status: .badRequest, code: "invalid_argument", message: "an entry is named by its index (0, 1, …): pick one from the ledger page")
         }
         let log: API.AuditLog = try await get("/v1/audit/log?order=newest&limit=1&before=\(index + 1)", s, context)
@@ -667,11 +674,12 @@ extension Console {
             let share = detail.hasPrefix("share ") ? String(detail.dropFirst(6).prefix { $0 != ":" }) : "?"
             let sent = detail.contains(": sent to ")
             for key in [share] {
-                if sent { byShare[key, default: Series()].sent[b] += records } else { byShare[key, default: Series()].received[b] += records }
+                // Counts come from peers' receipts: sums saturate rather than trap.
+                if sent { byShare[key, default: Series()].sent[b].addSaturating(records) } else { byShare[key, default: Series()].received[b].addSaturating(records) }
                 byShare[key, default: Series()].exchanges += 1
             }
             let peer = e.peer ?? "?"
-            if sent { byPeer[peer, default: Series()].sent[b] += records } else { byPeer[peer, default: Series()].received[b] += records }
+            if sent { byPeer[peer, default: Series()].sent[b].addSaturating(records) } else { byPeer[peer, default: Series()].received[b].addSaturating(records) }
             byPeer[peer, default: Series()].exchanges += 1
         }
         func label(_ i: Int) -> String {
@@ -684,7 +692,7 @@ extension Console {
                 let points = (0..<buckets).map { (label($0), s.sent[$0], s.received[$0]) }
                 return [
                     "name": name, "svg": ConsoleGraphics.barChart(title: "\(kind) \(name): records per \(days == 1 ? "hour" : (days == 7 ? "6 hours" : "day"))", points: points),
-                    "sent": "\(s.sent.reduce(0, +))", "received": "\(s.received.reduce(0, +))", "exchanges": "\(s.exchanges)",
+                    "sent": "\(s.sent.reduce(0) { $0.saturatingAdd($1) })", "received": "\(s.received.reduce(0) { $0.saturatingAdd($1) })", "exchanges": "\(s.exchanges)",
                 ]
             }
         }
@@ -734,7 +742,7 @@ extension Console {
         }
         var data: [String: Any] = [
             "done": true, "a": result.a, "b": result.b, "clean": result.isClean, "matched": "\(result.matched.count)",
-            "records": "\(result.matched.reduce(0) { $0 + $1.records })",
+            "records": "\(result.matched.reduce(0) { $0.saturatingAdd($1.records) })",
             "onlyInA": rows(result.onlyInA), "onlyInB": rows(result.onlyInB), "invalid": result.invalid.map { ["text": $0] },
             "hasInvalid": !result.invalid.isEmpty,
             "reports": [(a, ra), (b, rb)].map { bundle, r in

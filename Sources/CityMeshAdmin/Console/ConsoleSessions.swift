@@ -32,6 +32,41 @@ final class ConsoleSessions: Sendable {
         self.limit = limit
     }
 
+    /// Failed logins per client address in the current window: past `maxFailures` the address is
+    /// refused (429) until the window ends. Guessing a 256-bit token is hopeless anyway; this keeps
+    /// a script from making the node hash and look up tokens as fast as it can send forms.
+    private let failures = Mutex<[String: (count: Int, since: ContinuousClock.Instant)]>([:])
+    static let maxFailures = 10
+    static let failureWindow: Duration = .seconds(60)
+    /// Most addresses tracked at once (the oldest windows are dropped first).
+    static let maxTrackedClients = 10_000
+
+    /// Seconds until `client` may try again, if it is blocked now.
+    func loginBlocked(_ client: String) -> Int? {
+        let now = ContinuousClock.now
+        return failures.withLock { f in
+            guard let e = f[client], now - e.since < Self.failureWindow else { return nil }
+            guard e.count >= Self.maxFailures else { return nil }
+            return max(1, Int((Self.failureWindow - (now - e.since)).components.seconds))
+        }
+    }
+
+    func loginFailed(_ client: String) {
+        let now = ContinuousClock.now
+        failures.withLock { f in
+            if var e = f[client], now - e.since < Self.failureWindow {
+                e.count += 1
+                f[client] = e
+                return
+            }
+            if f.count >= Self.maxTrackedClients {
+                f = f.filter { now - $0.value.since < Self.failureWindow }
+                if f.count >= Self.maxTrackedClients, let oldest = f.min(by: { $0.value.since < $1.value.since }) { f[oldest.key] = nil }
+            }
+            f[client] = (1, now)
+        }
+    }
+
     static func randomID() -> String {
         var rng = SystemRandomNumberGenerator()
         let bytes = (0..<32).map { _ in UInt8.random(in: .min ... .max, using: &rng) }

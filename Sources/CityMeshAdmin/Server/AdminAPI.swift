@@ -32,6 +32,9 @@ public struct AdminAPI: Sendable {
     public let replication: (any ReplicaDesk)?
     /// Why the node is not ready yet (nil when it is): `/readyz` answers 503 with it.
     public let notReady: (@Sendable () -> String?)?
+    /// What an operator must look at although the node serves (e.g. a CRL kept in force over a
+    /// broken file): `/readyz` lists them.
+    public let alerts: (@Sendable () -> [String])?
 
     public init(
         store: NodeStore, version: String, startedAt: String, physicalMillis: @escaping @Sendable () -> UInt64,
@@ -39,9 +42,10 @@ public struct AdminAPI: Sendable {
         ledger: LedgerStore? = nil, verifierKey: NoteVerifier? = nil,
         peerCheckpoint: (@Sendable (CitySlug) async throws -> API.PeerCheckpoint)? = nil, certificates: (node: String, ca: String)? = nil,
         policy: PolicyManager? = nil, agreements: (any AgreementDesk)? = nil, replication: (any ReplicaDesk)? = nil,
-        notReady: (@Sendable () -> String?)? = nil
+        notReady: (@Sendable () -> String?)? = nil, alerts: (@Sendable () -> [String])? = nil
     ) {
         self.notReady = notReady
+        self.alerts = alerts
         self.replication = replication
         self.policy = policy
         self.agreements = agreements
@@ -77,7 +81,10 @@ public struct AdminAPI: Sendable {
         router.add(middleware: WritePriorityMiddleware(store: store))
         router.get("/healthz") { _, _ in json(["status": "ok"]) }
         router.get("/readyz") { _, _ in
-            guard let reason = notReady?() else { return json(["status": "ready"]) }
+            guard let reason = notReady?() else {
+                let alerts = alerts?() ?? []
+                return alerts.isEmpty ? json(["status": "ready"]) : json(Ready(status: "ready", alerts: alerts))
+            }
             return json(["status": "starting", "reason": reason], status: .serviceUnavailable)
         }
         router.get("/v1/node") { _, _ in
@@ -317,7 +324,10 @@ public struct AdminAPI: Sendable {
             let share = context.parameters.get("share") ?? ""
             return json(try await agreements.revoke(share: share, member: try CitySlug(member), actor: context.actor))
         }
-        router.get("/v1/peers/{city}/checkpoint") { _, context in
+        // A POST, for operators: fetching a peer's checkpoint keeps it, may ledger a fork and
+        // cosigns it — writes, which no GET (and no auditor) may cause.
+        router.post("/v1/peers/{city}/checkpoint") { _, context in
+            try context.require(.operator)
             guard let peerCheckpoint else { throw CityMeshError(.nodeNotRunning, "this node runs without a peer transport") }
             let city = try CitySlug(context.parameters.get("city") ?? "")
             return json(try await peerCheckpoint(city))
@@ -662,6 +672,12 @@ func bodyText(_ request: Request) async throws -> String {
 }
 
 /// A JSON response with stable key order.
+/// `/readyz` when the node serves but an operator must look at something.
+struct Ready: Encodable {
+    let status: String
+    let alerts: [String]
+}
+
 func json<T: Encodable>(_ value: T, status: HTTPResponse.Status = .ok) -> Response {
     let encoder = JSONEncoder()
     encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]

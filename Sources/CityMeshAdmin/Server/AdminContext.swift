@@ -8,10 +8,13 @@ public struct AdminContext: RequestContext {
     public var role: Role?
     /// Who is calling, as the ledger names it: `token:<id>`.
     public var actor: String = "anonymous"
+    /// The client's IP address, when the connection has one (the console's login throttle counts by it).
+    public var client: String?
 
     public init(source: Source) {
         self.coreContext = .init(source: source)
         self.role = nil
+        self.client = source.channel.remoteAddress?.ipAddress
     }
 
     /// Throws 403 unless the caller has at least `needed`.

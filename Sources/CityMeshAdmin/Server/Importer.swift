@@ -29,6 +29,8 @@ struct Importer: Sendable {
     let physicalMillis: @Sendable () -> UInt64
     static let batchSize = 20_000
     static let maxListedRejections = 1000
+    /// Longest rejection reason listed, in characters.
+    static let maxReasonLength = 300
 
     /// Parses (and stamps and encodes) on one task while the previous batch is written on the
     /// store's writer: two stages joined by a channel that holds one batch, so the parser is never
@@ -100,7 +102,10 @@ struct Importer: Sendable {
         func reject(_ line: Int, _ reason: String) {
             summary.rejected += 1
             if summary.rejections.count < Self.maxListedRejections {
-                summary.rejections.append(API.Rejection(line: line, reason: reason))
+                // A reason may quote the row (an unknown field name of up to a line's length): a
+                // thousand listed reasons stay small however long the rows are.
+                let shown = reason.count > Self.maxReasonLength ? String(reason.prefix(Self.maxReasonLength)) + "…" : reason
+                summary.rejections.append(API.Rejection(line: line, reason: shown))
             } else {
                 summary.rejectionsTruncated = true
             }

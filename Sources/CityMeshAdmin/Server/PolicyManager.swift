@@ -152,7 +152,7 @@ public final class PolicyManager: Sendable {
         let value = Self.reader(record.state, info.schema)
         switch try await engineInForce().view(dataset: dataset, for: member, now: clock(), accepted: accepted, value: value) {
         case .success(let fields):
-            return .success(Dictionary(uniqueKeysWithValues: fields.map { ($0, value($0)) }))
+            return .success(Dictionary(fields.map { ($0, value($0)) }, uniquingKeysWith: { a, _ in a }))
         case .failure(let denial):
             if ledgered, denial.code != "row_filtered" { try await deny(denial, member: member, dataset: id, key: key) }
             return .failure(denial)

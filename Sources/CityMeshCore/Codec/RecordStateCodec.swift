@@ -122,13 +122,14 @@ public enum RecordStateCodec {
         var cells: [Cell] = []
         cells.reserveCapacity(Int(count))
         for _ in 0..<count {
-            let field = Int(try r.varint())
+            // Varints come from peers' batches too: a value at or above 2^63 is refused, not trapped on.
+            guard let field = Int(exactly: try r.varint()) else { throw r.corrupt() }
             let cellStamp = try stamp(try r.varint())
             let value: Value?
             switch try r.byte() {
             case 0: value = nil
             case 1:
-                let n = Int(try r.varint())
+                guard let n = Int(exactly: try r.varint()) else { throw r.corrupt() }
                 value = .string(try r.string(n))
             case 2: value = .int(Int64(bitPattern: try r.uint64()))
             case 3: value = .double(Double(bitPattern: try r.uint64()))

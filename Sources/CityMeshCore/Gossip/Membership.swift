@@ -29,6 +29,9 @@ public struct Membership: Sendable {
         /// held dead (Serf's reconnect). Two sides of a healed partition hold each other dead and
         /// never probe each other; this is how they find out, refute and rejoin. 0 turns it off.
         public var reconnectPeriods: UInt64 = 5
+        /// Most members held: updates about further cities are ignored, so gossip naming
+        /// invented cities cannot grow the table (or the probes) without bound.
+        public var maxMembers = 10_000
         public init() {}
     }
 
@@ -85,6 +88,10 @@ public struct Membership: Sendable {
     public let me: CitySlug
     public let config: Config
     public private(set) var incarnation: UInt64 = 0
+    /// Most PING-REQs being relayed at once.
+    static let maxRelays = 1024
+    /// The largest incarnation a member may gossip (2^62): the decoder refuses anything above it.
+    public static let maxIncarnation: UInt64 = 1 << 62
     public private(set) var members: [CitySlug: Member] = [:]
     var order: [CitySlug] = []
     var next = 0
@@ -97,6 +104,11 @@ public struct Membership: Sendable {
     var relays: [UInt32: (CitySlug, UInt32)] = [:]
     /// Changes still to piggyback, with how many more times.
     var gossip: [CitySlug: (Update, Int)] = [:]
+    /// When set, the only cities updates may be about (besides this node): its seeds, the
+    /// members it heard from directly (the transport authenticated them with the federation
+    /// CA) and those the shell admits. Hearsay about any other city is ignored. Nil (the
+    /// simulator's default) admits every city.
+    public private(set) var admitted: Set<CitySlug>?
     var rng: SplitMix64
 
     public init(me: CitySlug, seeds: [CitySlug], config: Config = Config(), seed: UInt64) {
@@ -106,6 +118,16 @@ public struct Membership: Sendable {
         rng = SplitMix64(seed: seed ^ me.rawValue.utf8.reduce(0xcbf2_9ce4_8422_2325) { ($0 ^ UInt64($1)) &* 0x100_0000_01b3 })
         for s in seeds where s != me { members[s] = Member(city: s, status: .alive, incarnation: 0, since: 0) }
         enqueue(Update(city: me, status: .alive, incarnation: 0))
+    }
+
+    /// From now on, updates are taken only about admitted cities (see `admitted`).
+    public mutating func admitOnlyKnown() {
+        admitted = Set(members.keys).union([me])
+    }
+
+    /// Admits `city` (its certificate was verified by the shell).
+    public mutating func admit(_ city: CitySlug) {
+        admitted?.insert(city)
     }
 
     /// Members other than this node, by status.
@@ -217,7 +239,8 @@ public struct Membership: Sendable {
 
     public mutating func onMessage(from sender: CitySlug, _ message: Message, now: UInt64) -> [Directive] {
         // Hearing from a member at all: it is known (joins happen this way).
-        if sender != me, members[sender] == nil {
+        admitted?.insert(sender)
+        if sender != me, members[sender] == nil, members.count < config.maxMembers {
             members[sender] = Member(city: sender, status: .alive, incarnation: 0, since: now)
             enqueue(Update(city: sender, status: .alive, incarnation: 0))
         }
@@ -240,7 +263,11 @@ public struct Membership: Sendable {
             return [.send(to: sender, .ack(seq: s, updates: news))]
         case .pingReq(let s, let target, _):
             guard target != me else { return [.send(to: sender, .ack(seq: s, updates: news))] }
+            // Relays whose target never answered are forgotten oldest-first (sequence numbers
+            // wrap, so "oldest" is the one furthest behind): the table stays bounded whatever
+            // PING-REQs arrive.
             let mine = nextSeq()
+            if relays.count >= Self.maxRelays, let oldest = relays.keys.max(by: { mine &- $0 < mine &- $1 }) { relays[oldest] = nil }
             relays[mine] = (sender, s)
             return [.send(to: target, .ping(seq: mine, updates: aboutItself(target) + piggyback()))]
         case .ack(let s, _):
@@ -261,13 +288,16 @@ public struct Membership: Sendable {
     mutating func apply(_ u: Update, now: UInt64) {
         if u.city == me {
             // Refute: anything but "alive" about me, at or above my incarnation, is answered with a higher one.
-            if u.status != .alive, u.incarnation >= incarnation {
+            // The decoder refuses incarnations above `maxIncarnation`, so `+ 1` cannot overflow; the
+            // guard keeps that true for updates made in-process too.
+            if u.status != .alive, u.incarnation >= incarnation, u.incarnation < Self.maxIncarnation {
                 incarnation = u.incarnation + 1
                 enqueue(Update(city: me, status: .alive, incarnation: incarnation))
             }
             return
         }
         guard let m = members[u.city] else {
+            guard admitted?.contains(u.city) ?? true, members.count < config.maxMembers else { return }
             members[u.city] = Member(city: u.city, status: u.status, incarnation: u.incarnation, since: now)
             enqueue(u)
             return
@@ -348,7 +378,13 @@ extension Membership.Message {
             let c = try city("update city")
             let s = try r.u8("status")
             guard let status = Membership.Status(rawValue: s) else { throw .malformed("unknown member status \(s)") }
-            updates.append(Membership.Update(city: c, status: status, incarnation: try r.u64("incarnation")))
+            let incarnation = try r.u64("incarnation")
+            // A city raises its own incarnation by one per refutation, so no honest value comes near
+            // this bound; above it, a refutation (`+ 1`) could not answer and would overflow.
+            guard incarnation <= Membership.maxIncarnation else {
+                throw .malformed("incarnation \(incarnation) of \(c) is above the largest a city can reach (\(Membership.maxIncarnation))")
+            }
+            updates.append(Membership.Update(city: c, status: status, incarnation: incarnation))
         }
         guard r.isAtEnd else { throw .malformed("\(r.remaining) bytes after a membership message") }
         switch type {

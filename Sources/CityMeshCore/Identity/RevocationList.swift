@@ -69,6 +69,38 @@ public struct RevocationList: Sendable {
         return bytes.reduce(0) { $0 << 8 | Int($1) }
     }
 
+    /// When `serial` was revoked, if this CRL lists it.
+    public func revocationDate(_ serial: Certificate.SerialNumber) -> Date? {
+        entries.first { $0.serial == serial }?.revokedAt
+    }
+
+    /// Why this CRL must not replace `current`, the one in force, if it must not. An older CRL
+    /// (a lower CRL number, or issued earlier) is validly signed too: taking it would bring back
+    /// every certificate the federation revoked since — a rollback anyone holding the old file
+    /// could cause by putting it in place.
+    public func refusalToReplace(_ current: RevocationList) -> String? {
+        switch (numberBytes.map(Self.magnitude), current.numberBytes.map(Self.magnitude)) {
+        case (nil, .some(let old)):
+            return "it has no CRL number, and the CRL in force has number \(Self.decimal(old))"
+        case (.some(let new), .some(let old)) where Self.less(new, old):
+            return "its CRL number \(Self.decimal(new)) is lower than \(Self.decimal(old)) of the CRL in force"
+        default:
+            break
+        }
+        if thisUpdate < current.thisUpdate {
+            return "it was issued \(thisUpdate), before the CRL in force (\(current.thisUpdate))"
+        }
+        return nil
+    }
+
+    /// A DER INTEGER's bytes without leading zero bytes (CRL numbers are non-negative, up to 20 octets).
+    static func magnitude(_ bytes: [UInt8]) -> [UInt8] { Array(bytes.drop { $0 == 0 }) }
+    static func less(_ a: [UInt8], _ b: [UInt8]) -> Bool { a.count != b.count ? a.count < b.count : a.lexicographicallyPrecedes(b) }
+    static func decimal(_ bytes: [UInt8]) -> String {
+        guard bytes.count <= 8 else { return "0x" + bytes.map { String(format: "%02x", $0) }.joined() }
+        return String(bytes.reduce(UInt64(0)) { $0 << 8 | UInt64($1) })
+    }
+
     /// The CRL as a `-----BEGIN X509 CRL-----` PEM block.
     public var pemString: String {
         PEMDocument(type: Self.pemLabel, derBytes: derBytes).pemString
@@ -324,7 +356,7 @@ private struct TBSCertList {
             if let first = lookahead.next(), first.identifier == .integer {
                 let raw = try Int(derEncoded: first)
                 guard raw == 1 else {
-                    throw RevocationList.invalid("\(what) says it is version \(raw + 1); only v1 and v2 CRLs exist: get a fresh copy from the federation's CA operator")
+                    throw RevocationList.invalid("\(what) says it is version \(raw.saturatingAdd(1)); only v1 and v2 CRLs exist: get a fresh copy from the federation's CA operator")
                 }
                 version = 2
                 nodes = lookahead

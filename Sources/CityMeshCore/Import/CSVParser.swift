@@ -203,6 +203,12 @@ public struct CSVParser: Sendable {
     }
 
     private mutating func endField() {
+        // A row over the limit is refused whole; its further fields are not kept, so a row of a
+        // million commas holds no more memory than one field.
+        if rowError != nil, rowBytes > Self.maxRowBytes {
+            field.removeAll(keepingCapacity: true)
+            return
+        }
         var ascii = true
         for b in field where b >= 0x80 {
             ascii = false

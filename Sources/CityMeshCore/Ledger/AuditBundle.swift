@@ -83,20 +83,33 @@ public struct AuditBundle: Codable, Sendable {
     /// Everything an auditor needs checked: the certificate chain to the CA, that the verifier key
     /// is the certificate's key and names the certificate's city, the checkpoint's signature, and
     /// that every entry is in the signed tree.
-    public func verify(now: Date) async throws -> Report {
+    ///
+    /// Signatures by a certificate that is expired at `now`, or revoked by `revocations` (the
+    /// federation CRL, checked against the bundle's CA), are failures — unless `asOf` is given:
+    /// then certificates are checked as of that time (an old bundle, audited for what its city
+    /// signed while its certificate was good). Witnesses whose certificates fail are not counted.
+    public func verify(now: Date, revocations: RevocationList? = nil, asOf: Date? = nil) async throws -> Report {
         func fail(_ why: String) -> CityMeshError { CityMeshError(.malformedInput, "the bundle does not verify: \(why)") }
         guard format == Self.formatName else { throw fail("unknown format '\(format)' (expected \(Self.formatName))") }
         let roots = try PEM.certificates(caCertificate, what: "the bundle's CA certificate")
         let chain = try PEM.certificates(nodeCertificate, what: "the bundle's node certificate")
+        if let revocations {
+            guard roots.contains(where: { (try? revocations.verify(issuer: $0, what: "the CRL")) != nil }) else {
+                throw fail("the CRL was not signed by the bundle's CA: give the CRL of the bundle's federation")
+            }
+        }
+        let at = asOf ?? now
         var warnings: [String] = []
         let identity: VerifiedIdentity
         do {
-            identity = try await NodeIdentity.verify(chain: chain, roots: roots, expectedCity: nil, now: now)
-        } catch let e as CityMeshError where e.code == .certificateExpired {
-            // An old bundle outlives its certificate; what matters is that it was valid when it signed.
-            identity = try await NodeIdentity.verify(chain: chain, roots: roots, expectedCity: nil, now: chain[0].notValidAfter.addingTimeInterval(-1))
-            warnings.append("the node certificate has expired since (\(e.message))")
+            identity = try await NodeIdentity.verify(chain: chain, roots: roots, expectedCity: nil, now: at)
+        } catch let e as CityMeshError where e.code == .certificateExpired && asOf == nil {
+            throw fail("the node certificate has expired (\(e.message)): its signatures no longer count; to audit what it signed while it was valid, give --at with a time in its validity")
         }
+        if let revoked = revocations?.revocationDate(chain[0].serialNumber), revoked <= at {
+            throw fail("the node certificate of \(identity.city) was revoked by the federation CRL at \(revoked): its signatures count only before that; give --at with an earlier time to audit what it signed then")
+        }
+        if asOf != nil { warnings.append("certificates were checked as of \(at), not now") }
         let key: NoteVerifier
         do { key = try NoteVerifier(vkey: verifierKey) } catch { throw fail("verifier key: \(error)") }
         guard let certKey = Curve25519.Signing.PublicKey(identity.certificate.publicKey), certKey.rawRepresentation == key.publicKey.rawRepresentation else {
@@ -131,7 +144,8 @@ public struct AuditBundle: Codable, Sendable {
         }
         var witnesses: [Witness] = []
         if let witnessed {
-            witnesses = try await verifyWitnessed(witnessed, log: key, city: identity.city, checkpoint: cp, roots: roots, now: now, warnings: &warnings)
+            witnesses = try await verifyWitnessed(
+                witnessed, log: key, city: identity.city, checkpoint: cp, roots: roots, now: at, revocations: revocations, warnings: &warnings)
         }
         return Report(city: identity.city, checkpoint: cp, entries: decoded, warnings: warnings, witnesses: witnesses)
     }
@@ -139,7 +153,8 @@ public struct AuditBundle: Codable, Sendable {
     /// Checks the witnessed checkpoint: the log's signature, that the bundle's checkpoint extends
     /// it, and each cosignature with the key of a witness certificate issued by the bundle's CA.
     func verifyWitnessed(
-        _ w: Witnessed, log key: NoteVerifier, city: CitySlug, checkpoint cp: Checkpoint, roots: [Certificate], now: Date, warnings: inout [String]
+        _ w: Witnessed, log key: NoteVerifier, city: CitySlug, checkpoint cp: Checkpoint, roots: [Certificate], now: Date,
+        revocations: RevocationList? = nil, warnings: inout [String]
     ) async throws -> [Witness] {
         func fail(_ why: String) -> CityMeshError { CityMeshError(.malformedInput, "the bundle does not verify: \(why)") }
         let note: SignedNote
@@ -164,8 +179,12 @@ public struct AuditBundle: Codable, Sendable {
                 let chain = try PEM.certificates(pem, what: "a witness certificate")
                 let identity: VerifiedIdentity
                 do { identity = try await NodeIdentity.verify(chain: chain, roots: roots, expectedCity: nil, now: now) } catch let e as CityMeshError where e.code == .certificateExpired {
-                    identity = try await NodeIdentity.verify(chain: chain, roots: roots, expectedCity: nil, now: chain[0].notValidAfter.addingTimeInterval(-1))
-                    warnings.append("a witness certificate has expired since (\(e.message))")
+                    warnings.append("a witness certificate has expired, so its cosignature is not counted (\(e.message)); give --at to count it as of a time it was valid")
+                    continue
+                }
+                if let revoked = revocations?.revocationDate(chain[0].serialNumber), revoked <= now {
+                    warnings.append("\(identity.city)'s witness certificate was revoked at \(revoked), so its cosignature is not counted")
+                    continue
                 }
                 guard identity.city != city else { continue }
                 guard let publicKey = Curve25519.Signing.PublicKey(identity.certificate.publicKey) else { continue }

@@ -33,13 +33,18 @@ public struct Cosignature: Sendable, Equatable {
         Array("cosignature/v1\ntime \(timestamp)\n".utf8) + Array(checkpointText.utf8)
     }
 
+    /// 9999-12-31T23:59:59Z in seconds since 1970: the latest timestamp a cosignature may carry.
+    public static let maxTimestamp: UInt64 = 253_402_300_799
+
     /// Reads a note signature as a cosignature/v1: the signature is a u64 timestamp and 64 bytes.
     public init(_ signature: SignedNote.Signature) throws(NoteError) {
         guard signature.bytes.count == 8 + 64 else {
             throw NoteError("the signature of '\(signature.name)' is not a cosignature/v1 (a timestamp and an Ed25519 signature: 72 bytes, not \(signature.bytes.count))")
         }
         let timestamp = signature.bytes.prefix(8).reduce(UInt64(0)) { $0 << 8 | UInt64($1) }
-        guard timestamp <= UInt64(Int64.max) else { throw NoteError("the cosignature of '\(signature.name)' has a timestamp beyond 2^63 - 1") }
+        // Seconds since 1970; a timestamp past the year 9999 is no time a witness saw, and refusing it
+        // keeps conversions to microseconds (RFC 3339) in range.
+        guard timestamp <= Self.maxTimestamp else { throw NoteError("the cosignature of '\(signature.name)' has a timestamp after the year 9999 (\(timestamp))") }
         self.init(witness: signature.name, keyID: signature.keyID, timestamp: timestamp, signature: Array(signature.bytes.dropFirst(8)))
     }
 

@@ -204,6 +204,9 @@ public struct Checkpoint: Sendable, Equatable {
         guard sizeText.allSatisfy({ $0.isASCII && $0.isNumber }), sizeText == "0" || !sizeText.hasPrefix("0"), let size = UInt64(sizeText) else {
             throw NoteError("the tree size '\(sizeText)' is not a decimal number without leading zeros")
         }
+        // A log of 2^63 entries cannot exist; a size above that comes from a forger, and the stores'
+        // signed 64-bit columns could not hold it.
+        guard size <= UInt64(Int64.max) else { throw NoteError("the tree size \(size) is above 2^63 - 1") }
         guard let root = MerkleHash(base64: lines[2]) else { throw NoteError("the root hash is not base64 of 32 bytes") }
         self.init(origin: lines[0], size: size, root: root, extensions: Array(lines.dropFirst(3)))
     }

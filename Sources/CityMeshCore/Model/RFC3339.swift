@@ -34,7 +34,12 @@ public enum RFC3339 {
                     i += 1
                 }
                 guard n > 0 else { return nil }
-                for _ in n..<6 where n < 6 { micros *= 10 }
+                // Digits past the sixth are read and dropped (microsecond precision). The loop is a
+                // `while`, not `n..<6`, which would trap building a range from 7 or more digits.
+                while n < 6 {
+                    micros *= 10
+                    n += 1
+                }
             }
             guard i < b.count else { return nil }
             var offsetSeconds = 0

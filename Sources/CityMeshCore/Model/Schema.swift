@@ -61,6 +61,21 @@ public struct Schema: Hashable, Sendable, Codable {
         return bytes.allSatisfy { isLetter($0) || (48...57).contains($0) || $0 == UInt8(ascii: "_") }
     }
 
+    /// Whether `value` may stand in a cell of `field` as it arrives from a peer: the field's type,
+    /// a string within `maxValueBytes`, a finite double. (Local input is checked as it is parsed.)
+    public static func accepts(_ value: Value?, in field: Field) -> Bool {
+        guard let value else { return true }
+        guard value.type == field.type else { return false }
+        switch value {
+        case .string(let s): return s.utf8.count <= maxValueBytes
+        case .double(let d): return d.isFinite
+        default: return true
+        }
+    }
+
+    /// Whether `key` may name a record arriving from a peer: not empty, within `maxKeyBytes`.
+    public static func acceptsKey(_ key: String) -> Bool { !key.isEmpty && key.utf8.count <= maxKeyBytes }
+
     public func field(named name: String) -> Field? { fields.first { $0.name == name } }
     public func field(id: Int) -> Field? { fields.first { $0.id == id } }
     public var key: Field { fields.first { $0.name == keyField }! }  // invariant: init checks the key field exists

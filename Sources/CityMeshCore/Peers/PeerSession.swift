@@ -182,6 +182,11 @@ public struct PeerSession: Sendable {
         guard hello.city == certificateCity.rawValue else {
             return close(.wrongCity, "HELLO claims city '\(hello.city)' but the certificate is for '\(certificateCity)'")
         }
+        // A certificate for this node's own city is a copy of its identity (a second node started
+        // from the same directory, or a stolen key): as a peer it could speak for this city to itself.
+        guard certificateCity.rawValue != configuration.hello.city else {
+            return close(.wrongCity, "the peer's certificate is for \(certificateCity), this node's own city: a city runs one node; stop the other one")
+        }
         let peer = Peer(
             city: certificateCity, fingerprint: fingerprint, protocolVersion: hi, software: hello.software,
             listen: hello.listen, capabilities: hello.capabilities, maxFrameLength: hello.maxFrameLength)

@@ -27,6 +27,16 @@ public struct PeerTrust: Sendable {
         self.denied = Set(denied.map { $0.lowercased().replacingOccurrences(of: ":", with: "") })
     }
 
+    /// Why a certificate for `origin` that `relay` passed on must not be kept, if it must not: a
+    /// node's own certificate comes from its own key, and a city connected directly has shown its
+    /// certificate in the handshake — a relayed one (perhaps older, of a key since replaced) never
+    /// takes its place. Otherwise it is kept once its chain and revocation status are checked.
+    public static func refusesRelayed(origin: CitySlug, from relay: CitySlug, me: CitySlug, connectedDirectly: Bool) -> String? {
+        if origin == me { return "a certificate for this node's own city, relayed by \(relay)" }
+        if connectedDirectly || origin == relay { return "\(origin) is connected directly; the certificate of its handshake is used" }
+        return nil
+    }
+
     /// Checks a peer's presented chain (leaf first). `expectedCity` is the city configured for the
     /// address we dialed (nil for inbound connections).
     public func verify(chain: [Certificate], expectedCity: CitySlug?, now: Date) async -> Result<VerifiedIdentity, PeerCheckFailure> {

@@ -27,8 +27,13 @@ public enum Agreement {
         /// The owner's policy version the offer comes from.
         public var policyVersion: Int
         public var issuedAt: String
+        /// 128 random bits (hex), so an offer's id (the hash of its body) cannot be computed by
+        /// anyone who did not receive it — a co-member knows the terms of another member's offer,
+        /// and without a nonce it could name that offer in a forged document. Absent in offers
+        /// made before it was added.
+        public var nonce: String?
 
-        public init(owner: CitySlug, member: CitySlug, share s: Policy.Share, policyVersion: Int, issuedAt: String) {
+        public init(owner: CitySlug, member: CitySlug, share s: Policy.Share, policyVersion: Int, issuedAt: String, nonce: String?) {
             self.owner = owner.rawValue
             share = s.id
             self.member = member.rawValue
@@ -43,14 +48,21 @@ public enum Agreement {
             onRevoke = s.onRevoke.rawValue
             self.policyVersion = policyVersion
             self.issuedAt = issuedAt
+            self.nonce = nonce
         }
 
-        /// Whether two offers grant the same thing (when and from which version aside).
+        /// Whether two offers grant the same thing (when, from which version and the nonce aside).
         public func sameTerms(_ o: Offer) -> Bool {
             var a = self, b = o
             a.issuedAt = ""; b.issuedAt = ""
             a.policyVersion = 0; b.policyVersion = 0
+            a.nonce = nil; b.nonce = nil
             return a == b
+        }
+
+        /// A fresh nonce: 16 bytes from `generator`, hex.
+        public static func nonce(using generator: inout some RandomNumberGenerator) -> String {
+            (0..<16).map { _ in String(format: "%02x", UInt8.random(in: 0...255, using: &generator)) }.joined()
         }
     }
 
@@ -167,6 +179,47 @@ public enum Agreement {
         case expired
     }
 
+    /// Checks an offer a peer sent against who sent it and who received it: only the owner named in
+    /// it may offer, and only to the city it reached.
+    public static func check(_ offer: Offer, from sender: CitySlug, to receiver: CitySlug) throws(SignatureError) {
+        guard offer.owner == sender.rawValue else { throw SignatureError("an offer in \(offer.owner)'s name, sent by \(sender): only a dataset's owner offers its shares") }
+        guard offer.member == receiver.rawValue else { throw SignatureError("an offer to \(offer.member), sent to \(receiver): an offer between other cities") }
+        guard RFC3339.parse(offer.validUntil) != nil, offer.validFrom.map({ RFC3339.parse($0) != nil }) ?? true else {
+            throw SignatureError("the offer's validity ('\(offer.validFrom ?? "")' to '\(offer.validUntil)') is not RFC 3339 times")
+        }
+    }
+
+    /// Checks a response against the stored offer it names (`offerID` is that offer's id): it must
+    /// come from the offer's member, reach the offer's owner, and name the offer's share.
+    public static func check(_ response: Response, answers offer: Offer, offerID: String, from sender: CitySlug, to receiver: CitySlug) throws(SignatureError) {
+        guard response.offer == offerID else { throw SignatureError("the response names offer \(response.offer.prefix(16)), not \(offerID.prefix(16))") }
+        guard response.member == sender.rawValue, offer.member == sender.rawValue else {
+            throw SignatureError("\(sender) answered an offer made to \(offer.member): only the member answers its offer")
+        }
+        guard response.owner == receiver.rawValue, offer.owner == receiver.rawValue else {
+            throw SignatureError("a response for \(response.owner) about \(offer.owner)'s offer reached \(receiver)")
+        }
+        guard response.share == offer.share else { throw SignatureError("the response names share \(response.share), the offer is for \(offer.share)") }
+        guard response.decision == "accept" || response.decision == "reject" else {
+            throw SignatureError("the decision '\(response.decision.prefix(40))' is neither 'accept' nor 'reject'")
+        }
+    }
+
+    /// Checks a revocation against the stored offer it names: it must come from the offer's owner,
+    /// reach the offer's member, and name that member and the offer's share. Anything else — a
+    /// co-member revoking another member's agreement, a member revoking its own offer at the
+    /// owner, a city revoking in another's name — is refused.
+    public static func check(_ revocation: Revocation, revokes offer: Offer, offerID: String, from sender: CitySlug, to receiver: CitySlug) throws(SignatureError) {
+        guard revocation.offer == offerID else { throw SignatureError("the revocation names offer \(revocation.offer.prefix(16)), not \(offerID.prefix(16))") }
+        guard revocation.owner == sender.rawValue, offer.owner == sender.rawValue else {
+            throw SignatureError("\(sender) revoked \(offer.owner)'s offer to \(offer.member): only the owner revokes its offers")
+        }
+        guard revocation.member == receiver.rawValue, offer.member == receiver.rawValue else {
+            throw SignatureError("a revocation of the offer to \(offer.member) reached \(receiver)")
+        }
+        guard revocation.share == offer.share else { throw SignatureError("the revocation names share \(revocation.share), the offer is for \(offer.share)") }
+    }
+
     /// The state of an offer given the answers to it, at `now` (microseconds since the epoch).
     public static func state(offer: Offer, response: Response?, revoked: Bool, now: Int64) -> State {
         if revoked { return .revoked }
@@ -182,12 +235,14 @@ public enum Agreement {
     /// policy, or superseded by changed terms). `current` are the owner's unrevoked offers;
     /// `revokedByHand` are offers an admin revoked: they are not offered again on the same terms.
     public static func plan(
-        owner: CitySlug, policy: Policy, version: Int, current: [Signed], revokedByHand: [Signed] = [], issuedAt: String
+        owner: CitySlug, policy: Policy, version: Int, current: [Signed], revokedByHand: [Signed] = [], issuedAt: String,
+        using generator: inout some RandomNumberGenerator
     ) -> (offer: [Offer], revoke: [(Signed, String)]) {
         var wanted: [String: Offer] = [:]
         for share in policy.shares {
             for member in share.to {
-                wanted["\(share.id) \(member)"] = Offer(owner: owner, member: member, share: share, policyVersion: version, issuedAt: issuedAt)
+                wanted["\(share.id) \(member)"] = Offer(
+                    owner: owner, member: member, share: share, policyVersion: version, issuedAt: issuedAt, nonce: Offer.nonce(using: &generator))
             }
         }
         var toOffer: [Offer] = []

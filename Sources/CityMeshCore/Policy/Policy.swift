@@ -180,7 +180,10 @@ extension Policy {
 
         mutating func load(_ text: String) -> Policy? {
             let root: Node?
-            do { root = try Yams.compose(yaml: text) } catch let e as YamlError {
+            do { root = try UntrustedYAML.compose(text) } catch let problem as UntrustedYAML.Problem {
+                issues.append(PolicyIssue(line: problem.line, column: problem.column, problem.message))
+                return nil
+            } catch let e as YamlError {
                 let (line, column, message) = Self.describe(e)
                 issues.append(PolicyIssue(line: line, column: column, "not valid YAML: \(message)"))
                 return nil
@@ -192,6 +195,7 @@ extension Policy {
                 issues.append(PolicyIssue(line: 1, column: 1, "the policy is empty: write 'shares:' and/or 'accept:' (see docs/policy.md)"))
                 return nil
             }
+
             let top = pairs(root, allowed: Policy.topKeys, what: "the policy")
             var policy = Policy()
             var loadedShares: [(Share, Node)] = []

@@ -158,6 +158,11 @@ public struct AntiEntropy: Sendable {
         return out
     }
 
+    /// Whether `peer` is a party of `share` here.
+    public func isParty(_ peer: CitySlug, of share: String) -> Bool {
+        shares[share]?.parties.contains(peer) ?? false
+    }
+
     /// A party says all of its parties hold `vector`.
     public mutating func onAcked(from peer: CitySlug, share name: String, vector: VersionVector) {
         guard var s = shares[name], s.parties.contains(peer) else { return }
@@ -201,9 +206,9 @@ public struct AntiEntropy: Sendable {
         for (o, n) in vector { known[o] = Swift.max(known[o] ?? 0, n) }
         var out: [Directive] = []
         for (o, mine) in s.held.sorted(by: { $0.key.rawValue < $1.key.rawValue }) {
-            let from = (known[o] ?? 0) + 1
-            guard mine >= from else { continue }
-            let through = Swift.min(mine, from + config.window - 1)
+            let (from, overflow) = (known[o] ?? 0).addingReportingOverflow(1)
+            guard !overflow, mine >= from else { continue }
+            let through = Swift.min(mine, from.saturatingAdd(config.window) - 1)
             out.append(.send(to: peer, share: name, origin: o, seqs: from...through))
             known[o] = through
         }
@@ -221,7 +226,7 @@ public struct AntiEntropy: Sendable {
         guard let s = shares[name], s.parties.contains(peer) || peer == me else { return .notParty }
         let have = s.held[origin] ?? 0
         if seq <= have { return .duplicate }
-        if seq > have + 1 { return .gap(expected: have + 1) }
+        if seq - have > 1 { return .gap(expected: have + 1) }  // seq > have here, so neither side can overflow
         return .take
     }
 
@@ -236,7 +241,7 @@ public struct AntiEntropy: Sendable {
             s.known[peer] = k
         }
         let ready = s.parties.intersection(connected).filter { p in
-            p != peer && p != origin && (s.known[p]?[origin] ?? 0) == seq - 1
+            p != peer && p != origin && seq > 0 && (s.known[p]?[origin] ?? 0) == seq - 1
         }.sorted { $0.rawValue < $1.rawValue }
         var out: [Directive] = []
         for p in pick(config.fanout, from: ready) {
@@ -277,6 +282,9 @@ public enum ReplicationWire {
     }
 
     public static let maxVector = 4096
+    /// The largest batch number any message may carry (2^62). A city numbers its batches from 1 up
+    /// by one, so no honest value comes near it; below it, `seq + window` cannot overflow.
+    public static let maxSeq: UInt64 = 1 << 62
 
     public static func encode(_ m: Message) -> [UInt8] {
         var w = WireWriter()
@@ -326,7 +334,9 @@ public enum ReplicationWire {
             var v: VersionVector = [:]
             for _ in 0..<n {
                 guard let o = try? CitySlug(try r.str8("summary origin")) else { throw .malformed("summary names an invalid city") }
-                v[o] = try r.u64("summary seq")
+                let seq = try r.u64("summary seq")
+                guard seq <= maxSeq else { throw .malformed("summary says \(o) is at batch \(seq); no batch number is above \(maxSeq)") }
+                guard v.updateValue(seq, forKey: o) == nil else { throw .malformed("summary names \(o) twice") }
             }
             guard r.isAtEnd else { throw .malformed("bytes after the summary") }
             return type == 7 ? .acked(share: share, vector: v) : .summary(share: share, vector: v, reply: type == 2)

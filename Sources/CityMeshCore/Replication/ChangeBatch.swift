@@ -46,7 +46,10 @@ public struct ChangeBatch: Sendable, Equatable {
         self.seq = seq
         self.prev = prev
         self.fields = fields
-        self.seen = seen
+        // Receivers refuse a seen map over `maxSeen` (and the count is a u16 on the wire); the owner's
+        // cells may carry stamps of any city, so a cutter could otherwise build one. The newest
+        // clocks are kept: the map only serves conflict reporting.
+        self.seen = seen.count <= Self.maxSeen ? seen : Dictionary(seen.sorted { $0.value > $1.value }.prefix(Self.maxSeen).map { ($0.key, $0.value) }, uniquingKeysWith: { a, _ in a })
         self.records = records
     }
 
@@ -119,15 +122,20 @@ public struct ChangeBatch: Sendable, Equatable {
         guard let origin = try? CitySlug(try r.str8("batch origin")) else { throw .malformed("batch origin is not a city slug") }
         let seq = try r.u64("batch seq")
         guard seq >= 1 else { throw .malformed("batch seq must start at 1") }
+        guard seq <= ReplicationWire.maxSeq else { throw .malformed("batch seq \(seq) is above the largest a city can reach (\(ReplicationWire.maxSeq))") }
         let prev = Array(try r.take(32, "batch prev"))
         let nf = Int(try r.u16("batch field count"))
         guard nf <= maxFields else { throw .malformed("batch names \(nf) fields; the limit is \(maxFields)") }
         var fields: [Schema.Field] = []
+        var fieldIDs = Set<Int>()
+        var fieldNames = Set<String>()
         for _ in 0..<nf {
             let id = Int(try r.u16("field id"))
             let name = try r.str8("field name")
             guard let type = FieldType(rawValue: try r.str8("field type")) else { throw .malformed("batch field '\(name)' has an unknown type") }
             guard Schema.isValidFieldName(name), id > 0 else { throw .malformed("batch field '\(name)' (id \(id)) is not a valid field") }
+            guard fieldIDs.insert(id).inserted else { throw .malformed("batch names field id \(id) twice") }
+            guard fieldNames.insert(name).inserted else { throw .malformed("batch names field '\(name)' twice") }
             fields.append(Schema.Field(id: id, name: name, type: type, nullable: try r.u8("field nullable") == 1))
         }
         let ns = Int(try r.u16("batch seen count"))
@@ -135,12 +143,13 @@ public struct ChangeBatch: Sendable, Equatable {
         var seen: [CitySlug: HLC] = [:]
         for _ in 0..<ns {
             guard let city = try? CitySlug(try r.str8("seen city")) else { throw .malformed("batch seen map names an invalid city") }
-            seen[city] = HLC(rawValue: try r.u64("seen clock"))
+            guard seen.updateValue(HLC(rawValue: try r.u64("seen clock")), forKey: city) == nil else { throw .malformed("batch seen map names \(city) twice") }
         }
         let nr = Int(try r.u32("batch record count"))
         guard nr <= maxRecords else { throw .malformed("batch holds \(nr) records; the limit is \(maxRecords)") }
         var records: [Record] = []
         records.reserveCapacity(min(nr, r.remaining / 8))
+        // One key may appear more than once: a member's batch carries each of its writes as made.
         for _ in 0..<nr {
             let key = try r.str16("record key")
             let n = Int(try r.u32("record state length"))

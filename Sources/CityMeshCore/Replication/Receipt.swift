@@ -82,7 +82,9 @@ public struct ExchangeReceipt: Codable, Sendable, Equatable {
         let parts = s.split(separator: ":")
         guard parts.count == 2, let o = try? CitySlug(String(parts[0])) else { return nil }
         let r = parts[1].split(separator: "-")
-        guard r.count == 2, let a = UInt64(r[0]), let b = UInt64(r[1]), a >= 1, a <= b else { return nil }
+        // Batch numbers above `maxSeq` are never written; refusing them keeps every later use of the
+        // run (its count, the store's signed 64-bit columns) in range.
+        guard r.count == 2, let a = UInt64(r[0]), let b = UInt64(r[1]), a >= 1, a <= b, b <= ReplicationWire.maxSeq else { return nil }
         return (o, a...b)
     }
 
