@@ -51,9 +51,14 @@ public struct NodeConfig: Sendable, Codable, Equatable {
         public var handshakeTimeoutSeconds: Int?
         /// The address announced to peers (default: `listen`).
         public var advertise: String?
+        /// Messages a second each peer may send on a channel (`membership`, `ledger`,
+        /// `agreements`, `replication`, `other`), bursts of twice that; unset channels keep the
+        /// defaults (`PeerRateLimiter.defaults`).
+        public var rateLimits: [String: Int]?
 
         enum CodingKeys: String, CodingKey {
             case seeds, crl, deny, advertise
+            case rateLimits = "rate_limits"
             case maxConnections = "max_connections"
             case keepaliveSeconds = "keepalive_seconds"
             case idleTimeoutSeconds = "idle_timeout_seconds"
@@ -64,6 +69,23 @@ public struct NodeConfig: Sendable, Codable, Equatable {
             self.seeds = seeds
             self.crl = crl
             self.deny = deny
+        }
+
+        /// `rate_limits` as the limiter's limits, checked: known channels, 1 to 1,000,000 a second.
+        public func rateLimiterLimits() throws -> [String: PeerRateLimiter.Limit] {
+            var out: [String: PeerRateLimiter.Limit] = [:]
+            let names = PeerRateLimiter.defaults.keys.sorted()
+            for (name, perSecond) in rateLimits ?? [:] {
+                guard names.contains(name) else {
+                    let near = Spelling.nearest(name, in: names, within: 3)
+                    throw CityMeshError(.invalidArgument, "peers.rate_limits has no channel '\(name)'" + (near.map { ": did you mean '\($0)'?" } ?? "") + " The channels are \(names.joined(separator: ", ")).")
+                }
+                guard (1...1_000_000).contains(perSecond) else {
+                    throw CityMeshError(.invalidArgument, "peers.rate_limits.\(name) is messages a second, from 1 to 1000000, not \(perSecond)")
+                }
+                out[name] = PeerRateLimiter.Limit(perSecond: perSecond)
+            }
+            return out
         }
 
         /// The parsed seeds.
@@ -125,7 +147,7 @@ public struct NodeConfig: Sendable, Codable, Equatable {
         "": ["city", "tls", "listen", "admin", "database", "log", "peers", "policy"],
         "tls": ["ca", "cert", "key"],
         "log": ["level", "format"],
-        "peers": ["seeds", "crl", "deny", "advertise", "max_connections", "keepalive_seconds", "idle_timeout_seconds", "handshake_timeout_seconds"],
+        "peers": ["seeds", "crl", "deny", "advertise", "max_connections", "keepalive_seconds", "idle_timeout_seconds", "handshake_timeout_seconds", "rate_limits"],
     ]
 
     /// The first key the node would not read (a misspelt `polcy:` would silently share nothing),
@@ -174,6 +196,7 @@ public struct NodeConfig: Sendable, Codable, Equatable {
                     throw CityMeshError(.invalidArgument, "peers.idle_timeout_seconds (\(i)) must exceed keepalive_seconds (\(k)): use about three keepalive intervals")
                 }
                 if let a = p.advertise { _ = try HostPort(a, what: "peers.advertise") }
+                _ = try p.rateLimiterLimits()
             }
         } catch let e as CityMeshError {
             throw CityMeshError(.configInvalid, "\(path): \(e.message)")
@@ -241,6 +264,10 @@ public struct NodeConfig: Sendable, Codable, Equatable {
           # The HOST:PORT other cities should dial, announced in HELLO (default: listen).
           # Set it when listen is 0.0.0.0 or behind NAT.
           advertise: \(peers?.advertise.map { "\"\($0)\"" } ?? "null")
+          # Messages a second each peer may send per channel, in bursts of twice that; more are
+          # dropped and counted (citymesh peers, citymesh_peer_rate_limited_total). Unset channels
+          # keep the defaults: membership 200, ledger 200, agreements 100, replication 5000, other 10.
+          rate_limits: {\((peers?.rateLimits ?? [:]).sorted { $0.key < $1.key }.map { "\($0.key): \($0.value)" }.joined(separator: ", "))}
 
         # The sharing policy (docs/policy.md): what this city shares, with whom, and what it
         # accepts. If set, the file is applied at start and on SIGHUP (an invalid file is logged

@@ -102,11 +102,19 @@ public struct NodeServer: Sendable {
 
         let cosigner = try? Cosigner(name: Cosignature.witnessName(city), key: Curve25519.Signing.PrivateKey(pemRepresentation: try Files.read(directory.file(config.tls.key), what: "the key")))
         let exchange = PeerLedgerExchange(ledger: ledgerService.ledger, cosigner: cosigner, logger: ledgerLogger)
-        let network = try PeerNetwork(configuration: peerConfiguration, logger: peerLogger, onMessage: {
-            exchange.receive($0)
-            agreements.receive($0)
-            replication.receive($0)
-            membership.receive($0)
+        let limiter = RateLimits(PeerRateLimiter(limits: try (config.peers ?? .init()).rateLimiterLimits()))
+        for (name, _) in PeerRateLimiter.defaults { Counter(label: "citymesh_peer_rate_limited_total", dimensions: [("channel", name)]).increment(by: 0) }
+        let network = try PeerNetwork(configuration: peerConfiguration, logger: peerLogger, onMessage: { message in
+            // Over its rate limit on this channel: dropped and counted, before any service sees it.
+            let now = Int64(Date().timeIntervalSince1970 * 1_000_000)
+            guard limiter.state.withLock({ $0.admit(message.city, channel: message.channel, now: now) }) else {
+                Counter(label: "citymesh_peer_rate_limited_total", dimensions: [("channel", PeerRateLimiter.name(of: message.channel))]).increment()
+                return
+            }
+            exchange.receive(message)
+            agreements.receive(message)
+            replication.receive(message)
+            membership.receive(message)
         }, onEvent: { event in
             switch event {
             case .connected(let peer, let fingerprint, let remote, let direction, let version):
@@ -144,7 +152,7 @@ public struct NodeServer: Sendable {
             store: store, version: CityMeshVersion.current,
             startedAt: RFC3339.format(microseconds: Int64(Date().timeIntervalSince1970 * 1_000_000)),
             physicalMillis: { UInt64(Date().timeIntervalSince1970 * 1000) },
-            peers: { Self.peerList(network, city: city, membership: membership.status()) },
+            peers: { Self.peerList(network, city: city, membership: membership.status(), rateLimited: limiter.state.withLock { $0.refused }) },
             metrics: metrics, ledger: ledgerService.ledger, verifierKey: signer?.verifier,
             peerCheckpoint: { city in
                 let o = try await exchange.fetchCheckpoint(city)
@@ -169,7 +177,7 @@ public struct NodeServer: Sendable {
             services: [
                 StoreService(store: store, logger: logger), ledgerService, network, replication, membership,
                 WitnessService(exchange: exchange, replication: replication, interval: .seconds(10)),
-                ReloadService(directory: directory, network: network, agreements: agreements, policyFile: policyFile, trustAlerts: trustAlerts, logger: peerLogger), app,
+                ReloadService(directory: directory, network: network, agreements: agreements, limiter: limiter, policyFile: policyFile, trustAlerts: trustAlerts, logger: peerLogger), app,
             ],
             gracefulShutdownSignals: [.sigterm, .sigint],
             logger: logger)
@@ -239,7 +247,7 @@ public struct NodeServer: Sendable {
         return (PeerTrust(roots: roots, revocations: resolution.crl, denied: try peers.denySet()), resolution.alerts)
     }
 
-    static func peerList(_ network: PeerNetwork, city: CitySlug, membership: [String: String]? = nil) -> API.PeerList {
+    static func peerList(_ network: PeerNetwork, city: CitySlug, membership: [String: String]? = nil, rateLimited: [CitySlug: [String: Int]] = [:]) -> API.PeerList {
         let status = network.status()
         func time(_ d: Date?) -> String? { d.map { RFC3339.format(microseconds: Int64($0.timeIntervalSince1970 * 1_000_000)) } }
         return API.PeerList(
@@ -251,7 +259,7 @@ public struct NodeServer: Sendable {
                     rttMs: e.rttNanoseconds.map { Double($0) / 1_000_000 }, lastSeen: time(e.lastSeen),
                     certificateExpires: time(e.certificateNotAfter), certificateFingerprint: e.session?.fingerprint,
                     protocolVersion: e.session.map { Int($0.protocolVersion) }, software: e.session?.software, fromSeed: e.fromSeed,
-                    lastError: e.lastError)
+                    lastError: e.lastError, rateLimited: rateLimited[e.city])
             },
             refusals: Dictionary(uniqueKeysWithValues: status.refusals.map { ($0.key.rawValue, $0.value) }),
             recentRefusals: status.recentRefusals.map {
@@ -295,6 +303,7 @@ struct ReloadService: Service {
     let directory: NodeDirectory
     let network: PeerNetwork
     let agreements: AgreementService
+    let limiter: RateLimits
     let policyFile: PolicyFile
     let trustAlerts: TrustAlerts
     let logger: Logger
@@ -306,6 +315,8 @@ struct ReloadService: Service {
                 let (trust, alerts) = try NodeServer.loadTrust(config: config, directory: directory, inForce: network.trust.revocations)
                 trustAlerts.set(alerts, logger: logger)
                 network.reload(trust: trust, seeds: try (config.peers ?? .init()).seedList())
+                let limits = try (config.peers ?? .init()).rateLimiterLimits()
+                limiter.state.withLock { $0.limits = PeerRateLimiter.defaults.merging(limits) { _, configured in configured } }
                 await agreements.endDistrusted(trust)
                 logger.notice("configuration reloaded (SIGHUP)", metadata: ["crl.entries": "\(trust.revocations?.entries.count ?? 0)"])
                 await policyFile.apply(config: config, reason: "SIGHUP")
@@ -363,4 +374,10 @@ final class TrustAlerts: Sendable {
         for a in new where !old.contains(a) { logger.error("trust alert: \(a)") }
         if !old.isEmpty, new.isEmpty { logger.notice("trust alerts cleared: the CRL in force is the configured file, current") }
     }
+}
+
+/// The per-peer rate limiter the peer transport's messages pass first (`peers.rate_limits`).
+final class RateLimits: Sendable {
+    let state: Mutex<PeerRateLimiter>
+    init(_ limiter: PeerRateLimiter) { state = Mutex(limiter) }
 }

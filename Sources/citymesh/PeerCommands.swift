@@ -88,6 +88,13 @@ struct PeersList: AsyncParsableCommand {
                     ]
                 })
         }
+        let limited = list.peers.filter { !($0.rateLimited ?? [:]).isEmpty }
+        if !limited.isEmpty {
+            print("\nover their rate limits (messages dropped since start; peers.rate_limits in citymesh.yaml):")
+            for p in limited {
+                print("  \(p.city): " + (p.rateLimited ?? [:]).sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", "))
+            }
+        }
         if !list.refusals.isEmpty {
             let counts = list.refusals.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", ")
             print("\nrefused since start: \(counts)")

@@ -313,6 +313,33 @@ struct HostileInputTests {
         #expect(t.slots.count <= 100 && t.budgets.count <= 100)
     }
 
+    @Test("rate limits per peer and channel: bursts, then the configured rate; each peer and channel on its own; bounded tables")
+    func rateLimits() throws {
+        var l = PeerRateLimiter(limits: ["agreements": .init(perSecond: 10, burst: 20)], capacity: 64)
+        var admitted = 0
+        for _ in 0..<100 where l.admit(Self.sz, channel: Agreement.channel, now: 0) { admitted += 1 }
+        #expect(admitted == 20, "the burst")
+        #expect(l.refused[Self.sz]?["agreements"] == 80)
+        // Another channel and another peer are untouched.
+        let otherChannel = l.admit(Self.sz, channel: ReplicationWire.channel, now: 0)
+        let otherPeer = l.admit(Self.sh, channel: Agreement.channel, now: 0)
+        #expect(otherChannel && otherPeer)
+        // Half a second later, 5 more.
+        admitted = 0
+        for _ in 0..<100 where l.admit(Self.sz, channel: Agreement.channel, now: 500_000) { admitted += 1 }
+        #expect(admitted == 5)
+        // A clock that goes back neither traps nor refills.
+        let backwards = l.admit(Self.sz, channel: Agreement.channel, now: -1_000_000_000)
+        #expect(!backwards)
+        // Unknown channels share the small 'other' limit.
+        admitted = 0
+        for _ in 0..<100 where l.admit(Self.sz, channel: 999, now: 0) { admitted += 1 }
+        #expect(admitted == PeerRateLimiter.defaults["other"]?.burst)
+        // Many peers: the tables stay bounded.
+        for i in 0..<1000 { _ = l.admit(try CitySlug("c\(i)"), channel: 1, now: Int64(i)) }
+        #expect(l.buckets.count <= 64 && l.refused.count <= 64)
+    }
+
     // MARK: Policy and config YAML
 
     @Test("policies with anchors and aliases, non-scalar keys, base-60 numbers or huge lists are refused with a line")

@@ -84,6 +84,11 @@ struct HostilePeerTests {
         r = try cm("audit", "log", "--dir", "hangzhou", "--since", "2026-01-01T00:00:00.1234567Z", "--limit", "1")
         #expect(r.ok, "\(r.stderr)")
 
+        // The flood went over suzhou's rate limits: shown per peer and counted in /metrics.
+        let peersJSON = try cm("peers", "--dir", "hangzhou", "--json").stdout
+        #expect(peersJSON.contains("\"rateLimited\""), "\(peersJSON.prefix(3000))")
+        #expect(try cm("peers", "--dir", "hangzhou").stdout.contains("over their rate limits"))
+
         // Refusals are ledgered, with their reasons, and not without bound.
         let refused = try cm("audit", "log", "--dir", "hangzhou", "--kind", "exchange.refused", "--json", "--limit", "10000").stdout
         for reason in ["malformed batch", "twice", "outside what share", "own city"] {

@@ -31,6 +31,31 @@ struct PeeringConfigTests {
         #expect(try FederationCRL.load(path: dir + "/none.pem", roots: ca) == nil)
     }
 
+    @Test("config: rate limits are checked (known channels, 1 to 1,000,000 a second); aliases, non-scalar keys and base-60 numbers are refused with their line")
+    func configHostile() async throws {
+        let dir = try tempDir()
+        try opensslPKI(in: dir, algorithm: "ed25519", city: "hangzhou")
+        _ = try await NodeInitializer.run(initOptions(dir))
+        let path = dir + "/node/citymesh.yaml"
+        let base = try String(contentsOfFile: path, encoding: .utf8)
+        func load(_ change: (String) -> String) -> String? {
+            do {
+                try change(base).write(toFile: path, atomically: true, encoding: .utf8)
+                _ = try NodeConfig.load(from: path)
+                return nil
+            } catch { return "\(error)" }
+        }
+        func limits(_ text: String) -> (String) -> String { { $0.replacingOccurrences(of: "rate_limits: {}", with: "rate_limits: \(text)") } }
+        #expect(base.contains("rate_limits: {}"), "init writes the key, documented")
+        #expect(load(limits("{agreements: 5, replication: 10000}")) == nil)
+        #expect(try NodeConfig.load(from: path).peers?.rateLimiterLimits()["agreements"] == PeerRateLimiter.Limit(perSecond: 5))
+        #expect(load(limits("{replicaton: 10}"))?.contains("did you mean 'replication'") == true)
+        #expect(load(limits("{ledger: 0}"))?.contains("from 1 to 1000000") == true)
+        #expect(load { $0 + "x: &a [1, 2]\ny: *a\n" }?.contains("anchors and aliases") == true)
+        #expect(load { $0 + "? [a, b]\n: 1\n" }?.contains("plain name") == true)
+        #expect(load { $0.replacingOccurrences(of: "max_connections: 256", with: "max_connections: 1:2:3:4:5:6:7:8:9:10:11:12") }?.contains("base-60") == true)
+    }
+
     @Test("the CRL fails closed: a missing, broken, foreign or older file keeps the last good CRL in force, with an alert; a stale one is flagged")
     func crlFailsClosed() throws {
         let dir = try tempDir()

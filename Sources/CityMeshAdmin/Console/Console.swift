@@ -23,8 +23,10 @@ struct Console: Sendable {
     static let cookieName = "citymesh_console"
     /// Bundles pasted or uploaded for a reconcile can be large; nothing else is.
     static let uploadLimit = 256 << 20
-    /// Every other form: a policy draft (at most 1 MiB, up to three times that URL-encoded) is the largest.
-    static let formLimit = 4 << 20
+    /// The policy editor's forms: a draft is at most 1 MiB, up to three times that URL-encoded.
+    static let policyFormLimit = 4 << 20
+    /// Every other form (answers, revocations, a conflict's value of at most 64 KiB).
+    static let formLimit = 256 << 10
     /// The login form is read before anyone is authenticated: a token is under 100 bytes.
     static let loginLimit = 8 << 10
 

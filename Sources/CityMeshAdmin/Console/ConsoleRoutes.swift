@@ -49,12 +49,12 @@ extension Console {
             }
         }
         router.post("/console/policy/check") { request, context in
-            await action(request, context, needs: .operator) { s, form in
+            await action(request, context, needs: .operator, formLimit: Self.policyFormLimit) { s, form in
                 try await policyPage(s, context, draft: form["document"] ?? "", city: form["city"], dataset: form["dataset"])
             }
         }
         router.post("/console/policy/apply") { request, context in
-            await action(request, context, needs: .admin) { s, form in try await applyPolicy(s, form, context) }
+            await action(request, context, needs: .admin, formLimit: Self.policyFormLimit) { s, form in try await applyPolicy(s, form, context) }
         }
         router.get("/console/ledger") { request, context in await page(request, context) { s in try await ledger(s, request, context) } }
         router.get("/console/ledger/bundle") { request, context in await page(request, context) { s in try await bundle(s, request, context) } }

@@ -253,11 +253,14 @@ public enum API {
         public let software: String?
         public let fromSeed: Bool
         public let lastError: String?
+        /// Messages of this peer dropped over its rate limit since start, by channel (absent: none).
+        public var rateLimited: [String: Int]?
 
         public init(
             city: String, state: String, address: String?, direction: String?, rttMs: Double?, lastSeen: String?, certificateExpires: String?,
-            certificateFingerprint: String?, protocolVersion: Int?, software: String?, fromSeed: Bool, lastError: String?
+            certificateFingerprint: String?, protocolVersion: Int?, software: String?, fromSeed: Bool, lastError: String?, rateLimited: [String: Int]? = nil
         ) {
+            self.rateLimited = rateLimited
             self.city = city
             self.state = state
             self.address = address
