@@ -22,33 +22,41 @@ struct HostilePeerTests {
         return Int(line.split(separator: " ").dropFirst().first ?? "") ?? 0
     }
 
-    @Test("crafted messages on every channel: the victim stays up, serves its honest member, refuses and ledgers (bounded), keeps its data and memory, and restarts")
-    func hostileMember() throws {
-        let work = try Harness.tempDir("hostile")
+    /// Three real nodes; hangzhou shares its registry (two records) with shanghai and suzhou;
+    /// once both members hold it, suzhou's node is stopped so its identity can turn hostile.
+    /// Returns the cities, the daemons (suzhou's stopped) and the id of shanghai's offer.
+    static func victimWithHonestMember(_ work: String) throws -> (cities: [PeerTransportTests.City], daemons: [Daemon], shanghaiOffer: String) {
         let cities = try PeerTransportTests.setUp(work, cities: ["hangzhou", "shanghai", "suzhou"])
-        func cm(_ args: String...) throws -> CommandResult { try Harness.citymesh(args, cwd: work) }
-        func eventually(_ what: String, seconds: Double = 30, _ condition: () throws -> Bool) throws {
-            try PeerTransportTests.eventually(what, seconds: seconds, condition)
-        }
-        var daemons = try ["hangzhou", "shanghai", "suzhou"].map { try Daemon(dir: $0, cwd: work) }
+        let daemons = try ["hangzhou", "shanghai", "suzhou"].map { try Daemon(dir: $0, cwd: work) }
         for (d, c) in zip(daemons, cities) { #expect(try d.waitReady(admin: c.admin), "\(d.log)") }
         try ReplicationTests.shareRegistry(work)
         try "id,name,status,district\nE-1,Enterprise 1,active,Xihu\nE-2,Enterprise 2,active,Xihu\n"
             .write(toFile: work + "/registry.csv", atomically: true, encoding: .utf8)
-        var r = try cm("import", "--dir", "hangzhou", "registry", "--csv", "registry.csv")
+        let r = try Harness.citymesh(["import", "--dir", "hangzhou", "registry", "--csv", "registry.csv"], cwd: work)
         #expect(r.ok, "\(r.stderr)")
-        try eventually("both members hold the records") {
+        try PeerTransportTests.eventually("both members hold the records", seconds: 30) {
             try ReplicationTests.export("shanghai", "hangzhou/registry", work).count == 2 && ReplicationTests.export("suzhou", "hangzhou/registry", work).count == 2
         }
-        let shanghaiOffer = try #require(
+        let offer = try #require(
             try AgreementTests.list("hangzhou", work).last { $0["share"] as? String == "registry-rw" && $0["member"] as? String == "shanghai" }?["id"] as? String)
-        let ledgerBefore = try cm("audit", "log", "--dir", "hangzhou", "--json", "--limit", "10000").stdout.split(separator: "\n").count
-
-        // suzhou turns hostile.
         #expect(daemons[2].terminate() == 0)
+        return (cities, daemons, offer)
+    }
+
+    @Test("crafted messages on every channel: the victim stays up, serves its honest member, refuses and ledgers (bounded), keeps its data and memory, and restarts")
+    func hostileMember() throws {
+        let work = try Harness.tempDir("hostile")
+        let (cities, stopped, shanghaiOffer) = try Self.victimWithHonestMember(work)
+        var daemons = stopped
+        func cm(_ args: String...) throws -> CommandResult { try Harness.citymesh(args, cwd: work) }
+        func eventually(_ what: String, seconds: Double = 30, _ condition: () throws -> Bool) throws {
+            try PeerTransportTests.eventually(what, seconds: seconds, condition)
+        }
+        // The ledger before suzhou turns hostile (its node is stopped now).
+        let ledgerBefore = try cm("audit", "log", "--dir", "hangzhou", "--json", "--limit", "10000").stdout.split(separator: "\n").count
         let victim = daemons[0].process.processIdentifier
         let rssBefore = Self.rss(victim)
-        r = try Harness.run(
+        var r = try Harness.run(
             Self.hostilePeer,
             ["--dir", "suzhou", "--target", "hangzhou", "--share", "hangzhou/registry-rw", "--dataset", "hangzhou/registry", "--offer", shanghaiOffer, "--flood", "20000"],
             cwd: work)
@@ -118,21 +126,14 @@ struct HostilePeerTests {
     @Test("semantic fuzz: random well-framed messages on every channel through a real node's handlers; it stays up, consistent and serving")
     func fuzz() throws {
         let work = try Harness.tempDir("fuzz")
-        let cities = try PeerTransportTests.setUp(work, cities: ["hangzhou", "shanghai", "suzhou"])
+        let (cities, stopped, offer) = try Self.victimWithHonestMember(work)
+        var daemons = stopped
         func cm(_ args: String...) throws -> CommandResult { try Harness.citymesh(args, cwd: work) }
-        var daemons = try ["hangzhou", "shanghai", "suzhou"].map { try Daemon(dir: $0, cwd: work) }
-        for (d, c) in zip(daemons, cities) { #expect(try d.waitReady(admin: c.admin), "\(d.log)") }
-        try ReplicationTests.shareRegistry(work)
-        try "id,name,status,district\nE-1,Enterprise 1,active,Xihu\nE-2,Enterprise 2,active,Xihu\n"
-            .write(toFile: work + "/registry.csv", atomically: true, encoding: .utf8)
-        var r = try cm("import", "--dir", "hangzhou", "registry", "--csv", "registry.csv")
-        #expect(r.ok, "\(r.stderr)")
-        let offer = try AgreementTests.list("hangzhou", work).last { $0["share"] as? String == "registry-rw" && $0["member"] as? String == "shanghai" }?["id"] as? String
-        #expect(daemons[2].terminate() == 0)
+        var r: CommandResult
         let seed = UInt64(Date().timeIntervalSince1970) % 100_000
         r = try Harness.run(
             Self.hostilePeer,
-            ["--dir", "suzhou", "--target", "hangzhou", "--share", "hangzhou/registry-rw", "--dataset", "hangzhou/registry", "--offer", offer ?? "",
+            ["--dir", "suzhou", "--target", "hangzhou", "--share", "hangzhou/registry-rw", "--dataset", "hangzhou/registry", "--offer", offer,
              "--fuzz", "\(Self.fuzzInputs)", "--seed", "\(seed)"],
             cwd: work)
         #expect(r.ok && r.stdout.contains("inputs sent (seed"), "seed \(seed): \(r.stdout.suffix(2000))\(r.stderr.suffix(2000))")
@@ -141,9 +142,11 @@ struct HostilePeerTests {
         let metrics = try Harness.run(
             "/usr/bin/curl", ["-s", "-H", "Authorization: Bearer \(try String(contentsOfFile: work + "/hangzhou/admin.token", encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines))",
                               "http://\(cities[0].admin)/metrics"], cwd: work).stdout
-        let dropped = metrics.split(separator: "\n").filter { $0.hasPrefix("citymesh_peer_inbox_dropped_total{") }
-            .compactMap { Double($0.split(separator: " ").last ?? "") }.reduce(0, +)
-        print("semantic fuzz, seed \(seed): \(Self.fuzzInputs) inputs sent, \(Int(dropped)) dropped at the inbox bounds, \(r.stdout.split(separator: "\n").last ?? "")")
+        func total(_ metric: String) -> Int {
+            Int(metrics.split(separator: "\n").filter { $0.hasPrefix(metric + "{") }.compactMap { Double($0.split(separator: " ").last ?? "") }.reduce(0, +))
+        }
+        let sent = r.stdout.split(separator: "\n").last { $0.hasPrefix("fuzz:") } ?? ""
+        print("semantic fuzz, seed \(seed): \(sent); the victim dropped \(total("citymesh_peer_rate_limited_total")) over the rate limits and \(total("citymesh_peer_inbox_dropped_total")) at the inbox bounds; the rest went through its handlers")
         // Consistent and serving: the ledger verifies, the honest member still gets writes.
         r = try cm("audit", "verify", "--dir", "hangzhou")
         #expect(r.ok, "\(r.stdout)\(r.stderr)")

@@ -68,11 +68,14 @@ public enum FederationSimulator {
             try check((0...nodes - 1).contains(crashes), "crashes must be from 0 to \(nodes - 1) (the owner does not crash)")
             try check(crashAt >= 1 && downFor >= 1, "crashed nodes must go down at round 1 or later and stay down at least 1 round")
             try check(writes >= 0 && writeRounds >= 1 && keys >= 1, "writes must be 0 or more, over at least 1 round, to at least 1 key")
+            try check(writes <= 10_000_000 && keys <= 10_000_000, "at most 10,000,000 writes and keys: the simulator holds them all in memory")
             try check((0...nodes - 1).contains(writers), "writers must be from 0 to \(nodes - 1) members")
             try check((0...1).contains(ownerShare) && (0...1).contains(deleteShare), "the owner's share of the writes, and of deletes among them, must be from 0 to 1")
             try check(writers > 0 || ownerShare == 1 || writes == 0, "with no member writers every write is the owner's: set the owner's share of the writes to 1")
             try check(maxRounds >= 1 && idleRounds >= 0, "the round limit must be at least 1, and the idle time 0 rounds or more")
+            try check(maxRounds <= 1_000_000, "the round limit is at most 1,000,000 rounds")
             try check(fanout >= 1 && window >= 1, "fanout and window must be at least 1")
+            try check(fanout <= 10_000 && window <= 1_000_000, "fanout is at most 10,000 and window at most 1,000,000 batches")
             try check(redialInterval >= 0, "the redial interval must be 0 (never) or more rounds")
         }
     }
