@@ -130,6 +130,13 @@ struct HostilePeerTests {
         var daemons = stopped
         func cm(_ args: String...) throws -> CommandResult { try Harness.citymesh(args, cwd: work) }
         var r: CommandResult
+        // The fuzz is for the handlers, not the rate limits: raise hangzhou's (SIGHUP re-reads them).
+        let config = work + "/hangzhou/citymesh.yaml"
+        try (try String(contentsOfFile: config, encoding: .utf8)).replacingOccurrences(
+            of: "rate_limits: {}", with: "rate_limits: {membership: 1000000, ledger: 1000000, agreements: 1000000, replication: 1000000, other: 1000000}")
+            .write(toFile: config, atomically: true, encoding: .utf8)
+        kill(daemons[0].process.processIdentifier, SIGHUP)
+        try PeerTransportTests.eventually("hangzhou reloaded its config", seconds: 10) { daemons[0].log.contains("configuration reloaded") }
         let seed = UInt64(Date().timeIntervalSince1970) % 100_000
         r = try Harness.run(
             Self.hostilePeer,
