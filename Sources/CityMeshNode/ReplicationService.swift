@@ -771,7 +771,8 @@ public final class ReplicationService: Service, ReplicaDesk, Sendable {
     /// "other": share names a peer invents never become series.
     func refuse(peer: CitySlug, share: String?, reason: String) {
         let known = share.map { name in state.withLock { $0.shares[name] != nil } } ?? false
-        Counter(label: "citymesh_policy_denials_total", dimensions: [("share", known ? share ?? "-" : (share == nil ? "-" : "other")), ("peer", peer.rawValue)]).increment()
+        let label = share.map { known ? $0 : "other" } ?? "-"
+        Counter(label: "citymesh_policy_denials_total", dimensions: [("share", label), ("peer", peer.rawValue)]).increment()
         let ledgered = ledger.reportRefusal(
             LedgerEntry(time: now, kind: LedgerEntry.Kind.exchangeRefused, actor: "peer:\(peer)", peer: peer.rawValue, dataset: known ? share : nil, reason: reason),
             peer: peer.rawValue, nowMicros: clock())
