@@ -35,14 +35,13 @@ public final class LedgerService: Service, Sendable {
         (events, eventSink) = AsyncStream.makeStream(of: LedgerEntry.self, bufferingPolicy: .bufferingOldest(100_000))
     }
 
-    /// The node's Ed25519 key as a note signer; nil (with the reason) for other key types.
+    /// The node's key (Ed25519 or P-256) as a note signer; nil (with the reason) for other key types,
+    /// which `init` and `serve` refuse.
     public static func signer(city: CitySlug, keyPEM: String) -> (NoteSigner?, String?) {
-        do {
-            let key = try Curve25519.Signing.PrivateKey(pemRepresentation: keyPEM)
-            return (try NoteSigner(name: origin(city), key: key), nil)
-        } catch {
-            return (nil, "checkpoints are signed with the node's Ed25519 key, and this node's key is not Ed25519: entries are logged but not signed")
+        guard let key = NotePrivateKey(pem: keyPEM), let signer = try? NoteSigner(name: origin(city), key: key) else {
+            return (nil, "checkpoints are signed with the node's key, and this node's key is neither Ed25519 nor ECDSA P-256: entries are logged but not signed")
         }
+        return (signer, nil)
     }
 
     /// Records an entry reported from a synchronous context (it is appended in the background).
@@ -167,4 +166,17 @@ public final class LedgerService: Service, Sendable {
 extension Duration {
     /// Whole milliseconds, for logs.
     var milliseconds: Int64 { components.seconds * 1_000 + components.attoseconds / 1_000_000_000_000_000 }
+}
+
+extension NotePrivateKey {
+    /// The node key from its PEM file; nil for other key types (which `init` and `serve` refuse).
+    public init?(pem: String) {
+        if let k = try? Curve25519.Signing.PrivateKey(pemRepresentation: pem) {
+            self = .ed25519(k)
+        } else if let k = try? P256.Signing.PrivateKey(pemRepresentation: pem) {
+            self = .p256(k)
+        } else {
+            return nil
+        }
+    }
 }

@@ -66,9 +66,9 @@ public struct NodeServer: Sendable {
         let trustAlerts = TrustAlerts()
         let (peerConfiguration, startAlerts) = try Self.peerConfiguration(config: config, directory: directory, city: city)
         trustAlerts.set(startAlerts, logger: peerLogger)
-        // Policy versions are signed with the node's key when it is Ed25519, like checkpoints.
-        let policySigner: NoteSigner? = try? NoteSigner(
-            name: PolicyManager.noteName(city), key: Curve25519.Signing.PrivateKey(pemRepresentation: try Files.read(directory.file(config.tls.key), what: "the key")))
+        // Policy versions are signed with the node's key, like checkpoints.
+        let nodeKey = NotePrivateKey(pem: try Files.read(directory.file(config.tls.key), what: "the key"))
+        let policySigner: NoteSigner? = try nodeKey.map { try NoteSigner(name: PolicyManager.noteName(city), key: $0) }
         let book = AgreementBook()
         let clock: @Sendable () -> Int64 = { Int64(Date().timeIntervalSince1970 * 1_000_000) }
         let policy = PolicyManager(
@@ -100,7 +100,7 @@ public struct NodeServer: Sendable {
         membershipLogger[metadataKey: "service"] = "membership"
         let membership = MembershipService(city: city, seeds: peerConfiguration.seeds.map(\.city), logger: membershipLogger)
 
-        let cosigner = try? Cosigner(name: Cosignature.witnessName(city), key: Curve25519.Signing.PrivateKey(pemRepresentation: try Files.read(directory.file(config.tls.key), what: "the key")))
+        let cosigner = try nodeKey.map { try Cosigner(name: Cosignature.witnessName(city), key: $0) }
         let exchange = PeerLedgerExchange(ledger: ledgerService.ledger, cosigner: cosigner, logger: ledgerLogger)
         let limiter = RateLimits(PeerRateLimiter(limits: try (config.peers ?? .init()).rateLimiterLimits()))
         for (name, _) in PeerRateLimiter.defaults { Counter(label: "citymesh_peer_rate_limited_total", dimensions: [("channel", name)]).increment(by: 0) }

@@ -98,7 +98,7 @@ public final class PeerLedgerExchange: Sendable {
     /// A checkpoint of `city` that another peer passed on (gossip): verified with `city`'s key and
     /// compared with what this node holds of it.
     func witnessed(_ city: CitySlug, note: String, certificate: Certificate) async {
-        guard let key = Curve25519.Signing.PublicKey(certificate.publicKey),
+        guard let key = NoteKey(certificate.publicKey),
             let verifier = try? NoteVerifier(name: LedgerService.origin(city), publicKey: key),
             let checkpoint = try? Checkpoint.verify(signedNote: note, key: verifier)
         else { return }
@@ -191,8 +191,8 @@ public final class PeerLedgerExchange: Sendable {
         guard let network = network.withLock({ $0 }), let identity = network.identity(of: city) else {
             throw CityMeshError(.nodeNotRunning, "no connection to '\(city)': check 'citymesh peers'")
         }
-        guard let key = Curve25519.Signing.PublicKey(identity.certificate.publicKey) else {
-            throw CityMeshError(.keyInvalid, "\(city)'s certificate key is not Ed25519, so its checkpoints are not signed")
+        guard let key = NoteKey(identity.certificate.publicKey) else {
+            throw CityMeshError(.keyInvalid, "\(city)'s certificate key is neither Ed25519 nor ECDSA P-256, so its checkpoints cannot be checked")
         }
         let verifier = try NoteVerifier(name: LedgerService.origin(city), publicKey: key)
         let note: String
@@ -268,8 +268,8 @@ public final class PeerLedgerExchange: Sendable {
             logger.warning("a peer's cosignature was not kept", metadata: ["peer": "\(city)", "ledger.size": "\(size)", "why": "\(why)"])
         }
         guard let identity = network.withLock({ $0 })?.identity(of: city) else { return refuse("the peer is no longer connected") }
-        guard let key = Curve25519.Signing.PublicKey(identity.certificate.publicKey) else {
-            return refuse("the peer's certificate key is not Ed25519, so it cannot cosign")
+        guard let key = NoteKey(identity.certificate.publicKey) else {
+            return refuse("the peer's certificate key is neither Ed25519 nor ECDSA P-256, so it cannot cosign")
         }
         do {
             let witness = try CosignerKey(name: Cosignature.witnessName(city), publicKey: key)

@@ -141,7 +141,7 @@ struct AuditWitnesses: AsyncParsableCommand {
             Example:
               citymesh audit witnesses --dir hz
 
-            Every connected peer with an Ed25519 key checks this node's checkpoint about every 10 s
+            Every connected peer checks this node's checkpoint about every 10 s
             (signature, and consistency with the last one it saw) and sends back a cosignature,
             which this node keeps and publishes with the checkpoint. A witness far behind the
             latest checkpoint has stopped checking: see 'citymesh peers'.

@@ -125,4 +125,64 @@ struct WitnessTests {
         #expect(r.status == 1 && r.stderr.contains("does not verify"), "\(r.stdout)\(r.stderr)")
         for d in [hz, sz] { #expect(d.terminate() == 0, "\(d.log)") }
     }
+
+    @Test("a P-256 node is first-class: it signs checkpoints (signed-note 0x02, checked by openssl with its certificate's key), cosigns and is cosigned, and its bundle verifies offline")
+    func p256Node() throws {
+        let work = try Harness.tempDir("p256")
+        // Index 1 (shanghai) gets a P-256 key, hangzhou Ed25519.
+        let cities = try PeerTransportTests.setUp(work, cities: ["hangzhou", "shanghai"])
+        func cm(_ args: String...) throws -> CommandResult { try Harness.citymesh(args, cwd: work) }
+        let hz = try Daemon(dir: "hangzhou", cwd: work)
+        let sh = try Daemon(dir: "shanghai", cwd: work)
+        #expect(try hz.waitReady(admin: cities[0].admin), "\(hz.log)")
+        #expect(try sh.waitReady(admin: cities[1].admin), "\(sh.log)")
+        try PeerTransportTests.eventually("hangzhou and shanghai cosigned each other's checkpoints", seconds: 60) {
+            let a = try cm("audit", "witnesses", "--dir", "hangzhou", "--json")
+            let b = try cm("audit", "witnesses", "--dir", "shanghai", "--json")
+            return a.stdout.contains("\"city\" : \"shanghai\"") && b.stdout.contains("\"city\" : \"hangzhou\"")
+        }
+
+        // shanghai's checkpoint: its log signature is an ASN.1 DER ECDSA signature over the note
+        // text, which openssl checks with the key of shanghai's certificate.
+        var r = try cm("audit", "checkpoint", "--dir", "shanghai", "--witnessed")
+        #expect(r.ok, "\(r.stderr)")
+        let note = r.stdout
+        let split = try #require(note.range(of: "\n\n"))
+        let text = String(note[..<split.lowerBound]) + "\n"
+        let lines = note[split.upperBound...].split(separator: "\n")
+        let logLine = try #require(lines.first { $0.hasPrefix("\u{2014} shanghai.citymesh/ledger ") }, "\(note)")
+        let logRaw = try #require(Data(base64Encoded: String(logLine.split(separator: " ")[2])))
+        try Data(text.utf8).write(to: URL(fileURLWithPath: "\(work)/sh.text"))
+        try Data(logRaw.dropFirst(4)).write(to: URL(fileURLWithPath: "\(work)/sh.sig"))
+        r = try Harness.openssl(["x509", "-in", "shanghai-cert/node.pem", "-pubkey", "-noout", "-out", "shanghai.pub"], cwd: work)
+        #expect(r.ok, "\(r.stderr)")
+        r = try Harness.openssl(["dgst", "-sha256", "-verify", "shanghai.pub", "-signature", "sh.sig", "sh.text"], cwd: work)
+        #expect(r.ok && (r.stdout + r.stderr).contains("Verified OK"), "\(r.stdout)\(r.stderr)")
+        // Its key ID is SHA-256 of the certificate's SubjectPublicKeyInfo, as signed-note type 0x02 says.
+        r = try Harness.openssl(["pkey", "-pubin", "-in", "shanghai.pub", "-outform", "DER", "-out", "shanghai.spki"], cwd: work)
+        #expect(r.ok, "\(r.stderr)")
+        let spki = try Data(contentsOf: URL(fileURLWithPath: "\(work)/shanghai.spki"))
+        r = try Harness.openssl(["dgst", "-sha256", "-r", "shanghai.spki"], cwd: work)
+        #expect(r.ok && r.stdout.hasPrefix(logRaw.prefix(4).map { String(format: "%02x", $0) }.joined()), "\(r.stdout)")
+        r = try cm("audit", "vkey", "--dir", "shanghai")
+        #expect(r.stdout.trimmingCharacters(in: .whitespacesAndNewlines).hasSuffix("+" + (Data([0x02]) + spki).base64EncodedString()), "\(r.stdout)")
+
+        // shanghai's bundle verifies offline with hangzhou's cosignature counted, and hangzhou's
+        // with shanghai's (a P-256 witness).
+        r = try cm("audit", "export", "--dir", "shanghai", "--out", "sh.bundle")
+        #expect(r.ok, "\(r.stderr)")
+        r = try cm("audit", "verify-bundle", "sh.bundle", "--ca", "fed/ca.pem", "--quorum", "1")
+        #expect(r.ok && r.stdout.contains("cosigned by hangzhou"), "\(r.stdout)\(r.stderr)")
+        r = try cm("audit", "export", "--dir", "hangzhou", "--out", "hz.bundle")
+        #expect(r.ok, "\(r.stderr)")
+        r = try cm("audit", "verify-bundle", "hz.bundle", "--ca", "fed/ca.pem", "--quorum", "1")
+        #expect(r.ok && r.stdout.contains("cosigned by shanghai"), "\(r.stdout)\(r.stderr)")
+        // Policy versions are signed by the P-256 node too.
+        try "shares: []\n".write(toFile: work + "/sh-policy.yaml", atomically: true, encoding: .utf8)
+        r = try cm("policy", "apply", "--dir", "shanghai", "sh-policy.yaml")
+        #expect(r.ok, "\(r.stdout)\(r.stderr)")
+        r = try cm("policy", "show", "--dir", "shanghai", "--json")
+        #expect(r.ok && r.stdout.contains("\u{2014} shanghai.citymesh/policy "), "the applied version carries a signed note: \(r.stdout.prefix(900))")
+        for d in [hz, sh] { #expect(d.terminate() == 0, "\(d.log)") }
+    }
 }

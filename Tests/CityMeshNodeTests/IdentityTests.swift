@@ -33,9 +33,11 @@ func tempDir() throws -> String {
 func opensslPKI(in dir: String, algorithm: String, city: String, eku: String = "serverAuth,clientAuth", sanURI: String? = nil) throws {
     let gen: [String] = algorithm == "ed25519" ? ["genpkey", "-algorithm", "ed25519"] : ["genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256"]
     try openssl(gen + ["-out", "ca.key"], in: dir)
+    // The node's key may differ from the CA's (a P-384 node key under an Ed25519 CA).
+    let nodeGen: [String] = algorithm == "p384" ? ["genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-384"] : gen
     try openssl(["req", "-x509", "-new", "-key", "ca.key", "-subj", "/O=Test Federation/CN=Test Root", "-days", "30", "-out", "ca.pem",
                  "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign"], in: dir)
-    try openssl(gen + ["-out", "node.key"], in: dir)
+    try openssl(nodeGen + ["-out", "node.key"], in: dir)
     try openssl(["req", "-new", "-key", "node.key", "-subj", "/O=Test Federation/CN=\(city)", "-out", "node.csr"], in: dir)
     let ext = """
         basicConstraints=critical,CA:FALSE
@@ -100,6 +102,20 @@ struct IdentityTests {
         try opensslPKI(in: other, algorithm: "ed25519", city: "hangzhou")
         try FileManager.default.copyItem(atPath: other + "/ca.pem", toPath: dir + "/other-ca.pem")
         await #expect(throws: CityMeshError(.certificateForeignCA, "")) { try await NodeInitializer.run(initOptions(dir, ca: "other-ca.pem")) }
+    }
+
+    @Test("init refuses a node key that is neither Ed25519 nor P-256 (a P-384 key made with openssl), and says what to do")
+    func p384Refused() async throws {
+        let dir = try tempDir()
+        try opensslPKI(in: dir, algorithm: "p384", city: "hangzhou")
+        do {
+            _ = try await NodeInitializer.run(initOptions(dir))
+            Issue.record("expected a refusal")
+        } catch let e as CityMeshError {
+            #expect(e.code == .keyInvalid)
+            #expect(e.message.contains("neither Ed25519 nor ECDSA P-256") && e.message.contains("openssl genpkey -algorithm ed25519"), "\(e.message)")
+        }
+        #expect(!FileManager.default.fileExists(atPath: dir + "/node"), "nothing is left half-made")
     }
 
     @Test("init refuses a certificate for another city, and says which")

@@ -132,17 +132,39 @@ enum ConsoleAssets {
             return r;
           }
 
-          // A signed-note verifier key: name+keyhash+base64(0x01 || Ed25519 public key).
+          // A signed-note verifier key: name+keyhash+base64(0x01 || Ed25519 public key) or
+          // name+keyhash+base64(0x02 || DER SPKI of an ECDSA P-256 key).
           async function parseVKey(text) {
             // The name and the hash hold no "+"; the base64 key may.
             const t = text.trim(), i = t.indexOf("+"), j = i < 0 ? -1 : t.indexOf("+", i + 1);
             if (i <= 0 || j < 0) throw new Error("the verifier key is not name+hash+key");
             const name = t.slice(0, i), id = t.slice(i + 1, j), key64 = t.slice(j + 1);
             const raw = b64(key64);
-            if (raw.length !== 33 || raw[0] !== 1) throw new Error("the verifier key is not an Ed25519 note key");
-            const expected = hex((await sha256(enc.encode(name + "\n"), raw)).slice(0, 4));
+            let expected;
+            if (raw.length === 33 && raw[0] === 1) expected = hex((await sha256(enc.encode(name + "\n"), raw)).slice(0, 4));
+            else if (raw.length > 1 && raw[0] === 2) expected = hex((await sha256(raw.slice(1))).slice(0, 4));
+            else throw new Error("the verifier key is not an Ed25519 (0x01) or ECDSA (0x02) note key");
             if (expected !== id) throw new Error("the verifier key's hash does not match its name and key");
-            return { name, id, key: raw.slice(1), text: text.trim() };
+            return { name, id, type: raw[0], key: raw.slice(1), text: text.trim() };
+          }
+
+          // An ASN.1 DER ECDSA signature (SEQUENCE of two INTEGERs) as Web Crypto's r || s, 32 bytes each.
+          function derToRaw(der) {
+            let p = 0;
+            const need = (c) => { if (!c) throw new Error("the checkpoint's ECDSA signature is not DER"); };
+            need(der[p++] === 0x30 && der[p++] === der.length - 2);
+            const out = new Uint8Array(64);
+            for (let k = 0; k < 2; k++) {
+              need(der[p++] === 0x02);
+              let n = der[p++];
+              need(n > 0 && p + n <= der.length);
+              while (n > 32 && der[p] === 0) { p++; n--; }
+              need(n <= 32);
+              out.set(der.slice(p, p + n), k * 32 + 32 - n);
+              p += n;
+            }
+            need(p === der.length);
+            return out;
           }
 
           // A C2SP signed note: body, blank line, signature lines "— name base64(keyid || sig)".
@@ -179,15 +201,22 @@ enum ConsoleAssets {
             const sig = note.sigs.find((s) => s.name === key.name && s.id === key.id);
             if (!sig) throw new Error("the checkpoint carries no signature by " + key.name);
             let k;
-            try {
-              k = await crypto.subtle.importKey("raw", key.key, { name: "Ed25519" }, false, ["verify"]);
-            } catch (e) {
-              const partial = new Error("this browser's Web Crypto has no Ed25519 (Chromium 137+, Firefox 129+ and Safari 17+ have it): the entry's path to the checkpoint's root checked out, but the checkpoint's signature could not be checked here");
-              partial.partial = true;
-              throw partial;
-            }
-            if (!(await crypto.subtle.verify({ name: "Ed25519" }, k, sig.sig, enc.encode(note.body)))) {
-              throw new Error("the checkpoint's Ed25519 signature does not verify with " + key.name + "+" + key.id);
+            if (key.type === 2) {
+              k = await crypto.subtle.importKey("spki", key.key, { name: "ECDSA", namedCurve: "P-256" }, false, ["verify"]);
+              if (!(await crypto.subtle.verify({ name: "ECDSA", hash: "SHA-256" }, k, derToRaw(sig.sig), enc.encode(note.body)))) {
+                throw new Error("the checkpoint's ECDSA P-256 signature does not verify with " + key.name + "+" + key.id);
+              }
+            } else {
+              try {
+                k = await crypto.subtle.importKey("raw", key.key, { name: "Ed25519" }, false, ["verify"]);
+              } catch (e) {
+                const partial = new Error("this browser's Web Crypto has no Ed25519 (Chromium 137+, Firefox 129+ and Safari 17+ have it): the entry's path to the checkpoint's root checked out, but the checkpoint's signature could not be checked here");
+                partial.partial = true;
+                throw partial;
+              }
+              if (!(await crypto.subtle.verify({ name: "Ed25519" }, k, sig.sig, enc.encode(note.body)))) {
+                throw new Error("the checkpoint's Ed25519 signature does not verify with " + key.name + "+" + key.id);
+              }
             }
             const witnesses = note.sigs.filter((s) => s.name !== key.name).length;
             return "Verified in this browser: entry " + d.index + " is in the log of " + d.treeSize + " entries whose checkpoint is signed by " +

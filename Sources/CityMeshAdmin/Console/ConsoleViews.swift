@@ -318,7 +318,7 @@ struct ConsoleViews: Sendable {
         <pre id="entry-json">{{json}}</pre>
         {{#proofJSON}}
         <h2>Its proof</h2>
-        <p>Entry {{index}} of a tree of {{treeSize}} entries; root <code>{{rootHash}}</code>. Your browser hashes the entry (RFC 9162 leaf hash), climbs the {{proofCount}} proof hashes to the root, and checks the checkpoint's Ed25519 signature with the node's key — with Web Crypto, without asking the node anything more.</p>
+        <p>Entry {{index}} of a tree of {{treeSize}} entries; root <code>{{rootHash}}</code>. Your browser hashes the entry (RFC 9162 leaf hash), climbs the {{proofCount}} proof hashes to the root, and checks the checkpoint's signature (Ed25519 or ECDSA P-256) with the node's key — with Web Crypto, without asking the node anything more.</p>
         <ol class="hashes">{{#proofHashes}}<li><code>{{hash}}</code></li>{{/proofHashes}}</ol>
         <h3>Signed checkpoint</h3>
         <pre class="sig" id="checkpoint">{{checkpoint}}</pre>

@@ -139,7 +139,7 @@ public struct AdminAPI: Sendable {
         }
         router.get("/v1/audit/vkey") { request, _ in
             _ = try requireLedger()
-            guard let verifierKey else { throw CityMeshError(.nodeNotRunning, "this node has no Ed25519 key to sign checkpoints with") }
+            guard let verifierKey else { throw CityMeshError(.nodeNotRunning, "this node's key is neither Ed25519 nor ECDSA P-256, so it signs no checkpoints") }
             if request.uri.queryParameters.get("witness") == "1" {
                 return text(try CosignerKey(name: Cosignature.witnessName(store.city), publicKey: verifierKey.publicKey).vkey + "\n")
             }
@@ -175,7 +175,7 @@ public struct AdminAPI: Sendable {
         }
         router.get("/v1/audit/bundle") { request, _ in
             let ledger = try requireLedger()
-            guard let verifierKey, let certificates else { throw CityMeshError(.nodeNotRunning, "this node has no Ed25519 key to sign checkpoints with") }
+            guard let verifierKey, let certificates else { throw CityMeshError(.nodeNotRunning, "this node's key is neither Ed25519 nor ECDSA P-256, so it signs no checkpoints") }
             guard let latest = try await ledger.latestCheckpoint() else {
                 throw CityMeshError(.recordNotFound, "no checkpoint yet: wait a few seconds for the first one")
             }
@@ -203,7 +203,7 @@ public struct AdminAPI: Sendable {
                 checkpoint: latest.note, complete: since == nil, entries: items, witnessed: witnessed))
         }
         router.get("/v1/audit/verify") { request, _ in
-            guard let verifierKey else { throw CityMeshError(.nodeNotRunning, "this node has no Ed25519 key to sign checkpoints with") }
+            guard let verifierKey else { throw CityMeshError(.nodeNotRunning, "this node's key is neither Ed25519 nor ECDSA P-256, so it signs no checkpoints") }
             let ledger = try requireLedger()
             guard request.uri.queryParameters.get("progress") == "1" else { return json(try await ledger.audit(verifier: verifierKey)) }
             // JSON lines: {"done":N,"total":M} as the audit goes, then {"report":{…}}.

@@ -92,6 +92,13 @@ public enum NodeIdentity {
         guard key.publicKey == certificate.publicKey else {
             throw CityMeshError(.keyMismatch, "the private key does not belong to the certificate: pass the node.key that was made with this node.pem")
         }
+        // One key signs everything a node signs (DESIGN §2); CityMesh signs with these two only, so
+        // a node with another key type would run with no batches, agreements or checkpoints.
+        guard NoteKey(certificate.publicKey) != nil else {
+            throw CityMeshError(
+                .keyInvalid,
+                "the node key is neither Ed25519 nor ECDSA P-256: a node signs its batches, agreements, checkpoints and cosignatures with this key, and CityMesh signs with those two types only; have the federation CA issue a certificate for an Ed25519 key ('citymesh federation issue', or 'openssl genpkey -algorithm ed25519' and a CSR)")
+        }
     }
 
     static func iso(_ d: Date) -> String {

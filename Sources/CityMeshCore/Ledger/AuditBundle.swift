@@ -112,7 +112,7 @@ public struct AuditBundle: Codable, Sendable {
         if asOf != nil { warnings.append("certificates were checked as of \(at), not now") }
         let key: NoteVerifier
         do { key = try NoteVerifier(vkey: verifierKey) } catch { throw fail("verifier key: \(error)") }
-        guard let certKey = Curve25519.Signing.PublicKey(identity.certificate.publicKey), certKey.rawRepresentation == key.publicKey.rawRepresentation else {
+        guard let certKey = NoteKey(identity.certificate.publicKey), certKey == key.publicKey else {
             throw fail("the verifier key is not the node certificate's key")
         }
         guard key.name == origin, origin.hasPrefix("\(identity.city).") else {
@@ -187,7 +187,7 @@ public struct AuditBundle: Codable, Sendable {
                     continue
                 }
                 guard identity.city != city else { continue }
-                guard let publicKey = Curve25519.Signing.PublicKey(identity.certificate.publicKey) else { continue }
+                guard let publicKey = NoteKey(identity.certificate.publicKey) else { continue }
                 keys.append(try CosignerKey(name: Cosignature.witnessName(identity.city), publicKey: publicKey))
             } catch {
                 warnings.append("a witness certificate was not issued by the bundle's CA, so its cosignature is not counted: \(error)")

@@ -1,14 +1,17 @@
 public import Crypto
 public import Foundation
 
-/// A C2SP tlog-cosignature/v1 (Ed25519): a witness's statement that, as of `timestamp`, the
-/// largest consistent checkpoint it has seen of a log is the one it signed.
+/// A witness's statement that, as of `timestamp`, the largest consistent checkpoint it has seen of
+/// a log is the one it signed: a C2SP tlog-cosignature/v1 (Ed25519 witnesses) or its ECDSA P-256
+/// counterpart (P-256 witnesses; see ``NoteKey``).
 ///
-/// The signature line is `— <witness name> base64(key ID || u64 timestamp || signature)`, the key
-/// ID is SHA-256(name || 0x0A || 0x04 || public key)[:4], and the signed message is
-/// `cosignature/v1\ntime <timestamp>\n` followed by the checkpoint's note text. The 0x04 type and
-/// the `cosignature/v1` line keep a cosignature from ever verifying as a log signature (type 0x01),
-/// so a node may witness with the key that signs its own ledger.
+/// The signature line is `— <witness name> base64(key ID || u64 timestamp || signature)`.
+/// Ed25519: the key ID is SHA-256(name || 0x0A || 0x04 || public key)[:4] and the signed message is
+/// `cosignature/v1\ntime <timestamp>\n` followed by the checkpoint's note text. P-256: the type is
+/// 0xff followed by ``NoteKey/ecdsaCosignatureIdentifier``, the key is the DER SPKI, the message's
+/// first line is that identifier, and the signature is ASN.1 DER. The cosignature types and header
+/// lines keep a cosignature from ever verifying as a log signature (0x01/0x02), so a node may
+/// witness with the key that signs its own ledger.
 public struct Cosignature: Sendable, Equatable {
     public let witness: String
     public let keyID: UInt32
@@ -28,18 +31,34 @@ public struct Cosignature: Sendable, Equatable {
         return "\u{2014} \(witness) \(Data(bytes).base64EncodedString())\n"
     }
 
-    /// The bytes a cosigner signs for `checkpointText` (the note text, ending in a newline).
+    /// The bytes an Ed25519 cosigner signs for `checkpointText` (the note text, ending in a newline).
     public static func message(checkpointText: String, timestamp: UInt64) -> [UInt8] {
-        Array("cosignature/v1\ntime \(timestamp)\n".utf8) + Array(checkpointText.utf8)
+        message(checkpointText: checkpointText, timestamp: timestamp, header: "cosignature/v1")
+    }
+
+    /// The bytes a cosigner with `key` signs: the header line of its type, the time, the note text.
+    static func message(checkpointText: String, timestamp: UInt64, key: NoteKey) -> [UInt8] {
+        switch key {
+        case .ed25519: message(checkpointText: checkpointText, timestamp: timestamp)
+        case .p256: message(checkpointText: checkpointText, timestamp: timestamp, header: NoteKey.ecdsaCosignatureIdentifier)
+        }
+    }
+
+    static func message(checkpointText: String, timestamp: UInt64, header: String) -> [UInt8] {
+        Array("\(header)\ntime \(timestamp)\n".utf8) + Array(checkpointText.utf8)
     }
 
     /// 9999-12-31T23:59:59Z in seconds since 1970: the latest timestamp a cosignature may carry.
     public static let maxTimestamp: UInt64 = 253_402_300_799
 
-    /// Reads a note signature as a cosignature/v1: the signature is a u64 timestamp and 64 bytes.
+    /// Reads a note signature as a cosignature: a u64 timestamp and a signature of 64 bytes
+    /// (Ed25519) or at most 72 (ECDSA P-256, DER); which one is checked against the key in `verify`.
     public init(_ signature: SignedNote.Signature) throws(NoteError) {
-        guard signature.bytes.count == 8 + 64 else {
-            throw NoteError("the signature of '\(signature.name)' is not a cosignature/v1 (a timestamp and an Ed25519 signature: 72 bytes, not \(signature.bytes.count))")
+        // 8 + 64 bytes (Ed25519), or 8 bytes and a DER ECDSA P-256 signature (at most 72 bytes).
+        let isECDSA = signature.bytes.count <= 8 + 72 && signature.bytes.count > 8
+            && (try? P256.Signing.ECDSASignature(derRepresentation: signature.bytes.dropFirst(8))) != nil
+        guard signature.bytes.count == 8 + 64 || isECDSA else {
+            throw NoteError("the signature of '\(signature.name)' is not a cosignature (a timestamp and an Ed25519 signature, 72 bytes, or a DER ECDSA P-256 signature; not \(signature.bytes.count) bytes)")
         }
         let timestamp = signature.bytes.prefix(8).reduce(UInt64(0)) { $0 << 8 | UInt64($1) }
         // Seconds since 1970; a timestamp past the year 9999 is no time a witness saw, and refusing it
@@ -69,7 +88,7 @@ public struct Cosignature: Sendable, Equatable {
         guard witness == key.name, keyID == key.keyID else {
             throw NoteError("the cosignature is by '\(witness)' (key \(String(format: "%08x", keyID))), not by \(key.vkey)")
         }
-        guard key.publicKey.isValidSignature(signature, for: Self.message(checkpointText: checkpointText, timestamp: timestamp)) else {
+        guard key.publicKey.isValidSignature(signature, for: Self.message(checkpointText: checkpointText, timestamp: timestamp, key: key.publicKey)) else {
             throw NoteError("the cosignature of '\(witness)' does not verify: the checkpoint or the cosignature was altered")
         }
     }
@@ -89,35 +108,41 @@ public struct Cosignature: Sendable, Equatable {
     }
 }
 
-/// A witness's Ed25519 cosigner key: name, key and the key ID of signature type 0x04.
+/// A witness's cosigner key: name, key and the key ID of its cosignature type (0x04 for Ed25519,
+/// 0xff with ``NoteKey/ecdsaCosignatureIdentifier`` for ECDSA P-256).
 public struct CosignerKey: Sendable, Hashable {
     public let name: String
     public let keyID: UInt32
-    public let publicKey: Curve25519.Signing.PublicKey
+    public let publicKey: NoteKey
 
-    public init(name: String, publicKey: Curve25519.Signing.PublicKey) throws(NoteError) {
+    public init(name: String, publicKey: NoteKey) throws(NoteError) {
         try SignedNote.checkKeyName(name)
         self.name = name
         self.publicKey = publicKey
-        self.keyID = SignedNote.keyID(name: name, type: 0x04, publicKey: publicKey)
+        self.keyID = SignedNote.keyID(name: name, type: publicKey.cosignatureType, publicKey: publicKey)
     }
 
-    /// The vkey text: `<name>+<key ID>+base64(0x04 || public key)`.
+    public init(name: String, publicKey: Curve25519.Signing.PublicKey) throws(NoteError) {
+        try self.init(name: name, publicKey: .ed25519(publicKey))
+    }
+
+    /// The vkey text: `<name>+<key ID>+base64(type || public key)`.
     public var vkey: String {
-        SignedNote.vkey(name: name, keyID: keyID, type: 0x04, publicKey: publicKey)
+        SignedNote.vkey(name: name, keyID: keyID, type: publicKey.cosignatureType, publicKey: publicKey)
     }
 
-    /// Parses a vkey of signature type 0x04; the key ID must match the name and key.
+    /// Parses a cosigner vkey; the key ID must match the name and key.
     public init(vkey: String) throws(NoteError) {
-        let (name, id, key) = try SignedNote.parseVKey(vkey, type: 0x04) {
-            "signature type 0x\(String($0, radix: 16)) is not a cosignature/v1 key (0x04): is this the log's key rather than the witness's?"
+        let (name, id, type, key) = try SignedNote.parseVKey(vkey)
+        guard type == key.cosignatureType else {
+            throw NoteError("signature type 0x\(String(format: "%02x", type[0])) is not a cosignature key (0x04, or 0xff for P-256): is this the log's key rather than the witness's?")
         }
         try self.init(name: name, publicKey: key)
         try SignedNote.checkKeyID(id, expected: keyID)
     }
 
     public static func == (l: CosignerKey, r: CosignerKey) -> Bool {
-        l.name == r.name && l.publicKey.rawRepresentation == r.publicKey.rawRepresentation
+        l.name == r.name && l.publicKey == r.publicKey
     }
 
     public func hash(into h: inout Hasher) {
@@ -126,20 +151,24 @@ public struct CosignerKey: Sendable, Hashable {
     }
 }
 
-/// A witness that cosigns checkpoints it has checked (Ed25519, cosignature/v1).
+/// A witness that cosigns checkpoints it has checked (see ``Cosignature``).
 public struct Cosigner: Sendable {
     public let key: CosignerKey
-    let privateKey: Curve25519.Signing.PrivateKey
+    let privateKey: NotePrivateKey
 
-    public init(name: String, key: Curve25519.Signing.PrivateKey) throws(NoteError) {
+    public init(name: String, key: NotePrivateKey) throws(NoteError) {
         self.privateKey = key
         self.key = try CosignerKey(name: name, publicKey: key.publicKey)
+    }
+
+    public init(name: String, key: Curve25519.Signing.PrivateKey) throws(NoteError) {
+        try self.init(name: name, key: .ed25519(key))
     }
 
     /// Cosigns a checkpoint's note text at `timestamp` (seconds since the epoch).
     public func cosign(checkpointText: String, timestamp: UInt64) throws -> Cosignature {
         try SignedNote.checkText(checkpointText)
-        let signature = try privateKey.signature(for: Cosignature.message(checkpointText: checkpointText, timestamp: timestamp))
-        return Cosignature(witness: key.name, keyID: key.keyID, timestamp: timestamp, signature: Array(signature))
+        let signature = try privateKey.signature(for: Cosignature.message(checkpointText: checkpointText, timestamp: timestamp, key: key.publicKey))
+        return Cosignature(witness: key.name, keyID: key.keyID, timestamp: timestamp, signature: signature)
     }
 }

@@ -7,28 +7,36 @@ public struct NoteError: Error, Sendable, Equatable, CustomStringConvertible {
     public init(_ d: String) { description = d }
 }
 
-/// A C2SP signed-note Ed25519 verifier key: `<name>+<key ID, 8 hex>+<base64(0x01 || public key)>`.
+/// A C2SP signed-note verifier key of a log: `<name>+<key ID, 8 hex>+<base64(type || key)>`, type
+/// 0x01 (Ed25519) or 0x02 (ECDSA P-256, key = DER SPKI) — see ``NoteKey``.
 public struct NoteVerifier: Sendable, Hashable {
     public let name: String
     public let keyID: UInt32
-    public let publicKey: Curve25519.Signing.PublicKey
+    public let publicKey: NoteKey
 
-    public init(name: String, publicKey: Curve25519.Signing.PublicKey) throws(NoteError) {
+    public init(name: String, publicKey: NoteKey) throws(NoteError) {
         try SignedNote.checkKeyName(name)
         self.name = name
         self.publicKey = publicKey
         self.keyID = Self.keyID(name: name, publicKey: publicKey)
     }
 
+    public init(name: String, publicKey: Curve25519.Signing.PublicKey) throws(NoteError) {
+        try self.init(name: name, publicKey: .ed25519(publicKey))
+    }
+
     /// Parses the verifier key text; the key ID must match the name and key.
     public init(vkey: String) throws(NoteError) {
-        let (name, id, key) = try SignedNote.parseVKey(vkey, type: 0x01) { "unsupported signature type 0x\(String($0, radix: 16)): only Ed25519 (0x01)" }
+        let (name, id, type, key) = try SignedNote.parseVKey(vkey)
+        guard type == key.noteType else {
+            throw NoteError("signature type 0x\(String(format: "%02x", type[0])) is not a log key: expected 0x01 (Ed25519) or 0x02 (ECDSA P-256)")
+        }
         try self.init(name: name, publicKey: key)
         try SignedNote.checkKeyID(id, expected: keyID)
     }
 
     public static func == (l: NoteVerifier, r: NoteVerifier) -> Bool {
-        l.name == r.name && l.keyID == r.keyID && l.publicKey.rawRepresentation == r.publicKey.rawRepresentation
+        l.name == r.name && l.keyID == r.keyID && l.publicKey == r.publicKey
     }
 
     public func hash(into h: inout Hasher) {
@@ -37,32 +45,37 @@ public struct NoteVerifier: Sendable, Hashable {
     }
 
     public var vkey: String {
-        SignedNote.vkey(name: name, keyID: keyID, type: 0x01, publicKey: publicKey)
+        SignedNote.vkey(name: name, keyID: keyID, type: publicKey.noteType, publicKey: publicKey)
     }
 
-    /// SHA-256(name || 0x0A || 0x01 || public key)[:4], big-endian.
-    static func keyID(name: String, publicKey: Curve25519.Signing.PublicKey) -> UInt32 {
-        SignedNote.keyID(name: name, type: 0x01, publicKey: publicKey)
+    /// Ed25519 (0x01): SHA-256(name || 0x0A || 0x01 || public key)[:4]; ECDSA (0x02): SHA-256(DER SPKI)[:4].
+    static func keyID(name: String, publicKey: NoteKey) -> UInt32 {
+        switch publicKey {
+        case .ed25519: SignedNote.keyID(name: name, type: [0x01], publicKey: publicKey)
+        case .p256: SignedNote.first4(SHA256.hash(data: publicKey.bytes))
+        }
     }
 }
 
-/// A C2SP signed-note signer (Ed25519).
+/// A C2SP signed-note signer with the node's key (Ed25519, type 0x01, or ECDSA P-256, type 0x02).
 public struct NoteSigner: Sendable {
     public let verifier: NoteVerifier
-    let key: Curve25519.Signing.PrivateKey
+    let key: NotePrivateKey
 
-    public init(name: String, key: Curve25519.Signing.PrivateKey) throws(NoteError) {
+    public init(name: String, key: NotePrivateKey) throws(NoteError) {
         self.key = key
         self.verifier = try NoteVerifier(name: name, publicKey: key.publicKey)
+    }
+
+    public init(name: String, key: Curve25519.Signing.PrivateKey) throws(NoteError) {
+        try self.init(name: name, key: .ed25519(key))
     }
 
     /// The signed note: `text`, a blank line, one signature line.
     public func sign(_ text: String) throws -> String {
         try SignedNote.checkText(text)
         let signature = try key.signature(for: Array(text.utf8))
-        var id = verifier.keyID.bigEndian
-        let idBytes = withUnsafeBytes(of: &id) { Array($0) }
-        return text + "\n" + "\u{2014} \(verifier.name) \(Data(idBytes + signature).base64EncodedString())\n"
+        return text + "\n" + "\u{2014} \(verifier.name) \(Data(SignedNote.bigEndian(verifier.keyID) + signature).base64EncodedString())\n"
     }
 }
 
@@ -127,30 +140,45 @@ public struct SignedNote: Sendable, Equatable {
     }
 
     /// A signed-note key ID: SHA-256(name || 0x0A || signature type || public key)[:4], big-endian.
-    static func keyID(name: String, type: UInt8, publicKey: Curve25519.Signing.PublicKey) -> UInt32 {
-        let digest = SHA256.hash(data: Array(name.utf8) + [0x0A, type] + Array(publicKey.rawRepresentation))
-        return digest.prefix(4).reduce(0) { $0 << 8 | UInt32($1) }
+    static func keyID(name: String, type: [UInt8], publicKey: NoteKey) -> UInt32 {
+        first4(SHA256.hash(data: Array(name.utf8) + [0x0A] + type + publicKey.bytes))
+    }
+
+    static func first4(_ digest: SHA256.Digest) -> UInt32 {
+        digest.prefix(4).reduce(0) { $0 << 8 | UInt32($1) }
+    }
+
+    static func bigEndian(_ id: UInt32) -> [UInt8] {
+        [UInt8(truncatingIfNeeded: id >> 24), UInt8(truncatingIfNeeded: id >> 16), UInt8(truncatingIfNeeded: id >> 8), UInt8(truncatingIfNeeded: id)]
     }
 
     /// A vkey's text: `<name>+<key ID, 8 hex>+base64(type || public key)`.
-    static func vkey(name: String, keyID: UInt32, type: UInt8, publicKey: Curve25519.Signing.PublicKey) -> String {
-        "\(name)+\(String(format: "%08x", keyID))+\(Data([type] + publicKey.rawRepresentation).base64EncodedString())"
+    static func vkey(name: String, keyID: UInt32, type: [UInt8], publicKey: NoteKey) -> String {
+        "\(name)+\(String(format: "%08x", keyID))+\(Data(type + publicKey.bytes).base64EncodedString())"
     }
 
-    /// Splits a vkey, `NAME+KEYID+base64(type || Ed25519 public key)`, checking each part's form
-    /// and that the signature type is `type` (`wrongType` says what else it was).
-    static func parseVKey(
-        _ vkey: String, type: UInt8, wrongType: (UInt8) -> String
-    ) throws(NoteError) -> (name: String, keyID: UInt32, key: Curve25519.Signing.PublicKey) {
+    /// Splits a vkey, `NAME+KEYID+base64(type || public key)`, checking each part's form; the type
+    /// is 0x01, 0x02, 0x04 or 0xff followed by ``NoteKey/ecdsaCosignatureIdentifier``.
+    static func parseVKey(_ vkey: String) throws(NoteError) -> (name: String, keyID: UInt32, type: [UInt8], key: NoteKey) {
+        guard vkey.utf8.count <= 4096 else { throw NoteError("a verifier key is longer than 4096 bytes") }
         // The name has no '+' and the key ID is hex, but base64 may contain '+': split twice only.
         let parts = vkey.split(separator: "+", maxSplits: 2, omittingEmptySubsequences: false)
         guard parts.count == 3 else { throw NoteError("a verifier key is NAME+KEYID+KEY (three parts separated by '+')") }
-        guard parts[1].count == 8, let id = UInt32(parts[1], radix: 16) else { throw NoteError("the key ID '\(parts[1])' is not 8 hex digits") }
-        guard let data = Data(base64Encoded: String(parts[2])), data.count == 33 else { throw NoteError("the key is not base64 of 33 bytes") }
-        guard data.first == type else { throw NoteError(wrongType(data.first ?? 0)) }
-        do { return (String(parts[0]), id, try Curve25519.Signing.PublicKey(rawRepresentation: data.dropFirst())) } catch {
-            throw NoteError("the key is not an Ed25519 public key")
+        try checkKeyName(String(parts[0]))
+        guard parts[1].count == 8, parts[1].allSatisfy(\.isHexDigit), let id = UInt32(parts[1], radix: 16) else {
+            throw NoteError("the key ID '\(parts[1])' is not 8 hex digits")
         }
+        guard let data = Data(base64Encoded: String(parts[2])), let first = data.first else { throw NoteError("the key is not base64") }
+        let type: [UInt8]
+        if first == 0xff {
+            guard data.starts(with: NoteKey.ecdsaCosignatureType) else {
+                throw NoteError("signature type 0xff is followed by an identifier CityMesh does not know (it knows '\(NoteKey.ecdsaCosignatureIdentifier)')")
+            }
+            type = NoteKey.ecdsaCosignatureType
+        } else {
+            type = [first]
+        }
+        return (String(parts[0]), id, type, try NoteKey(type: type, material: data.dropFirst(type.count)))
     }
 
     /// A vkey's key ID must be the one its name and key give.
