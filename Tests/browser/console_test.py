@@ -601,6 +601,43 @@ def check_verifier_refuses(b):
     if parsed != f"{name} {key_hash}":
         raise CheckFailed(f"the in-browser key parser to read {vkey}; it said '{parsed}'")
     log("ok  a verifier key with '+' in its base64 parses")
+    check_p256_checkpoint(b)
+
+
+def check_p256_checkpoint(b):
+    """A P-256 node's checkpoint (signed-note type 0x02), made here with the openssl CLI: the
+    in-browser check verifies it, and refuses it with one bit of the signature changed."""
+    name = "p256.citymesh/ledger"
+    with tempfile.TemporaryDirectory() as tmp:
+        def ossl(*args):
+            subprocess.run(["/usr/bin/openssl", *args], cwd=tmp, check=True, capture_output=True)
+        ossl("genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", "k.pem")
+        ossl("pkey", "-in", "k.pem", "-pubout", "-outform", "DER", "-out", "spki.der")
+        entry = b'{"index":0,"kind":"test.entry"}'
+        root = hashlib.sha256(b"\x00" + entry).digest()
+        text = f"{name}\n1\n{base64.b64encode(root).decode()}\n"
+        with open(os.path.join(tmp, "text"), "w", encoding="utf-8") as f:
+            f.write(text)
+        ossl("dgst", "-sha256", "-sign", "k.pem", "-out", "sig.der", "text")
+        with open(os.path.join(tmp, "spki.der"), "rb") as f:
+            spki = f.read()
+        with open(os.path.join(tmp, "sig.der"), "rb") as f:
+            sig = f.read()
+    key_id = hashlib.sha256(spki).digest()[:4]
+    vkey = f"{name}+{key_id.hex()}+{base64.b64encode(bytes([0x02]) + spki).decode()}"
+    def data(signature):
+        return {"vkey": vkey, "entryBytes": base64.b64encode(entry).decode(), "index": 0, "treeSize": 1, "proof": [],
+                "checkpoint": text + "\n" + f"\u2014 {name} {base64.b64encode(key_id + signature).decode()}\n"}
+    outcome = b.driver.execute_async_script(VERIFY, data(sig))
+    if outcome != "verified":
+        raise CheckFailed(f"the in-browser check to verify a P-256 checkpoint signed by openssl; it said '{outcome}'")
+    log("ok  the in-browser check verifies a P-256 (signed-note 0x02) checkpoint signed by openssl")
+    forged = bytearray(sig)
+    forged[-1] ^= 0x01
+    outcome = b.driver.execute_async_script(VERIFY, data(bytes(forged)))
+    if not outcome.startswith("refused"):
+        raise CheckFailed(f"the in-browser check to refuse a P-256 checkpoint with one bit changed; it said '{outcome}'")
+    log(f"ok  the in-browser check refuses a P-256 checkpoint with one bit changed: {outcome[9:]}")
 
 
 # MARK: Main
