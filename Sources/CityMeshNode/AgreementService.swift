@@ -178,6 +178,7 @@ public final class AgreementService: AgreementDesk, Sendable {
     /// owner's batches are refused at every member (`ReplicationService.distrust`).
     func endDistrusted(_ trust: PeerTrust) async {
         guard let all = try? await store.agreements(), let certificates = try? await store.certificates() else { return }
+        await endAsMember(all, certificates: certificates, trust: trust)
         for a in all where a.terms.owner == city.rawValue && a.revocation == nil {
             guard let member = try? CitySlug(a.terms.member), let der = certificates[member], let certificate = try? Certificate(derEncoded: der),
                 let failure = trust.revocationFailure(certificate: certificate, city: member, now: Date()),
@@ -192,6 +193,34 @@ public final class AgreementService: AgreementDesk, Sendable {
         }
         await refresh()
     }
+
+    /// The member's side: an agreement whose owner the trust in force refuses ends here too. Only
+    /// the owner can sign a revocation the owner's side accepts, so this node records the end with
+    /// a revocation it signs itself (never sent), ledgered with the reason. The replica is kept:
+    /// `on_revoke: purge` follows the owner's own revocation, not the federation's verdict on its
+    /// key (a city whose key was compromised has not withdrawn its consent to the share).
+    func endAsMember(_ all: [StoredAgreement], certificates: [CitySlug: [UInt8]], trust: PeerTrust) async {
+        for a in all where a.terms.member == city.rawValue && a.revocation == nil {
+            guard let owner = try? CitySlug(a.terms.owner), let der = certificates[owner], let certificate = try? Certificate(derEncoded: der),
+                let failure = trust.revocationFailure(certificate: certificate, city: owner, now: Date()),
+                failure.reason == .revoked || failure.reason == .denyListed
+            else { continue }
+            do {
+                let reason = "\(Self.endedByTrust) \(failure.detail)"
+                let doc = Agreement.Revocation(offer: a.id, owner: a.terms.owner, share: a.terms.share, member: city.rawValue, reason: reason, at: now)
+                let signed = try requireKey().sign(doc, as: city)
+                guard try await store.saveRevocation(signed, offer: a.id) else { continue }
+                log(LedgerEntry.Kind.agreementRevoked, actor: "node:trust", peer: owner.rawValue, dataset: "\(owner)/\(a.terms.dataset)", offer: a.id, document: signed,
+                    detail: "share \(owner)/\(a.terms.share) ended here: \(reason); the replica is kept (on_revoke applies to the owner's own revocation)")
+                logger.notice("agreement ended: the owner is no longer trusted", metadata: ["peer": "\(owner)", "share": "\(a.terms.share)"])
+            } catch {
+                logger.error("an agreement with a distrusted owner could not be ended", metadata: ["peer": "\(owner)", "error": "\(error)"])
+            }
+        }
+    }
+
+    /// How a member-side end by the federation's trust starts (the replica is then kept).
+    static let endedByTrust = "ended by this member: the owner was revoked by the federation's trust:"
 
     // MARK: Transport
 

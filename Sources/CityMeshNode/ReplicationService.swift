@@ -254,10 +254,12 @@ public final class ReplicationService: Service, ReplicaDesk, Sendable {
                 id: id, owner: owner, name: a.terms.share, dataset: dataset, parties: parties, fields: a.terms.fields, write: a.terms.write,
                 filter: a.terms.filter, isOwner: false)
         }
-        // Agreements that ended with on_revoke: purge take the replica with them.
+        // Agreements that ended with on_revoke: purge take the replica with them — when they
+        // expired or the owner revoked them, not when this member ended one whose owner the
+        // federation revoked (`AgreementService.endAsMember`).
         for a in agreements where a.terms.member == city.rawValue && a.terms.onRevoke == "purge" {
             let ended = a.state(now: t)
-            guard ended == .revoked || ended == .expired, let owner = try? CitySlug(a.terms.owner),
+            guard ended == .revoked || ended == .expired, a.revocation.map({ $0.signer == a.terms.owner }) ?? true, let owner = try? CitySlug(a.terms.owner),
                 let dataset = try? DatasetID(owner: owner, name: a.terms.dataset), !found.values.contains(where: { $0.dataset == dataset }),
                 (try? await store.dataset(dataset)) != nil
             else { continue }

@@ -25,7 +25,9 @@ struct RevocationTests {
         let daemons = try ["hangzhou", "shanghai", "suzhou"].map { try Daemon(dir: $0, cwd: work) }
         for (d, c) in zip(daemons, cities) { #expect(try d.waitReady(admin: c.admin), "\(d.log)") }
 
-        try ReplicationTests.shareRegistry(work)
+        // on_revoke: purge, so the replica kept at the end shows that only the owner's own
+        // revocation purges.
+        try ReplicationTests.shareRegistry(work, onRevoke: "purge")
         var r: CommandResult
         try "id,name,status,district\nE-1,Enterprise 1,active,Xihu\nE-2,Enterprise 2,active,Xihu\n"
             .write(toFile: work + "/registry.csv", atomically: true, encoding: .utf8)
@@ -76,6 +78,18 @@ struct RevocationTests {
         Thread.sleep(forTimeInterval: 3)
         r = try cm("record", "get", "--dir", "hangzhou", "registry", "E-2", "--json")
         #expect(r.ok && !r.stdout.contains("struck-off") && r.stdout.contains("active"), "never merged at hangzhou: \(r.stdout)")
+
+        // The member's side: the CA revokes the owner, hangzhou, and shanghai reloads. shanghai's
+        // agreement with hangzhou ends there too, ledgered with the reason; the replica is kept.
+        r = try cm("federation", "revoke", "--ca", "fed", "--cert", "hangzhou-cert/node.pem")
+        #expect(r.ok, "\(r.stderr)")
+        kill(daemons[1].process.processIdentifier, SIGHUP)
+        try eventually("shanghai ended its agreement with the revoked owner hangzhou") {
+            try AgreementTests.state("shanghai", work, share: "registry-rw", member: "shanghai") == "revoked"
+                && cm("audit", "log", "--dir", "shanghai", "--kind", "agreement.revoked", "--json").stdout.contains("ended by this member")
+        }
+        Thread.sleep(forTimeInterval: 3)  // shares are refreshed every second: a purge would have run
+        #expect(try ReplicationTests.export("shanghai", "hangzhou/registry", work).count == 2, "the replica is kept although on_revoke is purge")
         for d in daemons { #expect(d.terminate() == 0, "\(d.log)") }
     }
 }
