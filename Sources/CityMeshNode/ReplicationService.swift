@@ -461,15 +461,34 @@ public final class ReplicationService: Service, ReplicaDesk, Sendable {
             case .acked(let to, let share, let vector):
                 _ = await send(.acked(share: share, vector: vector), to: to)
             case .send(let to, let share, let origin, let seqs):
-                guard let batches = try? await store.batches(share: share, origin: origin, seqs: seqs) else { continue }
+                guard let batches = try? await store.numberedBatches(share: share, origin: origin, seqs: seqs) else { continue }
                 if origin != city && origin != to {
                     let needed = state.withLock { !$0.certificateSent.contains("\(to) \(origin)") }
                     if needed, let der = await certificate(of: origin).flatMap({ try? $0.derBytes() }) {
                         if await send(.certificate(city: origin, der: der), to: to) { state.withLock { _ = $0.certificateSent.insert("\(to) \(origin)") } }
                     }
                 }
+                // Receipts are countersigned only for batches sent to that peer, so what goes out
+                // is recorded first (a crash between the two must not leave a batch sent and
+                // unrecorded, whose receipt would then be refused); nothing goes out unrecorded,
+                // and nothing is recorded for a peer that is not connected.
+                guard network.withLock({ $0 })?.identity(of: to) != nil else { continue }
+                var runs: [ClosedRange<UInt64>] = []
                 for b in batches {
-                    guard await send(.batch(share: share, bytes: b), to: to) else { break }
+                    if let last = runs.last, last.upperBound < b.seq, last.upperBound + 1 == b.seq {
+                        runs[runs.count - 1] = last.lowerBound...b.seq
+                    } else {
+                        runs.append(b.seq...b.seq)
+                    }
+                }
+                do {
+                    for run in runs { try await store.recordSent(share: share, peer: to, origin: origin, seqs: run) }
+                } catch {
+                    logger.error("batches not sent: the record of what is sent could not be stored", metadata: ["peer": "\(to)", "error": "\(error)"])
+                    continue
+                }
+                for b in batches {
+                    guard await send(.batch(share: share, bytes: b.bytes), to: to) else { break }
                 }
             }
         }
@@ -838,6 +857,9 @@ public final class ReplicationService: Service, ReplicaDesk, Sendable {
             guard let (origin, seqs) = ExchangeReceipt.parseRun(run) else { throw CityMeshError(.malformedInput, "receipt run '\(run)'") }
             let held = try await store.batchHashes(share: r.share, origin: origin, seqs: seqs)
             guard held.count == seqs.count else { throw CityMeshError(.forbidden, "the receipt names batches \(run) this node does not hold") }
+            guard try await store.wasSent(share: r.share, peer: peer, origin: origin, seqs: seqs) else {
+                throw CityMeshError(.forbidden, "the receipt names batches \(run) this node never sent to \(peer)")
+            }
             hashes += held.map(\.hash)
             records += held.reduce(0) { $0 + $1.records }
         }

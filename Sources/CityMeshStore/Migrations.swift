@@ -221,6 +221,20 @@ enum Migrations {
                 ) WITHOUT ROWID;
                 """)
         }
+        m.registerMigration("v7-sent-batches") { db in
+            try db.execute(sql: """
+                -- Which batches this node sent to which peer, as runs of batch numbers per share and
+                -- origin (adjacent runs merged): a receipt is countersigned only for batches sent.
+                CREATE TABLE sent_batches (
+                    share TEXT NOT NULL,
+                    peer TEXT NOT NULL,
+                    origin TEXT NOT NULL,
+                    first INTEGER NOT NULL,
+                    last INTEGER NOT NULL,
+                    PRIMARY KEY (share, peer, origin, first)
+                ) WITHOUT ROWID;
+                """)
+        }
         return m
     }
 }

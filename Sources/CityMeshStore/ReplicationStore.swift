@@ -69,11 +69,16 @@ extension NodeStore {
 
     /// The signed bytes of `origin`'s batches `seqs` of `share`, in order (those held).
     public func batches(share: String, origin: CitySlug, seqs: ClosedRange<UInt64>) async throws -> [[UInt8]] {
+        try await numberedBatches(share: share, origin: origin, seqs: seqs).map(\.bytes)
+    }
+
+    /// The batches held of `seqs`, each with its number, in order.
+    public func numberedBatches(share: String, origin: CitySlug, seqs: ClosedRange<UInt64>) async throws -> [(seq: UInt64, bytes: [UInt8])] {
         try await pool.read { db in
-            try Data.fetchAll(
-                db, sql: "SELECT bytes FROM share_batches WHERE share = ? AND origin = ? AND seq BETWEEN ? AND ? ORDER BY seq",
+            try Row.fetchAll(
+                db, sql: "SELECT seq, bytes FROM share_batches WHERE share = ? AND origin = ? AND seq BETWEEN ? AND ? ORDER BY seq",
                 arguments: [share, origin.rawValue, Int64(clamping: seqs.lowerBound), Int64(clamping: seqs.upperBound)]
-            ).map { Array($0) }
+            ).compactMap { row in UInt64(exactly: row["seq"] as Int64).map { ($0, Array(row["bytes"] as Data)) } }
         }
     }
 
@@ -84,6 +89,35 @@ extension NodeStore {
                 db, sql: "SELECT seq, hash, records FROM share_batches WHERE share = ? AND origin = ? AND seq BETWEEN ? AND ? ORDER BY seq",
                 arguments: [share, origin.rawValue, Int64(clamping: seqs.lowerBound), Int64(clamping: seqs.upperBound)]
             ).map { (UInt64($0["seq"] as Int64), Array($0["hash"] as Data), $0["records"]) }
+        }
+    }
+
+    /// Records that batches `seqs` of `origin` in `share` went to `peer`, merged with the runs
+    /// already recorded that overlap or touch them (so the table holds one row per gap).
+    public func recordSent(share: String, peer: CitySlug, origin: CitySlug, seqs: ClosedRange<UInt64>) async throws {
+        let first = try Int64.stored(seqs.lowerBound, "a batch number"), last = try Int64.stored(seqs.upperBound, "a batch number")
+        try await pool.write { db in
+            let key: StatementArguments = [share, peer.rawValue, origin.rawValue]
+            let touching = try Row.fetchAll(
+                db, sql: "SELECT first, last FROM sent_batches WHERE share = ? AND peer = ? AND origin = ? AND first <= ? AND last >= ?",
+                arguments: key + [last == .max ? last : last + 1, first == 0 ? 0 : first - 1])
+            let lo = touching.map { $0["first"] as Int64 }.reduce(first, min), hi = touching.map { $0["last"] as Int64 }.reduce(last, max)
+            try db.execute(
+                sql: "DELETE FROM sent_batches WHERE share = ? AND peer = ? AND origin = ? AND first <= ? AND last >= ?",
+                arguments: key + [last == .max ? last : last + 1, first == 0 ? 0 : first - 1])
+            try db.execute(sql: "INSERT INTO sent_batches (share, peer, origin, first, last) VALUES (?, ?, ?, ?, ?)", arguments: key + [lo, hi])
+        }
+    }
+
+    /// Whether every batch in `seqs` of `origin` in `share` was sent to `peer` (`recordSent`).
+    public func wasSent(share: String, peer: CitySlug, origin: CitySlug, seqs: ClosedRange<UInt64>) async throws -> Bool {
+        let first = Int64(clamping: seqs.lowerBound), last = Int64(clamping: seqs.upperBound)
+        guard seqs.upperBound <= UInt64(Int64.max) else { return false }
+        return try await pool.read { db in
+            // Runs are merged when they touch, so one run covers the whole range or none does.
+            try Bool.fetchOne(
+                db, sql: "SELECT EXISTS (SELECT 1 FROM sent_batches WHERE share = ? AND peer = ? AND origin = ? AND first <= ? AND last >= ?)",
+                arguments: [share, peer.rawValue, origin.rawValue, first, last]) ?? false
         }
     }
 

@@ -55,10 +55,22 @@ struct HostilePeerTests {
         // The ledger before suzhou turns hostile (its node is stopped now).
         let ledgerBefore = try cm("audit", "log", "--dir", "hangzhou", "--json", "--limit", "10000").stdout.split(separator: "\n").count
         let victim = daemons[0].process.processIdentifier
+        // A batch cut while suzhou is offline: hangzhou sends it to shanghai only.
+        var r = try cm("record", "put", "--dir", "hangzhou", "registry", "E-2", "status=while-suzhou-was-away")
+        #expect(r.ok, "\(r.stderr)")
+        try eventually("shanghai got the write made while suzhou was away") {
+            try cm("record", "get", "--dir", "shanghai", "hangzhou/registry", "E-2", "--json").stdout.contains("while-suzhou-was-away")
+        }
+        let unsent = try Harness.run(
+            "/usr/bin/sqlite3",
+            ["hangzhou/citymesh.db", "SELECT seq || ':' || lower(hex(hash)) || ':' || records FROM share_batches WHERE share = 'hangzhou/registry-rw' AND origin = 'hangzhou' ORDER BY seq DESC LIMIT 1"],
+            cwd: work).stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+        #expect(unsent.split(separator: ":").count == 3, "\(unsent)")
         let rssBefore = Self.rss(victim)
-        var r = try Harness.run(
+        r = try Harness.run(
             Self.hostilePeer,
-            ["--dir", "suzhou", "--target", "hangzhou", "--share", "hangzhou/registry-rw", "--dataset", "hangzhou/registry", "--offer", shanghaiOffer, "--flood", "20000"],
+            ["--dir", "suzhou", "--target", "hangzhou", "--share", "hangzhou/registry-rw", "--dataset", "hangzhou/registry", "--offer", shanghaiOffer, "--flood", "20000",
+             "--unsent", "hangzhou:" + unsent],
             cwd: work)
         #expect(r.ok && r.stdout.contains("done"), "\(r.stdout)\(r.stderr)")
         #expect(r.stdout.contains("connected to hangzhou as suzhou"), "\(r.stdout)")
@@ -99,7 +111,7 @@ struct HostilePeerTests {
 
         // Refusals are ledgered, with their reasons, and not without bound.
         let refused = try cm("audit", "log", "--dir", "hangzhou", "--kind", "exchange.refused", "--json", "--limit", "10000").stdout
-        for reason in ["malformed batch", "twice", "outside what share", "own city"] {
+        for reason in ["malformed batch", "twice", "outside what share", "own city", "never sent to suzhou"] {
             #expect(refused.contains(reason), "exchange.refused should name '\(reason)': \(refused.prefix(4000))")
         }
         let agreementRefusals = try cm("audit", "log", "--dir", "hangzhou", "--kind", "agreement.refused", "--json", "--limit", "10000").stdout

@@ -78,6 +78,27 @@ struct ReplicationStoreTests {
         #expect(try await store.batches(share: Self.share, origin: Self.hz, seqs: (1 << 63)...UInt64.max).isEmpty)
     }
 
+    @Test("batches sent: runs per share, peer and origin merge when they touch; only fully sent ranges count; numbers beyond 2^63 are refused")
+    func sentBatches() async throws {
+        let (store, _) = try makeStore(city: "hangzhou")
+        let sz = try CitySlug("suzhou")
+        try await store.recordSent(share: Self.share, peer: Self.sh, origin: Self.hz, seqs: 1...3)
+        try await store.recordSent(share: Self.share, peer: Self.sh, origin: Self.hz, seqs: 7...9)
+        #expect(try await store.wasSent(share: Self.share, peer: Self.sh, origin: Self.hz, seqs: 2...3))
+        #expect(try await !store.wasSent(share: Self.share, peer: Self.sh, origin: Self.hz, seqs: 3...7), "4–6 were never sent")
+        #expect(try await !store.wasSent(share: Self.share, peer: sz, origin: Self.hz, seqs: 1...1), "sent to shanghai, not to suzhou")
+        #expect(try await !store.wasSent(share: "hangzhou/other", peer: Self.sh, origin: Self.hz, seqs: 1...1), "another share")
+        #expect(try await !store.wasSent(share: Self.share, peer: Self.sh, origin: sz, seqs: 1...1), "another origin")
+        // Filling the gap (touching both sides) leaves one run.
+        try await store.recordSent(share: Self.share, peer: Self.sh, origin: Self.hz, seqs: 4...6)
+        try await store.recordSent(share: Self.share, peer: Self.sh, origin: Self.hz, seqs: 2...2)
+        #expect(try await store.wasSent(share: Self.share, peer: Self.sh, origin: Self.hz, seqs: 1...9))
+        let rows = try await store.pool.read { db in try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM sent_batches") }
+        #expect(rows == 1)
+        await #expect(throws: CityMeshError.self) { try await store.recordSent(share: Self.share, peer: Self.sh, origin: Self.hz, seqs: 1...(1 << 63)) }
+        #expect(try await !store.wasSent(share: Self.share, peer: Self.sh, origin: Self.hz, seqs: 1...UInt64.max))
+    }
+
     @Test("a batch merge commits between chunks while an admin write waits, lets it through, and the batch still lands whole")
     func takeYieldsToUrgentWrites() async throws {
         let (store, _) = try makeStore(city: "shanghai")

@@ -160,6 +160,22 @@ func attack() async throws {
     let receipt = ExchangeReceipt(
         share: share, sender: target, receiver: me, batches: ["\(target):1-9223372036854775808"], records: 1, batchesSHA256: "00", receiverLedgerSize: .max, at: "2026-12-01T00:00:00Z")
     await send(ReplicationWire.channel, ReplicationWire.encode(.document(json: try signedJSON(receipt))))
+    // A well-formed receipt for a batch the victim holds but never sent to this member (it was cut
+    // while this city was offline; the test gives its number, hash and record count, as a
+    // co-member that relayed it could): refused, since countersigning it would have the victim
+    // sign that it sent what it did not.
+    if let unsent = argument("--unsent") {
+        let parts = unsent.split(separator: ":").map(String.init)
+        guard parts.count == 4, let seq = UInt64(parts[1]), let records = Int(parts[3]), parts[2].count == 64 else { fail("--unsent ORIGIN:SEQ:HASHHEX:RECORDS") }
+        var hash: [UInt8] = []
+        var hex = Substring(parts[2])
+        while !hex.isEmpty { hash.append(UInt8(hex.prefix(2), radix: 16) ?? 0); hex = hex.dropFirst(2) }
+        let honest = ExchangeReceipt(
+            share: share, sender: target, receiver: me, batches: ["\(parts[0]):\(seq)-\(seq)"], records: records,
+            batchesSHA256: ExchangeReceipt.digest([hash]), receiverLedgerSize: 1, at: "2026-12-01T00:00:00Z")
+        await send(ReplicationWire.channel, ReplicationWire.encode(.document(json: try signedJSON(honest))))
+        say("replication: a receipt for a batch the victim never sent to this member")
+    }
     // A certificate relayed for the victim's own city.
     let der = try PEM.certificates(certPEM, what: "cert")[0]
     var serializer = DER.Serializer()
