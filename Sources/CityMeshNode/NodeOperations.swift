@@ -138,6 +138,8 @@ public enum NodeOperations {
         guard found.city == city else {
             throw CityMeshError(.invalidArgument, "\(backup) is a backup of '\(found.city?.rawValue ?? "no city")', not of '\(city)': restore it into that city's node directory")
         }
+        // Its shape before anything reads its rows: a crafted file is refused, not trusted.
+        try NodeStore.checkShape(path: backup)
         // Check the ledger on a scratch copy (opening it may run this version's migrations).
         let fm = FileManager.default
         let scratch = fm.temporaryDirectory.appendingPathComponent("citymesh-restore-\(UUID().uuidString).db").path

@@ -108,6 +108,24 @@ struct OperationsTests {
         try Data("not a database".utf8).write(to: URL(fileURLWithPath: work + "/junk.db"))
         r = try cm("restore", "--dir", hz, "--from", "junk.db")
         #expect(!r.ok, "a file that is not a backup is refused: \(r.stdout)")
+        // Crafted copies of the real backup (every input is hostile): values of another type or
+        // negative where citymesh reads numbers, an added trigger, a dropped index. Each is
+        // refused with what is wrong, and the node is left as it was.
+        let crafted: [(String, String)] = [
+            ("UPDATE ledger SET entry = 'not bytes' WHERE idx = 0;", "ledger.entry are not BLOB"),
+            ("UPDATE node_state SET next_seq = -5;", "node_state.next_seq are negative"),
+            ("UPDATE datasets SET last_seq = 'many';", "datasets.last_seq are not INTEGER"),
+            ("CREATE TRIGGER wipe AFTER INSERT ON records BEGIN DELETE FROM ledger; END;", "schema object citymesh does not make"),
+            ("DROP INDEX ledger_by_time;", "lacks"),
+        ]
+        for (i, (sql, why)) in crafted.enumerated() {
+            try? FileManager.default.removeItem(atPath: work + "/crafted-\(i).db")
+            try FileManager.default.copyItem(atPath: work + "/hz-backup.db", toPath: work + "/crafted-\(i).db")
+            let edit = try Harness.run("/usr/bin/sqlite3", ["crafted-\(i).db", sql], cwd: work)
+            #expect(edit.ok, "\(sql): \(edit.stderr)")
+            r = try cm("restore", "--dir", hz, "--from", "crafted-\(i).db")
+            #expect(!r.ok && r.stderr.contains("is not a database citymesh made") && r.stderr.contains(why), "\(sql) → \(r.stdout)\(r.stderr)")
+        }
         r = try cm("restore", "--dir", hz, "--from", "hz-backup.db")
         #expect(r.ok && r.stdout.contains("the ledger verifies") && r.stdout.contains("before-restore"), "\(r.stdout)\(r.stderr)")
 
