@@ -241,6 +241,19 @@ struct ConsoleRouteTests {
                 let anonymous = try await Self.post(client, nil, path, fields)
                 #expect(anonymous.status == .seeOther && anonymous.location?.hasPrefix("/console/login") == true)
             }
+            // Reconcile uploads are streamed into files: a bundle field sent twice is refused, a
+            // small field over 8 KiB too; the spooled files are removed after every request.
+            let auditor = logins[.auditor]!
+            let twice = try await Self.post(client, auditor, "/console/reconcile", [("a", "{}"), ("a", "{}"), ("b", "{}")])
+            #expect(twice.status == .badRequest && twice.html.contains("sent twice"), "\(twice.html.prefix(600))")
+            let bloated = try await Self.post(client, auditor, "/console/reconcile", [("a", "{}"), ("b", "{}"), ("note", String(repeating: "x", count: 9_000))])
+            #expect(bloated.status == .contentTooLarge && bloated.html.contains("over 8 KiB"), "\(bloated.html.prefix(600))")
+            // (This fixture has no federation CA, so a well-formed upload gets that far and no further;
+            // the browser test reconciles real bundles.)
+            let noCA = try await Self.post(client, auditor, "/console/reconcile", [("a", "{\"not\": \"a bundle\"}"), ("b", "{}")])
+            #expect(noCA.status == .serviceUnavailable && noCA.html.contains("no federation CA certificate"), "\(noCA.status) \(noCA.html.prefix(600))")
+            let leftovers = try FileManager.default.contentsOfDirectory(atPath: FileManager.default.temporaryDirectory.path).filter { $0.hasPrefix("citymesh-upload-") }
+            #expect(leftovers.isEmpty, "uploads are removed after the request: \(leftovers)")
             // The API refuses a too-weak token itself too: the console's check is not the only one.
             let operatorLogin = logins[.operator]!
             try await client.execute(uri: "/v1/policy", method: .put, headers: f.headers(.operator), body: body(Self.policy)) { #expect($0.status == .forbidden) }

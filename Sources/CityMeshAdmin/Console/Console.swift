@@ -154,6 +154,59 @@ struct Console: Sendable {
         return parseForm(String(decoding: buffer.readableBytesView, as: UTF8.self))
     }
 
+    /// A form with uploads: read as it arrives (never collected whole), the values of the
+    /// `spooled` fields decoded into temporary files (0600, removed by `Upload.remove`), every
+    /// other field kept up to 8 KiB. At most `limit` bytes in all; a spooled field sent twice is
+    /// refused.
+    static func readUpload(_ request: Request, limit: Int, spooled: Set<String>) async throws -> Upload {
+        var form = StreamingForm(spooled: spooled)
+        var upload = Upload(fields: [:], files: [:])
+        var handles: [String: FileHandle] = [:]
+        defer { for h in handles.values { try? h.close() } }
+        func write(_ events: [StreamingForm.Event]) throws {
+            for case .bytes(let field, let bytes) in events {
+                if handles[field] == nil {
+                    let url = FileManager.default.temporaryDirectory.appendingPathComponent("citymesh-upload-\(UUID().uuidString)")
+                    guard FileManager.default.createFile(atPath: url.path, contents: nil, attributes: [.posixPermissions: 0o600]) else {
+                        throw Failure(status: .internalServerError, code: "io", message: "the upload could not be written to \(url.path)")
+                    }
+                    upload.files[field] = url
+                    handles[field] = try FileHandle(forWritingTo: url)
+                }
+                try handles[field]?.write(contentsOf: bytes)
+            }
+        }
+        do {
+            var total = 0
+            for try await buffer in request.body {
+                total += buffer.readableBytes
+                guard total <= limit else {
+                    throw Failure(status: .contentTooLarge, code: "request.too_large", message: "the upload is over \(limit >> 20) MiB")
+                }
+                try write(try form.feed(buffer.readableBytesView))
+            }
+            try write(try form.finish())
+        } catch let e as StreamingForm.TooLarge {
+            upload.remove()
+            throw Failure(status: .contentTooLarge, code: "request.too_large", message: "the form field '\(e.field)' is over 8 KiB")
+        } catch {
+            upload.remove()
+            throw error
+        }
+        guard Set(form.seen).count == form.seen.count else {
+            upload.remove()
+            throw Failure(status: .badRequest, code: "request.duplicate_field", message: "a file field was sent twice: submit the form again")
+        }
+        upload.fields = form.small
+        return upload
+    }
+
+    struct Upload {
+        var fields: [String: String]
+        var files: [String: URL]
+        func remove() { for url in files.values { try? FileManager.default.removeItem(at: url) } }
+    }
+
     /// `application/x-www-form-urlencoded`, the way browsers send forms.
     static func parseForm(_ text: String) -> [String: String] {
         var out: [String: String] = [:]
@@ -219,6 +272,26 @@ struct Console: Sendable {
                     message: "this action needs the \(needs.rawValue) role; you are logged in as \(s.role.rawValue): log in with a \(needs.rawValue) token")
             }
             return try await perform(s, form)
+        }
+    }
+
+    /// `action` for a form with uploads (`readUpload`): the spooled files exist while `perform`
+    /// runs and are removed after.
+    func uploadAction(
+        _ request: Request, _ context: AdminContext, limit: Int, spooled: Set<String>,
+        _ perform: @escaping (ConsoleSessions.Session, Upload) async throws -> Response
+    ) async -> Response {
+        guard let s = session(request) else { return loginRedirect(request) }
+        guard Self.sameOrigin(request) else {
+            return errorPage(s, Failure(status: .forbidden, code: "csrf", message: "a form from another site was refused: use the console's own pages"))
+        }
+        return await guarded(s, request, context) {
+            let upload = try await Self.readUpload(request, limit: limit, spooled: spooled)
+            defer { upload.remove() }
+            guard let token = upload.fields["_csrf"], ConsoleSessions.same(token, s.csrf) else {
+                throw Failure(status: .forbidden, code: "csrf", message: "the form's CSRF token is missing or stale (the page was opened before you logged in again): reload the page and submit it again")
+            }
+            return try await perform(s, upload)
         }
     }
 

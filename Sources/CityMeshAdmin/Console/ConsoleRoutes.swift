@@ -64,7 +64,7 @@ extension Console {
             await page(request, context) { s in render(s, nav: "reconcile", title: "Reconcile two cities' ledgers", template: "reconcile", [:]) }
         }
         router.post("/console/reconcile") { request, context in
-            await action(request, context, formLimit: Self.uploadLimit) { s, form in try await reconcile(s, form) }
+            await uploadAction(request, context, limit: Self.uploadLimit, spooled: ["a", "b"]) { s, upload in try await reconcile(s, upload) }
         }
         // Anything else under /console: a page saying so, not the API's JSON error.
         router.get("/console/**") { request, context in
@@ -707,19 +707,20 @@ extension Console {
 
     // MARK: Reconcile
 
-    func reconcile(_ s: ConsoleSessions.Session, _ form: [String: String]) async throws -> Response {
+    func reconcile(_ s: ConsoleSessions.Session, _ upload: Upload) async throws -> Response {
         guard let ca = admin.certificates?.ca else {
             throw Failure(status: .serviceUnavailable, code: "node_not_running", message: "this node has no federation CA certificate to check bundles against")
         }
         let trusted = try PEM.certificates(ca, what: "the node's CA certificate")
         var sides: [(AuditBundle, AuditBundle.Report)] = []
         for (field, label) in [("a", "the first bundle"), ("b", "the second bundle")] {
-            let text = form[field] ?? ""
-            guard !text.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty else {
+            // One bundle in memory at a time, read from the file its field was streamed into.
+            let data = try upload.files[field].map { try Data(contentsOf: $0) } ?? Data()
+            guard data.contains(where: { !Character(UnicodeScalar($0)).isWhitespace }) else {
                 return render(s, nav: "reconcile", title: "Reconcile two cities' ledgers", template: "reconcile", ["error": "choose two bundle files (exported with 'citymesh audit export' or this console's Ledger page)"], status: .badRequest)
             }
             do {
-                let bundle = try JSONDecoder().decode(AuditBundle.self, from: Data(text.utf8))
+                let bundle = try JSONDecoder().decode(AuditBundle.self, from: data)
                 guard try PEM.certificates(bundle.caCertificate, what: label) == trusted else {
                     throw CityMeshError(.certificateForeignCA, "\(label) comes from another federation (its CA is not this node's CA)")
                 }
