@@ -57,6 +57,8 @@ public final class ReplicationService: Service, ReplicaDesk, Sendable {
         var knowledge: [DatasetID: [CitySlug: HLC]] = [:]
         /// Per dataset: the knowledge at the first local write not yet cut into a batch.
         var knowledgeAtWrite: [DatasetID: [CitySlug: HLC]] = [:]
+        /// Owned shares whose memory of what members hold is kept (they have a row filter).
+        var tracked: [String: Bool] = [:]
     }
 
     let city: CitySlug
@@ -363,18 +365,34 @@ public final class ReplicationService: Service, ReplicaDesk, Sendable {
         let schema = dataset.schema
         let viewIDs = Set(info.fields.compactMap { schema.field(named: $0)?.id })
         let filter = info.filter.flatMap { try? RowFilter($0, schema: schema) }
+        let view = ShareView(fields: viewIDs, filter: filter, schema: schema)
+        // With a row filter the owner remembers which keys members hold (retractions, and no
+        // deletions of rows they never saw); without one every row goes out, as it always did.
+        let visible: Set<String>?
+        if filter != nil {
+            state.withLock { $0.tracked[info.id] = true }
+            visible = try await store.visibleKeys(share: info.id, dataset: info.dataset, among: changes.map(\.key))
+        } else {
+            if state.withLock({ $0.tracked[info.id] }) != false {
+                try await store.forgetVisibility(share: info.id)
+                state.withLock { $0.tracked[info.id] = false }
+            }
+            visible = nil
+        }
         var records: [ChangeBatch.Record] = []
+        var shown: [String] = [], hidden: [String] = []
         var size = 0
         var lastSeq = cursor
         for (i, r) in changes.enumerated() {
-            if let filter, r.state.isLive, !filter.matches({ name in schema.field(named: name).flatMap { r.state.value(field: $0.id) } }) {
+            let was = visible.map { $0.contains(r.key) } ?? true
+            let (out, after) = view.outgoing(current: r.state, change: r.state, wasVisible: was)
+            let state: RecordState
+            switch out {
+            case .skip:
                 lastSeq = r.seq
                 continue
-            }
-            let state = r.state.projected(onto: viewIDs)
-            guard !state.cells.isEmpty || state.tombstone != nil else {
-                lastSeq = r.seq
-                continue
+            case .retract: state = ShareView.retraction
+            case .send(let s): state = s
             }
             let bytes = RecordStateCodec.encode(state).count + r.key.utf8.count + 6
             if size + bytes > Self.batchBytes && !records.isEmpty {
@@ -382,6 +400,7 @@ public final class ReplicationService: Service, ReplicaDesk, Sendable {
                 break
             }
             records.append(.init(key: r.key, state: state))
+            if visible != nil, after != was { if after { shown.append(r.key) } else { hidden.append(r.key) } }
             size += bytes
             lastSeq = r.seq
         }
@@ -400,7 +419,7 @@ public final class ReplicationService: Service, ReplicaDesk, Sendable {
             for (c, t) in seen where c != city { seen[c] = atWrite[c].map { Swift.min($0, t) } }
         }
         let fields = [schema.key] + schema.fields.filter { viewIDs.contains($0.id) && $0.name != schema.keyField }
-        try await emit(info, key: key, fields: fields, seen: seen, records: records, cursor: lastSeq, outboxThrough: nil)
+        try await emit(info, key: key, fields: fields, seen: seen, records: records, cursor: lastSeq, outboxThrough: nil, visibility: (shown, hidden))
         return true
     }
 
@@ -439,14 +458,17 @@ public final class ReplicationService: Service, ReplicaDesk, Sendable {
     }
 
     /// Signs and keeps the next own batch of `info`, then pushes it.
-    func emit(_ info: ShareInfo, key: Agreement.Key, fields: [Schema.Field], seen: [CitySlug: HLC], records: [ChangeBatch.Record], cursor: Int64, outboxThrough: Int64?) async throws {
+    func emit(
+        _ info: ShareInfo, key: Agreement.Key, fields: [Schema.Field], seen: [CitySlug: HLC], records: [ChangeBatch.Record], cursor: Int64, outboxThrough: Int64?,
+        visibility: (shown: [String], hidden: [String]) = ([], [])
+    ) async throws {
         let link = try await store.nextBatchLink(share: info.id)
         let batch = ChangeBatch(
             share: info.id, dataset: info.dataset.description, origin: city, seq: link.seq, prev: link.prev, fields: fields, seen: seen, records: records)
         let signed = try batch.signed(with: key)
         try await store.appendOwnBatch(
             share: info.id, dataset: info.dataset, signed: signed, link: (link.seq, link.prev), records: records.count, cursor: cursor,
-            outboxThrough: outboxThrough, at: now)
+            outboxThrough: outboxThrough, visibility: visibility, at: now)
         let directives = machine.withLock { $0.accepted(share: info.id, origin: city, seq: link.seq, from: city) }
         await perform(directives)
     }
@@ -685,7 +707,9 @@ public final class ReplicationService: Service, ReplicaDesk, Sendable {
             return
         }
         // What the share lets this origin write; refused cells are dropped and ledgered.
-        let (states, refusedCells) = await permitted(batch, info: info, schema: replica)
+        let (permittedStates, refusedCells) = await permitted(batch, info: info, schema: replica)
+        let retracted = permittedStates.filter(ShareView.isRetraction).map(\.key)
+        let states = retracted.isEmpty ? permittedStates : permittedStates.filter { !ShareView.isRetraction($0) }
         if refusedCells > 0 {
             refuse(peer: peer, share: share, reason: "\(refusedCells) cells of batch \(batch.origin):\(batch.seq) are outside what share \(share) lets \(batch.origin) write")
         }
@@ -694,12 +718,21 @@ public final class ReplicationService: Service, ReplicaDesk, Sendable {
         let origin = batch.origin
         let originSeen = batch.seen
         do {
+            var incoming = IncomingBatch(share: share, dataset: info.dataset, batch: adopted, signed: signed, states: states, keyField: keyField, from: peer, at: now)
+            incoming.retracted = retracted
             let outcome = try await store.take(
-                IncomingBatch(share: share, dataset: info.dataset, batch: adopted, signed: signed, states: states, keyField: keyField, from: peer, at: now),
+                incoming,
                 conflicts: { _, stored, incoming, mySeen in
                     ConflictRule.find(stored: stored, incoming: incoming, origin: origin, originSeen: originSeen, me: me, mySeen: mySeen, latestSeen: { latest[$0] })
                 })
             Counter(label: "citymesh_replication_records_merged_total").increment(by: outcome.written)
+            if !retracted.isEmpty {
+                Counter(label: "citymesh_replication_records_retracted_total").increment(by: retracted.count)
+                ledger.report(LedgerEntry(
+                    time: now, kind: LedgerEntry.Kind.shareRetracted, actor: "peer:\(peer)", peer: info.owner.rawValue, dataset: info.dataset.description,
+                    counts: ["records": retracted.count], hashes: ["batch.sha256": Self.hex(signed.hash)],
+                    detail: "\(retracted.count) records left this node's view of share \(share) (batch \(batch.origin):\(batch.seq)): dropped from the replica"))
+            }
             Counter(label: "citymesh_replication_batches_taken_total").increment()
             if outcome.conflicts > 0 { Counter(label: "citymesh_replication_conflicts_total").increment(by: outcome.conflicts) }
             state.withLock { s in
@@ -756,6 +789,11 @@ public final class ReplicationService: Service, ReplicaDesk, Sendable {
         for r in batch.records {
             guard Schema.acceptsKey(r.key) else {
                 refused += r.state.cells.count + (r.state.tombstone == nil ? 0 : 1)
+                continue
+            }
+            // Only the owner retracts (`ShareView`); from anyone else an empty record is nothing.
+            if ShareView.isRetraction(r) {
+                if fromOwner && !info.isOwner { out.append(r) }
                 continue
             }
             var cells: [Cell] = []

@@ -235,6 +235,22 @@ enum Migrations {
                 ) WITHOUT ROWID;
                 """)
         }
+        m.registerMigration("v8-share-visibility") { db in
+            try db.execute(sql: """
+                -- The owner's memory of which keys of a filtered share its members hold (sent live
+                -- and not retracted or deleted since), so a row that leaves the filter is retracted
+                -- and the deletion of a row they never saw is not sent. A share is listed in
+                -- share_visibility once its keys were set up (shares without a filter need none).
+                CREATE TABLE share_visible (
+                    share TEXT NOT NULL,
+                    key TEXT NOT NULL,
+                    PRIMARY KEY (share, key)
+                ) WITHOUT ROWID;
+                CREATE TABLE share_visibility (
+                    share TEXT PRIMARY KEY
+                ) WITHOUT ROWID;
+                """)
+        }
         return m
     }
 }

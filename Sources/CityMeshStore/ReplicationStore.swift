@@ -15,6 +15,8 @@ public struct IncomingBatch: Sendable {
     public let keyField: String
     public let from: CitySlug
     public let at: String
+    /// Keys the owner retracted: dropped from the replica (with their conflicts and pending writes).
+    public var retracted: [String] = []
 
     public init(share: String, dataset: DatasetID, batch: ChangeBatch, signed: SignedBatch, states: [ChangeBatch.Record], keyField: String, from: CitySlug, at: String) {
         self.share = share
@@ -162,17 +164,58 @@ extension NodeStore {
         } }
     }
 
+    /// Of `keys`, those the members of the filtered `share` hold (`ShareView`). The first call for
+    /// a share sets its memory up: every live record up to the share's cursor counts as held (what
+    /// was sent before the share had a filter, or before this memory existed).
+    public func visibleKeys(share: String, dataset: DatasetID, among keys: [String]) async throws -> Set<String> {
+        try await pool.write { db in
+            if try !Bool.fetchOne(db, sql: "SELECT EXISTS (SELECT 1 FROM share_visibility WHERE share = ?)", arguments: [share])! {
+                let (rowid, _) = try Self.datasetHandle(dataset, db: db)
+                let cursor = try Int64.fetchOne(db, sql: "SELECT record_seq FROM share_cursors WHERE share = ?", arguments: [share]) ?? 0
+                try db.execute(
+                    sql: "INSERT OR IGNORE INTO share_visible (share, key) SELECT ?, key FROM records WHERE dataset = ? AND live = 1 AND seq <= ?",
+                    arguments: [share, rowid, cursor])
+                try db.execute(sql: "INSERT INTO share_visibility (share) VALUES (?)", arguments: [share])
+            }
+            var out: Set<String> = []
+            var start = keys.startIndex
+            while start < keys.endIndex {
+                let chunk = keys[start..<min(start + 500, keys.endIndex)]
+                let marks = Array(repeating: "?", count: chunk.count).joined(separator: ",")
+                out.formUnion(try String.fetchAll(
+                    db, sql: "SELECT key FROM share_visible WHERE share = ? AND key IN (\(marks))", arguments: StatementArguments([share] + Array(chunk))))
+                start = chunk.endIndex
+            }
+            return out
+        }
+    }
+
+    /// Forgets which keys the members of `share` hold (its filter was removed: all rows go out).
+    public func forgetVisibility(share: String) async throws {
+        try await pool.write { db in
+            try db.execute(sql: "DELETE FROM share_visible WHERE share = ?", arguments: [share])
+            try db.execute(sql: "DELETE FROM share_visibility WHERE share = ?", arguments: [share])
+        }
+    }
+
     /// Keeps an own batch and moves the cursor past what it covers, in one transaction. When the
     /// cut produced no batch (nothing to send), `signed` is nil and only the cursor moves. `link`
     /// is the batch's sequence number and the hash it chains to (from `nextBatchLink`), checked
     /// again here against what is stored.
+    /// `visibility` is what the batch changes in which keys the members hold (filtered shares).
     public func appendOwnBatch(
         share: String, dataset: DatasetID, signed: SignedBatch?, link: (seq: UInt64, prev: [UInt8]) = (0, []), records: Int, cursor: Int64,
-        outboxThrough: Int64? = nil, at: String
+        outboxThrough: Int64? = nil, visibility: (shown: [String], hidden: [String]) = ([], []), at: String
     ) async throws {
         let me = city
         let (seq, prev) = link
         try await background { try await pool.write { db in
+            for key in visibility.shown {
+                try db.execute(sql: "INSERT OR IGNORE INTO share_visible (share, key) VALUES (?, ?)", arguments: [share, key])
+            }
+            for key in visibility.hidden {
+                try db.execute(sql: "DELETE FROM share_visible WHERE share = ? AND key = ?", arguments: [share, key])
+            }
             if let outboxThrough {
                 try db.execute(sql: "DELETE FROM outbox WHERE dataset = ? AND id <= ?", arguments: [dataset.description, outboxThrough])
             }
@@ -267,6 +310,20 @@ extension NodeStore {
                         ])
                 }
                 guard start0 + merged == writes.count else { return (merged, summary.written, found.count) }
+                // Retracted keys leave the replica with the batch that retracts them.
+                if !incoming.retracted.isEmpty {
+                    let live = try Int.fetchOne(
+                        db, sql: "SELECT COUNT(*) FROM records WHERE dataset = ? AND live = 1 AND key IN (SELECT value FROM json_each(?))",
+                        arguments: [rowid, Self.jsonArray(incoming.retracted)]) ?? 0
+                    try db.execute(sql: "DELETE FROM records WHERE dataset = ? AND key IN (SELECT value FROM json_each(?))", arguments: [rowid, Self.jsonArray(incoming.retracted)])
+                    try db.execute(sql: "UPDATE datasets SET live_count = max(0, live_count - ?) WHERE id = ?", arguments: [live, rowid])
+                    try db.execute(
+                        sql: "DELETE FROM conflicts WHERE dataset = ? AND key IN (SELECT value FROM json_each(?))",
+                        arguments: [incoming.dataset.description, Self.jsonArray(incoming.retracted)])
+                    try db.execute(
+                        sql: "DELETE FROM outbox WHERE dataset = ? AND key IN (SELECT value FROM json_each(?))",
+                        arguments: [incoming.dataset.description, Self.jsonArray(incoming.retracted)])
+                }
                 // The last records are in: what this node has now seen of each writer, and the batch.
                 for r in incoming.states {
                     for c in r.state.cells where !(mySeen[c.stamp.city].map { c.stamp.hlc <= $0 } ?? false) { mySeen[c.stamp.city] = c.stamp.hlc }
@@ -289,6 +346,10 @@ extension NodeStore {
             from += step.merged
             if from == writes.count { return total }
         }
+    }
+
+    static func jsonArray(_ strings: [String]) -> String {
+        String(decoding: (try? JSONEncoder().encode(strings)) ?? Data("[]".utf8), as: UTF8.self)
     }
 
     static func seenText(_ seen: [CitySlug: HLC]) -> String {

@@ -32,6 +32,8 @@ public struct LedgerEntry: Codable, Sendable, Equatable {
         public static let peerForked = "peer.forked"
         /// Records purged because an agreement ended with `on_revoke: purge`.
         public static let sharePurged = "share.purged"
+        /// Records the owner retracted from this member's replica (they left the share's view).
+        public static let shareRetracted = "share.retracted"
     }
 
     /// The entry's position in the log (0-based); part of the signed bytes, so reordering shows.

@@ -662,8 +662,18 @@ struct SimulatedFederation {
             }
             nodes[w].records[key, default: RecordState()].merge(change)
             nodes[w].seen[city] = hlc
-            let sent = w == Self.owner && !config.faults.contains(.leakyOwner) ? Self.project(change, to: Self.view) : change
-            records[key, default: RecordState()].merge(sent)
+            // The owner cuts with the production rule (`ShareView`); a leaky owner sends everything.
+            let sent: RecordState?
+            if w == Self.owner && !config.faults.contains(.leakyOwner) {
+                switch Self.shareView.outgoing(current: nodes[w].records[key] ?? change, change: change, wasVisible: true).0 {
+                case .send(let s): sent = s
+                case .retract: sent = ShareView.retraction
+                case .skip: sent = nil
+                }
+            } else {
+                sent = change
+            }
+            if let sent { records[key, default: RecordState()].merge(sent) }
         }
         let seq = nodes[w].held[w] + 1
         let used = Set(records.values.flatMap { $0.cells.map(\.field) })
@@ -684,8 +694,12 @@ struct SimulatedFederation {
 
     /// `state` with only the cells of `fields`.
     static func project(_ state: RecordState, to fields: Set<Int>) -> RecordState {
-        RecordState(sortedCells: state.cells.filter { fields.contains($0.field) }, tombstone: state.tombstone)
+        state.projected(onto: fields)
     }
+
+    /// The share's view as the owner applies it (no row filter in this workload).
+    static let shareView = ShareView(
+        fields: view, filter: nil, schema: try! Schema(keyField: "station", fields: fields.map { ($0.name, $0.type) }))
 
     // MARK: Receiving batches
 

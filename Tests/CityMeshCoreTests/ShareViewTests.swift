@@ -1,0 +1,61 @@
+import Testing
+@testable import CityMeshCore
+
+/// The owner's send-time rule (`ShareView.outgoing`), row by row of its table: what goes out about
+/// a record, and whether the members hold it after.
+@Suite("Share views: retraction and hidden deletions")
+struct ShareViewTests {
+    static let schema = try! Schema(keyField: "station", fields: [("station", .string), ("pm25", .double), ("phone", .string)])
+    static let hz = try! CitySlug("hangzhou")
+    static func stamp(_ ms: UInt64) -> Stamp { Stamp(hlc: HLC(millis: ms, logical: 0), city: hz) }
+    static func record(pm25: Double, at ms: UInt64 = 10) -> RecordState {
+        RecordState(cells: [
+            Cell(field: 1, value: .string("S-1"), stamp: stamp(ms)), Cell(field: 2, value: .double(pm25), stamp: stamp(ms)),
+            Cell(field: 3, value: .string("555"), stamp: stamp(ms)),
+        ])
+    }
+    static let view = ShareView(fields: [1, 2], filter: try! RowFilter("pm25 >= 0", schema: schema), schema: schema)
+
+    @Test("the table: live in the filter, live outside it, deleted — each with and without the members holding it")
+    func table() {
+        let inside = Self.record(pm25: 12), outside = Self.record(pm25: -1)
+        var deleted = inside
+        deleted.merge(.deletion(at: Self.stamp(20)))
+        let projected = inside.projected(onto: [1, 2])
+        let cases: [(String, RecordState, Bool, ShareView.Outgoing, Bool)] = [
+            ("live, in the filter, held", inside, true, .send(projected), true),
+            ("live, in the filter, not held: the whole state", inside, false, .send(projected), true),
+            ("live, outside the filter, held: retracted", outside, true, .retract, false),
+            ("live, outside the filter, not held: nothing", outside, false, .skip, false),
+            ("deleted, held: the deletion", deleted, true, .send(RecordState(tombstone: Self.stamp(20))), false),
+            ("deleted, never held: nothing (its key and time stay hidden)", deleted, false, .skip, false),
+        ]
+        for (what, state, held, expected, after) in cases {
+            let (out, visible) = Self.view.outgoing(current: state, change: state, wasVisible: held)
+            #expect(out == expected, "\(what)")
+            #expect(visible == after, "\(what)")
+        }
+        // Never a cell outside the view's fields (the phone).
+        if case .send(let s) = Self.view.outgoing(current: inside, change: inside, wasVisible: false).0 { #expect(s.cell(field: 3) == nil) }
+    }
+
+    @Test("a held record sends only its change; one coming back into view sends its whole state")
+    func changes() {
+        let old = Self.record(pm25: 12, at: 10)
+        var now = old
+        let change = RecordState(cells: [Cell(field: 2, value: .double(14), stamp: Self.stamp(30))])
+        now.merge(change)
+        #expect(Self.view.outgoing(current: now, change: change, wasVisible: true).0 == .send(change))
+        #expect(Self.view.outgoing(current: now, change: change, wasVisible: false).0 == .send(now.projected(onto: [1, 2])))
+    }
+
+    @Test("without a filter every live row goes out; a retraction is a record with no cells and no tombstone")
+    func noFilter() {
+        let open = ShareView(fields: [1, 2], filter: nil, schema: Self.schema)
+        let outside = Self.record(pm25: -1)
+        #expect(open.outgoing(current: outside, change: outside, wasVisible: true).0 == .send(outside.projected(onto: [1, 2])))
+        #expect(ShareView.isRetraction(.init(key: "S-1", state: ShareView.retraction)))
+        #expect(!ShareView.isRetraction(.init(key: "S-1", state: .deletion(at: Self.stamp(5)))))
+        #expect(!ShareView.isRetraction(.init(key: "S-1", state: outside)))
+    }
+}

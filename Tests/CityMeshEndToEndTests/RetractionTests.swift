@@ -1,0 +1,82 @@
+import Foundation
+import Testing
+
+/// What a member holds stays inside its agreement's row filter (issue 19): a record that leaves
+/// the filter is retracted from the member's replica, the deletion of a row the member never saw
+/// is not sent, and a record that comes back into the filter comes back whole.
+@Suite("End to end: retraction")
+struct RetractionTests {
+    static let policy = """
+        shares:
+          - id: air-open
+            dataset: air-quality
+            to: [shanghai]
+            fields: [station, district, pm25]
+            where: "pm25 >= 0"
+            purpose: "regional air-quality forecasting"
+            legal_basis: "Yangtze Delta environmental data agreement 2026-07"
+            valid_until: 2099-12-31
+            on_revoke: keep
+
+        """
+
+    @Test("a record leaving the row filter is retracted at the member (ledgered there); a hidden row's deletion never reaches it; back in the filter, it comes back")
+    func retraction() throws {
+        let work = try Harness.tempDir("retraction")
+        let cities = try PeerTransportTests.setUp(work, cities: ["hangzhou", "shanghai"])
+        func cm(_ args: String...) throws -> CommandResult { try Harness.citymesh(args, cwd: work) }
+        func eventually(_ what: String, _ condition: () throws -> Bool) throws { try PeerTransportTests.eventually(what, seconds: 30, condition) }
+        let daemons = try ["hangzhou", "shanghai"].map { try Daemon(dir: $0, cwd: work) }
+        for (d, c) in zip(daemons, cities) { #expect(try d.waitReady(admin: c.admin), "\(d.log)") }
+
+        var r = try cm("dataset", "create", "--dir", "hangzhou", "air-quality", "--key", "station",
+                       "--field", "station:string", "--field", "district:string", "--field", "pm25:double")
+        #expect(r.ok, "\(r.stderr)")
+        try "accept:\n  - from: hangzhou\n    share: air-open\n".write(toFile: work + "/sh-policy.yaml", atomically: true, encoding: .utf8)
+        r = try cm("policy", "apply", "--dir", "shanghai", "sh-policy.yaml")
+        #expect(r.ok, "\(r.stdout)\(r.stderr)")
+        try Self.policy.write(toFile: work + "/hz-policy.yaml", atomically: true, encoding: .utf8)
+        r = try cm("policy", "apply", "--dir", "hangzhou", "hz-policy.yaml")
+        #expect(r.ok, "\(r.stdout)\(r.stderr)")
+        try "station,district,pm25\nS-1,Xihu,12\nS-HIDDEN,Binjiang,-1\nS-3,Xihu,5\n".write(toFile: work + "/air.csv", atomically: true, encoding: .utf8)
+        r = try cm("import", "--dir", "hangzhou", "air-quality", "--csv", "air.csv")
+        #expect(r.ok, "\(r.stdout)\(r.stderr)")
+        func held(_ key: String) throws -> String? {
+            let g = try cm("record", "get", "--dir", "shanghai", "hangzhou/air-quality", key, "--json")
+            return g.ok ? g.stdout : nil
+        }
+        func rows(_ key: String) throws -> String {
+            try Harness.run("/usr/bin/sqlite3", ["shanghai/citymesh.db", "SELECT COUNT(*) FROM records WHERE key = '\(key)'"], cwd: work).stdout
+                .trimmingCharacters(in: .whitespacesAndNewlines)
+        }
+        try eventually("shanghai holds the two rows in the filter") { try held("S-1") != nil && held("S-3") != nil }
+        #expect(try rows("S-HIDDEN") == "0")
+
+        // S-1 leaves the filter: retracted at shanghai, and shanghai's ledger says so.
+        r = try cm("record", "put", "--dir", "hangzhou", "air-quality", "S-1", "pm25=-5")
+        #expect(r.ok, "\(r.stderr)")
+        try eventually("S-1 left shanghai's replica") { try held("S-1") == nil && rows("S-1") == "0" }
+        r = try cm("audit", "log", "--dir", "shanghai", "--kind", "share.retracted", "--json")
+        #expect(r.ok && r.stdout.contains("1 records left this node's view of share hangzhou/air-open"), "\(r.stdout)\(r.stderr)")
+        #expect(try held("S-3") != nil, "only S-1 left")
+
+        // The hidden row is deleted; a visible write follows it. Shanghai gets the write and never
+        // hears of the deletion (no tombstone row, nothing in the database file).
+        r = try cm("record", "delete", "--dir", "hangzhou", "air-quality", "S-HIDDEN")
+        #expect(r.ok, "\(r.stderr)")
+        r = try cm("record", "put", "--dir", "hangzhou", "air-quality", "S-3", "pm25=6")
+        #expect(r.ok, "\(r.stderr)")
+        try eventually("shanghai got the write after the deletion") { try held("S-3")?.contains("6") == true }
+        #expect(try rows("S-HIDDEN") == "0")
+        r = try cm("backup", "--dir", "shanghai", "--out", "sh.db")
+        #expect(r.ok, "\(r.stderr)")
+        let bytes = try Data(contentsOf: URL(fileURLWithPath: work + "/sh.db"))
+        #expect(bytes.range(of: Data("S-HIDDEN".utf8)) == nil, "the hidden row's key is nowhere in shanghai's database")
+
+        // Back in the filter: S-1 comes back whole.
+        r = try cm("record", "put", "--dir", "hangzhou", "air-quality", "S-1", "pm25=20")
+        #expect(r.ok, "\(r.stderr)")
+        try eventually("S-1 is back at shanghai, whole") { (try held("S-1")).map { $0.contains("20") && $0.contains("Xihu") } ?? false }
+        for d in daemons { #expect(d.terminate() == 0, "\(d.log.suffix(2000))") }
+    }
+}
