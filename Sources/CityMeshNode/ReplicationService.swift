@@ -503,8 +503,20 @@ public final class ReplicationService: Service, ReplicaDesk, Sendable {
                         runs.append(b.seq...b.seq)
                     }
                 }
+                // Each send is ledgered (`exchange.sent`) with the record of it, whether or not a
+                // receipt ever comes back; the receiver ledgers `exchange.received` with the batch.
+                let dataset = state.withLock { $0.shares[share]?.dataset.description }
+                let at = now
                 do {
-                    for run in runs { try await store.recordSent(share: share, peer: to, origin: origin, seqs: run) }
+                    for run in runs {
+                        let entries = batches.filter { run.contains($0.seq) }.map { b in
+                            LedgerEntry(
+                                time: at, kind: LedgerEntry.Kind.exchangeSent, actor: "node", peer: to.rawValue, dataset: dataset,
+                                counts: ["records": b.records, "bytes": b.bytes.count], hashes: ["batch.sha256": Self.hex(b.hash)],
+                                detail: "share \(share): batch \(origin):\(b.seq) sent to \(to)")
+                        }
+                        try await store.recordSent(share: share, peer: to, origin: origin, seqs: run, entries: entries)
+                    }
                 } catch {
                     logger.error("batches not sent: the record of what is sent could not be stored", metadata: ["peer": "\(to)", "error": "\(error)"])
                     continue
@@ -720,6 +732,10 @@ public final class ReplicationService: Service, ReplicaDesk, Sendable {
         do {
             var incoming = IncomingBatch(share: share, dataset: info.dataset, batch: adopted, signed: signed, states: states, keyField: keyField, from: peer, at: now)
             incoming.retracted = retracted
+            incoming.entry = LedgerEntry(
+                time: now, kind: LedgerEntry.Kind.exchangeReceived, actor: "peer:\(peer)", peer: peer.rawValue, dataset: info.dataset.description,
+                counts: ["records": batch.records.count, "bytes": signed.bytes.count], hashes: ["batch.sha256": Self.hex(signed.hash)],
+                detail: "share \(share): batch \(batch.origin):\(batch.seq) received from \(peer)")
             let outcome = try await store.take(
                 incoming,
                 conflicts: { _, stored, incoming, mySeen in

@@ -17,6 +17,8 @@ public struct IncomingBatch: Sendable {
     public let at: String
     /// Keys the owner retracted: dropped from the replica (with their conflicts and pending writes).
     public var retracted: [String] = []
+    /// The batch's `exchange.received` ledger entry, appended with the batch in one transaction.
+    public var entry: LedgerEntry?
 
     public init(share: String, dataset: DatasetID, batch: ChangeBatch, signed: SignedBatch, states: [ChangeBatch.Record], keyField: String, from: CitySlug, at: String) {
         self.share = share
@@ -74,13 +76,15 @@ extension NodeStore {
         try await numberedBatches(share: share, origin: origin, seqs: seqs).map(\.bytes)
     }
 
-    /// The batches held of `seqs`, each with its number, in order.
-    public func numberedBatches(share: String, origin: CitySlug, seqs: ClosedRange<UInt64>) async throws -> [(seq: UInt64, bytes: [UInt8])] {
+    /// The batches held of `seqs`, each with its number, hash and record count, in order.
+    public func numberedBatches(share: String, origin: CitySlug, seqs: ClosedRange<UInt64>) async throws -> [(seq: UInt64, bytes: [UInt8], hash: [UInt8], records: Int)] {
         try await pool.read { db in
             try Row.fetchAll(
-                db, sql: "SELECT seq, bytes FROM share_batches WHERE share = ? AND origin = ? AND seq BETWEEN ? AND ? ORDER BY seq",
+                db, sql: "SELECT seq, bytes, hash, records FROM share_batches WHERE share = ? AND origin = ? AND seq BETWEEN ? AND ? ORDER BY seq",
                 arguments: [share, origin.rawValue, Int64(clamping: seqs.lowerBound), Int64(clamping: seqs.upperBound)]
-            ).compactMap { row in UInt64(exactly: row["seq"] as Int64).map { ($0, Array(row["bytes"] as Data)) } }
+            ).compactMap { row in
+                UInt64(exactly: row["seq"] as Int64).map { ($0, Array(row["bytes"] as Data), Array(row["hash"] as Data), row["records"] as Int) }
+            }
         }
     }
 
@@ -96,9 +100,11 @@ extension NodeStore {
 
     /// Records that batches `seqs` of `origin` in `share` went to `peer`, merged with the runs
     /// already recorded that overlap or touch them (so the table holds one row per gap).
-    public func recordSent(share: String, peer: CitySlug, origin: CitySlug, seqs: ClosedRange<UInt64>) async throws {
+    /// `entries` (the sends' `exchange.sent` ledger entries) are appended in the same transaction.
+    public func recordSent(share: String, peer: CitySlug, origin: CitySlug, seqs: ClosedRange<UInt64>, entries: [LedgerEntry] = []) async throws {
         let first = try Int64.stored(seqs.lowerBound, "a batch number"), last = try Int64.stored(seqs.upperBound, "a batch number")
         try await pool.write { db in
+            if !entries.isEmpty { _ = try LedgerStore.insert(entries, db: db) }
             let key: StatementArguments = [share, peer.rawValue, origin.rawValue]
             let touching = try Row.fetchAll(
                 db, sql: "SELECT first, last FROM sent_batches WHERE share = ? AND peer = ? AND origin = ? AND first <= ? AND last >= ?",
@@ -339,6 +345,7 @@ extension NodeStore {
                 try db.execute(
                     sql: "INSERT INTO share_batches (share, origin, seq, hash, records, bytes, received_from, received_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                     arguments: [incoming.share, b.origin.rawValue, try Int64.stored(b.seq), Data(incoming.signed.hash), b.records.count, Data(incoming.signed.bytes), incoming.from.rawValue, incoming.at])
+                if let entry = incoming.entry { _ = try LedgerStore.insert([entry], db: db) }
                 return (merged, summary.written, found.count)
             } }
             total.written += step.written

@@ -211,6 +211,18 @@ struct ReplicationTests {
             return rec.ok && rec.stdout.contains("exchanges between hangzhou and suzhou are in both ledgers") && !rec.stdout.hasPrefix("0 ")
         }
         #expect(!last.contains("only in"), "\(last)")
+        // Every batch suzhou took from hangzhou is in hangzhou's ledger as sent to suzhou (the
+        // same batch hash), receipt or not.
+        func hashes(_ dir: String, kind: String, peer: String) throws -> Set<String> {
+            let out = try cm("audit", "log", "--dir", dir, "--kind", kind, "--json", "--limit", "10000").stdout
+            return Set(out.split(separator: "\n").compactMap { line -> String? in
+                guard let o = try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any], o["peer"] as? String == peer else { return nil }
+                return (o["hashes"] as? [String: String])?["batch.sha256"]
+            })
+        }
+        let receivedAtSuzhou = try hashes("suzhou", kind: "exchange.received", peer: "hangzhou")
+        let sentByHangzhou = try hashes("hangzhou", kind: "exchange.sent", peer: "suzhou")
+        #expect(!receivedAtSuzhou.isEmpty && receivedAtSuzhou.isSubset(of: sentByHangzhou), "received \(receivedAtSuzhou.count), sent \(sentByHangzhou.count)")
         try eventually("hangzhou's and shanghai's ledgers reconcile with no gap", seconds: 40) {
             _ = try cm("audit", "export", "--dir", "hangzhou", "--out", "hz.bundle")
             _ = try cm("audit", "export", "--dir", "shanghai", "--out", "sh.bundle")

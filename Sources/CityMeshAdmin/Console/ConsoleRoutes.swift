@@ -527,7 +527,8 @@ extension Console {
         "peer", "dataset", "record", "token", "node", "policy", "agreement", "exchange", "share",
         LedgerEntry.Kind.exchangeReceipt, LedgerEntry.Kind.exchangeRefused, LedgerEntry.Kind.policyApplied, LedgerEntry.Kind.policyDenied,
         LedgerEntry.Kind.agreementOffered, LedgerEntry.Kind.agreementAccepted, LedgerEntry.Kind.agreementRevoked, LedgerEntry.Kind.recordWritten,
-        LedgerEntry.Kind.imported, LedgerEntry.Kind.peerForked,
+        LedgerEntry.Kind.imported, LedgerEntry.Kind.peerForked, LedgerEntry.Kind.exchangeSent, LedgerEntry.Kind.exchangeReceived,
+        LedgerEntry.Kind.shareRetracted,
     ]
 
     /// `datetime-local` gives 2026-11-30T08:15 or …:15:30; the console's times are UTC.

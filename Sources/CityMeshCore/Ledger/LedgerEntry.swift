@@ -32,6 +32,10 @@ public struct LedgerEntry: Codable, Sendable, Equatable {
         public static let peerForked = "peer.forked"
         /// Records purged because an agreement ended with `on_revoke: purge`.
         public static let sharePurged = "share.purged"
+        /// A batch sent to a peer (written with the record of the send, before it goes out).
+        public static let exchangeSent = "exchange.sent"
+        /// A batch taken from a peer (written with the batch).
+        public static let exchangeReceived = "exchange.received"
         /// Records the owner retracted from this member's replica (they left the share's view).
         public static let shareRetracted = "share.retracted"
     }
