@@ -900,6 +900,14 @@ public final class ReplicationService: Service, ReplicaDesk, Sendable {
         guard state.withLock({ $0.shares[r.share]?.parties.contains(peer) }) == true else {
             throw CityMeshError(.forbidden, "a receipt for share \(r.share), which \(peer) is not a party of here")
         }
+        // The agreement it names, when this node holds it, must be for this share and between
+        // these two cities (the receiver's agreement with a third city cannot be checked here).
+        if let named = r.agreement, let held = try await store.agreements().first(where: { $0.id == named }) {
+            let parties = [held.terms.owner, held.terms.member]
+            guard "\(held.terms.owner)/\(held.terms.share)" == r.share, parties.contains(r.receiver), parties.contains(r.sender) else {
+                throw CityMeshError(.forbidden, "the receipt names agreement \(named.prefix(16)), which is not \(r.receiver)'s for share \(r.share) with \(r.sender)")
+            }
+        }
         // Asked again (the receiver restarted before it got the countersignature): the same one.
         if let stored = try await store.receipt(id: signed.id), stored.role == "sent", let c = stored.countersign {
             await send(.document(json: Array(c.utf8)), to: peer)
@@ -945,6 +953,17 @@ public final class ReplicationService: Service, ReplicaDesk, Sendable {
             detail: "share \(r.share): \(direction) \(peer), \(r.batches.joined(separator: " "))", documents: [receipt, countersign]))
     }
 
+    /// The receiver's own agreement for `share` (`owner/name`): with the sender when the receiver
+    /// owns the share, else with the owner; the latest one not revoked (active, or the last that was).
+    static func agreement(for share: String, receiver: CitySlug, sender: CitySlug, in all: [StoredAgreement], now: Int64) -> StoredAgreement? {
+        let parts = share.split(separator: "/", maxSplits: 1).map(String.init)
+        guard parts.count == 2 else { return nil }
+        let (owner, name) = (parts[0], parts[1])
+        let member = owner == receiver.rawValue ? sender.rawValue : receiver.rawValue
+        let candidates = all.filter { $0.terms.owner == owner && $0.terms.share == name && $0.terms.member == member }
+        return candidates.last { $0.state(now: now) == .active } ?? candidates.last { $0.revocation == nil } ?? candidates.last
+    }
+
     /// As receiver: one receipt per (peer, share) for the batches taken and not yet receipted
     /// (kept in the store, so a restart issues what a crash left out); receipts a reconnected
     /// peer never countersigned are sent again.
@@ -959,13 +978,17 @@ public final class ReplicationService: Service, ReplicaDesk, Sendable {
                 if groups[k] == nil { order.append(k) }
                 groups[k, default: []].append((t.origin, t.seq, t.hash, t.records))
             }
+            let agreements = (try? await store.agreements()) ?? []
+            let t = clock()
             for k in order {
                 let parts = k.split(separator: " ", maxSplits: 1)
                 guard parts.count == 2, let peer = try? CitySlug(String(parts[0])), let batches = groups[k] else { continue }
                 let share = String(parts[1])
+                let terms = Self.agreement(for: share, receiver: city, sender: peer, in: agreements, now: t)
                 let r = ExchangeReceipt(
                     share: share, sender: peer, receiver: city, batches: ExchangeReceipt.runs(batches.map { ($0.origin, $0.seq) }),
-                    records: batches.reduce(0) { $0 + $1.records }, batchesSHA256: ExchangeReceipt.digest(batches.map(\.hash)), receiverLedgerSize: size, at: now)
+                    records: batches.reduce(0) { $0 + $1.records }, batchesSHA256: ExchangeReceipt.digest(batches.map(\.hash)), receiverLedgerSize: size, at: now,
+                    agreement: terms?.id, purpose: terms?.terms.purpose)
                 guard let signed = try? key.sign(r, as: city), let json = try? JSONEncoder().encode(signed) else { continue }
                 do {
                     try await store.saveIssuedReceipt(

@@ -479,12 +479,17 @@ struct AuditReconcile: AsyncParsableCommand {
         }
         let result = Reconciliation.compare(
             a: (ra.city, ra.entries, try PEM.certificates(a.nodeCertificate, what: first)[0]),
-            b: (rb.city, rb.entries, try PEM.certificates(b.nodeCertificate, what: second)[0]))
+            b: (rb.city, rb.entries, try PEM.certificates(b.nodeCertificate, what: second)[0]),
+            complete: a.complete && b.complete)
         if output.json {
             struct Row: Encodable {
                 let receipt, share, sender, receiver, at: String
                 let batches: [String]
                 let records: Int
+            }
+            struct Outside: Encodable {
+                let exchange: Row
+                let why: String
             }
             struct Out: Encodable {
                 let a, b: String
@@ -492,11 +497,16 @@ struct AuditReconcile: AsyncParsableCommand {
                 let matched: Int
                 let onlyInA, onlyInB: [Row]
                 let invalid: [String]
+                let outsideAgreement: [Outside]
+                let withoutAgreement: Int
             }
             func rows(_ x: [Reconciliation.Exchange]) -> [Row] {
                 x.map { Row(receipt: $0.receipt, share: $0.share, sender: $0.sender, receiver: $0.receiver, at: $0.at, batches: $0.batches, records: $0.records) }
             }
-            try printJSON(Out(a: result.a, b: result.b, clean: result.isClean, matched: result.matched.count, onlyInA: rows(result.onlyInA), onlyInB: rows(result.onlyInB), invalid: result.invalid))
+            try printJSON(Out(
+                a: result.a, b: result.b, clean: result.isClean, matched: result.matched.count, onlyInA: rows(result.onlyInA), onlyInB: rows(result.onlyInB),
+                invalid: result.invalid, outsideAgreement: result.outsideAgreement.map { Outside(exchange: rows([$0.exchange])[0], why: $0.why) },
+                withoutAgreement: result.unnamed))
         } else {
             let records = result.matched.reduce(0) { $0.saturatingAdd($1.records) }  // counts come from the bundles
             print("\(result.matched.count) exchanges between \(result.a) and \(result.b) are in both ledgers with both signatures (\(records) records)")
@@ -506,6 +516,13 @@ struct AuditReconcile: AsyncParsableCommand {
                     print("  \(x.at.prefix(19))  \(x.share)  \(x.sender) -> \(x.receiver)  \(x.records) records  \(x.batches.joined(separator: " "))  receipt \(x.receipt.prefix(16))")
                 }
             }
+            if !result.outsideAgreement.isEmpty {
+                print("\(result.outsideAgreement.count) exchanges outside any active agreement:")
+                for (x, why) in result.outsideAgreement {
+                    print("  \(x.at.prefix(19))  \(x.share)  \(x.sender) -> \(x.receiver)  \(x.records) records  receipt \(x.receipt.prefix(16)): \(why)")
+                }
+            }
+            if result.unnamed > 0 { print("\(result.unnamed) exchanges have receipts made before receipts named their agreement: not checked against one") }
             for problem in result.invalid { print("invalid: \(problem)") }
         }
         if !result.isClean { throw ExitCode(1) }

@@ -200,5 +200,39 @@ struct ReplicationCoreTests {
         #expect(!bad.isClean && bad.invalid.count == 1 && bad.matched.isEmpty, "\(bad.invalid)")
         let stripped = LedgerEntry(index: 3, time: "t", kind: LedgerEntry.Kind.exchangeReceipt, actor: "peer:x")
         #expect(Reconciliation.compare(a: (Self.hz, [stripped], hzCert), b: (Self.sh, [], shCert)).invalid.count == 1)
+        #expect(clean.unnamed == 2, "receipts that name no agreement are counted, not judged")
+    }
+
+    @Test("reconcile under which agreement: accepted before → inside; revoked more than the clock bound before → outside; never accepted (complete bundles) → outside")
+    func reconcileAgreements() throws {
+        let hzKey = Curve25519.Signing.PrivateKey(), shKey = Curve25519.Signing.PrivateKey()
+        let hzCert = try AgreementCoreTests.certificate(Certificate.PrivateKey(hzKey), ed25519: true)
+        let shCert = try AgreementCoreTests.certificate(Certificate.PrivateKey(shKey), ed25519: true)
+        func exchange(_ n: Int, agreement: String, at: String) throws -> LedgerEntry {
+            let r = ExchangeReceipt(
+                share: "hangzhou/registry-rw", sender: Self.hz, receiver: Self.sh, batches: ["hangzhou:\(n)-\(n)"], records: 1, batchesSHA256: "ab",
+                receiverLedgerSize: 1, at: at, agreement: agreement, purpose: "registry upkeep")
+            let rs = try Agreement.Key.ed25519(shKey).sign(r, as: Self.sh)
+            let c = try Agreement.Key.ed25519(hzKey).sign(ReceiptCountersign(receipt: rs.id, sender: Self.hz, senderLedgerSize: 9, at: "t"), as: Self.hz)
+            return LedgerEntry(index: UInt64(n), time: at, kind: LedgerEntry.Kind.exchangeReceipt, actor: "peer:x", documents: [rs, c])
+        }
+        func agreement(_ kind: String, _ offer: String, at: String) -> LedgerEntry {
+            LedgerEntry(time: at, kind: kind, actor: "node", hashes: ["offer.sha256": offer])
+        }
+        let accepted = agreement(LedgerEntry.Kind.agreementAccepted, "A1", at: "2026-11-29T08:00:00Z")
+        let revoked = agreement(LedgerEntry.Kind.agreementRevoked, "A1", at: "2026-11-29T09:00:00Z")
+        let during = try exchange(1, agreement: "A1", at: "2026-11-29T08:30:00Z")
+        let justAfter = try exchange(2, agreement: "A1", at: "2026-11-29T09:00:30Z")  // within the clock bound
+        let longAfter = try exchange(3, agreement: "A1", at: "2026-11-29T10:00:00Z")
+        let unknown = try exchange(4, agreement: "B2", at: "2026-11-29T08:30:00Z")
+        let all = [accepted, revoked, during, justAfter, longAfter, unknown]
+        let r = Reconciliation.compare(a: (Self.hz, all, hzCert), b: (Self.sh, all, shCert), complete: true)
+        #expect(r.matched.count == 4 && !r.isClean)
+        // In time order: the unknown agreement's exchange (08:30), then the one long after the revocation.
+        #expect(r.outsideAgreement.map(\.exchange.batches) == [["hangzhou:4-4"], ["hangzhou:3-3"]], "\(r.outsideAgreement.map(\.why))")
+        #expect(r.outsideAgreement[0].why.contains("accepted in neither ledger") && r.outsideAgreement[1].why.contains("was revoked"))
+        // Bundles exported --since may not hold the acceptance: only the revocation counts then.
+        let partial = Reconciliation.compare(a: (Self.hz, all, hzCert), b: (Self.sh, all, shCert), complete: false)
+        #expect(partial.outsideAgreement.map(\.exchange.batches) == [["hangzhou:3-3"]])
     }
 }

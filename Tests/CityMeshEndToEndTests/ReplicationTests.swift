@@ -211,6 +211,10 @@ struct ReplicationTests {
             return rec.ok && rec.stdout.contains("exchanges between hangzhou and suzhou are in both ledgers") && !rec.stdout.hasPrefix("0 ")
         }
         #expect(!last.contains("only in"), "\(last)")
+        // Every receipt names the agreement it was exchanged under, and that agreement was in force.
+        let named = try cm("audit", "reconcile", "hz.bundle", "sz.bundle", "--ca", "fed/ca.pem", "--json")
+        let namedJSON = try JSONSerialization.jsonObject(with: Data(named.stdout.utf8)) as? [String: Any]
+        #expect(named.ok && namedJSON?["withoutAgreement"] as? Int == 0 && (namedJSON?["outsideAgreement"] as? [Any])?.isEmpty == true, "\(named.stdout.suffix(600))")
         // Every batch suzhou took from hangzhou is in hangzhou's ledger as sent to suzhou (the
         // same batch hash), receipt or not.
         func hashes(_ dir: String, kind: String, peer: String) throws -> Set<String> {

@@ -738,15 +738,16 @@ extension Console {
         }
         let result = Reconciliation.compare(
             a: (ra.city, ra.entries, try PEM.certificates(a.nodeCertificate, what: "the first bundle")[0]),
-            b: (rb.city, rb.entries, try PEM.certificates(b.nodeCertificate, what: "the second bundle")[0]))
+            b: (rb.city, rb.entries, try PEM.certificates(b.nodeCertificate, what: "the second bundle")[0]),
+            complete: a.complete && b.complete)
         func rows(_ x: [Reconciliation.Exchange]) -> [[String: Any]] {
             x.map { ["at": String($0.at.prefix(19)), "share": $0.share, "sender": $0.sender, "receiver": $0.receiver, "records": "\($0.records)", "receipt": String($0.receipt.prefix(16))] }
         }
         var data: [String: Any] = [
             "done": true, "a": result.a, "b": result.b, "clean": result.isClean, "matched": "\(result.matched.count)",
             "records": "\(result.matched.reduce(0) { $0.saturatingAdd($1.records) })",
-            "onlyInA": rows(result.onlyInA), "onlyInB": rows(result.onlyInB), "invalid": result.invalid.map { ["text": $0] },
-            "hasInvalid": !result.invalid.isEmpty,
+            "onlyInA": rows(result.onlyInA), "onlyInB": rows(result.onlyInB), "invalid": (result.invalid + result.outsideAgreement.map { "outside any active agreement: \($0.exchange.sender) → \($0.exchange.receiver) at \($0.exchange.at.prefix(19)), receipt \($0.exchange.receipt.prefix(16)): \($0.why)" }).map { ["text": $0] },
+            "hasInvalid": !result.invalid.isEmpty || !result.outsideAgreement.isEmpty,
             "reports": [(a, ra), (b, rb)].map { bundle, r in
                 ["city": r.city.rawValue, "size": "\(r.checkpoint.size)", "entries": "\(r.entries.count)", "complete": bundle.complete,
                  "warnings": r.warnings.map { ["text": $0] }] as [String: Any]

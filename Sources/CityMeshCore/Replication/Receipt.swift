@@ -49,8 +49,18 @@ public struct ExchangeReceipt: Codable, Sendable, Equatable {
     public var batchesSHA256: String
     public var receiverLedgerSize: UInt64
     public var at: String
+    /// The agreement the receiver took the batches under: the offer id (SHA-256 of the signed
+    /// offer) of its own agreement for the share — with the sender, if the receiver owns the
+    /// share, else with the owner — and that offer's purpose. Absent in receipts made before.
+    public var agreement: String?
+    public var purpose: String?
 
-    public init(share: String, sender: CitySlug, receiver: CitySlug, batches: [String], records: Int, batchesSHA256: String, receiverLedgerSize: UInt64, at: String) {
+    public init(
+        share: String, sender: CitySlug, receiver: CitySlug, batches: [String], records: Int, batchesSHA256: String, receiverLedgerSize: UInt64, at: String,
+        agreement: String? = nil, purpose: String? = nil
+    ) {
+        self.agreement = agreement
+        self.purpose = purpose
         self.share = share
         self.sender = sender.rawValue
         self.receiver = receiver.rawValue
@@ -122,6 +132,8 @@ public enum Reconciliation {
         public let batches: [String]
         public let records: Int
         public let at: String
+        /// The offer id the receipt names (nil: a receipt made before receipts named one).
+        public var agreement: String? = nil
     }
 
     public struct Result: Sendable {
@@ -134,13 +146,24 @@ public enum Reconciliation {
         public var onlyInB: [Exchange] = []
         /// Receipts whose signatures do not verify, or that differ between the two ledgers.
         public var invalid: [String] = []
-        public var isClean: Bool { onlyInA.isEmpty && onlyInB.isEmpty && invalid.isEmpty }
+        /// Exchanges in both ledgers that no agreement covered when they happened: the agreement
+        /// the receipt names was revoked before, or (complete bundles) accepted in neither
+        /// ledger; each with why.
+        public var outsideAgreement: [(exchange: Exchange, why: String)] = []
+        /// Exchanges whose receipt names no agreement (made before receipts named one).
+        public var unnamed = 0
+        public var isClean: Bool { onlyInA.isEmpty && onlyInB.isEmpty && invalid.isEmpty && outsideAgreement.isEmpty }
     }
 
     /// Compares the `exchange.receipt` entries of two cities' ledgers; signatures are checked with
     /// each city's certificate (from its verified bundle).
+    /// How far apart two cities' clocks may be (`ChangeBatch.maxClockAheadMillis`): an exchange
+    /// counts as outside an agreement only if it was revoked more than this before.
+    public static let clockTolerance: Int64 = Int64(ChangeBatch.maxClockAheadMillis) * 1000
+
     public static func compare(
-        a: (city: CitySlug, entries: [LedgerEntry], certificate: Certificate), b: (city: CitySlug, entries: [LedgerEntry], certificate: Certificate)
+        a: (city: CitySlug, entries: [LedgerEntry], certificate: Certificate), b: (city: CitySlug, entries: [LedgerEntry], certificate: Certificate),
+        complete: Bool = false
     ) -> Result {
         var result = Result(a: a.city.rawValue, b: b.city.rawValue)
         func receipts(_ side: (city: CitySlug, entries: [LedgerEntry], certificate: Certificate), other: CitySlug) -> [String: (Exchange, [Agreement.Signed])] {
@@ -151,7 +174,9 @@ public enum Reconciliation {
                     continue
                 }
                 guard [r.sender, r.receiver].contains(other.rawValue) else { continue }
-                out[docs[0].id] = (Exchange(receipt: docs[0].id, share: r.share, sender: r.sender, receiver: r.receiver, batches: r.batches, records: r.records, at: r.at), docs)
+                var x = Exchange(receipt: docs[0].id, share: r.share, sender: r.sender, receiver: r.receiver, batches: r.batches, records: r.records, at: r.at)
+                x.agreement = r.agreement
+                out[docs[0].id] = (x, docs)
             }
             return out
         }
@@ -186,6 +211,25 @@ public enum Reconciliation {
         }
         for (id, (x, docs)) in rb.sorted(by: { $0.value.0.at < $1.value.0.at }) where ra[id] == nil {
             if check(id, docs, where: b.city) { result.onlyInB.append(x) }
+        }
+        // Under which agreement: when each offer was accepted and revoked, in either ledger.
+        var accepted: [String: Int64] = [:], revoked: [String: Int64] = [:]
+        for e in a.entries + b.entries {
+            guard let offer = e.hashes?["offer.sha256"], let t = RFC3339.parse(e.time) else { continue }
+            if e.kind == LedgerEntry.Kind.agreementAccepted { accepted[offer] = min(accepted[offer] ?? t, t) }
+            if e.kind == LedgerEntry.Kind.agreementRevoked { revoked[offer] = min(revoked[offer] ?? t, t) }
+        }
+        for x in result.matched {
+            guard let offer = x.agreement else {
+                result.unnamed += 1
+                continue
+            }
+            guard let at = RFC3339.parse(x.at) else { continue }
+            if let r = revoked[offer], r.saturatingAdd(clockTolerance) < at {
+                result.outsideAgreement.append((x, "agreement \(offer.prefix(16)) was revoked at \(RFC3339.format(microseconds: r)), before this exchange"))
+            } else if complete, accepted[offer] == nil {
+                result.outsideAgreement.append((x, "agreement \(offer.prefix(16)) was accepted in neither ledger"))
+            }
         }
         return result
     }
