@@ -719,8 +719,18 @@ public final class ReplicationService: Service, ReplicaDesk, Sendable {
             return
         }
         // What the share lets this origin write; refused cells are dropped and ledgered.
-        let (permittedStates, refusedCells) = await permitted(batch, info: info, schema: replica)
-        let retracted = permittedStates.filter(ShareView.isRetraction).map(\.key)
+        var denials: [String: (count: Int, denial: PolicyEngine.Denial)] = [:]
+        let (permittedStates, refusedCells) = await permitted(batch, info: info, schema: replica, denials: &denials)
+        for (code, d) in denials.sorted(by: { $0.key < $1.key }) {
+            Counter(label: "citymesh_policy_denials_total", dimensions: [("share", share), ("peer", peer.rawValue)]).increment(by: d.count)
+            _ = ledger.reportRefusal(
+                LedgerEntry(
+                    time: now, kind: LedgerEntry.Kind.policyDenied, actor: "peer:\(batch.origin)", peer: batch.origin.rawValue, dataset: info.dataset.description,
+                    counts: ["cells": d.count], reason: code, detail: "\(d.count) cells of batch \(batch.origin):\(batch.seq): \(d.denial.description)"),
+                peer: batch.origin.rawValue, nowMicros: clock())
+        }
+        // Retractions count only in the owner's batches, and only at members (`ShareView`).
+        let retracted = fromOwner && !info.isOwner ? permittedStates.filter(ShareView.isRetraction).map(\.key) : []
         let states = retracted.isEmpty ? permittedStates : permittedStates.filter { !ShareView.isRetraction($0) }
         if refusedCells > 0 {
             refuse(peer: peer, share: share, reason: "\(refusedCells) cells of batch \(batch.origin):\(batch.seq) are outside what share \(share) lets \(batch.origin) write")
@@ -784,7 +794,19 @@ public final class ReplicationService: Service, ReplicaDesk, Sendable {
     /// fields, which is how a replica learns new ones) and holds a value of that field's type
     /// within the size limits. `schema` is this node's dataset or replica schema (nil: none yet).
     func permitted(_ batch: ChangeBatch, info: ShareInfo, schema: Schema?) async -> ([ChangeBatch.Record], Int) {
+        var denials: [String: (count: Int, denial: PolicyEngine.Denial)] = [:]
+        return await permitted(batch, info: info, schema: schema, denials: &denials)
+    }
+
+    /// As above; at the owner, a member's cells also go through the policy's enforcement point
+    /// (`PolicyEngine.mayWrite`, the rule the admin API and `policy explain` use), and what it
+    /// denies is counted in `denials` by code (the caller ledgers them as `policy.denied`).
+    func permitted(
+        _ batch: ChangeBatch, info: ShareInfo, schema: Schema?, denials: inout [String: (count: Int, denial: PolicyEngine.Denial)]
+    ) async -> ([ChangeBatch.Record], Int) {
         let view = Set(info.fields)
+        let engine = info.isOwner && batch.origin != city ? policy.engine : nil
+        let t = clock()
         var refused = 0
         var out: [ChangeBatch.Record] = []
         out.reserveCapacity(batch.records.count)
@@ -813,14 +835,24 @@ public final class ReplicationService: Service, ReplicaDesk, Sendable {
                 continue
             }
             var cells: [Cell] = []
+            let current = stored[r.key]?.state ?? RecordState()
             for c in r.state.cells {
-                let ok: Bool
-                if let f = field(c.field), Schema.accepts(c.value, in: f) {
-                    ok = fromOwner ? view.contains(f.name) : (c.stamp.city == batch.origin && writable.contains(f.name))
-                } else {
-                    ok = false
+                guard let f = field(c.field), Schema.accepts(c.value, in: f),
+                    fromOwner ? view.contains(f.name) : (c.stamp.city == batch.origin && writable.contains(f.name))
+                else {
+                    refused += 1
+                    continue
                 }
-                if ok { cells.append(c) } else { refused += 1 }
+                if let engine, let schema {
+                    let decision = engine.mayWrite(
+                        dataset: info.dataset.name, member: batch.origin, field: f.name, now: t, accepted: book.isActive,
+                        value: { name in schema.field(named: name).flatMap { current.value(field: $0.id) } })
+                    if case .failure(let denial) = decision {
+                        denials[denial.code, default: (0, denial)].count += 1
+                        continue
+                    }
+                }
+                cells.append(c)
             }
             var tombstone = r.state.tombstone
             if !fromOwner, tombstone != nil {
@@ -835,6 +867,8 @@ public final class ReplicationService: Service, ReplicaDesk, Sendable {
                     continue
                 }
             }
+            // Nothing left of it: dropped here, so it cannot pass for a retraction.
+            guard !cells.isEmpty || tombstone != nil else { continue }
             out.append(.init(key: r.key, state: RecordState(sortedCells: cells, tombstone: tombstone)))
         }
         return (out, refused)

@@ -22,15 +22,16 @@ struct HostilePeerTests {
         return Int(line.split(separator: " ").dropFirst().first ?? "") ?? 0
     }
 
-    /// Three real nodes; hangzhou shares its registry (two records) with shanghai and suzhou;
+    /// Three real nodes; hangzhou shares its registry (two records, and a sealed one the row
+    /// filter keeps from members) with shanghai and suzhou;
     /// once both members hold it, suzhou's node is stopped so its identity can turn hostile.
     /// Returns the cities, the daemons (suzhou's stopped) and the id of shanghai's offer.
     static func victimWithHonestMember(_ work: String) throws -> (cities: [PeerTransportTests.City], daemons: [Daemon], shanghaiOffer: String) {
         let cities = try PeerTransportTests.setUp(work, cities: ["hangzhou", "shanghai", "suzhou"])
         let daemons = try ["hangzhou", "shanghai", "suzhou"].map { try Daemon(dir: $0, cwd: work) }
         for (d, c) in zip(daemons, cities) { #expect(try d.waitReady(admin: c.admin), "\(d.log)") }
-        try ReplicationTests.shareRegistry(work)
-        try "id,name,status,district\nE-1,Enterprise 1,active,Xihu\nE-2,Enterprise 2,active,Xihu\n"
+        try ReplicationTests.shareRegistry(work, filter: "status != 'sealed'")
+        try "id,name,status,district\nE-1,Enterprise 1,active,Xihu\nE-2,Enterprise 2,active,Xihu\nE-3,Enterprise 3,sealed,Xihu\n"
             .write(toFile: work + "/registry.csv", atomically: true, encoding: .utf8)
         let r = try Harness.citymesh(["import", "--dir", "hangzhou", "registry", "--csv", "registry.csv"], cwd: work)
         #expect(r.ok, "\(r.stderr)")
@@ -96,7 +97,7 @@ struct HostilePeerTests {
 
         // Nothing suzhou may not write was taken: no planted field or type, no new record, no deletion.
         let rows = try ReplicationTests.export("hangzhou", "registry", work)
-        #expect(rows.count == 2 && !rows.joined().contains("PLANTED") && !rows.joined().contains("planted"), "\(rows)")
+        #expect(rows.count == 3 && !rows.joined().contains("PLANTED") && !rows.joined().contains("planted"), "\(rows)")
         #expect(try ReplicationTests.export("shanghai", "hangzhou/registry", work).count == 2)
         // The offer with 7+ fraction digits is listed (listing used to trap parsing its dates).
         r = try cm("agreement", "list", "--dir", "hangzhou", "--json")
@@ -114,6 +115,11 @@ struct HostilePeerTests {
         for reason in ["malformed batch", "twice", "outside what share", "own city", "never sent to suzhou"] {
             #expect(refused.contains(reason), "exchange.refused should name '\(reason)': \(refused.prefix(4000))")
         }
+        // A write to the sealed record (outside the row filter) is denied by the policy's
+        // enforcement point and ledgered as policy.denied with its code.
+        let denied = try cm("audit", "log", "--dir", "hangzhou", "--kind", "policy.denied", "--json", "--limit", "10000").stdout
+        #expect(denied.contains("row_filtered") && denied.contains("suzhou"), "\(denied.prefix(2000))")
+        #expect(!rows.joined().contains("leaked"), "\(rows)")
         let agreementRefusals = try cm("audit", "log", "--dir", "hangzhou", "--kind", "agreement.refused", "--json", "--limit", "10000").stdout
         #expect(agreementRefusals.contains("only the owner revokes"), "\(agreementRefusals.prefix(3000))")
         #expect(agreementRefusals.contains("only the member answers"), "\(agreementRefusals.prefix(3000))")
@@ -174,7 +180,7 @@ struct HostilePeerTests {
         try PeerTransportTests.eventually("shanghai got hangzhou's write after the fuzz", seconds: 30) {
             try cm("record", "get", "--dir", "shanghai", "hangzhou/registry", "E-2", "--json").stdout.contains("after-the-fuzz")
         }
-        #expect(try ReplicationTests.export("hangzhou", "registry", work).count == 2)
+        #expect(try ReplicationTests.export("hangzhou", "registry", work).count == 3)
         // And it starts again on what it stored.
         #expect(daemons[0].terminate() == 0, "\(daemons[0].log.suffix(3000))")
         daemons[0] = try Daemon(dir: "hangzhou", cwd: work)

@@ -27,7 +27,7 @@ struct ReplicationTests {
     /// hangzhou's `registry` dataset (id, name, status, district and `extraFields`), shared as
     /// `registry-rw` under `policy` with shanghai and suzhou, who both accept; returns once the
     /// agreements are active.
-    static func shareRegistry(_ work: String, extraFields: [String] = [], onRevoke: String = "keep") throws {
+    static func shareRegistry(_ work: String, extraFields: [String] = [], onRevoke: String = "keep", filter: String? = nil) throws {
         func cm(_ args: [String]) throws -> CommandResult { try Harness.citymesh(args, cwd: work) }
         var r = try cm(["dataset", "create", "--dir", "hangzhou", "registry", "--key", "id", "--field", "id:string", "--field", "name:string",
                         "--field", "status:string", "--field", "district:string"] + extraFields.flatMap { ["--field", $0] })
@@ -37,7 +37,9 @@ struct ReplicationTests {
             r = try cm(["policy", "apply", "--dir", dir, "\(dir)-policy.yaml"])
             #expect(r.ok, "\(r.stdout)\(r.stderr)")
         }
-        try policy.replacingOccurrences(of: "on_revoke: keep", with: "on_revoke: \(onRevoke)").write(toFile: work + "/hz-policy.yaml", atomically: true, encoding: .utf8)
+        try policy.replacingOccurrences(of: "on_revoke: keep", with: "on_revoke: \(onRevoke)")
+            .replacingOccurrences(of: "    write: [status]\n", with: "    write: [status]\n" + (filter.map { "    where: \"\($0)\"\n" } ?? ""))
+            .write(toFile: work + "/hz-policy.yaml", atomically: true, encoding: .utf8)
         r = try cm(["policy", "apply", "--dir", "hangzhou", "hz-policy.yaml"])
         #expect(r.ok, "\(r.stdout)\(r.stderr)")
         try PeerTransportTests.eventually("both members accepted", seconds: 30) {

@@ -153,6 +153,8 @@ func attack() async throws {
         .init(key: "E-1", state: RecordState(cells: [Cell(field: 3, value: .int(42), stamp: stamp)])),
         .init(key: "PLANTED", state: RecordState(cells: [Cell(field: 1, value: .string("PLANTED"), stamp: stamp), Cell(field: 3, value: .string("planted"), stamp: stamp)])),
         .init(key: "E-2", state: RecordState(cells: [], tombstone: stamp)),
+        // The writable field, on a record the row filter keeps from members.
+        .init(key: "E-3", state: RecordState(cells: [Cell(field: 3, value: .string("leaked"), stamp: stamp)])),
     ]
     await send(ReplicationWire.channel, try batch(fields: [id, planted], records: records))
     say("replication: a batch planting an undefined field, a wrong type, a new record and a deletion")
