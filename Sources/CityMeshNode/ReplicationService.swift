@@ -255,6 +255,21 @@ public final class ReplicationService: Service, ReplicaDesk, Sendable {
             found[id] = ShareInfo(
                 id: id, owner: owner, name: a.terms.share, dataset: dataset, parties: parties, fields: a.terms.fields, write: a.terms.write,
                 filter: a.terms.filter, isOwner: false)
+            // Narrower terms: the replica keeps only the fields the agreement grants now (the owner
+            // retracts the rows a narrower filter leaves out).
+            if let replica = try? await store.dataset(dataset).schema,
+                replica.fields.contains(where: { !a.terms.fields.contains($0.name) && $0.name != replica.keyField })
+            {
+                do {
+                    let rewritten = try await store.narrowReplica(dataset, keep: Set(a.terms.fields))
+                    ledger.report(LedgerEntry(
+                        time: now, kind: LedgerEntry.Kind.shareRetracted, actor: "node", peer: owner.rawValue, dataset: dataset.description,
+                        counts: ["records": rewritten], hashes: ["offer.sha256": a.id],
+                        detail: "share \(id) narrowed to fields \(a.terms.fields.joined(separator: ",")): the other fields left \(rewritten) records of the replica"))
+                } catch {
+                    logger.error("the replica could not be narrowed to the agreement's fields", metadata: ["dataset": "\(dataset)", "error": "\(error)"])
+                }
+            }
         }
         // Agreements that ended with on_revoke: purge take the replica with them — when they
         // expired or the owner revoked them, not when this member ended one whose owner the
@@ -350,7 +365,15 @@ public final class ReplicationService: Service, ReplicaDesk, Sendable {
     /// goes in a later batch: the old one travelling first costs bytes, not correctness.)
     func cutOwner(_ info: ShareInfo, key: Agreement.Key, ahead: inout [StoredRecord]) async throws -> Bool {
         let dataset = try await store.dataset(info.dataset)
+        // New terms (another filter or view) send the cursor back to 0: what was sent under the
+        // old ones is re-judged up to `rescanUntil` (`ShareView.outgoing` with no change).
+        var terms = try await store.shareTerms(share: info.id, fields: info.fields, filter: info.filter)
         let cursor = try await store.cursor(share: info.id)
+        if terms.rescanUntil > 0, cursor >= terms.rescanUntil {
+            try await store.finishRescan(share: info.id)
+            terms = .init(rescanUntil: 0, added: [])
+        }
+        if terms.rescanUntil > 0, let first = ahead.first, first.seq <= cursor { ahead = [] }
         guard dataset.lastSeq > cursor else { return false }
         let changes: [StoredRecord]
         let more: Bool
@@ -366,12 +389,14 @@ public final class ReplicationService: Service, ReplicaDesk, Sendable {
         let viewIDs = Set(info.fields.compactMap { schema.field(named: $0)?.id })
         let filter = info.filter.flatMap { try? RowFilter($0, schema: schema) }
         let view = ShareView(fields: viewIDs, filter: filter, schema: schema)
-        // With a row filter the owner remembers which keys members hold (retractions, and no
-        // deletions of rows they never saw); without one every row goes out, as it always did.
+        let added = Set(terms.added.compactMap { schema.field(named: $0)?.id })
+        // With a row filter (or while re-judging under new terms) the owner remembers which keys
+        // members hold (retractions, and no deletions of rows they never saw); without one every
+        // row goes out, as it always did.
         let visible: Set<String>?
-        if filter != nil {
+        if filter != nil || terms.rescanUntil > 0 {
             state.withLock { $0.tracked[info.id] = true }
-            visible = try await store.visibleKeys(share: info.id, dataset: info.dataset, among: changes.map(\.key))
+            visible = try await store.visibleKeys(share: info.id, dataset: info.dataset, among: changes.map(\.key), upTo: max(cursor, terms.rescanUntil))
         } else {
             if state.withLock({ $0.tracked[info.id] }) != false {
                 try await store.forgetVisibility(share: info.id)
@@ -385,7 +410,7 @@ public final class ReplicationService: Service, ReplicaDesk, Sendable {
         var lastSeq = cursor
         for (i, r) in changes.enumerated() {
             let was = visible.map { $0.contains(r.key) } ?? true
-            let (out, after) = view.outgoing(current: r.state, change: r.state, wasVisible: was)
+            let (out, after) = view.outgoing(current: r.state, change: r.seq <= terms.rescanUntil ? nil : r.state, wasVisible: was, added: added)
             let state: RecordState
             switch out {
             case .skip:
@@ -656,7 +681,7 @@ public final class ReplicationService: Service, ReplicaDesk, Sendable {
     }
 
     func take(share: String, bytes: [UInt8], from peer: CitySlug) async {
-        guard let info = state.withLock({ $0.shares[share] }) else {
+        guard var info = state.withLock({ $0.shares[share] }) else {
             refuse(peer: peer, share: share, reason: "a batch of share \(share), which this node is not party to")
             return
         }
@@ -707,6 +732,14 @@ public final class ReplicationService: Service, ReplicaDesk, Sendable {
         // again) instead of founding the replica with fields of its choosing.
         let replica = try? await store.dataset(info.dataset).schema
         let fromOwner = batch.origin == info.owner
+        // The owner cuts under new terms once this member has accepted them; its first batch can
+        // arrive before this node's view of the share is refreshed. Refreshed first, the wider
+        // view's cells are taken instead of dropped (a batch cut under older, wider terms keeps
+        // only what the agreement grants now).
+        if fromOwner, !info.isOwner, batch.fields.contains(where: { !info.fields.contains($0.name) }) {
+            await refreshShares()
+            if let fresh = state.withLock({ $0.shares[share] }) { info = fresh }
+        }
         if !info.isOwner, replica == nil, !fromOwner {
             refuse(peer: peer, share: share, reason: "batch \(batch.origin):\(batch.seq) waits: this replica takes its schema from \(info.owner)'s batches first")
             return

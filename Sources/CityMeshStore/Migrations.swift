@@ -251,6 +251,21 @@ enum Migrations {
                 ) WITHOUT ROWID;
                 """)
         }
+        m.registerMigration("v9-share-terms") { db in
+            try db.execute(sql: """
+                -- The terms (view and filter) each owned share was last cut under. When they change,
+                -- the owner goes over what it sent under the old ones: the cursor goes back to 0 and
+                -- records up to rescan_until are re-judged (retracted, sent whole, or sent the cells
+                -- of `added` fields) instead of sent again.
+                CREATE TABLE share_terms (
+                    share TEXT PRIMARY KEY,
+                    fields TEXT NOT NULL,
+                    filter TEXT,
+                    rescan_until INTEGER NOT NULL DEFAULT 0,
+                    added TEXT NOT NULL DEFAULT '[]'
+                ) WITHOUT ROWID;
+                """)
+        }
         return m
     }
 }

@@ -173,11 +173,14 @@ extension NodeStore {
     /// Of `keys`, those the members of the filtered `share` hold (`ShareView`). The first call for
     /// a share sets its memory up: every live record up to the share's cursor counts as held (what
     /// was sent before the share had a filter, or before this memory existed).
-    public func visibleKeys(share: String, dataset: DatasetID, among keys: [String]) async throws -> Set<String> {
+    /// `upTo` is how far records were sent before (the cursor, or where a rescan of changed terms
+    /// ends).
+    public func visibleKeys(share: String, dataset: DatasetID, among keys: [String], upTo: Int64? = nil) async throws -> Set<String> {
         try await pool.write { db in
             if try !Bool.fetchOne(db, sql: "SELECT EXISTS (SELECT 1 FROM share_visibility WHERE share = ?)", arguments: [share])! {
                 let (rowid, _) = try Self.datasetHandle(dataset, db: db)
-                let cursor = try Int64.fetchOne(db, sql: "SELECT record_seq FROM share_cursors WHERE share = ?", arguments: [share]) ?? 0
+                let stored = try Int64.fetchOne(db, sql: "SELECT record_seq FROM share_cursors WHERE share = ?", arguments: [share]) ?? 0
+                let cursor = max(stored, upTo ?? 0)
                 try db.execute(
                     sql: "INSERT OR IGNORE INTO share_visible (share, key) SELECT ?, key FROM records WHERE dataset = ? AND live = 1 AND seq <= ?",
                     arguments: [share, rowid, cursor])
@@ -194,6 +197,81 @@ extension NodeStore {
             }
             return out
         }
+    }
+
+    /// What an owned share is cut under now: records up to `rescanUntil` were sent under earlier
+    /// terms and are re-judged; `added` are view fields the earlier terms did not have.
+    public struct ShareTerms: Sendable, Equatable {
+        public var rescanUntil: Int64
+        public var added: [String]
+        public init(rescanUntil: Int64, added: [String]) {
+            self.rescanUntil = rescanUntil
+            self.added = added
+        }
+    }
+
+    /// Records that `share` is cut under `fields` and `filter` now. The first time, nothing more.
+    /// When they differ from the last terms, the share's cursor goes back to 0 and `rescanUntil`
+    /// to where it was (or stays further, if a rescan was under way), in one transaction.
+    public func shareTerms(share: String, fields: [String], filter: String?) async throws -> ShareTerms {
+        let fieldsText = Self.jsonArray(fields.sorted())
+        return try await pool.write { db in
+            guard let row = try Row.fetchOne(db, sql: "SELECT fields, filter, rescan_until, added FROM share_terms WHERE share = ?", arguments: [share]) else {
+                try db.execute(sql: "INSERT INTO share_terms (share, fields, filter) VALUES (?, ?, ?)", arguments: [share, fieldsText, filter])
+                return ShareTerms(rescanUntil: 0, added: [])
+            }
+            let oldFields = (try? JSONDecoder().decode([String].self, from: Data((row["fields"] as String).utf8))) ?? []
+            var added = (try? JSONDecoder().decode([String].self, from: Data((row["added"] as String).utf8))) ?? []
+            var rescan: Int64 = row["rescan_until"]
+            if row["fields"] as String != fieldsText || row["filter"] as String? != filter {
+                let cursor = try Int64.fetchOne(db, sql: "SELECT record_seq FROM share_cursors WHERE share = ?", arguments: [share]) ?? 0
+                rescan = max(rescan, cursor)
+                added = Array(Set(added).union(Set(fields).subtracting(oldFields)).intersection(fields)).sorted()
+                try db.execute(
+                    sql: "UPDATE share_terms SET fields = ?, filter = ?, rescan_until = ?, added = ? WHERE share = ?",
+                    arguments: [fieldsText, filter, rescan, Self.jsonArray(added), share])
+                try db.execute(sql: "UPDATE share_cursors SET record_seq = 0 WHERE share = ?", arguments: [share])
+            }
+            return ShareTerms(rescanUntil: rescan, added: added)
+        }
+    }
+
+    /// The owner has gone over everything sent under the earlier terms.
+    public func finishRescan(share: String) async throws {
+        try await pool.write { db in
+            try db.execute(sql: "UPDATE share_terms SET rescan_until = 0, added = '[]' WHERE share = ?", arguments: [share])
+        }
+    }
+
+    /// A member's replica narrowed to the fields its agreement grants now: cells of other fields
+    /// leave every record, the fields leave the schema, and conflicts about them go. Returns the
+    /// records rewritten (0 when the replica has no field to drop).
+    public func narrowReplica(_ id: DatasetID, keep: Set<String>) async throws -> Int {
+        try await background { try await pool.write { db in
+            guard let row = try Row.fetchOne(db, sql: "SELECT id, schema FROM datasets WHERE owner = ? AND name = ?", arguments: [id.owner.rawValue, id.name]) else { return 0 }
+            let rowid: Int64 = row["id"]
+            let schema = try Self.decodeSchema(row["schema"])
+            let dropped = schema.fields.filter { !keep.contains($0.name) && $0.name != schema.keyField }
+            guard !dropped.isEmpty else { return 0 }
+            let kept = Set(schema.fields.filter { !dropped.contains($0) }.map(\.id))
+            var rewritten = 0
+            let update = try db.makeStatement(sql: "UPDATE records SET state = ? WHERE dataset = ? AND key = ?")
+            for r in try Row.fetchAll(db, sql: "SELECT key, state FROM records WHERE dataset = ?", arguments: [rowid]) {
+                let key: String = r["key"]
+                let blob: Data = r["state"]
+                let state = try blob.withUnsafeBytes { try RecordStateCodec.decode(buffer: $0, key: key) }
+                let narrowed = state.projected(onto: kept)
+                guard narrowed != state else { continue }
+                try update.execute(arguments: [Data(RecordStateCodec.encode(narrowed, key: key)), rowid, key])
+                rewritten += 1
+            }
+            let narrowedSchema = try Schema(replicating: schema.fields.filter { kept.contains($0.id) }, keyField: schema.keyField)
+            try db.execute(sql: "UPDATE datasets SET schema = ? WHERE id = ?", arguments: [try Self.encodeSchema(narrowedSchema), rowid])
+            for f in dropped {
+                try db.execute(sql: "DELETE FROM conflicts WHERE dataset = ? AND field = ?", arguments: [id.description, f.name])
+            }
+            return rewritten
+        } }
     }
 
     /// Forgets which keys the members of `share` hold (its filter was removed: all rows go out).

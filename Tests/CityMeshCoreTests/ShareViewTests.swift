@@ -49,6 +49,21 @@ struct ShareViewTests {
         #expect(Self.view.outgoing(current: now, change: change, wasVisible: false).0 == .send(now.projected(onto: [1, 2])))
     }
 
+    @Test("new terms, record unchanged (change: nil): held and in view → only the added fields' cells; now outside → retracted; now inside, not held → whole")
+    func termsChanged() {
+        let inside = Self.record(pm25: 12), outside = Self.record(pm25: -1)
+        let wider = ShareView(fields: [1, 2, 3], filter: try! RowFilter("pm25 >= 0", schema: Self.schema), schema: Self.schema)
+        // Field 3 joined the view: a held record gets just that cell.
+        let (out, visible) = wider.outgoing(current: inside, change: nil, wasVisible: true, added: [3])
+        #expect(out == .send(RecordState(sortedCells: inside.cells.filter { $0.field == 3 }, tombstone: nil)) && visible)
+        // Nothing added: nothing goes out for a held record still in view.
+        #expect(Self.view.outgoing(current: inside, change: nil, wasVisible: true).0 == .skip)
+        #expect(Self.view.outgoing(current: inside, change: nil, wasVisible: true).visible)
+        #expect(Self.view.outgoing(current: outside, change: nil, wasVisible: true) == (.retract, false))
+        #expect(Self.view.outgoing(current: inside, change: nil, wasVisible: false) == (.send(inside.projected(onto: [1, 2])), true))
+        #expect(Self.view.outgoing(current: outside, change: nil, wasVisible: false) == (.skip, false))
+    }
+
     @Test("without a filter every live row goes out; a retraction is a record with no cells and no tombstone")
     func noFilter() {
         let open = ShareView(fields: [1, 2], filter: nil, schema: Self.schema)

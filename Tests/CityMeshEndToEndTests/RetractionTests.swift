@@ -20,7 +20,7 @@ struct RetractionTests {
 
         """
 
-    @Test("a record leaving the row filter is retracted at the member (ledgered there); a hidden row's deletion never reaches it; back in the filter, it comes back")
+    @Test("a record leaving the row filter is retracted at the member (ledgered there); a hidden row's deletion never reaches it; back in the filter, it comes back; narrower terms retract rows and fields, wider ones bring them")
     func retraction() throws {
         let work = try Harness.tempDir("retraction")
         let cities = try PeerTransportTests.setUp(work, cities: ["hangzhou", "shanghai"])
@@ -38,7 +38,7 @@ struct RetractionTests {
         try Self.policy.write(toFile: work + "/hz-policy.yaml", atomically: true, encoding: .utf8)
         r = try cm("policy", "apply", "--dir", "hangzhou", "hz-policy.yaml")
         #expect(r.ok, "\(r.stdout)\(r.stderr)")
-        try "station,district,pm25\nS-1,Xihu,12\nS-HIDDEN,Binjiang,-1\nS-3,Xihu,5\n".write(toFile: work + "/air.csv", atomically: true, encoding: .utf8)
+        try "station,district,pm25\nS-1,Xihu,12\nS-HIDDEN,Binjiang,-1\nS-3,Xihu,5\nS-4,Gongshu,-3\n".write(toFile: work + "/air.csv", atomically: true, encoding: .utf8)
         r = try cm("import", "--dir", "hangzhou", "air-quality", "--csv", "air.csv")
         #expect(r.ok, "\(r.stdout)\(r.stderr)")
         func held(_ key: String) throws -> String? {
@@ -77,6 +77,30 @@ struct RetractionTests {
         r = try cm("record", "put", "--dir", "hangzhou", "air-quality", "S-1", "pm25=20")
         #expect(r.ok, "\(r.stderr)")
         try eventually("S-1 is back at shanghai, whole") { (try held("S-1")).map { $0.contains("20") && $0.contains("Xihu") } ?? false }
+
+        // Narrower terms: a stricter filter and no district. Rows the new filter leaves out are
+        // retracted, the district leaves shanghai's replica — without any record changing.
+        try Self.policy.replacingOccurrences(of: "pm25 >= 0", with: "pm25 >= 10").replacingOccurrences(of: "[station, district, pm25]", with: "[station, pm25]")
+            .write(toFile: work + "/hz-policy.yaml", atomically: true, encoding: .utf8)
+        r = try cm("policy", "apply", "--dir", "hangzhou", "hz-policy.yaml")
+        #expect(r.ok, "\(r.stdout)\(r.stderr)")
+        try eventually("under the narrower terms S-3 (pm25 6) left shanghai and S-1 lost its district") {
+            try held("S-3") == nil && rows("S-3") == "0" && (try held("S-1")).map { $0.contains("20") && !$0.contains("Xihu") } ?? false
+        }
+        // No district value is left in the replica's records. (The batches shanghai keeps for
+        // relaying still carry the old values until erasure compacts them: issue 19, G5.)
+        let districts = try Harness.run(
+            "/usr/bin/sqlite3", ["shanghai/citymesh.db", "SELECT COUNT(*) FROM records WHERE instr(state, CAST('Xihu' AS BLOB)) > 0"], cwd: work)
+        #expect(districts.stdout.trimmingCharacters(in: .whitespacesAndNewlines) == "0", "\(districts.stdout)\(districts.stderr)")
+
+        // Wider terms again, with no filter: the rows the filter hid arrive (S-4, never sent before),
+        // S-3 comes back, and the district comes back to the rows shanghai holds.
+        try Self.policy.replacingOccurrences(of: "    where: \"pm25 >= 0\"\n", with: "").write(toFile: work + "/hz-policy.yaml", atomically: true, encoding: .utf8)
+        r = try cm("policy", "apply", "--dir", "hangzhou", "hz-policy.yaml")
+        #expect(r.ok, "\(r.stdout)\(r.stderr)")
+        try eventually("without a filter shanghai holds S-1 (with its district), S-3 and S-4") {
+            try held("S-4") != nil && held("S-3") != nil && (try held("S-1")).map { $0.contains("Xihu") } ?? false
+        }
         for d in daemons { #expect(d.terminate() == 0, "\(d.log.suffix(2000))") }
     }
 }

@@ -49,14 +49,26 @@ public struct ShareView: Sendable {
     /// `current` is the record's whole state at the owner now, `change` what changed since the
     /// members were last sent it (the node sends whole states: `change == current`), and
     /// `wasVisible` whether they hold it. Returns what goes out and whether they hold it after.
-    public func outgoing(current: RecordState, change: RecordState, wasVisible: Bool) -> (Outgoing, visible: Bool) {
+    ///
+    /// When the share's *terms* changed (a new filter or view), the owner goes over the records
+    /// it had sent under the old ones with `change: nil` (the record itself did not change):
+    /// a held record still in view gets only the cells of `added` fields (new in the view), one
+    /// now outside the filter is retracted, one now inside and not held goes out whole.
+    public func outgoing(current: RecordState, change: RecordState?, wasVisible: Bool, added: Set<Int> = []) -> (Outgoing, visible: Bool) {
         guard current.isLive else {
             // A deletion goes only to members that hold the record.
             guard wasVisible, let tombstone = current.tombstone else { return (.skip, false) }
             return (.send(RecordState(tombstone: tombstone)), false)
         }
         guard admits(current) else { return (wasVisible ? .retract : .skip, false) }
-        let projected = (wasVisible ? change : current).projected(onto: fields)
+        let projected: RecordState
+        if !wasVisible {
+            projected = current.projected(onto: fields)
+        } else if let change {
+            projected = change.projected(onto: fields)
+        } else {
+            projected = RecordState(sortedCells: current.cells.filter { added.contains($0.field) && fields.contains($0.field) }, tombstone: nil)
+        }
         guard projected.isLive || projected.tombstone != nil else { return (.skip, wasVisible) }
         return (.send(projected), true)
     }
