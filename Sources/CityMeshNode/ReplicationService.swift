@@ -59,6 +59,9 @@ public final class ReplicationService: Service, ReplicaDesk, Sendable {
         var knowledgeAtWrite: [DatasetID: [CitySlug: HLC]] = [:]
         /// Owned shares whose memory of what members hold is kept (they have a row filter).
         var tracked: [String: Bool] = [:]
+        /// Owned shares' terms as last recorded in the store, when no rescan is under way (so an
+        /// unchanged share costs no write per cut).
+        var settledTerms: [String: String] = [:]
     }
 
     let city: CitySlug
@@ -367,12 +370,17 @@ public final class ReplicationService: Service, ReplicaDesk, Sendable {
         let dataset = try await store.dataset(info.dataset)
         // New terms (another filter or view) send the cursor back to 0: what was sent under the
         // old ones is re-judged up to `rescanUntil` (`ShareView.outgoing` with no change).
-        var terms = try await store.shareTerms(share: info.id, fields: info.fields, filter: info.filter)
+        let termsKey = info.fields.sorted().joined(separator: ",") + "|" + (info.filter ?? "")
+        var terms = NodeStore.ShareTerms(rescanUntil: 0, added: [])
+        if state.withLock({ $0.settledTerms[info.id] }) != termsKey {
+            terms = try await store.shareTerms(share: info.id, fields: info.fields, filter: info.filter)
+        }
         let cursor = try await store.cursor(share: info.id)
         if terms.rescanUntil > 0, cursor >= terms.rescanUntil {
             try await store.finishRescan(share: info.id)
             terms = .init(rescanUntil: 0, added: [])
         }
+        state.withLock { $0.settledTerms[info.id] = terms.rescanUntil == 0 ? termsKey : nil }
         if terms.rescanUntil > 0, let first = ahead.first, first.seq <= cursor { ahead = [] }
         guard dataset.lastSeq > cursor else { return false }
         let changes: [StoredRecord]
