@@ -84,6 +84,32 @@ struct SimulatorTests {
         #expect(r.membershipDeadPairs < 2 * 8 * 8 / 2, "most pairs across the old partition are alive again: \(r.membershipDeadPairs) still dead")
     }
 
+    @Test("with a row filter, rows the owner's writes move out of it are retracted from every member — through loss, a partition and crashes — and without retractions the invariant fails", arguments: [1, 2] as [UInt64])
+    func retraction(seed: UInt64) throws {
+        var c = FederationSimulator.Config()
+        c.nodes = 12
+        c.seed = seed
+        c.writers = 0
+        c.ownerShare = 1
+        c.writes = 400
+        c.keys = 40
+        c.loss = 0.05
+        c.partition = 10
+        c.crashes = 2
+        c.rowFilter = true
+        let r = try FederationSimulator.run(c)
+        #expect(r.checks.map(\.name) == ["convergence", "view confinement", "receipts", "batch order", "retraction"])
+        for x in r.checks { #expect(x.passed, "\(x.name): \(x.detail)") }
+        // The production rule, broken: the owner never retracts. The retraction invariant catches it.
+        c.faults = [.noRetraction]
+        let broken = try FederationSimulator.run(c)
+        #expect(broken.checks.first { $0.name == "retraction" }?.passed == false, "\(broken.checks)")
+        // With members writing the workload is refused (the write-rights rule is not shared yet).
+        c.faults = []
+        c.writers = 3
+        #expect(throws: CityMeshError.self) { try c.validate() }
+    }
+
     @Test("the same config and seed give a byte-identical result; another seed does not")
     func deterministic() throws {
         let c = Self.troubled(seed: 5, nodes: 15)

@@ -51,6 +51,11 @@ public enum FederationSimulator {
         /// A node's transport redials each peer its membership holds dead every this many rounds
         /// (the capped backoff of docs/protocol.md §6.1); 0: never.
         public var redialInterval = 30
+        /// The share has a row filter (pm25 ≥ 25): rows move in and out of it as the owner writes,
+        /// and the owner retracts those that leave it (`ShareView`). With it only the owner writes
+        /// (members' writes under a filter need the receivers' write-rights rule, which the
+        /// simulator does not share with the node yet).
+        public var rowFilter = false
         /// Deliberate defects, to show that the invariants can fail.
         public var faults: [Fault] = []
 
@@ -77,6 +82,7 @@ public enum FederationSimulator {
             try check(fanout >= 1 && window >= 1, "fanout and window must be at least 1")
             try check(fanout <= 10_000 && window <= 1_000_000, "fanout is at most 10,000 and window at most 1,000,000 batches")
             try check(redialInterval >= 0, "the redial interval must be 0 (never) or more rounds")
+            try check(!rowFilter || writers == 0, "with a row filter only the owner writes: set the member writers to 0")
         }
     }
 
@@ -92,6 +98,8 @@ public enum FederationSimulator {
         case pushOnly = "push-only"
         /// A crash loses the node's ledger of receipts, as if it were not durable.
         case volatileLedger = "volatile-ledger"
+        /// The owner never retracts a row that leaves the row filter (with `rowFilter`).
+        case noRetraction = "no-retraction"
     }
 
     /// One invariant, checked at the end of a run.
@@ -276,6 +284,8 @@ struct SimulatedFederation {
         var held: [UInt64]
         var clock = HybridClock()
         var seen: [CitySlug: HLC] = [:]
+        /// The owner's memory of the keys members hold (with a row filter).
+        var visible: Set<String> = []
         // The ledger.
         var ledgerSize: UInt64 = 0
         /// Receipts issued as the receiver and not yet countersigned, oldest first.
@@ -663,17 +673,27 @@ struct SimulatedFederation {
             nodes[w].records[key, default: RecordState()].merge(change)
             nodes[w].seen[city] = hlc
             // The owner cuts with the production rule (`ShareView`); a leaky owner sends everything.
-            let sent: RecordState?
             if w == Self.owner && !config.faults.contains(.leakyOwner) {
-                switch Self.shareView.outgoing(current: nodes[w].records[key] ?? change, change: change, wasVisible: true).0 {
-                case .send(let s): sent = s
-                case .retract: sent = ShareView.retraction
-                case .skip: sent = nil
+                let view = config.rowFilter ? Self.filteredView : Self.shareView
+                let was = config.rowFilter ? nodes[w].visible.contains(key) : true
+                var (out, after) = view.outgoing(current: nodes[w].records[key] ?? change, change: change, wasVisible: was)
+                if out == .retract && config.faults.contains(.noRetraction) { out = .skip }
+                if after { nodes[w].visible.insert(key) } else { nodes[w].visible.remove(key) }
+                switch out {
+                case .send(let s):
+                    // After a retraction in the same batch the record goes out whole again.
+                    if let r = records[key], ShareView.isRetraction(.init(key: key, state: r)) { records[key] = s } else { records[key, default: RecordState()].merge(s) }
+                case .retract: records[key] = ShareView.retraction
+                case .skip: break
                 }
             } else {
-                sent = change
+                records[key, default: RecordState()].merge(change)
             }
-            if let sent { records[key, default: RecordState()].merge(sent) }
+        }
+        // Every change stayed out of the members' view: no batch.
+        guard !records.isEmpty else {
+            result.writes += batch.count
+            return
         }
         let seq = nodes[w].held[w] + 1
         let used = Set(records.values.flatMap { $0.cells.map(\.field) })
@@ -697,9 +717,10 @@ struct SimulatedFederation {
         state.projected(onto: fields)
     }
 
-    /// The share's view as the owner applies it (no row filter in this workload).
-    static let shareView = ShareView(
-        fields: view, filter: nil, schema: try! Schema(keyField: "station", fields: fields.map { ($0.name, $0.type) }))
+    static let schema = try! Schema(keyField: "station", fields: fields.map { ($0.name, $0.type) })
+    /// The share's view as the owner applies it: without a row filter, and with one (`rowFilter`).
+    static let shareView = ShareView(fields: view, filter: nil, schema: schema)
+    static let filteredView = ShareView(fields: view, filter: try! RowFilter("pm25 >= 25", schema: schema), schema: schema)
 
     // MARK: Receiving batches
 
@@ -746,6 +767,11 @@ struct SimulatedFederation {
             if firstOrderViolation == nil { firstOrderViolation = "\(cities[i]) took \(cities[o])'s batch \(seq) holding up to \(holding)" }
         }
         for r in batch.body.records {
+            // A retraction counts only from the owner, and only at members.
+            if ShareView.isRetraction(r) {
+                if o == Self.owner && i != Self.owner { nodes[i].records[r.key] = nil }
+                continue
+            }
             if i != Self.owner {
                 for c in r.state.cells where !Self.view.contains(c.field) {
                     viewViolations += 1
@@ -893,6 +919,7 @@ struct SimulatedFederation {
             r.membershipDeadPairs += nodes[i].membership.cities(.dead).compactMap { index[$0] }.filter { nodes[$0].up }.count
         }
         r.checks = [convergenceCheck(r), viewCheck(), receiptCheck(r.receipts), orderCheck()]
+        if config.rowFilter { r.checks.append(retractionCheck()) }
         return r
     }
 
@@ -961,13 +988,19 @@ struct SimulatedFederation {
     func convergenceCheck(_ r: FederationSimulator.Result) -> FederationSimulator.Check {
         let live = (0..<n).filter { nodes[$0].up }
         // The owner's records as members must hold them: its private field left out.
+        // With a row filter: the live records in it (tombstones of rows members held stay where
+        // they were sent; rows they never held are nowhere).
         func visible(_ i: Int) -> [String: RecordState] {
-            i == Self.owner ? nodes[i].records.mapValues { Self.project($0, to: Self.view) } : nodes[i].records
+            if config.rowFilter {
+                let live = nodes[i].records.filter { $0.value.isLive }
+                return i == Self.owner ? live.filter { Self.filteredView.admits($0.value) }.mapValues { Self.project($0, to: Self.view) } : live
+            }
+            return i == Self.owner ? nodes[i].records.mapValues { Self.project($0, to: Self.view) } : nodes[i].records
         }
         let reference = visible(Self.owner)
         var differing: [String] = []
         for i in live where i != Self.owner {
-            let mine = nodes[i].records
+            let mine = visible(i)
             guard mine != reference else { continue }
             let keys = Set(mine.keys).union(reference.keys)
             let wrong = keys.filter { mine[$0] != reference[$0] }.count
@@ -986,6 +1019,27 @@ struct SimulatedFederation {
                 + (firstRefusal.map { "; \($0)" } ?? "")
         }
         return .init(name: "convergence", passed: passed, detail: detail)
+    }
+
+    /// No member holds a live row the owner's filter keeps out, once everything was delivered.
+    func retractionCheck() -> FederationSimulator.Check {
+        var outside = 0
+        var example: String?
+        for i in 0..<n where i != Self.owner && nodes[i].up {
+            for (key, state) in nodes[i].records where state.isLive {
+                guard let owner = nodes[Self.owner].records[key], owner.isLive, Self.filteredView.admits(owner) else {
+                    outside += 1
+                    if example == nil { example = "\(cities[i]) holds \(key), which the owner's filter keeps out" }
+                    continue
+                }
+            }
+        }
+        let inFilter = nodes[Self.owner].records.values.filter { $0.isLive && Self.filteredView.admits($0) }.count
+        return .init(
+            name: "retraction", passed: outside == 0,
+            detail: outside == 0
+                ? "no member holds a row outside the filter (\(inFilter) of \(nodes[Self.owner].records.count) records are in it)"
+                : "\(outside) rows held outside the filter: \(example ?? "")")
     }
 
     func viewCheck() -> FederationSimulator.Check {
