@@ -180,10 +180,7 @@ public final class AgreementService: AgreementDesk, Sendable {
         guard let all = try? await store.agreements(), let certificates = try? await store.certificates() else { return }
         await endAsMember(all, certificates: certificates, trust: trust)
         for a in all where a.terms.owner == city.rawValue && a.revocation == nil {
-            guard let member = try? CitySlug(a.terms.member), let der = certificates[member], let certificate = try? Certificate(derEncoded: der),
-                let failure = trust.revocationFailure(certificate: certificate, city: member, now: Date()),
-                failure.reason == .revoked || failure.reason == .denyListed
-            else { continue }
+            guard let member = try? CitySlug(a.terms.member), let failure = Self.distrusted(member, certificates: certificates, trust: trust) else { continue }
             do {
                 try await revoke(a.offer, reason: "revoked by the federation's trust: \(failure.detail)", actor: "node:trust")
                 logger.notice("agreement ended: the member is no longer trusted", metadata: ["peer": "\(member)", "share": "\(a.terms.share)"])
@@ -201,10 +198,7 @@ public final class AgreementService: AgreementDesk, Sendable {
     /// key (a city whose key was compromised has not withdrawn its consent to the share).
     func endAsMember(_ all: [StoredAgreement], certificates: [CitySlug: [UInt8]], trust: PeerTrust) async {
         for a in all where a.terms.member == city.rawValue && a.revocation == nil {
-            guard let owner = try? CitySlug(a.terms.owner), let der = certificates[owner], let certificate = try? Certificate(derEncoded: der),
-                let failure = trust.revocationFailure(certificate: certificate, city: owner, now: Date()),
-                failure.reason == .revoked || failure.reason == .denyListed
-            else { continue }
+            guard let owner = try? CitySlug(a.terms.owner), let failure = Self.distrusted(owner, certificates: certificates, trust: trust) else { continue }
             do {
                 let reason = "\(Self.endedByTrust) \(failure.detail)"
                 let doc = Agreement.Revocation(offer: a.id, owner: a.terms.owner, share: a.terms.share, member: city.rawValue, reason: reason, at: now)
@@ -217,6 +211,16 @@ public final class AgreementService: AgreementDesk, Sendable {
                 logger.error("an agreement with a distrusted owner could not be ended", metadata: ["peer": "\(owner)", "error": "\(error)"])
             }
         }
+    }
+
+    /// Why the trust in force refuses `city` (its last known certificate revoked or deny-listed);
+    /// nil if it does not, or this node has no certificate of it.
+    static func distrusted(_ city: CitySlug, certificates: [CitySlug: [UInt8]], trust: PeerTrust) -> PeerCheckFailure? {
+        guard let der = certificates[city], let certificate = try? Certificate(derEncoded: der),
+            let failure = trust.revocationFailure(certificate: certificate, city: city, now: Date()),
+            failure.reason == .revoked || failure.reason == .denyListed
+        else { return nil }
+        return failure
     }
 
     /// How a member-side end by the federation's trust starts (the replica is then kept).

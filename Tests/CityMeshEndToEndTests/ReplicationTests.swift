@@ -204,15 +204,18 @@ struct ReplicationTests {
 
         // Receipts: every exchange between hangzhou and suzhou — killed in the middle of one — is
         // in both ledgers, signed by both; and between hangzhou and shanghai (a P-256 node).
-        var last = ""
-        try eventually("hangzhou's and suzhou's ledgers reconcile with no gap", seconds: 40) {
-            _ = try cm("audit", "export", "--dir", "hangzhou", "--out", "hz.bundle")
-            _ = try cm("audit", "export", "--dir", "suzhou", "--out", "sz.bundle")
-            let rec = try cm("audit", "reconcile", "hz.bundle", "sz.bundle", "--ca", "fed/ca.pem")
-            last = rec.stdout + rec.stderr
-            return rec.ok && rec.stdout.contains("exchanges between hangzhou and suzhou are in both ledgers") && !rec.stdout.hasPrefix("0 ")
+        func reconciled(_ member: String, _ bundle: String) throws {
+            var last = ""
+            try eventually("hangzhou's and \(member)'s ledgers reconcile with no gap", seconds: 40) {
+                _ = try cm("audit", "export", "--dir", "hangzhou", "--out", "hz.bundle")
+                _ = try cm("audit", "export", "--dir", member, "--out", bundle)
+                let rec = try cm("audit", "reconcile", "hz.bundle", bundle, "--ca", "fed/ca.pem")
+                last = rec.stdout + rec.stderr
+                return rec.ok && rec.stdout.contains("exchanges between hangzhou and \(member) are in both ledgers") && !rec.stdout.hasPrefix("0 ")
+            }
+            #expect(!last.contains("only in"), "\(last)")
         }
-        #expect(!last.contains("only in"), "\(last)")
+        try reconciled("suzhou", "sz.bundle")
         // Every receipt names the agreement it was exchanged under, and that agreement was in force.
         let named = try cm("audit", "reconcile", "hz.bundle", "sz.bundle", "--ca", "fed/ca.pem", "--json")
         let namedJSON = try JSONSerialization.jsonObject(with: Data(named.stdout.utf8)) as? [String: Any]
@@ -229,14 +232,7 @@ struct ReplicationTests {
         let receivedAtSuzhou = try hashes("suzhou", kind: "exchange.received", peer: "hangzhou")
         let sentByHangzhou = try hashes("hangzhou", kind: "exchange.sent", peer: "suzhou")
         #expect(!receivedAtSuzhou.isEmpty && receivedAtSuzhou.isSubset(of: sentByHangzhou), "received \(receivedAtSuzhou.count), sent \(sentByHangzhou.count)")
-        try eventually("hangzhou's and shanghai's ledgers reconcile with no gap", seconds: 40) {
-            _ = try cm("audit", "export", "--dir", "hangzhou", "--out", "hz.bundle")
-            _ = try cm("audit", "export", "--dir", "shanghai", "--out", "sh.bundle")
-            let rec = try cm("audit", "reconcile", "hz.bundle", "sh.bundle", "--ca", "fed/ca.pem")
-            last = rec.stdout + rec.stderr
-            return rec.ok && rec.stdout.contains("exchanges between hangzhou and shanghai are in both ledgers") && !rec.stdout.hasPrefix("0 ")
-        }
-        #expect(!last.contains("only in"), "\(last)")
+        try reconciled("shanghai", "sh.bundle")
         r = try cm("audit", "log", "--dir", "shanghai", "--kind", "exchange.receipt", "--json")
         #expect(r.ok && r.stdout.contains("exchange.receipt"), "shanghai's exchanges are receipted too: \(r.stdout.prefix(300))")
         // A bundle with an exchange removed is caught.
