@@ -499,6 +499,8 @@ struct AuditReconcile: AsyncParsableCommand {
                 let invalid: [String]
                 let outsideAgreement: [Outside]
                 let withoutAgreement: Int
+                let batchesReceived: Int
+                let receivedNotSent: [String]
             }
             func rows(_ x: [Reconciliation.Exchange]) -> [Row] {
                 x.map { Row(receipt: $0.receipt, share: $0.share, sender: $0.sender, receiver: $0.receiver, at: $0.at, batches: $0.batches, records: $0.records) }
@@ -506,7 +508,7 @@ struct AuditReconcile: AsyncParsableCommand {
             try printJSON(Out(
                 a: result.a, b: result.b, clean: result.isClean, matched: result.matched.count, onlyInA: rows(result.onlyInA), onlyInB: rows(result.onlyInB),
                 invalid: result.invalid, outsideAgreement: result.outsideAgreement.map { Outside(exchange: rows([$0.exchange])[0], why: $0.why) },
-                withoutAgreement: result.unnamed))
+                withoutAgreement: result.unnamed, batchesReceived: result.batchesReceived, receivedNotSent: result.receivedNotSent))
         } else {
             let records = result.matched.reduce(0) { $0.saturatingAdd($1.records) }  // counts come from the bundles
             print("\(result.matched.count) exchanges between \(result.a) and \(result.b) are in both ledgers with both signatures (\(records) records)")
@@ -522,6 +524,10 @@ struct AuditReconcile: AsyncParsableCommand {
                     print("  \(x.at.prefix(19))  \(x.share)  \(x.sender) -> \(x.receiver)  \(x.records) records  receipt \(x.receipt.prefix(16)): \(why)")
                 }
             }
+            if a.complete && b.complete {
+                print("\(result.batchesReceived) batches received by one from the other are in the sender's ledger as sent")
+            }
+            for gap in result.receivedNotSent { print("gap: \(gap)") }
             if result.unnamed > 0 { print("\(result.unnamed) exchanges have receipts made before receipts named their agreement: not checked against one") }
             for problem in result.invalid { print("invalid: \(problem)") }
         }

@@ -220,6 +220,7 @@ struct ReplicationTests {
         let named = try cm("audit", "reconcile", "hz.bundle", "sz.bundle", "--ca", "fed/ca.pem", "--json")
         let namedJSON = try JSONSerialization.jsonObject(with: Data(named.stdout.utf8)) as? [String: Any]
         #expect(named.ok && namedJSON?["withoutAgreement"] as? Int == 0 && (namedJSON?["outsideAgreement"] as? [Any])?.isEmpty == true, "\(named.stdout.suffix(600))")
+        #expect((namedJSON?["batchesReceived"] as? Int ?? 0) > 0 && (namedJSON?["receivedNotSent"] as? [Any])?.isEmpty == true, "\(named.stdout.suffix(600))")
         // Every batch suzhou took from hangzhou is in hangzhou's ledger as sent to suzhou (the
         // same batch hash), receipt or not.
         func hashes(_ dir: String, kind: String, peer: String) throws -> Set<String> {

@@ -746,8 +746,8 @@ extension Console {
         var data: [String: Any] = [
             "done": true, "a": result.a, "b": result.b, "clean": result.isClean, "matched": "\(result.matched.count)",
             "records": "\(result.matched.reduce(0) { $0.saturatingAdd($1.records) })",
-            "onlyInA": rows(result.onlyInA), "onlyInB": rows(result.onlyInB), "invalid": (result.invalid + result.outsideAgreement.map { "outside any active agreement: \($0.exchange.sender) → \($0.exchange.receiver) at \($0.exchange.at.prefix(19)), receipt \($0.exchange.receipt.prefix(16)): \($0.why)" }).map { ["text": $0] },
-            "hasInvalid": !result.invalid.isEmpty || !result.outsideAgreement.isEmpty,
+            "onlyInA": rows(result.onlyInA), "onlyInB": rows(result.onlyInB), "invalid": (result.invalid + result.receivedNotSent + result.outsideAgreement.map { "outside any active agreement: \($0.exchange.sender) → \($0.exchange.receiver) at \($0.exchange.at.prefix(19)), receipt \($0.exchange.receipt.prefix(16)): \($0.why)" }).map { ["text": $0] },
+            "hasInvalid": !result.invalid.isEmpty || !result.outsideAgreement.isEmpty || !result.receivedNotSent.isEmpty,
             "reports": [(a, ra), (b, rb)].map { bundle, r in
                 ["city": r.city.rawValue, "size": "\(r.checkpoint.size)", "entries": "\(r.entries.count)", "complete": bundle.complete,
                  "warnings": r.warnings.map { ["text": $0] }] as [String: Any]

@@ -152,7 +152,14 @@ public enum Reconciliation {
         public var outsideAgreement: [(exchange: Exchange, why: String)] = []
         /// Exchanges whose receipt names no agreement (made before receipts named one).
         public var unnamed = 0
-        public var isClean: Bool { onlyInA.isEmpty && onlyInB.isEmpty && invalid.isEmpty && outsideAgreement.isEmpty }
+        /// Batches one city's ledger says it received from the other (`exchange.received`) that
+        /// the other's ledger never says it sent (`exchange.sent`), as "receiver: batch hash".
+        /// Complete bundles only: a sent batch may lawfully never be received (the receiver had it
+        /// from another party), so only this direction is a gap.
+        public var receivedNotSent: [String] = []
+        /// How many batches each side's ledger shows received from the other, all found sent.
+        public var batchesReceived = 0
+        public var isClean: Bool { onlyInA.isEmpty && onlyInB.isEmpty && invalid.isEmpty && outsideAgreement.isEmpty && receivedNotSent.isEmpty }
     }
 
     /// Compares the `exchange.receipt` entries of two cities' ledgers; signatures are checked with
@@ -218,6 +225,18 @@ public enum Reconciliation {
             guard let offer = e.hashes?["offer.sha256"], let t = RFC3339.parse(e.time) else { continue }
             if e.kind == LedgerEntry.Kind.agreementAccepted { accepted[offer] = min(accepted[offer] ?? t, t) }
             if e.kind == LedgerEntry.Kind.agreementRevoked { revoked[offer] = min(revoked[offer] ?? t, t) }
+        }
+        // Every batch received from the other city is in the other's ledger as sent to it.
+        if complete {
+            func batches(_ entries: [LedgerEntry], kind: String, peer: CitySlug) -> Set<String> {
+                Set(entries.filter { $0.kind == kind && $0.peer == peer.rawValue }.compactMap { $0.hashes?["batch.sha256"] })
+            }
+            for (receiver, sender) in [(a, b), (b, a)] {
+                let received = batches(receiver.entries, kind: LedgerEntry.Kind.exchangeReceived, peer: sender.city)
+                let sent = batches(sender.entries, kind: LedgerEntry.Kind.exchangeSent, peer: receiver.city)
+                for hash in received.subtracting(sent).sorted() { result.receivedNotSent.append("\(receiver.city) received batch \(hash.prefix(16)) from \(sender.city), whose ledger never sent it") }
+                result.batchesReceived += received.intersection(sent).count
+            }
         }
         for x in result.matched {
             guard let offer = x.agreement else {
