@@ -178,6 +178,15 @@ func attack() async throws {
         await send(ReplicationWire.channel, ReplicationWire.encode(.document(json: try signedJSON(honest))))
         say("replication: a receipt for a batch the victim never sent to this member")
     }
+    // A receipt naming another member's agreement (shanghai's offer, which the victim holds) as
+    // the one this member took batches under: refused before anything is countersigned.
+    if let offer = argument("--offer") {
+        let borrowed = ExchangeReceipt(
+            share: share, sender: target, receiver: me, batches: ["\(target):1-1"], records: 1, batchesSHA256: "00", receiverLedgerSize: 1,
+            at: "2026-12-01T00:00:00Z", agreement: offer, purpose: "someone else's")
+        await send(ReplicationWire.channel, ReplicationWire.encode(.document(json: try signedJSON(borrowed))))
+        say("replication: a receipt naming another member's agreement")
+    }
     // A certificate relayed for the victim's own city.
     let der = try PEM.certificates(certPEM, what: "cert")[0]
     var serializer = DER.Serializer()
