@@ -62,6 +62,9 @@ public final class ReplicationService: Service, ReplicaDesk, Sendable {
         /// Owned shares' terms as last recorded in the store, when no rescan is under way (so an
         /// unchanged share costs no write per cut).
         var settledTerms: [String: String] = [:]
+        /// When a member last refreshed its shares because an owner batch had fields its view
+        /// lacked (at most every 2 s: old batches cut under wider terms keep arriving in a resync).
+        var fieldRefresh: [String: Int64] = [:]
     }
 
     let city: CitySlug
@@ -745,8 +748,16 @@ public final class ReplicationService: Service, ReplicaDesk, Sendable {
         // view's cells are taken instead of dropped (a batch cut under older, wider terms keeps
         // only what the agreement grants now).
         if fromOwner, !info.isOwner, batch.fields.contains(where: { !info.fields.contains($0.name) }) {
-            await refreshShares()
-            if let fresh = state.withLock({ $0.shares[share] }) { info = fresh }
+            let t = clock()
+            let due = state.withLock { s in
+                guard t - (s.fieldRefresh[share] ?? .min / 2) >= 2_000_000 else { return false }
+                s.fieldRefresh[share] = t
+                return true
+            }
+            if due {
+                await refreshShares()
+                if let fresh = state.withLock({ $0.shares[share] }) { info = fresh }
+            }
         }
         if !info.isOwner, replica == nil, !fromOwner {
             refuse(peer: peer, share: share, reason: "batch \(batch.origin):\(batch.seq) waits: this replica takes its schema from \(info.owner)'s batches first")
