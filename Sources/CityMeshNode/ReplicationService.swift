@@ -384,7 +384,6 @@ public final class ReplicationService: Service, ReplicaDesk, Sendable {
             terms = .init(rescanUntil: 0, added: [])
         }
         state.withLock { $0.settledTerms[info.id] = terms.rescanUntil == 0 ? termsKey : nil }
-        if terms.rescanUntil > 0, let first = ahead.first, first.seq <= cursor { ahead = [] }
         guard dataset.lastSeq > cursor else { return false }
         let changes: [StoredRecord]
         let more: Bool
@@ -845,12 +844,7 @@ public final class ReplicationService: Service, ReplicaDesk, Sendable {
     /// cell names a field this node knows (its own schema; at a replica also the owner's batch's
     /// fields, which is how a replica learns new ones) and holds a value of that field's type
     /// within the size limits. `schema` is this node's dataset or replica schema (nil: none yet).
-    func permitted(_ batch: ChangeBatch, info: ShareInfo, schema: Schema?) async -> ([ChangeBatch.Record], Int) {
-        var denials: [String: (count: Int, denial: PolicyEngine.Denial)] = [:]
-        return await permitted(batch, info: info, schema: schema, denials: &denials)
-    }
-
-    /// As above; at the owner, a member's cells also go through the policy's enforcement point
+    /// At the owner, a member's cells also go through the policy's enforcement point
     /// (`PolicyEngine.mayWrite`, the rule the admin API and `policy explain` use), and what it
     /// denies is counted in `denials` by code (the caller ledgers them as `policy.denied`).
     func permitted(

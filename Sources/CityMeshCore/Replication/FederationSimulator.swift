@@ -712,11 +712,6 @@ struct SimulatedFederation {
         perform(w, nodes[w].antiEntropy.accepted(share: Self.share, origin: city, seq: seq, from: city))
     }
 
-    /// `state` with only the cells of `fields`.
-    static func project(_ state: RecordState, to fields: Set<Int>) -> RecordState {
-        state.projected(onto: fields)
-    }
-
     static let schema = try! Schema(keyField: "station", fields: fields.map { ($0.name, $0.type) })
     /// The share's view as the owner applies it: without a row filter, and with one (`rowFilter`).
     static let shareView = ShareView(fields: view, filter: nil, schema: schema)
@@ -993,9 +988,9 @@ struct SimulatedFederation {
         func visible(_ i: Int) -> [String: RecordState] {
             if config.rowFilter {
                 let live = nodes[i].records.filter { $0.value.isLive }
-                return i == Self.owner ? live.filter { Self.filteredView.admits($0.value) }.mapValues { Self.project($0, to: Self.view) } : live
+                return i == Self.owner ? live.filter { Self.filteredView.admits($0.value) }.mapValues { $0.projected(onto: Self.view) } : live
             }
-            return i == Self.owner ? nodes[i].records.mapValues { Self.project($0, to: Self.view) } : nodes[i].records
+            return i == Self.owner ? nodes[i].records.mapValues { $0.projected(onto: Self.view) } : nodes[i].records
         }
         let reference = visible(Self.owner)
         var differing: [String] = []
