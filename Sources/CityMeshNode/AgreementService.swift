@@ -70,10 +70,12 @@ public final class AgreementService: AgreementDesk, Sendable {
         return key
     }
 
-    func log(_ kind: String, actor: String, peer: String?, dataset: String?, offer: String, document: Agreement.Signed, detail: String) {
-        ledger.report(LedgerEntry(
+    /// An agreement document's ledger entry: the store appends it in the transaction that keeps
+    /// the document (durably, and only if the document is new).
+    func entry(_ kind: String, actor: String, peer: String?, dataset: String?, offer: String, document: Agreement.Signed, detail: String) -> LedgerEntry {
+        LedgerEntry(
             time: now, kind: kind, actor: actor, peer: peer, dataset: dataset,
-            hashes: ["offer.sha256": offer, "document.sha256": document.id], detail: detail))
+            hashes: ["offer.sha256": offer, "document.sha256": document.id], detail: detail)
     }
 
     /// Recomputes the active pairs from the stored agreements.
@@ -117,9 +119,8 @@ public final class AgreementService: AgreementDesk, Sendable {
             }
             for offer in offers {
                 let signed = try key.sign(offer, as: city)
-                try await store.saveOffer(signed, offer, at: now)
-                log(LedgerEntry.Kind.agreementOffered, actor: "node:policy", peer: offer.member, dataset: "\(city)/\(offer.dataset)", offer: signed.id, document: signed,
-                    detail: "offered share \(offer.share) to \(offer.member) (policy version \(version)): fields \(offer.fields.joined(separator: ","))")
+                try await store.saveOffer(signed, offer, at: now, log: entry(LedgerEntry.Kind.agreementOffered, actor: "node:policy", peer: offer.member, dataset: "\(city)/\(offer.dataset)", offer: signed.id, document: signed,
+                    detail: "offered share \(offer.share) to \(offer.member) (policy version \(version)): fields \(offer.fields.joined(separator: ","))"))
                 await send(signed, to: try CitySlug(offer.member))
             }
             await refresh()
@@ -132,9 +133,8 @@ public final class AgreementService: AgreementDesk, Sendable {
         let terms = try offer.decode(Agreement.Offer.self)
         let doc = Agreement.Revocation(offer: offer.id, owner: terms.owner, share: terms.share, member: terms.member, reason: reason, at: now)
         let signed = try requireKey().sign(doc, as: city)
-        guard try await store.saveRevocation(signed, offer: offer.id) else { return }
-        log(LedgerEntry.Kind.agreementRevoked, actor: actor, peer: terms.member, dataset: "\(city)/\(terms.dataset)", offer: offer.id, document: signed,
-            detail: "share \(terms.share) revoked for \(terms.member): \(reason) (on_revoke: \(terms.onRevoke))")
+        guard try await store.saveRevocation(signed, offer: offer.id, log: entry(LedgerEntry.Kind.agreementRevoked, actor: actor, peer: terms.member, dataset: "\(city)/\(terms.dataset)", offer: offer.id, document: signed,
+            detail: "share \(terms.share) revoked for \(terms.member): \(reason) (on_revoke: \(terms.onRevoke))")) else { return }
         await send(signed, to: try CitySlug(terms.member))
         await refresh()
     }
@@ -164,10 +164,9 @@ public final class AgreementService: AgreementDesk, Sendable {
     func answer(_ offer: StoredAgreement, accept: Bool, actor: String) async throws {
         let doc = Agreement.Response(offer: offer.id, owner: offer.terms.owner, share: offer.terms.share, member: city.rawValue, accept: accept, at: now)
         let signed = try requireKey().sign(doc, as: city)
-        guard try await store.saveResponse(signed, offer: offer.id) else { return }
-        log(accept ? LedgerEntry.Kind.agreementAccepted : LedgerEntry.Kind.agreementRejected, actor: actor, peer: offer.terms.owner,
+        guard try await store.saveResponse(signed, offer: offer.id, log: entry(accept ? LedgerEntry.Kind.agreementAccepted : LedgerEntry.Kind.agreementRejected, actor: actor, peer: offer.terms.owner,
             dataset: "\(offer.terms.owner)/\(offer.terms.dataset)", offer: offer.id, document: signed,
-            detail: "\(accept ? "accepted" : "rejected") \(offer.terms.owner)/\(offer.terms.share)")
+            detail: "\(accept ? "accepted" : "rejected") \(offer.terms.owner)/\(offer.terms.share)")) else { return }
         await send(signed, to: try CitySlug(offer.terms.owner))
     }
 
@@ -203,9 +202,8 @@ public final class AgreementService: AgreementDesk, Sendable {
                 let reason = "\(Self.endedByTrust) \(failure.detail)"
                 let doc = Agreement.Revocation(offer: a.id, owner: a.terms.owner, share: a.terms.share, member: city.rawValue, reason: reason, at: now)
                 let signed = try requireKey().sign(doc, as: city)
-                guard try await store.saveRevocation(signed, offer: a.id) else { continue }
-                log(LedgerEntry.Kind.agreementRevoked, actor: "node:trust", peer: owner.rawValue, dataset: "\(owner)/\(a.terms.dataset)", offer: a.id, document: signed,
-                    detail: "share \(owner)/\(a.terms.share) ended here: \(reason); the replica is kept (on_revoke applies to the owner's own revocation)")
+                guard try await store.saveRevocation(signed, offer: a.id, log: entry(LedgerEntry.Kind.agreementRevoked, actor: "node:trust", peer: owner.rawValue, dataset: "\(owner)/\(a.terms.dataset)", offer: a.id, document: signed,
+                    detail: "share \(owner)/\(a.terms.share) ended here: \(reason); the replica is kept (on_revoke applies to the owner's own revocation)")) else { continue }
                 logger.notice("agreement ended: the owner is no longer trusted", metadata: ["peer": "\(owner)", "share": "\(a.terms.share)"])
             } catch {
                 logger.error("an agreement with a distrusted owner could not be ended", metadata: ["peer": "\(owner)", "error": "\(error)"])
@@ -264,9 +262,8 @@ public final class AgreementService: AgreementDesk, Sendable {
             case "citymesh-offer/v1":
                 let offer = try signed.decode(Agreement.Offer.self)
                 try Agreement.check(offer, from: peer, to: city)
-                guard try await store.saveOffer(signed, offer, at: now) else { return }
-                log(LedgerEntry.Kind.agreementOffered, actor: "peer:\(peer)", peer: peer.rawValue, dataset: "\(peer)/\(offer.dataset)", offer: signed.id, document: signed,
-                    detail: "\(peer) offers share \(offer.share): fields \(offer.fields.joined(separator: ",")), until \(offer.validUntil)")
+                guard try await store.saveOffer(signed, offer, at: now, log: entry(LedgerEntry.Kind.agreementOffered, actor: "peer:\(peer)", peer: peer.rawValue, dataset: "\(peer)/\(offer.dataset)", offer: signed.id, document: signed,
+                    detail: "\(peer) offers share \(offer.share): fields \(offer.fields.joined(separator: ",")), until \(offer.validUntil)")) else { return }
                 logger.notice("agreement offered", metadata: ["peer": "\(peer)", "share": "\(offer.share)"])
                 // The policy's accept rules answer at once.
                 if policy.engine?.policy.accept.contains(where: { $0.from == peer && $0.share == offer.share }) == true,
@@ -280,10 +277,11 @@ public final class AgreementService: AgreementDesk, Sendable {
                     throw CityMeshError(.forbidden, "a response to an offer this node never made (\(response.offer.prefix(16)))")
                 }
                 try Agreement.check(response, answers: offer.terms, offerID: offer.id, from: peer, to: city)
-                guard try await store.saveResponse(signed, offer: response.offer) else { return }
                 let accept = response.decision == "accept"
-                log(accept ? LedgerEntry.Kind.agreementAccepted : LedgerEntry.Kind.agreementRejected, actor: "peer:\(peer)", peer: peer.rawValue,
-                    dataset: "\(city)/\(offer.terms.dataset)", offer: response.offer, document: signed, detail: "\(peer) \(accept ? "accepted" : "rejected") share \(response.share)")
+                guard try await store.saveResponse(signed, offer: response.offer, log: entry(
+                    accept ? LedgerEntry.Kind.agreementAccepted : LedgerEntry.Kind.agreementRejected, actor: "peer:\(peer)", peer: peer.rawValue,
+                    dataset: "\(city)/\(offer.terms.dataset)", offer: response.offer, document: signed, detail: "\(peer) \(accept ? "accepted" : "rejected") share \(response.share)"))
+                else { return }
                 logger.notice("agreement \(accept ? "accepted" : "rejected")", metadata: ["peer": "\(peer)", "share": "\(response.share)"])
                 await refresh()
             case "citymesh-revocation/v1":
@@ -292,16 +290,15 @@ public final class AgreementService: AgreementDesk, Sendable {
                     throw CityMeshError(.forbidden, "a revocation of an offer this node does not hold (\(revocation.offer.prefix(16)))")
                 }
                 try Agreement.check(revocation, revokes: offer.terms, offerID: offer.id, from: peer, to: city)
-                guard try await store.saveRevocation(signed, offer: revocation.offer) else { return }
-                log(LedgerEntry.Kind.agreementRevoked, actor: "peer:\(peer)", peer: peer.rawValue, dataset: "\(peer)/\(offer.terms.dataset)", offer: revocation.offer,
-                    document: signed, detail: "\(peer) revoked share \(revocation.share): \(revocation.reason) (on_revoke: \(offer.terms.onRevoke))")
+                guard try await store.saveRevocation(signed, offer: revocation.offer, log: entry(LedgerEntry.Kind.agreementRevoked, actor: "peer:\(peer)", peer: peer.rawValue, dataset: "\(peer)/\(offer.terms.dataset)", offer: revocation.offer,
+                    document: signed, detail: "\(peer) revoked share \(revocation.share): \(revocation.reason) (on_revoke: \(offer.terms.onRevoke))")) else { return }
                 logger.notice("agreement revoked", metadata: ["peer": "\(peer)", "share": "\(revocation.share)", "on_revoke": "\(offer.terms.onRevoke)"])
             default:
                 throw CityMeshError(.malformedInput, "unknown document type")
             }
         } catch {
             let entry = LedgerEntry(time: now, kind: LedgerEntry.Kind.agreementRefused, actor: "peer:\(peer)", peer: peer.rawValue, reason: "\(error)")
-            if ledger.reportRefusal(entry, peer: peer.rawValue, nowMicros: clock()) {
+            if await ledger.recordRefusal(entry, peer: peer.rawValue, nowMicros: clock()) {
                 logger.warning("agreement document refused", metadata: ["peer": "\(peer)", "error": "\(error)"])
             }
         }

@@ -16,8 +16,6 @@ public final class LedgerService: Service, Sendable {
     public let signer: NoteSigner?
     let logger: Logger
     let interval: Duration
-    let events: AsyncStream<LedgerEntry>
-    let eventSink: AsyncStream<LedgerEntry>.Continuation
     let tree = Mutex(CompactRange())
     let stopping = Atomic<Bool>(false)
     /// Set when the stored log contradicts a checkpoint this node signed: signing stops for good.
@@ -31,8 +29,6 @@ public final class LedgerService: Service, Sendable {
         self.signer = signer
         self.logger = logger
         self.interval = interval
-        // Bounded: a refusal flood cannot grow memory without limit; what overflows is counted in the log.
-        (events, eventSink) = AsyncStream.makeStream(of: LedgerEntry.self, bufferingPolicy: .bufferingOldest(100_000))
     }
 
     /// The node's key (Ed25519 or P-256) as a note signer; nil (with the reason) for other key types,
@@ -44,11 +40,21 @@ public final class LedgerService: Service, Sendable {
         return (signer, nil)
     }
 
-    /// Records an entry reported from a synchronous context (it is appended in the background).
-    public func report(_ entry: LedgerEntry) {
-        if case .dropped = eventSink.yield(entry) {
-            Counter(label: "citymesh_ledger_entries_dropped_total", dimensions: [("kind", entry.kind)]).increment()
-            logger.error("ledger event queue full: an entry was dropped", metadata: ["ledger.kind": "\(entry.kind)"])
+    /// Appends an entry and returns once it is durable (group commit with other appends). There is
+    /// no queue in between that could drop it or lose it in a crash: what the caller does after
+    /// this returns (answer, send, go on) happens after its entry is on disk. An entry that cannot
+    /// be written is logged and counted (`citymesh_ledger_append_failures_total`), and false is
+    /// returned. Where the action itself is a store write, its entry goes in the write's own
+    /// transaction instead (`NodeStore.logged`).
+    @discardableResult
+    public func record(_ entry: LedgerEntry) async -> Bool {
+        do {
+            _ = try await ledger.append(entry)
+            return true
+        } catch {
+            Counter(label: "citymesh_ledger_append_failures_total", dimensions: [("kind", entry.kind)]).increment()
+            logger.error("a ledger entry could not be written", metadata: ["ledger.kind": "\(entry.kind)", "error": "\(error)"])
+            return false
         }
     }
 
@@ -60,17 +66,23 @@ public final class LedgerService: Service, Sendable {
     /// counted (`citymesh_refusals_unledgered_total{kind}`), and the next entry ledgered for that
     /// peer and kind says how many were left out. Returns whether it was ledgered.
     @discardableResult
-    public func reportRefusal(_ entry: LedgerEntry, peer: String, nowMicros: Int64) -> Bool {
+    public func recordRefusal(_ entry: LedgerEntry, peer: String, nowMicros: Int64) async -> Bool {
+        var entry = entry
+        guard admitRefusal(&entry, peer: peer, nowMicros: nowMicros) else { return false }
+        return await record(entry)
+    }
+
+    /// The throttle of `recordRefusal` alone, for synchronous callers: whether to ledger `entry`
+    /// (then with the count of those left out added to its detail).
+    public func admitRefusal(_ entry: inout LedgerEntry, peer: String, nowMicros: Int64) -> Bool {
         let reason = (entry.reason ?? "") + " " + (entry.detail ?? "")
         guard let leftOut = refusals.withLock({ $0.admit(peer: peer, kind: entry.kind, reason: reason, now: nowMicros) }) else {
             Counter(label: "citymesh_refusals_unledgered_total", dimensions: [("kind", entry.kind)]).increment()
             return false
         }
-        var entry = entry
         if leftOut > 0 {
             entry.detail = (entry.detail.map { $0 + "; " } ?? "") + "\(leftOut) more refusals of this kind from \(peer) were counted, not ledgered, since the last entry"
         }
-        report(entry)
         return true
     }
 
@@ -88,13 +100,6 @@ public final class LedgerService: Service, Sendable {
             await withGracefulShutdownHandler {
                 await withTaskGroup(of: Void.self) { inner in
                     inner.addTask {
-                        for await entry in self.events {
-                            do { _ = try await self.ledger.append(entry) } catch {
-                                self.logger.error("ledger append failed", metadata: ["ledger.kind": "\(entry.kind)", "error": "\(error)"])
-                            }
-                        }
-                    }
-                    inner.addTask {
                         while !self.stopping.load(ordering: .relaxed) {
                             // A stop must not wait out the interval (the last checkpoint is signed below).
                             try? await cancelOnGracefulShutdown { [interval = self.interval] in try await Task.sleep(for: interval) }
@@ -105,7 +110,6 @@ public final class LedgerService: Service, Sendable {
                 }
             } onGracefulShutdown: {
                 self.stopping.store(true, ordering: .relaxed)
-                self.eventSink.finish()
             }
             await publishLogged()
             ledger.finish()

@@ -60,8 +60,9 @@ public struct NodeServer: Sendable {
         if let signerProblem { ledgerLogger.warning("\(signerProblem)") }
         let ledgerService = LedgerService(ledger: LedgerStore(store: store), signer: signer, logger: ledgerLogger)
         let nowText: @Sendable () -> String = { RFC3339.format(microseconds: Int64(Date().timeIntervalSince1970 * 1_000_000)) }
-        ledgerService.report(
-            LedgerEntry(time: nowText(), kind: LedgerEntry.Kind.nodeStarted, actor: "node", hashes: ["certificate.sha256": identity.fingerprint], detail: "citymesh \(CityMeshVersion.current)"))
+        _ = try await ledgerService.ledger.appendNow([
+            LedgerEntry(time: nowText(), kind: LedgerEntry.Kind.nodeStarted, actor: "node", hashes: ["certificate.sha256": identity.fingerprint], detail: "citymesh \(CityMeshVersion.current)")
+        ])
 
         let trustAlerts = TrustAlerts()
         let (peerConfiguration, startAlerts) = try Self.peerConfiguration(config: config, directory: directory, city: city)
@@ -119,18 +120,23 @@ public struct NodeServer: Sendable {
             switch event {
             case .connected(let peer, let fingerprint, let remote, let direction, let version):
                 replication.connected(peer)
-                Task { await agreements.connected(peer) }
-                ledgerService.report(LedgerEntry(
+                let entry = LedgerEntry(
                     time: nowText(), kind: LedgerEntry.Kind.peerConnected, actor: "peer:\(peer)", peer: peer.rawValue,
-                    hashes: ["certificate.sha256": fingerprint], detail: "\(direction.rawValue) \(remote), protocol \(version)"))
+                    hashes: ["certificate.sha256": fingerprint], detail: "\(direction.rawValue) \(remote), protocol \(version)")
+                // One task per connection (connections are bounded), not a queue: the entry is
+                // durable before this node offers the peer anything.
+                Task {
+                    await ledgerService.record(entry)
+                    await agreements.connected(peer)
+                }
             case .refused(let reason, let remote, let direction, let detail):
                 // Anyone who reaches the port can cause these: throttled per remote host.
                 let host = remote.description.split(separator: ":").dropLast().joined(separator: ":")
-                ledgerService.reportRefusal(
-                    LedgerEntry(
-                        time: nowText(), kind: LedgerEntry.Kind.peerRefused, actor: "node", reason: reason.rawValue,
-                        detail: "\(direction.rawValue) \(remote): \(detail)"),
-                    peer: host.isEmpty ? "\(remote)" : host, nowMicros: Int64(Date().timeIntervalSince1970 * 1_000_000))
+                // A task only when the throttle admits the entry (at most one per host and interval).
+                var entry = LedgerEntry(
+                    time: nowText(), kind: LedgerEntry.Kind.peerRefused, actor: "node", reason: reason.rawValue, detail: "\(direction.rawValue) \(remote): \(detail)")
+                let from = host.isEmpty ? "\(remote)" : host, at = Int64(Date().timeIntervalSince1970 * 1_000_000)
+                if ledgerService.admitRefusal(&entry, peer: from, nowMicros: at) { Task { [entry] in await ledgerService.record(entry) } }
             }
         })
 
@@ -346,7 +352,7 @@ struct PolicyFile: Sendable {
             }
         } catch let issues as PolicyIssues {
             logger.error("the policy file \(path) was not applied; the policy in force stays", metadata: ["issues": "\(issues.description)"])
-            ledger.report(LedgerEntry(
+            await ledger.record(LedgerEntry(
                 time: RFC3339.format(microseconds: Int64(Date().timeIntervalSince1970 * 1_000_000)), kind: LedgerEntry.Kind.policyRejected,
                 actor: "node:\(reason.lowercased())", counts: ["issues": issues.issues.count], detail: issues.issues.prefix(5).map(\.description).joined(separator: "; ")))
         } catch {

@@ -78,10 +78,10 @@ public final class PeerLedgerExchange: Sendable {
     }
 
     /// A city showed two histories: ledger it with both signed checkpoints as evidence.
-    func flagFork(_ city: CitySlug, earlier: String, later: String, why: String) {
+    func flagFork(_ city: CitySlug, earlier: String, later: String, why: String) async {
         logger.error("a city shows two histories of its ledger", metadata: ["peer": "\(city)", "why": "\(why)"])
         guard let (_, ledger) = witness.withLock({ $0 }) else { return }
-        ledger.report(LedgerEntry(
+        await ledger.record(LedgerEntry(
             time: RFC3339.format(microseconds: Int64(Date().timeIntervalSince1970 * 1_000_000)), kind: LedgerEntry.Kind.peerForked, actor: "node", peer: city.rawValue,
             reason: why, detail: "evidence — first checkpoint:\n\(earlier)\nsecond checkpoint:\n\(later)"))
     }
@@ -91,7 +91,7 @@ public final class PeerLedgerExchange: Sendable {
         guard let (store, _) = witness.withLock({ $0 }) else { return }
         let now = RFC3339.format(microseconds: Int64(Date().timeIntervalSince1970 * 1_000_000))
         if let other = try? await store.savePeerCheckpoint(city: city, size: checkpoint.size, root: checkpoint.root.base64, note: note, at: now) {
-            flagFork(city, earlier: other, later: note, why: "two signed checkpoints of size \(checkpoint.size) with different roots")
+            await flagFork(city, earlier: other, later: note, why: "two signed checkpoints of size \(checkpoint.size) with different roots")
         }
     }
 
@@ -104,7 +104,7 @@ public final class PeerLedgerExchange: Sendable {
         else { return }
         let earlier = seen.withLock { $0[city] }
         if let (earlier, earlierNote) = earlier, earlier.size == checkpoint.size, earlier.root != checkpoint.root {
-            flagFork(city, earlier: earlierNote, later: note, why: "two signed checkpoints of size \(checkpoint.size) with different roots")
+            await flagFork(city, earlier: earlierNote, later: note, why: "two signed checkpoints of size \(checkpoint.size) with different roots")
             return
         }
         // Kept only when it extends what this node holds of the city, proven like a fetched one
@@ -121,7 +121,7 @@ public final class PeerLedgerExchange: Sendable {
         do {
             try Merkle.verifyConsistency(size1: held.size, size2: checkpoint.size, root1: held.root, root2: checkpoint.root, proof: hashes)
         } catch {
-            flagFork(city, earlier: heldNote, later: note, why: "checkpoint \(checkpoint.size), passed on by a peer, is not consistent with checkpoint \(held.size): \(error)")
+            await flagFork(city, earlier: heldNote, later: note, why: "checkpoint \(checkpoint.size), passed on by a peer, is not consistent with checkpoint \(held.size): \(error)")
             return
         }
         seen.withLock { s in if (s[city]?.checkpoint.size ?? 0) < checkpoint.size { s[city] = (checkpoint, note) } }
@@ -208,11 +208,11 @@ public final class PeerLedgerExchange: Sendable {
         var consistentWith: UInt64?
         if let (earlier, earlierNote) = seen.withLock({ $0[city] }), earlier.size > 0 {
             if earlier.size > checkpoint.size {
-                flagFork(city, earlier: earlierNote, later: note, why: "its log shrank from \(earlier.size) to \(checkpoint.size) entries")
+                await flagFork(city, earlier: earlierNote, later: note, why: "its log shrank from \(earlier.size) to \(checkpoint.size) entries")
                 throw CityMeshError(.ledgerCorrupt, "\(city)'s log shrank from \(earlier.size) to \(checkpoint.size) entries: both checkpoints are kept as evidence in the ledger")
             }
             if earlier.size == checkpoint.size, earlier.root != checkpoint.root {
-                flagFork(city, earlier: earlierNote, later: note, why: "two signed checkpoints of size \(checkpoint.size) with different roots")
+                await flagFork(city, earlier: earlierNote, later: note, why: "two signed checkpoints of size \(checkpoint.size) with different roots")
                 throw CityMeshError(.ledgerCorrupt, "\(city) shows two histories: it signed two different checkpoints of size \(checkpoint.size); both are kept as evidence in the ledger")
             }
             let hashes: [MerkleHash]
@@ -224,7 +224,7 @@ public final class PeerLedgerExchange: Sendable {
             do {
                 try Merkle.verifyConsistency(size1: earlier.size, size2: checkpoint.size, root1: earlier.root, root2: checkpoint.root, proof: hashes)
             } catch {
-                flagFork(city, earlier: earlierNote, later: note, why: "checkpoint \(checkpoint.size) is not consistent with checkpoint \(earlier.size): \(error)")
+                await flagFork(city, earlier: earlierNote, later: note, why: "checkpoint \(checkpoint.size) is not consistent with checkpoint \(earlier.size): \(error)")
                 throw CityMeshError(.ledgerCorrupt, "\(city)'s checkpoint at \(checkpoint.size) is not consistent with its checkpoint at \(earlier.size) (\(error)): it shows two histories")
             }
             consistentWith = earlier.size

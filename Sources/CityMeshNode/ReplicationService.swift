@@ -267,11 +267,13 @@ public final class ReplicationService: Service, ReplicaDesk, Sendable {
                 replica.fields.contains(where: { !a.terms.fields.contains($0.name) && $0.name != replica.keyField })
             {
                 do {
-                    let rewritten = try await store.narrowReplica(dataset, keep: Set(a.terms.fields))
-                    ledger.report(LedgerEntry(
-                        time: now, kind: LedgerEntry.Kind.shareRetracted, actor: "node", peer: owner.rawValue, dataset: dataset.description,
-                        counts: ["records": rewritten], hashes: ["offer.sha256": a.id],
-                        detail: "share \(id) narrowed to fields \(a.terms.fields.joined(separator: ",")): the other fields left \(rewritten) records of the replica"))
+                    let at = now
+                    _ = try await store.narrowReplica(dataset, keep: Set(a.terms.fields)) { rewritten in
+                        LedgerEntry(
+                            time: at, kind: LedgerEntry.Kind.shareRetracted, actor: "node", peer: owner.rawValue, dataset: dataset.description,
+                            counts: ["records": rewritten], hashes: ["offer.sha256": a.id],
+                            detail: "share \(id) narrowed to fields \(a.terms.fields.joined(separator: ",")): the other fields left \(rewritten) records of the replica")
+                    }
                 } catch {
                     logger.error("the replica could not be narrowed to the agreement's fields", metadata: ["dataset": "\(dataset)", "error": "\(error)"])
                 }
@@ -287,11 +289,13 @@ public final class ReplicationService: Service, ReplicaDesk, Sendable {
                 (try? await store.dataset(dataset)) != nil
             else { continue }
             do {
-                let removed = try await store.purgeReplica(dataset, share: "\(owner)/\(a.terms.share)")
+                let at = now
+                let removed = try await store.purgeReplica(dataset, share: "\(owner)/\(a.terms.share)") { removed in
+                    LedgerEntry(
+                        time: at, kind: LedgerEntry.Kind.sharePurged, actor: "node", peer: owner.rawValue, dataset: dataset.description, counts: ["records": removed],
+                        hashes: ["offer.sha256": a.id], detail: "share \(owner)/\(a.terms.share) \(ended.rawValue): replica purged (on_revoke: purge)")
+                }
                 logger.notice("replica purged: the agreement ended with on_revoke: purge", metadata: ["dataset": "\(dataset)", "records": "\(removed)"])
-                ledger.report(LedgerEntry(
-                    time: now, kind: LedgerEntry.Kind.sharePurged, actor: "node", peer: owner.rawValue, dataset: dataset.description, counts: ["records": removed],
-                    hashes: ["offer.sha256": a.id], detail: "share \(owner)/\(a.terms.share) \(ended.rawValue): replica purged (on_revoke: purge)"))
             } catch {
                 logger.error("purging a replica failed", metadata: ["dataset": "\(dataset)", "error": "\(error)"])
             }
@@ -543,15 +547,13 @@ public final class ReplicationService: Service, ReplicaDesk, Sendable {
                 let dataset = state.withLock { $0.shares[share]?.dataset.description }
                 let at = now
                 do {
-                    for run in runs {
-                        let entries = batches.filter { run.contains($0.seq) }.map { b in
-                            LedgerEntry(
-                                time: at, kind: LedgerEntry.Kind.exchangeSent, actor: "node", peer: to.rawValue, dataset: dataset,
-                                counts: ["records": b.records, "bytes": b.bytes.count], hashes: ["batch.sha256": Self.hex(b.hash)],
-                                detail: "share \(share): batch \(origin):\(b.seq) sent to \(to)")
-                        }
-                        try await store.recordSent(share: share, peer: to, origin: origin, seqs: run, entries: entries)
+                    let entries = batches.map { b in
+                        LedgerEntry(
+                            time: at, kind: LedgerEntry.Kind.exchangeSent, actor: "node", peer: to.rawValue, dataset: dataset,
+                            counts: ["records": b.records, "bytes": b.bytes.count], hashes: ["batch.sha256": Self.hex(b.hash)],
+                            detail: "share \(share): batch \(origin):\(b.seq) sent to \(to)")
                     }
+                    try await store.recordSent(share: share, peer: to, origin: origin, runs: runs, entries: entries)
                 } catch {
                     logger.error("batches not sent: the record of what is sent could not be stored", metadata: ["peer": "\(to)", "error": "\(error)"])
                     continue
@@ -636,7 +638,7 @@ public final class ReplicationService: Service, ReplicaDesk, Sendable {
         let peer = message.city
         let decoded: ReplicationWire.Message
         do { decoded = try ReplicationWire.decode(Array(message.payload.readableBytesView)[...]) } catch {
-            refuse(peer: peer, share: nil, reason: "malformed replication message: \(error)")
+            await refuse(peer: peer, share: nil, reason: "malformed replication message: \(error)")
             return
         }
         Counter(label: "citymesh_replication_bytes_total", dimensions: [("direction", "received"), ("kind", Self.kind(decoded))])
@@ -667,15 +669,15 @@ public final class ReplicationService: Service, ReplicaDesk, Sendable {
             if let why = PeerTrust.refusesRelayed(origin: origin, from: peer, me: city, connectedDirectly: direct) {
                 // Not an offence when the city is connected (relays send certificates ahead of
                 // batches as they go); only a certificate for this node's own city is refused.
-                if origin == city { refuse(peer: peer, share: nil, reason: why) }
+                if origin == city { await refuse(peer: peer, share: nil, reason: why) }
                 return
             }
             guard let cert = try? Certificate(derEncoded: der) else {
-                refuse(peer: peer, share: nil, reason: "a relayed certificate for \(origin) is not a DER certificate")
+                await refuse(peer: peer, share: nil, reason: "a relayed certificate for \(origin) is not a DER certificate")
                 return
             }
             if let why = await distrustRelayed(cert, of: origin) {
-                refuse(peer: peer, share: nil, reason: "a relayed certificate for \(origin) is not trusted: \(why)")
+                await refuse(peer: peer, share: nil, reason: "a relayed certificate for \(origin) is not trusted: \(why)")
                 return
             }
             state.withLock { $0.certificates[origin] = cert }
@@ -692,7 +694,7 @@ public final class ReplicationService: Service, ReplicaDesk, Sendable {
 
     func take(share: String, bytes: [UInt8], from peer: CitySlug) async {
         guard var info = state.withLock({ $0.shares[share] }) else {
-            refuse(peer: peer, share: share, reason: "a batch of share \(share), which this node is not party to")
+            await refuse(peer: peer, share: share, reason: "a batch of share \(share), which this node is not party to")
             return
         }
         let signed: SignedBatch
@@ -701,13 +703,13 @@ public final class ReplicationService: Service, ReplicaDesk, Sendable {
             signed = try SignedBatch(bytes: bytes[...])
             batch = try signed.decode()
         } catch {
-            refuse(peer: peer, share: share, reason: "a malformed batch: \(error)")
+            await refuse(peer: peer, share: share, reason: "a malformed batch: \(error)")
             return
         }
         switch machine.withLock({ $0.onBatch(share: share, origin: batch.origin, seq: batch.seq, from: peer) }) {
         case .duplicate, .gap: return
         case .notParty:
-            refuse(peer: peer, share: share, reason: "\(peer) is not party to share \(share)")
+            await refuse(peer: peer, share: share, reason: "\(peer) is not party to share \(share)")
             return
         case .take: break
         }
@@ -726,13 +728,13 @@ public final class ReplicationService: Service, ReplicaDesk, Sendable {
             }
             try signed.verify(certificate: cert)
         } catch {
-            refuse(peer: peer, share: share, reason: "batch \(batch.origin):\(batch.seq) refused: \(error)")
+            await refuse(peer: peer, share: share, reason: "batch \(batch.origin):\(batch.seq) refused: \(error)")
             return
         }
         // Stamped too far in the future: not merged now (and so not part of the chain yet); it is
         // pulled again and taken once this node's clock has caught up.
         if let ahead = batch.aheadOfClock(nowMillis: UInt64(max(0, clock() / 1000))) {
-            refuse(
+            await refuse(
                 peer: peer, share: share,
                 reason: "batch \(batch.origin):\(batch.seq) is stamped \(batch.latestStamp), \(ahead / 1000) s ahead of this node's clock (at most \(ChangeBatch.maxClockAheadMillis / 1000) s): it is held back until this clock catches up; check the clocks (NTP) of \(batch.origin) and of this node")
             return
@@ -759,14 +761,14 @@ public final class ReplicationService: Service, ReplicaDesk, Sendable {
             }
         }
         if !info.isOwner, replica == nil, !fromOwner {
-            refuse(peer: peer, share: share, reason: "batch \(batch.origin):\(batch.seq) waits: this replica takes its schema from \(info.owner)'s batches first")
+            await refuse(peer: peer, share: share, reason: "batch \(batch.origin):\(batch.seq) waits: this replica takes its schema from \(info.owner)'s batches first")
             return
         }
         var adopted = batch
         adopted.fields = fromOwner && !info.isOwner ? batch.fields.filter { info.fields.contains($0.name) } : []
         let keyField = batch.fields.first?.name ?? "key"
         if !info.isOwner, replica == nil, !info.fields.contains(keyField) {
-            refuse(peer: peer, share: share, reason: "batch \(batch.origin):\(batch.seq) names key field '\(keyField)', which the offer of \(share) does not grant")
+            await refuse(peer: peer, share: share, reason: "batch \(batch.origin):\(batch.seq) names key field '\(keyField)', which the offer of \(share) does not grant")
             return
         }
         // What the share lets this origin write; refused cells are dropped and ledgered.
@@ -774,7 +776,7 @@ public final class ReplicationService: Service, ReplicaDesk, Sendable {
         let (permittedStates, refusedCells) = await permitted(batch, info: info, schema: replica, denials: &denials)
         for (code, d) in denials.sorted(by: { $0.key < $1.key }) {
             Counter(label: "citymesh_policy_denials_total", dimensions: [("share", share), ("peer", peer.rawValue)]).increment(by: d.count)
-            _ = ledger.reportRefusal(
+            _ = await ledger.recordRefusal(
                 LedgerEntry(
                     time: now, kind: LedgerEntry.Kind.policyDenied, actor: "peer:\(batch.origin)", peer: batch.origin.rawValue, dataset: info.dataset.description,
                     counts: ["cells": d.count], reason: code, detail: "\(d.count) cells of batch \(batch.origin):\(batch.seq): \(d.denial.description)"),
@@ -784,7 +786,7 @@ public final class ReplicationService: Service, ReplicaDesk, Sendable {
         let retracted = fromOwner && !info.isOwner ? permittedStates.filter(ShareView.isRetraction).map(\.key) : []
         let states = retracted.isEmpty ? permittedStates : permittedStates.filter { !ShareView.isRetraction($0) }
         if refusedCells > 0 {
-            refuse(peer: peer, share: share, reason: "\(refusedCells) cells of batch \(batch.origin):\(batch.seq) are outside what share \(share) lets \(batch.origin) write")
+            await refuse(peer: peer, share: share, reason: "\(refusedCells) cells of batch \(batch.origin):\(batch.seq) are outside what share \(share) lets \(batch.origin) write")
         }
         let latest = (try? await store.originSeen(share: share)) ?? [:]
         let me = city
@@ -793,10 +795,16 @@ public final class ReplicationService: Service, ReplicaDesk, Sendable {
         do {
             var incoming = IncomingBatch(share: share, dataset: info.dataset, batch: adopted, signed: signed, states: states, keyField: keyField, from: peer, at: now)
             incoming.retracted = retracted
-            incoming.entry = LedgerEntry(
+            incoming.entries = [LedgerEntry(
                 time: now, kind: LedgerEntry.Kind.exchangeReceived, actor: "peer:\(peer)", peer: peer.rawValue, dataset: info.dataset.description,
                 counts: ["records": batch.records.count, "bytes": signed.bytes.count], hashes: ["batch.sha256": Self.hex(signed.hash)],
-                detail: "share \(share): batch \(batch.origin):\(batch.seq) received from \(peer)")
+                detail: "share \(share): batch \(batch.origin):\(batch.seq) received from \(peer)")]
+            if !retracted.isEmpty {
+                incoming.entries.append(LedgerEntry(
+                    time: now, kind: LedgerEntry.Kind.shareRetracted, actor: "peer:\(peer)", peer: info.owner.rawValue, dataset: info.dataset.description,
+                    counts: ["records": retracted.count], hashes: ["batch.sha256": Self.hex(signed.hash)],
+                    detail: "\(retracted.count) records left this node's view of share \(share) (batch \(batch.origin):\(batch.seq)): dropped from the replica"))
+            }
             let outcome = try await store.take(
                 incoming,
                 conflicts: { _, stored, incoming, mySeen in
@@ -805,10 +813,6 @@ public final class ReplicationService: Service, ReplicaDesk, Sendable {
             Counter(label: "citymesh_replication_records_merged_total").increment(by: outcome.written)
             if !retracted.isEmpty {
                 Counter(label: "citymesh_replication_records_retracted_total").increment(by: retracted.count)
-                ledger.report(LedgerEntry(
-                    time: now, kind: LedgerEntry.Kind.shareRetracted, actor: "peer:\(peer)", peer: info.owner.rawValue, dataset: info.dataset.description,
-                    counts: ["records": retracted.count], hashes: ["batch.sha256": Self.hex(signed.hash)],
-                    detail: "\(retracted.count) records left this node's view of share \(share) (batch \(batch.origin):\(batch.seq)): dropped from the replica"))
             }
             Counter(label: "citymesh_replication_batches_taken_total").increment()
             if outcome.conflicts > 0 { Counter(label: "citymesh_replication_conflicts_total").increment(by: outcome.conflicts) }
@@ -822,7 +826,7 @@ public final class ReplicationService: Service, ReplicaDesk, Sendable {
             }
         } catch let refusal as TakeRefusal {
             if case .forked(let held) = refusal {
-                ledger.report(LedgerEntry(
+                await ledger.record(LedgerEntry(
                     time: now, kind: LedgerEntry.Kind.peerForked, actor: "peer:\(peer)", peer: batch.origin.rawValue, dataset: info.dataset.description,
                     hashes: ["held.prev.sha256": Self.hex(held), "offered.prev.sha256": Self.hex(batch.prev), "offered.batch.sha256": Self.hex(signed.hash)],
                     reason: "fork", detail: "\(batch.origin) signed batch \(batch.seq) of \(share) on a history this node does not hold"))
@@ -924,11 +928,11 @@ public final class ReplicationService: Service, ReplicaDesk, Sendable {
     /// within the interval (`LedgerService.reportRefusal`), so a peer repeating itself cannot grow
     /// the ledger or the log. The metric's share label is a share this node takes part in, or
     /// "other": share names a peer invents never become series.
-    func refuse(peer: CitySlug, share: String?, reason: String) {
+    func refuse(peer: CitySlug, share: String?, reason: String) async {
         let known = share.map { name in state.withLock { $0.shares[name] != nil } } ?? false
         let label = share.map { known ? $0 : "other" } ?? "-"
         Counter(label: "citymesh_policy_denials_total", dimensions: [("share", label), ("peer", peer.rawValue)]).increment()
-        let ledgered = ledger.reportRefusal(
+        let ledgered = await ledger.recordRefusal(
             LedgerEntry(time: now, kind: LedgerEntry.Kind.exchangeRefused, actor: "peer:\(peer)", peer: peer.rawValue, dataset: known ? share : nil, reason: reason),
             peer: peer.rawValue, nowMicros: clock())
         if ledgered { logger.warning("replication refused", metadata: ["peer": "\(peer)", "share": "\(share ?? "-")", "reason": "\(reason)"]) }
@@ -960,13 +964,16 @@ public final class ReplicationService: Service, ReplicaDesk, Sendable {
                 guard let stored = try await store.receipt(id: c.receipt), stored.role == "received", stored.peer == peer.rawValue, c.sender == peer.rawValue,
                     let receipt = try? JSONDecoder().decode(Agreement.Signed.self, from: Data(stored.receipt.utf8))
                 else { return }
-                guard try await store.saveCountersign(id: c.receipt, countersign: String(decoding: json, as: UTF8.self)) else { return }
-                appendReceipt(try receipt.decode(ExchangeReceipt.self), receipt: receipt, countersign: signed, peer: peer)
+                let r = try receipt.decode(ExchangeReceipt.self)
+                guard try await store.saveCountersign(
+                    id: c.receipt, countersign: String(decoding: json, as: UTF8.self), log: receiptEntry(r, receipt: receipt, countersign: signed, peer: peer))
+                else { return }
+                countReceipt(r)
             default:
                 throw CityMeshError(.malformedInput, "unknown document type")
             }
         } catch {
-            refuse(peer: peer, share: nil, reason: "a replication document refused: \(error)")
+            await refuse(peer: peer, share: nil, reason: "a replication document refused: \(error)")
         }
     }
 
@@ -1014,23 +1021,28 @@ public final class ReplicationService: Service, ReplicaDesk, Sendable {
         let json = try JSONEncoder().encode(c)
         guard try await store.saveCountersigned(
             id: signed.id, peer: peer, share: r.share, receipt: String(decoding: try JSONEncoder().encode(signed), as: UTF8.self),
-            countersign: String(decoding: json, as: UTF8.self), at: now)
+            countersign: String(decoding: json, as: UTF8.self), at: now, log: receiptEntry(r, receipt: signed, countersign: c, peer: peer))
         else { return }
-        appendReceipt(r, receipt: signed, countersign: c, peer: peer)
+        countReceipt(r)
         await send(.document(json: Array(json)), to: peer)
     }
 
-    func appendReceipt(_ r: ExchangeReceipt, receipt: Agreement.Signed, countersign: Agreement.Signed, peer: CitySlug) {
-        let direction = r.sender == city.rawValue ? "sent to" : "received from"
-        let dataset = state.withLock { $0.shares[r.share]?.dataset.description }
+    func countReceipt(_ r: ExchangeReceipt) {
         let dimensions = [("share", r.share), ("direction", r.sender == city.rawValue ? "sent" : "received")]
         Counter(label: "citymesh_exchanges_total", dimensions: dimensions).increment()
         Counter(label: "citymesh_exchange_records_total", dimensions: dimensions).increment(by: r.records)
-        ledger.report(LedgerEntry(
+    }
+
+    /// A countersigned receipt's `exchange.receipt` entry, appended with the countersignature in
+    /// one transaction (`NodeStore.saveCountersigned`, `saveCountersign`).
+    func receiptEntry(_ r: ExchangeReceipt, receipt: Agreement.Signed, countersign: Agreement.Signed, peer: CitySlug) -> LedgerEntry {
+        let direction = r.sender == city.rawValue ? "sent to" : "received from"
+        let dataset = state.withLock { $0.shares[r.share]?.dataset.description }
+        return LedgerEntry(
             time: now, kind: LedgerEntry.Kind.exchangeReceipt, actor: "peer:\(peer)", peer: peer.rawValue, dataset: dataset,
             counts: ["batches": r.batches.compactMap(ExchangeReceipt.parseRun).reduce(0) { $0 + $1.seqs.count }, "records": r.records],
             hashes: ["receipt.sha256": receipt.id, "batches.sha256": r.batchesSHA256],
-            detail: "share \(r.share): \(direction) \(peer), \(r.batches.joined(separator: " "))", documents: [receipt, countersign]))
+            detail: "share \(r.share): \(direction) \(peer), \(r.batches.joined(separator: " "))", documents: [receipt, countersign])
     }
 
     /// The receiver's own agreement for `share` (`owner/name`): with the sender when the receiver

@@ -17,9 +17,15 @@ public struct StoredAgreement: Sendable {
     }
 }
 
+/// Each save takes the document's ledger entry (`log`), appended in the same transaction and
+/// committed durably (`NodeStore.logged`) only when the document was new.
 extension NodeStore {
+    /// A document as stored: keys sorted, so the same document is always the same text (the
+    /// stores compare it to tell a repeated response from a new one).
     static func json(_ s: Agreement.Signed) -> String {
-        String(decoding: (try? JSONEncoder().encode(s)) ?? Data(), as: UTF8.self)
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        return String(decoding: (try? encoder.encode(s)) ?? Data(), as: UTF8.self)
     }
 
     static func signed(_ text: String?) -> Agreement.Signed? {
@@ -28,8 +34,8 @@ extension NodeStore {
 
     /// Stores an offer (checked by the caller); false if it was already stored.
     @discardableResult
-    public func saveOffer(_ signed: Agreement.Signed, _ offer: Agreement.Offer, at: String) async throws -> Bool {
-        try await pool.write { db in
+    public func saveOffer(_ signed: Agreement.Signed, _ offer: Agreement.Offer, at: String, log: LedgerEntry? = nil) async throws -> Bool {
+        try await logged({ saved in saved ? (log.map { [$0] } ?? []) : [] }) { db in
             try db.execute(
                 sql: "INSERT OR IGNORE INTO agreements (offer_id, owner, share, member, dataset, offer, received_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
                 arguments: [signed.id, offer.owner, offer.share, offer.member, offer.dataset, Self.json(signed), at])
@@ -40,8 +46,8 @@ extension NodeStore {
     /// Records the member's response to an offer; a later response replaces an earlier one.
     /// False if the offer is unknown, revoked, or the response is the one already stored.
     @discardableResult
-    public func saveResponse(_ signed: Agreement.Signed, offer id: String) async throws -> Bool {
-        try await pool.write { db in
+    public func saveResponse(_ signed: Agreement.Signed, offer id: String, log: LedgerEntry? = nil) async throws -> Bool {
+        try await logged({ saved in saved ? (log.map { [$0] } ?? []) : [] }) { db in
             try db.execute(
                 sql: "UPDATE agreements SET response = ? WHERE offer_id = ? AND revocation IS NULL AND (response IS NULL OR response != ?)",
                 arguments: [Self.json(signed), id, Self.json(signed)])
@@ -51,8 +57,8 @@ extension NodeStore {
 
     /// Records the owner's revocation; false if the offer is unknown or already revoked.
     @discardableResult
-    public func saveRevocation(_ signed: Agreement.Signed, offer id: String) async throws -> Bool {
-        try await pool.write { db in
+    public func saveRevocation(_ signed: Agreement.Signed, offer id: String, log: LedgerEntry? = nil) async throws -> Bool {
+        try await logged({ saved in saved ? (log.map { [$0] } ?? []) : [] }) { db in
             try db.execute(sql: "UPDATE agreements SET revocation = ? WHERE offer_id = ? AND revocation IS NULL", arguments: [Self.json(signed), id])
             return db.changesCount > 0
         }

@@ -66,6 +66,10 @@ public final class LedgerStore: Sendable {
 
     func write(_ entries: [LedgerEntry]) async throws -> UInt64 { try await timedWrite(entries).0 }
 
+    /// Appends entries in a transaction of their own, durably, without the group-commit writer
+    /// (before it runs: the node's start). Returns the first one's index.
+    public func appendNow(_ entries: [LedgerEntry]) async throws -> UInt64 { try await write(entries) }
+
     /// Writes the entries; also returns when the writer started on them.
     func timedWrite(_ entries: [LedgerEntry]) async throws -> (UInt64, ContinuousClock.Instant) {
         try await pool.writeWithoutTransaction { db in

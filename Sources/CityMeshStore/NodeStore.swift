@@ -280,9 +280,10 @@ public final class NodeStore: Sendable {
 
     // MARK: Datasets
 
-    public func createDataset(_ id: DatasetID, schema: Schema, createdAt: String) async throws -> DatasetInfo {
+    /// Creates a dataset; `log` (its ledger entry) commits with it, durably (`logged`).
+    public func createDataset(_ id: DatasetID, schema: Schema, createdAt: String, log: LedgerEntry? = nil) async throws -> DatasetInfo {
         let json = try Self.encodeSchema(schema)
-        try await pool.write { db in
+        try await logged(log.map { [$0] }) { db in
             if try Bool.fetchOne(db, sql: "SELECT 1 FROM datasets WHERE owner = ? AND name = ?", arguments: [id.owner.rawValue, id.name]) != nil {
                 throw CityMeshError(.datasetExists, "dataset '\(id)' already exists: choose another name, or see it with 'citymesh dataset show \(id.name)'")
             }
@@ -307,8 +308,8 @@ public final class NodeStore: Sendable {
     }
 
     /// Adds a nullable field. Only the schema changes: existing records read the new field as null.
-    public func addField(_ id: DatasetID, name: String, type: FieldType) async throws -> DatasetInfo {
-        try await pool.write { db in
+    public func addField(_ id: DatasetID, name: String, type: FieldType, log: LedgerEntry? = nil) async throws -> DatasetInfo {
+        try await logged(log.map { [$0] }) { db in
             let row = try Self.datasetRow(id, db: db)
             var schema = try Self.decodeSchema(row["schema"])
             try schema.addField(name: name, type: type)
@@ -334,14 +335,21 @@ public final class NodeStore: Sendable {
     /// Merges prepared writes into the stored records in one transaction; every change that alters
     /// a record takes the next sequence number. With `log`, the write's ledger entry goes in the
     /// same transaction, committed durably (below).
-    public func apply(_ id: DatasetID, _ writes: [PreparedWrite], log: LedgerNote? = nil) async throws -> WriteSummary {
+    ///
+    /// `settling` marks the open conflicts of one field of one record settled in the same
+    /// transaction (a conflict resolved with a value): the count is the summary's `settled`.
+    public func apply(
+        _ id: DatasetID, _ writes: [PreparedWrite], settling: (key: String, field: String, by: String, at: String)? = nil, log: LedgerNote? = nil
+    ) async throws -> WriteSummary {
         let replica = id.owner != city
         return try await write(log: log) { db in
             let (rowid, _) = try Self.datasetHandle(id, db: db)
             var w = try BatchWriter(db: db, dataset: rowid)
             try w.mergeAll(writes[...])
             if replica { try Self.keepInOutbox(db: db, dataset: id, writes) }
-            return try w.finish(lastHLC: self.clock.withLock { $0.last })
+            var summary = try w.finish(lastHLC: self.clock.withLock { $0.last })
+            if let s = settling { summary.settled = try Self.settle(db: db, dataset: id, key: s.key, field: s.field, by: s.by, at: s.at) }
+            return summary
         }
     }
 
@@ -352,17 +360,37 @@ public final class NodeStore: Sendable {
     /// write a second turn at the writer and a hand-off to the ledger's group-commit task.)
     func write(log: LedgerNote?, _ body: @escaping @Sendable (Database) throws -> WriteSummary) async throws -> WriteSummary {
         guard let log else { return try await pool.write(body) }
-        return try await pool.writeWithoutTransaction { db in
+        return try await logged({ [try log($0)] }, body)
+    }
+
+    /// One write transaction that appends the ledger entries `log` makes of `body`'s result in
+    /// the same transaction and commits with `synchronous = FULL`: the change and its entries are
+    /// durable together, with one fsync, before the caller acknowledges anything — or neither is.
+    /// (In WAL mode the fsync also makes every earlier commit durable.) No entries: nothing is
+    /// appended, and the commit is still synced.
+    func logged<T: Sendable>(
+        _ log: @escaping @Sendable (T) throws -> [LedgerEntry], _ body: @escaping @Sendable (Database) throws -> T
+    ) async throws -> T {
+        try await pool.writeWithoutTransaction { db in
             try db.execute(sql: "PRAGMA synchronous = FULL")
             defer { try? db.execute(sql: "PRAGMA synchronous = NORMAL") }
-            var summary = WriteSummary()
+            var result: T?
             try db.inTransaction {
-                summary = try body(db)
-                _ = try LedgerStore.insert([try log(summary)], db: db)
+                let r = try body(db)
+                let entries = try log(r)
+                if !entries.isEmpty { _ = try LedgerStore.insert(entries, db: db) }
+                result = r
                 return .commit
             }
-            return summary
+            guard let result else { throw CityMeshError(.internalError, "a logged write returned nothing") }
+            return result
         }
+    }
+
+    /// `logged` with entries fixed in advance (nil: a plain write transaction).
+    func logged<T: Sendable>(_ entries: [LedgerEntry]?, _ body: @escaping @Sendable (Database) throws -> T) async throws -> T {
+        guard let entries else { return try await pool.write(body) }
+        return try await logged({ _ in entries }, body)
     }
 
     /// Writes user inputs as local changes: each gets a fresh HLC stamp from this node's clock
@@ -445,8 +473,8 @@ public final class NodeStore: Sendable {
 
     // MARK: Tokens
 
-    public func insertToken(id: String, name: String, role: Role, hash: [UInt8], createdAt: String) async throws {
-        try await pool.write { db in
+    public func insertToken(id: String, name: String, role: Role, hash: [UInt8], createdAt: String, log: LedgerEntry? = nil) async throws {
+        try await logged(log.map { [$0] }) { db in
             try db.execute(
                 sql: "INSERT INTO tokens (id, name, role, hash, created_at) VALUES (?, ?, ?, ?, ?)",
                 arguments: [id, name, role.rawValue, Data(hash), createdAt])
@@ -461,8 +489,8 @@ public final class NodeStore: Sendable {
         }
     }
 
-    public func revokeToken(id: String, at: String) async throws {
-        try await pool.write { db in
+    public func revokeToken(id: String, at: String, log: LedgerEntry? = nil) async throws {
+        try await logged(log.map { [$0] }) { db in
             try db.execute(sql: "UPDATE tokens SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL", arguments: [at, id])
             if db.changesCount == 0 {
                 throw CityMeshError(.tokenNotFound, "no active token '\(id)': see the ids with 'citymesh token list'")

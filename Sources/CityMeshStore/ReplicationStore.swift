@@ -17,8 +17,9 @@ public struct IncomingBatch: Sendable {
     public let at: String
     /// Keys the owner retracted: dropped from the replica (with their conflicts and pending writes).
     public var retracted: [String] = []
-    /// The batch's `exchange.received` ledger entry, appended with the batch in one transaction.
-    public var entry: LedgerEntry?
+    /// The batch's ledger entries (`exchange.received`, and `share.retracted` when it retracts
+    /// rows), appended with the batch in one transaction.
+    public var entries: [LedgerEntry] = []
 
     public init(share: String, dataset: DatasetID, batch: ChangeBatch, signed: SignedBatch, states: [ChangeBatch.Record], keyField: String, from: CitySlug, at: String) {
         self.share = share
@@ -100,20 +101,27 @@ extension NodeStore {
 
     /// Records that batches `seqs` of `origin` in `share` went to `peer`, merged with the runs
     /// already recorded that overlap or touch them (so the table holds one row per gap).
-    /// `entries` (the sends' `exchange.sent` ledger entries) are appended in the same transaction.
+    /// `entries` (the sends' `exchange.sent` ledger entries) are appended in the same transaction,
+    /// committed durably (`logged`) before anything goes out.
     public func recordSent(share: String, peer: CitySlug, origin: CitySlug, seqs: ClosedRange<UInt64>, entries: [LedgerEntry] = []) async throws {
-        let first = try Int64.stored(seqs.lowerBound, "a batch number"), last = try Int64.stored(seqs.upperBound, "a batch number")
-        try await pool.write { db in
-            if !entries.isEmpty { _ = try LedgerStore.insert(entries, db: db) }
+        try await recordSent(share: share, peer: peer, origin: origin, runs: [seqs], entries: entries)
+    }
+
+    /// `recordSent` for several runs in one transaction (one fsync).
+    public func recordSent(share: String, peer: CitySlug, origin: CitySlug, runs: [ClosedRange<UInt64>], entries: [LedgerEntry]) async throws {
+        let bounds = try runs.map { (try Int64.stored($0.lowerBound, "a batch number"), try Int64.stored($0.upperBound, "a batch number")) }
+        try await logged(entries) { db in
             let key: StatementArguments = [share, peer.rawValue, origin.rawValue]
-            let touching = try Row.fetchAll(
-                db, sql: "SELECT first, last FROM sent_batches WHERE share = ? AND peer = ? AND origin = ? AND first <= ? AND last >= ?",
-                arguments: key + [last == .max ? last : last + 1, first == 0 ? 0 : first - 1])
-            let lo = touching.map { $0["first"] as Int64 }.reduce(first, min), hi = touching.map { $0["last"] as Int64 }.reduce(last, max)
-            try db.execute(
-                sql: "DELETE FROM sent_batches WHERE share = ? AND peer = ? AND origin = ? AND first <= ? AND last >= ?",
-                arguments: key + [last == .max ? last : last + 1, first == 0 ? 0 : first - 1])
-            try db.execute(sql: "INSERT INTO sent_batches (share, peer, origin, first, last) VALUES (?, ?, ?, ?, ?)", arguments: key + [lo, hi])
+            for (first, last) in bounds {
+                let touching = try Row.fetchAll(
+                    db, sql: "SELECT first, last FROM sent_batches WHERE share = ? AND peer = ? AND origin = ? AND first <= ? AND last >= ?",
+                    arguments: key + [last == .max ? last : last + 1, first == 0 ? 0 : first - 1])
+                let lo = touching.map { $0["first"] as Int64 }.reduce(first, min), hi = touching.map { $0["last"] as Int64 }.reduce(last, max)
+                try db.execute(
+                    sql: "DELETE FROM sent_batches WHERE share = ? AND peer = ? AND origin = ? AND first <= ? AND last >= ?",
+                    arguments: key + [last == .max ? last : last + 1, first == 0 ? 0 : first - 1])
+                try db.execute(sql: "INSERT INTO sent_batches (share, peer, origin, first, last) VALUES (?, ?, ?, ?, ?)", arguments: key + [lo, hi])
+            }
         }
     }
 
@@ -246,8 +254,9 @@ extension NodeStore {
     /// A member's replica narrowed to the fields its agreement grants now: cells of other fields
     /// leave every record, the fields leave the schema, and conflicts about them go. Returns the
     /// records rewritten (0 when the replica has no field to drop).
-    public func narrowReplica(_ id: DatasetID, keep: Set<String>) async throws -> Int {
-        try await background { try await pool.write { db in
+    /// `log` makes the ledger entry from the count; it commits with the change (`logged`).
+    public func narrowReplica(_ id: DatasetID, keep: Set<String>, log: @escaping @Sendable (Int) -> LedgerEntry? = { _ in nil }) async throws -> Int {
+        try await background { try await logged({ log($0).map { [$0] } ?? [] }) { db in
             guard let row = try Row.fetchOne(db, sql: "SELECT id, schema FROM datasets WHERE owner = ? AND name = ?", arguments: [id.owner.rawValue, id.name]) else { return 0 }
             let rowid: Int64 = row["id"]
             let schema = try Self.decodeSchema(row["schema"])
@@ -423,7 +432,7 @@ extension NodeStore {
                 try db.execute(
                     sql: "INSERT INTO share_batches (share, origin, seq, hash, records, bytes, received_from, received_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                     arguments: [incoming.share, b.origin.rawValue, try Int64.stored(b.seq), Data(incoming.signed.hash), b.records.count, Data(incoming.signed.bytes), incoming.from.rawValue, incoming.at])
-                if let entry = incoming.entry { _ = try LedgerStore.insert([entry], db: db) }
+                if !incoming.entries.isEmpty { _ = try LedgerStore.insert(incoming.entries, db: db) }
                 return (merged, summary.written, found.count)
             } }
             total.written += step.written
@@ -521,8 +530,8 @@ extension NodeStore {
 
     /// Deletes a replica and everything kept to replicate it (an agreement ended with
     /// `on_revoke: purge`). Returns the number of records removed.
-    public func purgeReplica(_ id: DatasetID, share: String) async throws -> Int {
-        try await pool.write { db in
+    public func purgeReplica(_ id: DatasetID, share: String, log: @escaping @Sendable (Int) -> LedgerEntry? = { _ in nil }) async throws -> Int {
+        try await logged({ log($0).map { [$0] } ?? [] }) { db in
             guard let rowid = try Int64.fetchOne(db, sql: "SELECT id FROM datasets WHERE owner = ? AND name = ?", arguments: [id.owner.rawValue, id.name]) else { return 0 }
             let count = try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM records WHERE dataset = ?", arguments: [rowid]) ?? 0
             try db.execute(sql: "DELETE FROM records WHERE dataset = ?", arguments: [rowid])
@@ -551,9 +560,13 @@ extension NodeStore {
         }
     }
 
-    /// Keeps a receipt this node signed as receiver and marks the batches it covers, in one transaction.
+    /// Keeps a receipt this node signed as receiver and marks the batches it covers, in one
+    /// transaction, committed durably: the receipt acknowledges the batches, so the batches and
+    /// their `exchange.received` entries (committed before, `synchronous = NORMAL`) are made
+    /// durable with it (one fsync of the WAL) before it is sent.
     public func saveIssuedReceipt(id: String, peer: CitySlug, share: String, document: String, batches: [(origin: CitySlug, seq: UInt64)], at: String) async throws {
-        try await pool.write { db in
+        let batches = batches
+        try await logged([]) { db in
             try db.execute(
                 sql: "INSERT INTO receipts (id, peer, share, role, receipt, created_at) VALUES (?, ?, ?, 'received', ?, ?)",
                 arguments: [id, peer.rawValue, share, document, at])
@@ -576,8 +589,9 @@ extension NodeStore {
 
     /// Keeps a receipt this node countersigned as sender; false if it already had one for it.
     @discardableResult
-    public func saveCountersigned(id: String, peer: CitySlug, share: String, receipt: String, countersign: String, at: String) async throws -> Bool {
-        try await pool.write { db in
+    /// `log` (the `exchange.receipt` entry) commits with it, durably (`logged`), or not at all.
+    public func saveCountersigned(id: String, peer: CitySlug, share: String, receipt: String, countersign: String, at: String, log: LedgerEntry? = nil) async throws -> Bool {
+        try await logged({ saved in saved ? (log.map { [$0] } ?? []) : [] }) { db in
             try db.execute(
                 sql: "INSERT OR IGNORE INTO receipts (id, peer, share, role, receipt, countersign, created_at) VALUES (?, ?, ?, 'sent', ?, ?, ?)",
                 arguments: [id, peer.rawValue, share, receipt, countersign, at])
@@ -587,8 +601,8 @@ extension NodeStore {
 
     /// Records the sender's countersignature of a receipt this node issued; false if it already had it.
     @discardableResult
-    public func saveCountersign(id: String, countersign: String) async throws -> Bool {
-        try await pool.write { db in
+    public func saveCountersign(id: String, countersign: String, log: LedgerEntry? = nil) async throws -> Bool {
+        try await logged({ saved in saved ? (log.map { [$0] } ?? []) : [] }) { db in
             try db.execute(sql: "UPDATE receipts SET countersign = ? WHERE id = ? AND role = 'received' AND countersign IS NULL", arguments: [countersign, id])
             return db.changesCount > 0
         }
@@ -656,12 +670,14 @@ extension NodeStore {
     /// Marks the open conflicts of one field of one record settled; returns how many.
     @discardableResult
     public func settleConflicts(_ dataset: DatasetID, key: String, field: String, by: String, at: String) async throws -> Int {
-        try await pool.write { db in
-            try db.execute(
-                sql: "UPDATE conflicts SET resolved_at = ?, resolved_by = ? WHERE dataset = ? AND key = ? AND field = ? AND resolved_at IS NULL",
-                arguments: [at, by, dataset.description, key, field])
-            return db.changesCount
-        }
+        try await pool.write { db in try Self.settle(db: db, dataset: dataset, key: key, field: field, by: by, at: at) }
+    }
+
+    static func settle(db: Database, dataset: DatasetID, key: String, field: String, by: String, at: String) throws -> Int {
+        try db.execute(
+            sql: "UPDATE conflicts SET resolved_at = ?, resolved_by = ? WHERE dataset = ? AND key = ? AND field = ? AND resolved_at IS NULL",
+            arguments: [at, by, dataset.description, key, field])
+        return db.changesCount
     }
 
     // MARK: Witnessing

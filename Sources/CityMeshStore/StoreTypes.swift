@@ -22,6 +22,8 @@ public struct WriteSummary: Sendable, Hashable, Codable {
     public var written: Int = 0
     public var unchanged: Int = 0
     public var lastSeq: Int64 = 0
+    /// Open conflicts the write settled (`NodeStore.apply(…settling:…)`).
+    public var settled: Int = 0
     public init() {}
 }
 

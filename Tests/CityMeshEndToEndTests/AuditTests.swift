@@ -117,4 +117,60 @@ struct AuditTests {
         #expect(r.stdout.contains("FAILED at entry 2"), "\(r.stdout)")
         #expect(daemon.terminate() == 0)
     }
+
+    @Test("an import killed half-way (kill -9): every record it committed is in the ledger, chunk by chunk, with its lines (G10)")
+    func importKilled() throws {
+        let work = try Harness.tempDir("audit-kill")
+        let listen = "127.0.0.1:\(Harness.freePort())"
+        let admin = "127.0.0.1:\(Harness.freePort())"
+        func cm(_ args: String...) throws -> CommandResult { try Harness.citymesh(args, cwd: work) }
+        _ = try cm("federation", "init", "--out", "fed", "--name", "Test")
+        _ = try cm("federation", "issue", "--ca", "fed", "--city", "hangzhou", "--out", "hz-cert")
+        var r = try cm("init", "--dir", "hz", "--city", "hangzhou", "--ca", "fed/ca.pem", "--cert", "hz-cert/node.pem", "--key", "hz-cert/node.key",
+                       "--listen", listen, "--admin", admin)
+        #expect(r.ok, "\(r.stderr)")
+        var daemon = try Daemon(dir: "hz", cwd: work)
+        #expect(try daemon.waitReady(admin: admin), "\(daemon.log)")
+        r = try cm("dataset", "create", "--dir", "hz", "people", "--key", "id", "--field", "id:string", "--field", "name:string")
+        #expect(r.ok, "\(r.stderr)")
+        let rows = 300_000
+        var csv = "id,name\n"
+        csv.reserveCapacity(rows * 24)
+        for i in 0..<rows { csv += "P-\(i),name \(i)\n" }
+        try csv.write(toFile: work + "/people.csv", atomically: true, encoding: .utf8)
+
+        let importer = Process()
+        importer.executableURL = URL(fileURLWithPath: Harness.binary)
+        importer.arguments = ["import", "--dir", "hz", "people", "--csv", "people.csv"]
+        importer.currentDirectoryURL = URL(fileURLWithPath: work)
+        importer.standardOutput = FileHandle.nullDevice
+        importer.standardError = FileHandle.nullDevice
+        try importer.run()
+        // Kill the node as soon as the first chunk is committed.
+        func committed() throws -> Int {
+            Int(try Harness.run("/usr/bin/sqlite3", ["hz/citymesh.db", "SELECT COUNT(*) FROM records"], cwd: work).stdout.trimmingCharacters(in: .whitespacesAndNewlines)) ?? 0
+        }
+        let deadline = Date().addingTimeInterval(120)
+        while try committed() == 0, Date() < deadline, importer.isRunning { Thread.sleep(forTimeInterval: 0.01) }
+        kill(daemon.process.processIdentifier, SIGKILL)
+        daemon.process.waitUntilExit()
+        importer.waitUntilExit()
+        let kept = try committed()
+        #expect(kept > 0 && kept < rows, "the node was killed during the import: \(kept) of \(rows) rows committed")
+
+        daemon = try Daemon(dir: "hz", cwd: work)
+        #expect(try daemon.waitReady(admin: admin), "\(daemon.log)")
+        let log = try cm("audit", "log", "--dir", "hz", "--json", "--kind", "dataset.import_chunk").stdout
+        let chunks = log.split(separator: "\n").compactMap { try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any] }
+        let ledgered = chunks.reduce(0) { $0 + ((($1["counts"] as? [String: Int])?["imported"]) ?? 0) }
+        #expect(ledgered == kept, "every committed record is in a chunk entry: \(ledgered) ledgered, \(kept) committed")
+        // The chunks' lines run on from the header without a gap and add up to what was committed.
+        let ranges = chunks.compactMap { ($0["detail"] as? String)?.dropFirst("lines ".count).split(separator: "–").compactMap { Int($0) } }
+        #expect(ranges.first?.first == 2 && ranges.count == chunks.count, "\(chunks.first ?? [:])")
+        #expect(zip(ranges, ranges.dropFirst()).allSatisfy { $0[1] + 1 == $1[0] }, "\(ranges)")
+        #expect(ranges.reduce(0) { $0 + $1[1] - $1[0] + 1 } == kept, "\(ranges)")
+        r = try cm("audit", "verify", "--dir", "hz")
+        #expect(r.ok && r.stdout.contains("ledger OK"), "\(r.stdout)\(r.stderr)")
+        #expect(daemon.terminate() == 0)
+    }
 }

@@ -1,4 +1,4 @@
-import CityMeshCore
+@testable import CityMeshCore
 import Crypto
 import Foundation
 import GRDB
@@ -224,6 +224,56 @@ struct LedgerStoreTests {
         report = try await ledger.audit(verifier: signer.verifier)
         #expect(report.firstBadIndex == 10)
         #expect(report.problem?.contains("missing") == true)
+    }
+}
+
+extension LedgerStoreTests {
+    static func kinds(_ store: NodeStore) async throws -> [String] {
+        try await store.pool.read { db in try String.fetchAll(db, sql: "SELECT kind FROM ledger ORDER BY idx") }
+    }
+
+    @Test("admin and agreement actions commit with their entries: a refused action leaves no entry, a repeated document none more (G10)")
+    func actionsWithTheirEntries() async throws {
+        let store = try Self.makeStore()
+        let hz = try CitySlug("hangzhou"), sh = try CitySlug("shanghai")
+        let id = try DatasetID(owner: hz, name: "air")
+        let schema = try Schema(keyField: "k", fields: [("k", .string), ("v", .int)])
+        func e(_ kind: String) -> LedgerEntry { LedgerEntry(time: "t", kind: kind, actor: "token:a") }
+        _ = try await store.createDataset(id, schema: schema, createdAt: "t", log: e(LedgerEntry.Kind.datasetCreated))
+        // The same name again is refused, and its entry goes nowhere.
+        await #expect(throws: CityMeshError.self) { _ = try await store.createDataset(id, schema: schema, createdAt: "t", log: e(LedgerEntry.Kind.datasetCreated)) }
+        _ = try await store.addField(id, name: "w", type: .string, log: e(LedgerEntry.Kind.fieldAdded))
+        await #expect(throws: CityMeshError.self) { _ = try await store.addField(id, name: "w", type: .string, log: e(LedgerEntry.Kind.fieldAdded)) }
+        try await store.insertToken(id: "t1", name: "ops", role: .operator, hash: Array(repeating: 1, count: 32), createdAt: "t", log: e(LedgerEntry.Kind.tokenCreated))
+        try await store.revokeToken(id: "t1", at: "t", log: e(LedgerEntry.Kind.tokenRevoked))
+        await #expect(throws: CityMeshError.self) { try await store.revokeToken(id: "t1", at: "t", log: e(LedgerEntry.Kind.tokenRevoked)) }
+        #expect(try await Self.kinds(store) == [LedgerEntry.Kind.datasetCreated, LedgerEntry.Kind.fieldAdded, LedgerEntry.Kind.tokenCreated, LedgerEntry.Kind.tokenRevoked])
+
+        // An agreement: each document's entry is written once, with the document.
+        let key = Agreement.Key.ed25519(Curve25519.Signing.PrivateKey())
+        let offer = Agreement.Offer(
+            owner: hz, member: sh, share: Policy.Share(
+                id: "air-sh", dataset: "air", to: [sh], fields: ["k", "v"], filter: nil, write: [], purpose: "p", legalBasis: "b", validFrom: nil,
+                validUntil: RFC3339.parse("2030-01-01T00:00:00Z")!, validUntilText: "2030-01-01", onRevoke: .keep),
+            policyVersion: 1, issuedAt: "t", nonce: nil)
+        let signed = try key.sign(offer, as: hz)
+        #expect(try await store.saveOffer(signed, offer, at: "t", log: e(LedgerEntry.Kind.agreementOffered)))
+        #expect(try await !store.saveOffer(signed, offer, at: "t", log: e(LedgerEntry.Kind.agreementOffered)))
+        let response = try key.sign(Agreement.Response(offer: signed.id, owner: "hangzhou", share: "air-sh", member: "shanghai", accept: true, at: "t"), as: sh)
+        #expect(try await store.saveResponse(response, offer: signed.id, log: e(LedgerEntry.Kind.agreementAccepted)))
+        #expect(try await !store.saveResponse(response, offer: signed.id, log: e(LedgerEntry.Kind.agreementAccepted)))
+        let revocation = try key.sign(Agreement.Revocation(offer: signed.id, owner: "hangzhou", share: "air-sh", member: "shanghai", reason: "r", at: "t"), as: hz)
+        #expect(try await store.saveRevocation(revocation, offer: signed.id, log: e(LedgerEntry.Kind.agreementRevoked)))
+        #expect(try await !store.saveRevocation(revocation, offer: "no-such-offer", log: e(LedgerEntry.Kind.agreementRevoked)))
+        let kinds = try await Self.kinds(store)
+        #expect(Array(kinds.suffix(3)) == [LedgerEntry.Kind.agreementOffered, LedgerEntry.Kind.agreementAccepted, LedgerEntry.Kind.agreementRevoked], "\(kinds)")
+
+        // A write whose entry cannot be made is undone: no change without its entry.
+        struct NoEntry: Error {}
+        let input = store.prepare([try RecordInput.fromText(key: "a", assignments: [("v", "1")], schema: schema)], schema: schema, physicalMillis: 1000)
+        await #expect(throws: NoEntry.self) { _ = try await store.apply(id, input, log: { _ in throw NoEntry() }) }
+        #expect(try await store.get(id, key: "a") == nil)
+        #expect(try await Self.kinds(store).count == kinds.count)
     }
 }
 

@@ -347,9 +347,9 @@ public struct AdminAPI: Sendable {
             let body = try await decodeBody(request, as: API.CreateDataset.self)
             let id = try DatasetID(owner: store.city, name: body.name)
             let schema = try Schema(keyField: body.key, fields: body.fields.map { ($0.name, $0.type) })
-            let info = try await store.createDataset(id, schema: schema, createdAt: now())
+            let info = try await store.createDataset(
+                id, schema: schema, createdAt: now(), log: entry(LedgerEntry.Kind.datasetCreated, context, dataset: id, counts: ["fields": schema.fields.count]))
             context.logger.info("dataset created", metadata: ["dataset.id": "\(id)"])
-            try await record(LedgerEntry.Kind.datasetCreated, context, dataset: id, counts: ["fields": schema.fields.count])
             return json(API.Dataset(info), status: .created)
         }
         router.get("/v1/datasets/:owner/:name") { _, context in
@@ -362,8 +362,8 @@ public struct AdminAPI: Sendable {
             guard id.owner == store.city else {
                 throw CityMeshError(.forbidden, "'\(id)' is \(id.owner)'s dataset: only \(id.owner) can add fields; they arrive here with its next batch")
             }
-            let info = try await store.addField(id, name: body.name, type: body.type)
-            try await record(LedgerEntry.Kind.fieldAdded, context, dataset: id, detail: "\(body.name): \(body.type.rawValue)")
+            let info = try await store.addField(
+                id, name: body.name, type: body.type, log: entry(LedgerEntry.Kind.fieldAdded, context, dataset: id, detail: "\(body.name): \(body.type.rawValue)"))
             return json(API.Dataset(info))
         }
         router.get("/v1/datasets/:owner/:name/records") { request, context in
@@ -427,7 +427,15 @@ public struct AdminAPI: Sendable {
                 throw CityMeshError(.forbidden, "'\(id)' is \(id.owner)'s dataset, replicated here: import into your own datasets, and write a replica's granted fields with 'citymesh record put'")
             }
             await replication?.willWrite(dataset: id)
-            let importer = Importer(store: store, dataset: id, schema: info.schema, format: format, physicalMillis: physicalMillis)
+            var importer = Importer(store: store, dataset: id, schema: info.schema, format: format, physicalMillis: physicalMillis)
+            if ledger != nil {
+                let (time, actor) = (now(), context.actor)
+                importer.log = { lines, written in
+                    LedgerEntry(
+                        time: time, kind: LedgerEntry.Kind.importChunk, actor: actor, dataset: "\(id)", counts: ["imported": written.written, "unchanged": written.unchanged],
+                        detail: "lines \(lines.lowerBound)–\(lines.upperBound)")
+                }
+            }
             let summary = try await importer.run(request.body)
             context.logger.info(
                 "import finished",
@@ -497,11 +505,12 @@ public struct AdminAPI: Sendable {
             }
             try await checkReplicaWrite(id, fields: [body.field], delete: false)
             let input = try RecordInput.fromJSON([body.field: value], key: body.key, schema: info.schema)
-            let s = try await store.apply(id, store.prepare([input], schema: info.schema, physicalMillis: physicalMillis()))
-            let settled = try await store.settleConflicts(id, key: body.key, field: body.field, by: context.actor, at: now())
-            try await record(
-                LedgerEntry.Kind.recordWritten, context, dataset: id, counts: ["written": s.written, "conflicts_settled": settled],
-                hashes: ["key.sha256": keyHash(body.key)], detail: "settled conflicts on field \(body.field)")
+            // The value, the settlement and their entry: one transaction, durable before the answer.
+            let note = ledgerNote(LedgerEntry.Kind.recordWritten, context, dataset: id, key: body.key, detail: "settled conflicts on field \(body.field)") {
+                ["written": $0.written, "conflicts_settled": $0.settled]
+            }
+            let s = try await store.apply(
+                id, store.prepare([input], schema: info.schema, physicalMillis: physicalMillis()), settling: (body.key, body.field, context.actor, now()), log: note)
             return json(API.WriteResult(written: s.written, unchanged: s.unchanged, seq: s.lastSeq))
         }
 
@@ -513,40 +522,49 @@ public struct AdminAPI: Sendable {
             try context.require(.admin)
             let body = try await decodeBody(request, as: API.CreateToken.self)
             let (tokenID, token) = AdminToken.generate()
-            try await store.insertToken(id: tokenID, name: body.name, role: body.role, hash: AdminToken.hash(token), createdAt: now())
+            try await store.insertToken(
+                id: tokenID, name: body.name, role: body.role, hash: AdminToken.hash(token), createdAt: now(),
+                log: entry(LedgerEntry.Kind.tokenCreated, context, detail: "token:\(tokenID) role \(body.role.rawValue)"))
             context.logger.info("token created", metadata: ["token.id": "\(tokenID)", "token.role": "\(body.role.rawValue)"])
-            try await record(LedgerEntry.Kind.tokenCreated, context, detail: "token:\(tokenID) role \(body.role.rawValue)")
             return json(API.NewToken(id: tokenID, name: body.name, role: body.role, token: token), status: .created)
         }
         router.delete("/v1/tokens/:id") { _, context in
             try context.require(.admin)
             let tokenID = try context.parameters.require("id")
-            try await store.revokeToken(id: tokenID, at: now())
-            try await record(LedgerEntry.Kind.tokenRevoked, context, detail: "token:\(tokenID)")
+            try await store.revokeToken(id: tokenID, at: now(), log: entry(LedgerEntry.Kind.tokenRevoked, context, detail: "token:\(tokenID)"))
             return json(["revoked": tokenID])
         }
         return router
     }
 
-    /// Appends an admin action to the ledger and waits until it is durable, so nothing the API
-    /// reports as done is missing from the log.
+    /// An admin action's ledger entry, for the store to append in the action's own transaction
+    /// (durably, before the API answers); nil without a ledger (route tests).
+    func entry(
+        _ kind: String, _ context: AdminContext, dataset: DatasetID? = nil, counts: [String: Int]? = nil, hashes: [String: String]? = nil,
+        detail: String? = nil
+    ) -> LedgerEntry? {
+        guard ledger != nil else { return nil }
+        return LedgerEntry(time: now(), kind: kind, actor: context.actor, dataset: dataset.map { "\($0)" }, counts: counts, hashes: hashes, detail: detail)
+    }
+
+    /// Appends an admin action to the ledger and waits until it is durable (for actions that are
+    /// not a store write of their own: the summary of an import whose chunks were ledgered).
     func record(
         _ kind: String, _ context: AdminContext, dataset: DatasetID? = nil, counts: [String: Int]? = nil, hashes: [String: String]? = nil,
         detail: String? = nil
     ) async throws {
-        guard let ledger else { return }
-        _ = try await ledger.append(
-            LedgerEntry(time: now(), kind: kind, actor: context.actor, dataset: dataset.map { "\($0)" }, counts: counts, hashes: hashes, detail: detail))
+        guard let ledger, let e = entry(kind, context, dataset: dataset, counts: counts, hashes: hashes, detail: detail) else { return }
+        _ = try await ledger.append(e)
     }
 
     /// The ledger entry of a record write, made inside the write's own transaction once its counts
     /// are known (nil without a ledger: route tests).
     func ledgerNote(
-        _ kind: String, _ context: AdminContext, dataset: DatasetID, key: String, counts: @escaping @Sendable (WriteSummary) -> [String: Int]
+        _ kind: String, _ context: AdminContext, dataset: DatasetID, key: String, detail: String? = nil, counts: @escaping @Sendable (WriteSummary) -> [String: Int]
     ) -> NodeStore.LedgerNote? {
         guard ledger != nil else { return nil }
         let (time, actor, hashes) = (now(), context.actor, ["key.sha256": keyHash(key)])
-        return { summary in LedgerEntry(time: time, kind: kind, actor: actor, dataset: "\(dataset)", counts: counts(summary), hashes: hashes) }
+        return { summary in LedgerEntry(time: time, kind: kind, actor: actor, dataset: "\(dataset)", counts: counts(summary), hashes: hashes, detail: detail) }
     }
 
     /// Record keys can be personal data (a person's or firm's id): the ledger keeps their hash.

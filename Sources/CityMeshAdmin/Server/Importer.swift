@@ -27,7 +27,17 @@ struct Importer: Sendable {
     let schema: Schema
     let format: ImportFormat
     let physicalMillis: @Sendable () -> UInt64
+    /// The ledger entry of one committed chunk (its lines and what it wrote), appended in the
+    /// chunk's own transaction: a chunk is never committed without its entry, so an import that
+    /// stops half-way leaves every change it made in the ledger. Nil: no ledger (route tests).
+    var log: (@Sendable (_ lines: ClosedRange<Int>, _ written: WriteSummary) -> LedgerEntry)? = nil
     static let batchSize = 20_000
+
+    /// Rows ready to write, with the lines of the file they came from.
+    struct Chunk: Sendable {
+        var writes: [PreparedWrite]
+        var lines: ClosedRange<Int>
+    }
     static let maxListedRejections = 1000
     /// Longest rejection reason listed, in characters.
     static let maxReasonLength = 300
@@ -37,7 +47,7 @@ struct Importer: Sendable {
     /// more than a batch ahead and memory stays bounded whatever the file's size.
     func run<Body: AsyncSequence & Sendable>(_ body: Body) async throws -> API.ImportSummary where Body.Element == ByteBuffer {
         let started = ContinuousClock.now
-        let channel = AsyncThrowingChannel<[PreparedWrite], any Error>()
+        let channel = AsyncThrowingChannel<Chunk, any Error>()
         let (parsed, written, writeTime) = try await withThrowingTaskGroup(of: Outcome.self) { group in
             group.addTask {
                 do {
@@ -52,9 +62,11 @@ struct Importer: Sendable {
             group.addTask {
                 var total = WriteSummary()
                 var writeTime = Duration.zero
-                for try await batch in channel {
+                for try await chunk in channel {
                     let t0 = ContinuousClock.now
-                    let s = try await store.apply(dataset, batch)
+                    let lines = chunk.lines
+                    let note: NodeStore.LedgerNote? = log.map { log in { @Sendable summary in log(lines, summary) } }
+                    let s = try await store.apply(dataset, chunk.writes, log: note)
                     writeTime += ContinuousClock.now - t0
                     total.written += s.written
                     total.unchanged += s.unchanged
@@ -89,7 +101,7 @@ struct Importer: Sendable {
 
     /// The parsing stage: rows become prepared writes in batches of `batchSize`; bad rows become rejections.
     func parse<Body: AsyncSequence>(
-        _ body: Body, send: ([PreparedWrite]) async -> Void
+        _ body: Body, send: (Chunk) async -> Void
     ) async throws -> API.ImportSummary where Body.Element == ByteBuffer {
         var summary = API.ImportSummary()
         var batch: [RecordInput] = []
@@ -98,6 +110,8 @@ struct Importer: Sendable {
         var mapper: CSVRowMapper?
         var lines = JSONLines()
         var hasher = SHA256()
+        var chunkLines: ClosedRange<Int>?
+        func saw(_ line: Int) { chunkLines = chunkLines.map { min($0.lowerBound, line)...max($0.upperBound, line) } ?? line...line }
 
         func reject(_ line: Int, _ reason: String) {
             summary.rejected += 1
@@ -112,9 +126,10 @@ struct Importer: Sendable {
         }
 
         func flush() async {
-            guard !batch.isEmpty else { return }
-            await send(store.prepare(batch, schema: schema, physicalMillis: physicalMillis()))
+            guard !batch.isEmpty, let range = chunkLines else { return }
+            await send(Chunk(writes: store.prepare(batch, schema: schema, physicalMillis: physicalMillis()), lines: range))
             batch.removeAll(keepingCapacity: true)
+            chunkLines = nil
         }
 
         func take(csvRow row: CSVParser.Row) throws {
@@ -125,7 +140,10 @@ struct Importer: Sendable {
                 return
             }
             if let e = row.error { return reject(row.line, e) }
-            do { batch.append(try m.map(row.fields)) } catch let e as CityMeshError { reject(row.line, e.message) }
+            do {
+                batch.append(try m.map(row.fields))
+                saw(row.line)
+            } catch let e as CityMeshError { reject(row.line, e.message) }
         }
 
         func take(jsonLine line: Int, bytes: [UInt8]?) {
@@ -141,6 +159,7 @@ struct Importer: Sendable {
                     throw CityMeshError(.malformedInput, "not a JSON object: write one {\"field\": value, …} per line")
                 }
                 batch.append(try RecordInput.fromJSON(object, key: nil, schema: schema))
+                saw(line)
             } catch let e as CityMeshError {
                 reject(line, e.message)
             } catch {

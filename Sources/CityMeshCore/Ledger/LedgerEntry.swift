@@ -11,6 +11,8 @@ public struct LedgerEntry: Codable, Sendable, Equatable {
         public static let datasetCreated = "dataset.created"
         public static let fieldAdded = "dataset.field_added"
         public static let imported = "dataset.imported"
+        /// One committed chunk of an import (its lines and counts), in the chunk's transaction.
+        public static let importChunk = "dataset.import_chunk"
         public static let recordWritten = "record.written"
         public static let recordDeleted = "record.deleted"
         public static let tokenCreated = "token.created"
