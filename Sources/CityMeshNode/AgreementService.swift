@@ -112,8 +112,10 @@ public final class AgreementService: AgreementDesk, Sendable {
                 (try? a.revocation?.decode(Agreement.Revocation.self))?.reason.hasPrefix(Self.byHand) == true
             }
             var random = SystemRandomNumberGenerator()
+            let secret = try await store.ledgerSecret()
             let (offers, revocations) = Agreement.plan(
-                owner: city, policy: inForce, version: version, current: mine.map(\.offer), revokedByHand: byHand.map(\.offer), issuedAt: now, using: &random)
+                owner: city, policy: inForce, version: version, current: mine.map(\.offer), revokedByHand: byHand.map(\.offer), issuedAt: now,
+                ledgerKey: { LedgerKey.share($0, secret: secret) }, using: &random)
             for (signed, reason) in revocations {
                 try await revoke(signed, reason: reason, actor: "node:policy")
             }

@@ -266,6 +266,16 @@ enum Migrations {
                 ) WITHOUT ROWID;
                 """)
         }
+        m.registerMigration("v10-node-secrets") { db in
+            try db.execute(sql: """
+                -- Secrets of this node that never leave it: `ledger` (32 random bytes), from which the
+                -- keys of the ledger's keyed hashes are derived (LedgerKey).
+                CREATE TABLE node_secrets (
+                    name TEXT PRIMARY KEY,
+                    value BLOB NOT NULL
+                ) WITHOUT ROWID;
+                """)
+        }
         return m
     }
 }

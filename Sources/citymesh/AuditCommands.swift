@@ -7,7 +7,7 @@ import Foundation
 struct Audit: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Inspect and verify the node's accountability ledger (an auditor token is enough).",
-        subcommands: [AuditLog.self, AuditVerify.self, AuditCheckpoint.self, AuditWitnesses.self, AuditVKey.self, AuditProve.self, AuditVerifyProof.self, AuditConsistency.self, AuditExport.self, AuditVerifyBundle.self, AuditReconcile.self])
+        subcommands: [AuditLog.self, AuditKey.self, AuditHash.self, AuditVerify.self, AuditCheckpoint.self, AuditWitnesses.self, AuditVKey.self, AuditProve.self, AuditVerifyProof.self, AuditConsistency.self, AuditExport.self, AuditVerifyBundle.self, AuditReconcile.self])
 }
 
 struct AuditLog: AsyncParsableCommand {
@@ -20,7 +20,9 @@ struct AuditLog: AsyncParsableCommand {
               citymesh audit log --dir hz --kind dataset.imported --json
 
             --kind matches a kind or its family (peer matches peer.connected and peer.refused).
-            Entries hold metadata and hashes, never record values.
+            Entries hold metadata and hashes, never record values. Record keys are there only as
+            keyed hashes (key.hmac); to find one record's entries, an admin gives you the ledger
+            key ('citymesh audit key') and you pass it with --record and --ledger-key.
             """)
 
     @OptionGroup var node: NodeOptions
@@ -29,10 +31,19 @@ struct AuditLog: AsyncParsableCommand {
     @Option(help: "Only this kind or family of kinds.") var kind: String?
     @Option(help: "Only entries about this dataset (owner/name).") var dataset: String?
     @Option(help: "At most this many entries (1-10000).") var limit: Int = 1000
+    @Option(help: "Only entries about this record key (needs --ledger-key).") var record: String?
+    @Option(help: "The ledger key (64 hex digits, from 'audit key') that record keys are hashed with.") var ledgerKey: String?
     @OptionGroup var output: OutputOptions
+
+    func validate() throws {
+        if record != nil, ledgerKey.flatMap(LedgerKey.init(hex:)) == nil {
+            throw ValidationError("--record needs --ledger-key: the 64 hex digits an admin gets with 'citymesh audit key DATASET' (record keys are in the ledger only as keyed hashes)")
+        }
+    }
 
     func run() async throws {
         var query: [String: String] = ["limit": String(limit)]
+        if let record, let key = ledgerKey.flatMap(LedgerKey.init(hex:)) { query["contains"] = key.hash(record) }
         if let since { query["since"] = since }
         if let peer { query["peer"] = peer }
         if let kind { query["kind"] = kind }
@@ -50,6 +61,60 @@ struct AuditLog: AsyncParsableCommand {
                 let detail = [e.reason, e.detail, counts.isEmpty ? nil : counts].compactMap { $0 }.joined(separator: "; ")
                 return [String(e.index), String(e.time.prefix(19)), e.kind, e.actor, e.peer ?? "", e.dataset ?? "", detail]
             })
+    }
+}
+
+struct AuditKey: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "key",
+        abstract: "Print the key a dataset's (or a share's) record keys are hashed with in the ledger (admin).",
+        discussion: """
+            Examples:
+              citymesh audit key --dir hz air-quality
+              citymesh audit key --dir hz air-quality --share delta-air
+              citymesh audit key --dir sh hangzhou/air-quality
+
+            Record keys enter the ledger as HMAC-SHA256 under this key (key.hmac; hmac.key names
+            the key). Whoever holds it can test guesses of record keys against the ledger: give it
+            to an auditor for a specific inquiry only. A share's key is in its signed offer, so the
+            owner's and every member's entries about one of its records carry the same hash.
+            """)
+
+    @OptionGroup var node: NodeOptions
+    @Argument(help: "The dataset (name, or owner/name for a replica).") var dataset: String
+    @Option(help: "The key of this share of the dataset (its name) rather than the dataset's own.") var share: String?
+    @OptionGroup var output: OutputOptions
+
+    func run() async throws {
+        var query = ["dataset": dataset]
+        if let share { query["share"] = share }
+        let info: API.LedgerKeyInfo = try await node.withNode { client, _ in try await client.get("/v1/audit/key", query: query) }
+        if output.json { return try printJSON(info) }
+        print("key \(info.key)\nid  \(info.id)")
+    }
+}
+
+struct AuditHash: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "hash",
+        abstract: "The keyed hash a record key has in the ledger (offline).",
+        discussion: """
+            Example:
+              citymesh audit hash --ledger-key 3f1c…(64 hex digits) 91330100MA2H0003
+
+            Prints HMAC-SHA256(ledger key, record key) in hex: the key.hmac of the record's
+            entries. Search for it with 'citymesh audit log --record KEY --ledger-key HEX', or in
+            an evidence bundle.
+            """)
+
+    @Option(help: "The ledger key (64 hex digits, from 'audit key').") var ledgerKey: String
+    @Argument(help: "The record key.") var record: String
+
+    func run() throws {
+        guard let key = LedgerKey(hex: ledgerKey) else {
+            throw ValidationError("--ledger-key is 64 lowercase hex digits, as 'citymesh audit key' prints it")
+        }
+        print(key.hash(record))
     }
 }
 

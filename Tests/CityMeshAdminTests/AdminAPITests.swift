@@ -435,7 +435,9 @@ struct AdminAPITests {
         #expect(try await policy.mayWrite(dataset: "air-quality", key: "S-2", field: "pm25", member: CitySlug("shanghai")).isFailure)
         let denied = try await ledger.entries(kind: "policy.denied")
         #expect(denied.map { $0.reason ?? "" } == ["no_share", "field_not_writable", "row_filtered"])
-        #expect(denied.allSatisfy { $0.hashes?["key.sha256"]?.count == 64 && $0.dataset == "hangzhou/air-quality" })
+        // The key as a keyed hash under the dataset's ledger key, never as a plain SHA-256.
+        let ledgerKey = try await f.store.ledgerKey(for: DatasetID(owner: CitySlug("hangzhou"), name: "air-quality"))
+        #expect(denied.allSatisfy { $0.hashes == ["key.hmac": ledgerKey.hash($0.reason == "row_filtered" ? "S-2" : "S-1"), "hmac.key": ledgerKey.id] && $0.dataset == "hangzhou/air-quality" })
         #expect(!(try await ledger.entries(kind: "policy").map(\.detail).contains { $0?.contains("S-1") == true }), "keys never reach the ledger")
     }
 }

@@ -107,6 +107,29 @@ struct ReplicationTests {
             return hzRecord.contains("audited") && szRecord.contains("audited")
         }
 
+        // Record keys are in the ledgers only as keyed hashes: the share's key came with the
+        // signed offer, so the owner's key for the share is the member's key for its replica, and
+        // an auditor given it finds the member's write of E-3 (openssl computes the same HMAC).
+        let shareKey = try cm("audit", "key", "--dir", "hangzhou", "registry", "--share", "registry-rw", "--json").stdout
+        let memberKey = try cm("audit", "key", "--dir", "shanghai", "hangzhou/registry", "--json").stdout
+        func field(_ json: String, _ name: String) -> String? { (try? JSONSerialization.jsonObject(with: Data(json.utf8)) as? [String: Any])?[name] as? String }
+        let k = field(shareKey, "key") ?? ""
+        #expect(k.count == 64 && field(memberKey, "key") == k, "\(shareKey) vs \(memberKey)")
+        #expect(field(try cm("audit", "key", "--dir", "hangzhou", "registry", "--json").stdout, "key") != k, "the owner's own writes use the dataset's key, not the share's")
+        let hmac = try cm("audit", "hash", "--ledger-key", k, "E-3").stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+        let viaOpenSSL = try Harness.run("/bin/sh", ["-c", "printf %s E-3 | openssl dgst -sha256 -mac HMAC -macopt hexkey:\(k) -r"], cwd: work).stdout
+        #expect(hmac.count == 64 && viaOpenSSL.hasPrefix(hmac), "\(hmac) vs \(viaOpenSSL)")
+        r = try cm("audit", "log", "--dir", "shanghai", "--record", "E-3", "--ledger-key", k, "--json")
+        let written = r.stdout.split(separator: "\n").compactMap { try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any] }
+        #expect(written.count == 1 && written.first?["kind"] as? String == "record.written", "\(r.stdout)\(r.stderr)")
+        #expect((written.first?["hashes"] as? [String: String])?["hmac.key"] == field(memberKey, "id"), "\(written)")
+        r = try cm("audit", "log", "--dir", "shanghai", "--record", "E-3")
+        #expect(!r.ok && r.stderr.contains("--ledger-key"), "\(r.stderr)")
+        for dir in ["hangzhou", "shanghai"] {
+            let all = try cm("audit", "log", "--dir", dir, "--json", "--limit", "10000").stdout
+            #expect(!all.contains("key.sha256") && !all.contains("\"E-3\""), "no record key in the clear or as a plain hash in \(dir)'s ledger")
+        }
+
         // Shanghai and Suzhou edit the same field of the same record at the same moment.
         var conflicted: String?
         for attempt in 1...4 where conflicted == nil {

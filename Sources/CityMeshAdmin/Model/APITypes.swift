@@ -237,6 +237,22 @@ public enum API {
         public init(entries: [LedgerEntry]) { self.entries = entries }
     }
 
+    /// A ledger key (`GET /v1/audit/key`, admin only): what an auditor needs to look for one
+    /// record's keyed hashes (`key.hmac`, named by `hmac.key` = `id`).
+    public struct LedgerKeyInfo: Codable, Sendable {
+        public let dataset: String
+        /// The share (`owner/name`) when the key is a share's, else nil (the dataset's own key).
+        public let share: String?
+        public let id: String
+        public let key: String
+        public init(dataset: String, share: String?, id: String, key: String) {
+            self.dataset = dataset
+            self.share = share
+            self.id = id
+            self.key = key
+        }
+    }
+
     /// One peer as `GET /v1/peers` and `citymesh peers --json` show it.
     public struct Peer: Codable, Sendable, Equatable {
         public let city: String

@@ -117,6 +117,24 @@ public struct AdminAPI: Sendable {
                 newestFirst: order == "newest", limit: limit)
             return json(API.AuditLog(entries: entries))
         }
+        // A ledger key gives whoever holds it the power to test guesses of record keys against
+        // the ledger: only an admin hands it out (to an auditor, for a specific inquiry).
+        router.get("/v1/audit/key") { request, context in
+            try context.require(.admin)
+            let q = request.uri.queryParameters
+            guard let name = q.get("dataset") else { throw CityMeshError(.invalidArgument, "say which dataset: ?dataset=owner/name") }
+            let id = try DatasetID(parsing: name, localCity: store.city)
+            _ = try await store.dataset(id)
+            if let share = q.get("share") {
+                let full = "\(id.owner)/\(share)"
+                guard let key = try await store.knownShareKey(full) else {
+                    throw CityMeshError(.recordNotFound, "no ledger key is known for share \(full): its offers carry none (made before offers did), or it is not a share of this node")
+                }
+                return json(API.LedgerKeyInfo(dataset: id.description, share: full, id: key.id, key: key.hex))
+            }
+            let key = try await store.ledgerKey(for: id)
+            return json(API.LedgerKeyInfo(dataset: id.description, share: nil, id: key.id, key: key.hex))
+        }
         router.get("/v1/audit/checkpoint") { request, _ in
             let ledger = try requireLedger()
             if request.uri.queryParameters.get("witnessed") == "1" {
@@ -404,7 +422,7 @@ public struct AdminAPI: Sendable {
             // writes the record and its ledger entry together.
             let s = try await store.apply(
                 id, store.prepare([input], schema: info.schema, physicalMillis: physicalMillis()),
-                log: ledgerNote(LedgerEntry.Kind.recordWritten, context, dataset: id, key: key) { ["written": $0.written, "unchanged": $0.unchanged] })
+                log: try await ledgerNote(LedgerEntry.Kind.recordWritten, context, dataset: id, key: key) { ["written": $0.written, "unchanged": $0.unchanged] })
             timing.lap("store")
             return timing.add(to: json(API.WriteResult(written: s.written, unchanged: s.unchanged, seq: s.lastSeq)))
         }
@@ -415,7 +433,7 @@ public struct AdminAPI: Sendable {
             try await checkReplicaWrite(id, fields: [], delete: true)
             let s = try await store.delete(
                 id, key: key, physicalMillis: physicalMillis(),
-                log: ledgerNote(LedgerEntry.Kind.recordDeleted, context, dataset: id, key: key) { ["deleted": $0.written] })
+                log: try await ledgerNote(LedgerEntry.Kind.recordDeleted, context, dataset: id, key: key) { ["deleted": $0.written] })
             return json(API.WriteResult(written: s.written, unchanged: s.unchanged, seq: s.lastSeq))
         }
         router.post("/v1/datasets/:owner/:name/import") { request, context in
@@ -506,7 +524,7 @@ public struct AdminAPI: Sendable {
             try await checkReplicaWrite(id, fields: [body.field], delete: false)
             let input = try RecordInput.fromJSON([body.field: value], key: body.key, schema: info.schema)
             // The value, the settlement and their entry: one transaction, durable before the answer.
-            let note = ledgerNote(LedgerEntry.Kind.recordWritten, context, dataset: id, key: body.key, detail: "settled conflicts on field \(body.field)") {
+            let note = try await ledgerNote(LedgerEntry.Kind.recordWritten, context, dataset: id, key: body.key, detail: "settled conflicts on field \(body.field)") {
                 ["written": $0.written, "conflicts_settled": $0.settled]
             }
             let s = try await store.apply(
@@ -559,17 +577,15 @@ public struct AdminAPI: Sendable {
 
     /// The ledger entry of a record write, made inside the write's own transaction once its counts
     /// are known (nil without a ledger: route tests).
+    ///
+    /// Record keys can be personal data (a person's or firm's id): the ledger keeps their keyed
+    /// hash (`LedgerKey`: the dataset's own key, or for a replica the share's key from the offer).
     func ledgerNote(
         _ kind: String, _ context: AdminContext, dataset: DatasetID, key: String, detail: String? = nil, counts: @escaping @Sendable (WriteSummary) -> [String: Int]
-    ) -> NodeStore.LedgerNote? {
+    ) async throws -> NodeStore.LedgerNote? {
         guard ledger != nil else { return nil }
-        let (time, actor, hashes) = (now(), context.actor, ["key.sha256": keyHash(key)])
+        let (time, actor, hashes) = (now(), context.actor, try await store.ledgerKey(for: dataset).entryHashes(key))
         return { summary in LedgerEntry(time: time, kind: kind, actor: actor, dataset: "\(dataset)", counts: counts(summary), hashes: hashes, detail: detail) }
-    }
-
-    /// Record keys can be personal data (a person's or firm's id): the ledger keeps their hash.
-    func keyHash(_ key: String) -> String {
-        SHA256.hash(data: Array(key.utf8)).map { String(format: "%02x", $0) }.joined()
     }
 
     /// A tree size from a parameter, defaulting to the latest signed checkpoint; never beyond the log.

@@ -173,10 +173,12 @@ public final class PolicyManager: Sendable {
     }
 
     func deny(_ denial: PolicyEngine.Denial, member: CitySlug, dataset: DatasetID, key: String, field: String? = nil) async throws {
-        let keyHash = SHA256.hash(data: Array(key.utf8)).map { String(format: "%02x", $0) }.joined()
-        _ = try await ledger?.append(LedgerEntry(
+        guard let ledger else { return }
+        // The record key as a keyed hash (docs/auditing.md §1), never as its plain SHA-256.
+        let hashes = try await store.ledgerKey(for: dataset).entryHashes(key)
+        _ = try await ledger.append(LedgerEntry(
             time: RFC3339.format(microseconds: clock()), kind: LedgerEntry.Kind.policyDenied, actor: "peer:\(member)", peer: member.rawValue,
-            dataset: dataset.description, hashes: ["key.sha256": keyHash], reason: denial.code,
+            dataset: dataset.description, hashes: hashes, reason: denial.code,
             detail: (field.map { "write of '\($0)': " } ?? "") + denial.description))
     }
 

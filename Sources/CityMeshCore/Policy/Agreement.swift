@@ -32,8 +32,13 @@ public enum Agreement {
         /// and without a nonce it could name that offer in a forged document. Absent in offers
         /// made before it was added.
         public var nonce: String?
+        /// The share's ledger key (`LedgerKey`, 64 hex digits): the same for every member of the
+        /// share and every offer of it, so both cities hash the share's record keys in their
+        /// ledgers the same way, and an auditor given it can check a specific record. Absent in
+        /// offers made before it was added (each side then hashes with a key of its own).
+        public var ledgerKey: String?
 
-        public init(owner: CitySlug, member: CitySlug, share s: Policy.Share, policyVersion: Int, issuedAt: String, nonce: String?) {
+        public init(owner: CitySlug, member: CitySlug, share s: Policy.Share, policyVersion: Int, issuedAt: String, nonce: String?, ledgerKey: String? = nil) {
             self.owner = owner.rawValue
             share = s.id
             self.member = member.rawValue
@@ -49,6 +54,7 @@ public enum Agreement {
             self.policyVersion = policyVersion
             self.issuedAt = issuedAt
             self.nonce = nonce
+            self.ledgerKey = ledgerKey
         }
 
         /// Whether two offers grant the same thing (when, from which version and the nonce aside).
@@ -57,6 +63,9 @@ public enum Agreement {
             a.issuedAt = ""; b.issuedAt = ""
             a.policyVersion = 0; b.policyVersion = 0
             a.nonce = nil; b.nonce = nil
+            // The key is derived from the share's name, so it never changes the terms (and an
+            // offer made before offers carried one is not superseded for lacking it).
+            a.ledgerKey = nil; b.ledgerKey = nil
             return a == b
         }
 
@@ -187,6 +196,9 @@ public enum Agreement {
         guard RFC3339.parse(offer.validUntil) != nil, offer.validFrom.map({ RFC3339.parse($0) != nil }) ?? true else {
             throw SignatureError("the offer's validity ('\(offer.validFrom ?? "")' to '\(offer.validUntil)') is not RFC 3339 times")
         }
+        if let k = offer.ledgerKey, LedgerKey(hex: k) == nil {
+            throw SignatureError("the offer's ledger key is not 64 lowercase hex digits (\(k.prefix(70).count) characters)")
+        }
     }
 
     /// Checks a response against the stored offer it names (`offerID` is that offer's id): it must
@@ -236,13 +248,14 @@ public enum Agreement {
     /// `revokedByHand` are offers an admin revoked: they are not offered again on the same terms.
     public static func plan(
         owner: CitySlug, policy: Policy, version: Int, current: [Signed], revokedByHand: [Signed] = [], issuedAt: String,
-        using generator: inout some RandomNumberGenerator
+        ledgerKey: (_ share: String) -> LedgerKey? = { _ in nil }, using generator: inout some RandomNumberGenerator
     ) -> (offer: [Offer], revoke: [(Signed, String)]) {
         var wanted: [String: Offer] = [:]
         for share in policy.shares {
             for member in share.to {
                 wanted["\(share.id) \(member)"] = Offer(
-                    owner: owner, member: member, share: share, policyVersion: version, issuedAt: issuedAt, nonce: Offer.nonce(using: &generator))
+                    owner: owner, member: member, share: share, policyVersion: version, issuedAt: issuedAt, nonce: Offer.nonce(using: &generator),
+                    ledgerKey: ledgerKey("\(owner)/\(share.id)")?.hex)
             }
         }
         var toOffer: [Offer] = []
