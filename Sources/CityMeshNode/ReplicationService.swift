@@ -65,6 +65,9 @@ public final class ReplicationService: Service, ReplicaDesk, Sendable {
         /// When a member last refreshed its shares because an owner batch had fields its view
         /// lacked (at most every 2 s: old batches cut under wider terms keep arriving in a resync).
         var fieldRefresh: [String: Int64] = [:]
+        /// When the next compaction pass may run (microseconds; `Erasure.nextPass`).
+        var nextCompaction: Int64 = 0
+        var compacting = false
     }
 
     let city: CitySlug
@@ -198,6 +201,62 @@ public final class ReplicationService: Service, ReplicaDesk, Sendable {
         if count % 10 == 0 {
             await collectTombstones()
             await settleSuperseded()
+        }
+        await compact(force: false)
+    }
+
+    // MARK: Erasure
+
+    /// Compacts deleted records' old values out of the stored batches (`NodeStore.compactErasures`,
+    /// the rule `Erasure.compacts`): on a tick when deletions wait and the last pass is far enough
+    /// behind (`Erasure.nextPass`: at most ~5% of a core on a large share), or at once (`force`:
+    /// `record erase`). One pass at a time; a forced one waits for a running one and then runs.
+    /// Each pass that changed something is ledgered (`share.compacted`) with its counts.
+    @discardableResult
+    public func compact(force: Bool) async -> [DatasetID: CompactionResult] {
+        let now = clock()
+        let go = state.withLock { s -> Bool in
+            guard !s.compacting, force || now >= s.nextCompaction else { return false }
+            s.compacting = true
+            return true
+        }
+        guard go else {
+            guard force else { return [:] }
+            try? await Task.sleep(for: .milliseconds(50))
+            return await compact(force: true)
+        }
+        defer { state.withLock { $0.compacting = false } }
+        guard (try? await store.pendingErasures()) ?? 0 > 0 else { return [:] }
+        // Every share this node was ever party to may have batches stored: the agreements name them all.
+        var shares: [String: DatasetID] = [:]
+        for a in (try? await store.agreements()) ?? [] {
+            if let owner = try? CitySlug(a.terms.owner), let d = try? DatasetID(owner: owner, name: a.terms.dataset) { shares["\(owner)/\(a.terms.share)"] = d }
+        }
+        let started = ContinuousClock.now
+        let at = self.now
+        do {
+            let results = try await store.compactErasures(shares: shares) { results in
+                results.sorted { $0.key.description < $1.key.description }.map { dataset, r in
+                    LedgerEntry(
+                        time: at, kind: LedgerEntry.Kind.shareCompacted, actor: "node", dataset: dataset.description,
+                        counts: ["records": r.records, "batches": r.batches, "keys": r.keys, "legacy_batches": r.legacy],
+                        detail: "\(r.records) records of \(r.keys) deleted keys compacted out of \(r.batches) stored batches"
+                            + (r.legacy > 0 ? "; \(r.legacy) batches in the old layout (CMB1) still hold some and cannot be compacted" : ""))
+                }
+            }
+            let took = ContinuousClock.now - started
+            state.withLock { $0.nextCompaction = clock() + Int64(clamping: Erasure.nextPass(after: UInt64(max(0, took.milliseconds))) * 1000) }
+            for (dataset, r) in results where r.records > 0 || r.legacy > 0 {
+                Counter(label: "citymesh_replication_records_compacted_total").increment(by: r.records)
+                logger.info("erased records compacted out of stored batches", metadata: ["dataset": "\(dataset)", "records": "\(r.records)", "batches": "\(r.batches)", "ms": "\(took.milliseconds)"])
+                if r.legacy > 0 {
+                    logger.warning("some stored batches are in the old layout and still hold erased values", metadata: ["dataset": "\(dataset)", "batches": "\(r.legacy)"])
+                }
+            }
+            return results
+        } catch {
+            logger.error("compaction failed", metadata: ["error": "\(error)"])
+            return [:]
         }
     }
 
@@ -797,7 +856,7 @@ public final class ReplicationService: Service, ReplicaDesk, Sendable {
             incoming.retracted = retracted
             incoming.entries = [LedgerEntry(
                 time: now, kind: LedgerEntry.Kind.exchangeReceived, actor: "peer:\(peer)", peer: peer.rawValue, dataset: info.dataset.description,
-                counts: ["records": batch.records.count, "bytes": signed.bytes.count], hashes: ["batch.sha256": Self.hex(signed.hash)],
+                counts: ["records": batch.signedCount, "bytes": signed.bytes.count], hashes: ["batch.sha256": Self.hex(signed.hash)],
                 detail: "share \(share): batch \(batch.origin):\(batch.seq) received from \(peer)")]
             if !retracted.isEmpty {
                 incoming.entries.append(LedgerEntry(
@@ -1104,6 +1163,8 @@ public final class ReplicationService: Service, ReplicaDesk, Sendable {
     }
 
     // MARK: ReplicaDesk
+
+    public func compactNow() async -> [DatasetID: CompactionResult] { await compact(force: true) }
 
     /// Whether a local write may change a replica: only fields the share lets members write, on
     /// records the member sees, and never a delete. An owner's own datasets are not checked here.

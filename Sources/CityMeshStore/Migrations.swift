@@ -276,6 +276,22 @@ enum Migrations {
                 ) WITHOUT ROWID;
                 """)
         }
+        m.registerMigration("v11-erasures") { db in
+            try db.execute(sql: """
+                -- Keys deleted here whose old values may still be in stored batches (docs/protocol.md §8
+                -- "Compaction"): records of the key no newer than `hlc` are compacted out of every
+                -- stored batch of the dataset's shares; with `collected` (the tombstone was collected:
+                -- every party holds it) the deletion's own records too, and then the row goes.
+                CREATE TABLE erasures (
+                    dataset TEXT NOT NULL,
+                    key TEXT NOT NULL,
+                    hlc INTEGER NOT NULL,
+                    collected INTEGER NOT NULL DEFAULT 0,
+                    done INTEGER NOT NULL DEFAULT 0,
+                    PRIMARY KEY (dataset, key)
+                ) WITHOUT ROWID;
+                """)
+        }
         return m
     }
 }

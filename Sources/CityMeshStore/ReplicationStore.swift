@@ -417,6 +417,17 @@ extension NodeStore {
                         sql: "DELETE FROM outbox WHERE dataset = ? AND key IN (SELECT value FROM json_each(?))",
                         arguments: [incoming.dataset.description, Self.jsonArray(incoming.retracted)])
                 }
+                // Deletions: their old values leave the stored batches with the next compaction pass.
+                for r in incoming.states {
+                    if let t = r.state.tombstone { try Self.noteErasure(db: db, dataset: incoming.dataset, key: r.key, hlc: t.hlc) }
+                }
+                // A batch that arrives after a deletion was compacted (another origin's, older) may
+                // carry the key again: the next pass looks at it too. Only when the dataset has
+                // erasures, so an initial sync pays one lookup per batch.
+                if try Bool.fetchOne(db, sql: "SELECT EXISTS (SELECT 1 FROM erasures WHERE dataset = ? AND done = 1)", arguments: [incoming.dataset.description]) == true {
+                    let again = try db.makeStatement(sql: "UPDATE erasures SET done = 0 WHERE dataset = ? AND key = ? AND done = 1")
+                    for r in b.records { try again.execute(arguments: [incoming.dataset.description, r.key]) }
+                }
                 // The last records are in: what this node has now seen of each writer, and the batch.
                 for r in incoming.states {
                     for c in r.state.cells where !(mySeen[c.stamp.city].map { c.stamp.hlc <= $0 } ?? false) { mySeen[c.stamp.city] = c.stamp.hlc }
@@ -431,7 +442,7 @@ extension NodeStore {
                     arguments: [incoming.share, b.origin.rawValue, Self.seenText(b.seen)])
                 try db.execute(
                     sql: "INSERT INTO share_batches (share, origin, seq, hash, records, bytes, received_from, received_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    arguments: [incoming.share, b.origin.rawValue, try Int64.stored(b.seq), Data(incoming.signed.hash), b.records.count, Data(incoming.signed.bytes), incoming.from.rawValue, incoming.at])
+                    arguments: [incoming.share, b.origin.rawValue, try Int64.stored(b.seq), Data(incoming.signed.hash), b.signedCount, Data(incoming.signed.bytes), incoming.from.rawValue, incoming.at])
                 if !incoming.entries.isEmpty { _ = try LedgerStore.insert(incoming.entries, db: db) }
                 return (merged, summary.written, found.count)
             } }
@@ -521,7 +532,11 @@ extension NodeStore {
                 let key: String = row["key"]
                 let blob: Data = row["state"]
                 let state = try blob.withUnsafeBytes { try RecordStateCodec.decode(buffer: $0, key: key) }
-                if let t = state.tombstone, t.hlc < before { gone.append(row["seq"]) }
+                if let t = state.tombstone, t.hlc < before {
+                    gone.append(row["seq"])
+                    // Every party holds the deletion now: its own records can go from the batches too.
+                    try Self.noteErasure(db: db, dataset: id, key: key, hlc: t.hlc, collected: true)
+                }
             }
             for seq in gone { try db.execute(sql: "DELETE FROM records WHERE seq = ?", arguments: [seq]) }
             return gone.count

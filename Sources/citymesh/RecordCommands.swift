@@ -8,7 +8,7 @@ struct RecordCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "record",
         abstract: "Put, get, delete and list records.",
-        subcommands: [RecordPut.self, RecordGet.self, RecordDelete.self, RecordList.self, RecordConflicts.self, RecordResolve.self])
+        subcommands: [RecordPut.self, RecordGet.self, RecordDelete.self, RecordErase.self, RecordList.self, RecordConflicts.self, RecordResolve.self])
 }
 
 struct RecordPut: AsyncParsableCommand {
@@ -88,6 +88,43 @@ struct RecordDelete: AsyncParsableCommand {
             try await client.delete(try node.datasetPath(dataset, config: config) + "/record", query: ["key": key])
         }
         print("deleted \(key) (seq \(r.seq))")
+    }
+}
+
+struct RecordErase: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "erase", abstract: "Erase a record: delete it and compact its old values out of every stored batch, here and at every party (admin).",
+        discussion: """
+            Example:
+              citymesh record erase --dir hz registry 330106199001011234
+
+            A deleted record's old values stay in the batches every party keeps to relay. Erasing
+            deletes the record (if it is not deleted yet) and compacts those values out of this
+            node's batches at once; each member compacts its own when it has the deletion, and the
+            deletion itself goes once every party holds it. The batches still verify and relay.
+            Every step is in the ledgers (record.erased here, share.compacted at each node).
+            """)
+
+    @OptionGroup var node: NodeOptions
+    @Argument(help: "The dataset (one this node owns).") var dataset: String
+    @Argument(help: "The record key.") var key: String
+    @OptionGroup var output: OutputOptions
+
+    func run() async throws {
+        struct Empty: Encodable {}
+        let r: API.Erasure = try await node.withNode { client, config in
+            try await client.post(try node.datasetPath(dataset, config: config) + "/erase", body: Empty(), query: ["key": key])
+        }
+        if output.json { return try printJSON(r) }
+        print(r.deleted ? "deleted \(key)" : "\(key) was deleted before")
+        print("compacted here: \(r.compactedRecords) records in \(r.compactedBatches) stored batches")
+        if r.legacyBatches > 0 {
+            print("warning: \(r.legacyBatches) stored batches in the old layout (CMB1) still hold its values and cannot be compacted")
+        }
+        for p in r.parties {
+            print("  \(p.city) (\(p.share)): " + (p.hasDeletion ? "has the deletion; compacts its batches within its next pass" : "does not have the deletion yet; compacts once it does"))
+        }
+        if r.parties.isEmpty { print("no share of this dataset: no other node holds its batches") }
     }
 }
 

@@ -42,7 +42,7 @@ struct SimulatorTests {
     @Test("with 10% loss, a partition and three crashes, every invariant holds", arguments: [1, 2, 3, 4] as [UInt64])
     func invariantsHold(seed: UInt64) throws {
         let r = try FederationSimulator.run(Self.troubled(seed: seed))
-        #expect(r.checks.map(\.name) == ["convergence", "view confinement", "receipts", "batch order"])
+        #expect(r.checks.map(\.name) == ["convergence", "view confinement", "receipts", "batch order", "erasure"])
         for c in r.checks { #expect(c.passed, "\(c.name): \(c.detail)") }
         #expect(r.writes + r.skippedWrites == 150)
         #expect(r.undelivered == 0)
@@ -98,7 +98,7 @@ struct SimulatorTests {
         c.crashes = 2
         c.rowFilter = true
         let r = try FederationSimulator.run(c)
-        #expect(r.checks.map(\.name) == ["convergence", "view confinement", "receipts", "batch order", "retraction"])
+        #expect(r.checks.map(\.name) == ["convergence", "view confinement", "receipts", "batch order", "erasure", "retraction"])
         for x in r.checks { #expect(x.passed, "\(x.name): \(x.detail)") }
         // The production rule, broken: the owner never retracts. The retraction invariant catches it.
         c.faults = [.noRetraction]
@@ -108,6 +108,21 @@ struct SimulatorTests {
         c.faults = []
         c.writers = 3
         #expect(throws: CityMeshError.self) { try c.validate() }
+    }
+
+    @Test("deleted records are compacted out of every node's stored batches — through loss, a partition and crashes, relayed copies included — and without compaction the invariant fails", arguments: [1, 2] as [UInt64])
+    func erasure(seed: UInt64) throws {
+        var c = Self.troubled(seed: seed)
+        c.deleteShare = 0.3
+        let r = try FederationSimulator.run(c)
+        for x in r.checks { #expect(x.passed, "\(x.name): \(x.detail)") }
+        let erasure = try #require(Self.check(r, "erasure"))
+        #expect(!erasure.detail.hasPrefix("0 stored records"), "deletions happened and were compacted: \(erasure.detail)")
+        // The production rule, not run: every node keeps the deleted values.
+        c.faults = [.noCompaction]
+        let broken = try FederationSimulator.run(c)
+        #expect(Self.check(broken, "erasure")?.passed == false, "\(broken.checks)")
+        #expect(Self.check(broken, "convergence")?.passed == true, "compaction is all the fault changes")
     }
 
     @Test("the same config and seed give a byte-identical result; another seed does not")

@@ -423,6 +423,38 @@ public enum API {
         public let seq: Int64
     }
 
+    /// `POST /v1/datasets/{owner}/{name}/erase` (`citymesh record erase`).
+    public struct Erasure: Codable, Sendable {
+        public struct Party: Codable, Sendable {
+            public let city: String
+            public let share: String
+            /// Whether it holds every batch this node holds (so the deletion too, and it compacts).
+            public let hasDeletion: Bool
+            public init(city: String, share: String, hasDeletion: Bool) {
+                self.city = city
+                self.share = share
+                self.hasDeletion = hasDeletion
+            }
+        }
+        public let key: String
+        /// Whether this call deleted the record (false: it was deleted before).
+        public let deleted: Bool
+        /// Records and batches this node's compaction pass rewrote now.
+        public let compactedRecords: Int
+        public let compactedBatches: Int
+        /// Stored batches in the old layout that still hold the values (they cannot be compacted).
+        public let legacyBatches: Int
+        public let parties: [Party]
+        public init(key: String, deleted: Bool, compactedRecords: Int, compactedBatches: Int, legacyBatches: Int, parties: [Party]) {
+            self.key = key
+            self.deleted = deleted
+            self.compactedRecords = compactedRecords
+            self.compactedBatches = compactedBatches
+            self.legacyBatches = legacyBatches
+            self.parties = parties
+        }
+    }
+
     public struct AddField: Codable, Sendable {
         public let name: String
         public let type: FieldType

@@ -436,6 +436,38 @@ public struct AdminAPI: Sendable {
                 log: try await ledgerNote(LedgerEntry.Kind.recordDeleted, context, dataset: id, key: key) { ["deleted": $0.written] })
             return json(API.WriteResult(written: s.written, unchanged: s.unchanged, seq: s.lastSeq))
         }
+        // Erasure (docs/protocol.md §8 "Compaction"): the record is deleted, and its old values
+        // are compacted out of every stored batch — here at once, at each party when it has the
+        // deletion. Irreversible, so an admin's.
+        router.post("/v1/datasets/:owner/:name/erase") { request, context in
+            try context.require(.admin)
+            let id = try datasetID(context)
+            let key = try keyParameter(request)
+            guard id.owner == store.city else {
+                throw CityMeshError(
+                    .forbidden, "'\(id)' is \(id.owner)'s dataset: only \(id.owner) can erase its records (the erasure then reaches this replica with the deletion)")
+            }
+            guard let existing = try await store.get(id, key: key) else {
+                throw CityMeshError(.recordNotFound, "no record '\(key)' in '\(id)' (never written, or erased and collected already)")
+            }
+            var deleted = false
+            if existing.state.isLive {
+                _ = try await store.delete(
+                    id, key: key, physicalMillis: physicalMillis(),
+                    log: try await ledgerNote(LedgerEntry.Kind.recordErased, context, dataset: id, key: key) { ["deleted": $0.written] })
+                deleted = true
+            } else if let ledger, let e = try await ledgerNote(LedgerEntry.Kind.recordErased, context, dataset: id, key: key, counts: { _ in ["deleted": 0] }) {
+                _ = try await ledger.append(try e(WriteSummary()))
+            }
+            let compacted = await replication?.compactNow()[id] ?? CompactionResult()
+            let parties = (await replication?.status() ?? []).filter { $0.dataset == id.description }.flatMap { share in
+                share.parties.map { API.Erasure.Party(city: $0.city, share: share.share, hasDeletion: $0.state == "in_sync" && $0.missingThere == 0) }
+            }
+            return json(
+                API.Erasure(
+                    key: key, deleted: deleted, compactedRecords: compacted.records, compactedBatches: compacted.batches, legacyBatches: compacted.legacy,
+                    parties: parties))
+        }
         router.post("/v1/datasets/:owner/:name/import") { request, context in
             try context.require(.operator)
             let id = try datasetID(context)
@@ -682,6 +714,8 @@ public protocol ReplicaDesk: Sendable {
     func willWrite(dataset: DatasetID) async
     func conflicts(dataset: DatasetID, all: Bool) async throws -> [StoredConflict]
     func status() async -> [API.ShareSync]
+    /// Runs a compaction pass now (after `record erase`): records and batches rewritten per dataset.
+    func compactNow() async -> [DatasetID: CompactionResult]
 }
 
 public protocol AgreementDesk: Sendable {

@@ -40,6 +40,10 @@ public struct LedgerEntry: Codable, Sendable, Equatable {
         public static let exchangeReceived = "exchange.received"
         /// Records the owner retracted from this member's replica (they left the share's view).
         public static let shareRetracted = "share.retracted"
+        /// Deleted records' old values compacted out of the stored batches (one compaction pass).
+        public static let shareCompacted = "share.compacted"
+        /// A record erased by an admin (`citymesh record erase`).
+        public static let recordErased = "record.erased"
     }
 
     /// The entry's position in the log (0-based); part of the signed bytes, so reordering shows.

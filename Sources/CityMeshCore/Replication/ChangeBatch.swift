@@ -25,8 +25,14 @@ public struct ChangeBatch: Sendable, Equatable {
     /// The greatest clock of each city's cells that the origin had merged when it cut the batch:
     /// what lets a receiver tell a concurrent overwrite (a conflict) from a later edit.
     public var seen: [CitySlug: HLC]
-    /// The records: key and state (only the cells and tombstone this batch carries).
+    /// The records: key and state (only the cells and tombstone this batch carries). In a
+    /// compacted batch, the records still held (see `erased`).
     public var records: [Record]
+    /// How many of the records the origin signed were compacted away (erased: only their digests
+    /// are kept, docs/protocol.md §8 "Compaction"). The batch counts `records.count + erased`.
+    public var erased: Int = 0
+    /// The records the origin signed, compacted or not.
+    public var signedCount: Int { records.count + erased }
 
     public struct Record: Sendable, Equatable {
         public var key: String
@@ -82,10 +88,23 @@ public struct ChangeBatch: Sendable, Equatable {
     public static let maxFields = Schema.maxFields
     public static let maxSeen = 4096
 
-    /// The body's bytes (what the origin signs).
+    /// The body's bytes in the first layout (CMB1: the records inside the signed body). Batches
+    /// are cut in the second (`sealed`); the first is still read.
     public func encoded() -> [UInt8] {
         var w = WireWriter(reservingCapacity: 256 + records.count * 64)
-        w.raw(Self.magic)
+        writeHeader(&w, magic: Self.magic)
+        w.u32(UInt32(records.count))
+        for r in records {
+            w.str16(r.key)
+            let state = RecordStateCodec.encode(r.state)
+            w.u32(UInt32(state.count))
+            w.raw(state)
+        }
+        return w.bytes
+    }
+
+    func writeHeader(_ w: inout WireWriter, magic: [UInt8]) {
+        w.raw(magic)
         w.str8(share)
         w.str8(dataset)
         w.str8(origin.rawValue)
@@ -104,19 +123,148 @@ public struct ChangeBatch: Sendable, Equatable {
             w.str8(city.rawValue)
             w.u64(hlc.rawValue)
         }
-        w.u32(UInt32(records.count))
-        for r in records {
-            w.str16(r.key)
-            let state = RecordStateCodec.encode(r.state)
-            w.u32(UInt32(state.count))
-            w.raw(state)
-        }
-        return w.bytes
     }
 
+    // MARK: The compactable layout (CMB2)
+
+    /// The second layout: the signed body holds the header, the record count and one digest of
+    /// all records; the records travel after it, each with a 16-byte random salt, and each is
+    /// bound by `recordDigest(salt, key, state)`. A record can so be replaced by its digest
+    /// (compacted) without touching the signature: the batch still verifies and can be relayed,
+    /// and the salt, erased with the values, keeps the digest from confirming a guess of them.
+    public static let magic2: [UInt8] = Array("CMB2".utf8)
+    public static let saltBytes = 16
+    static let recordContext = Array("citymesh-record/v2\n".utf8)
+    static let recordsContext = Array("citymesh-records/v2\n".utf8)
+
+    /// SHA-256 of one record with its salt.
+    public static func recordDigest(salt: ArraySlice<UInt8>, key: String, state: [UInt8]) -> [UInt8] {
+        var h = SHA256()
+        h.update(data: recordContext)
+        h.update(data: salt)
+        var w = WireWriter(reservingCapacity: key.utf8.count + 6)
+        w.str16(key)
+        w.u32(UInt32(state.count))
+        h.update(data: w.bytes)
+        h.update(data: state)
+        return Array(h.finalize())
+    }
+
+    static func recordsDigest(_ digests: [[UInt8]]) -> [UInt8] {
+        var h = SHA256()
+        h.update(data: recordsContext)
+        for d in digests { h.update(data: d) }
+        return Array(h.finalize())
+    }
+
+    /// The body (signed) and the records section in the second layout, with `salts` (16 bytes
+    /// per record, unpredictable: `randomSalts`).
+    public func sealed(salts: [UInt8]) -> (body: [UInt8], records: [UInt8]) {
+        precondition(salts.count == records.count * Self.saltBytes, "16 salt bytes per record")
+        var section = WireWriter(reservingCapacity: records.count * 80)
+        var digests: [[UInt8]] = []
+        digests.reserveCapacity(records.count)
+        for (i, r) in records.enumerated() {
+            let salt = salts[(i * Self.saltBytes)..<((i + 1) * Self.saltBytes)]
+            let state = RecordStateCodec.encode(r.state)
+            digests.append(Self.recordDigest(salt: salt, key: r.key, state: state))
+            section.u8(0)
+            section.raw(salt)
+            section.str16(r.key)
+            section.u32(UInt32(state.count))
+            section.raw(state)
+        }
+        var w = WireWriter(reservingCapacity: 256)
+        writeHeader(&w, magic: Self.magic2)
+        w.u32(UInt32(records.count))
+        w.raw(Self.recordsDigest(digests))
+        return (w.bytes, section.bytes)
+    }
+
+    /// Salts for `count` records: a ChaCha20 keystream under a fresh random key that is then
+    /// forgotten, so no salt tells anything about another.
+    public static func randomSalts(count: Int) -> [UInt8] {
+        guard count > 0 else { return [] }
+        let zeros = [UInt8](repeating: 0, count: count * saltBytes)
+        // Sealing zeros yields the keystream; the key and nonce are never kept.
+        let sealed = try? ChaChaPoly.seal(zeros, using: SymmetricKey(size: .bits256), nonce: ChaChaPoly.Nonce())
+        return sealed.map { Array($0.ciphertext) } ?? (0..<(count * saltBytes)).map { _ in UInt8.random(in: 0...255) }
+    }
+
+    /// Reads a body in the first layout (CMB1).
     public static func decode(_ bytes: ArraySlice<UInt8>) throws(WireError) -> ChangeBatch {
         var r = WireReader(bytes)
-        guard Array(try r.take(4, "batch magic")) == magic else { throw .malformed("not a CityMesh change batch (bad magic)") }
+        var batch = try readHeader(&r, magic: magic)
+        let nr = Int(try r.u32("batch record count"))
+        guard nr <= maxRecords else { throw .malformed("batch holds \(nr) records; the limit is \(maxRecords)") }
+        batch.records.reserveCapacity(min(nr, r.remaining / 8))
+        // One key may appear more than once: a member's batch carries each of its writes as made.
+        for _ in 0..<nr {
+            let key = try r.str16("record key")
+            let n = Int(try r.u32("record state length"))
+            let blob = try r.take(n, "record state")
+            guard let state = try? RecordStateCodec.decode(Array(blob)) else { throw .malformed("record '\(key)' has a malformed state") }
+            batch.records.append(Record(key: key, state: state))
+        }
+        guard r.isAtEnd else { throw .malformed("\(r.remaining) bytes after the batch's last record") }
+        return batch
+    }
+
+    /// Reads a body in the second layout (CMB2) and its records section, and checks every record
+    /// (held or compacted) against the signed digest: a relay cannot change, add, drop or
+    /// reorder a record without the signature failing. Returns the batch and the slots' digests.
+    public static func decode(body: ArraySlice<UInt8>, records section: ArraySlice<UInt8>) throws(WireError) -> ChangeBatch {
+        try decodeSlots(body: body, records: section).batch
+    }
+
+    /// One record of a CMB2 records section: held (its salt and encoded state) or compacted.
+    enum Slot {
+        case held(salt: ArraySlice<UInt8>, key: String, state: ArraySlice<UInt8>)
+        case compacted(digest: ArraySlice<UInt8>)
+    }
+
+    static func decodeSlots(body: ArraySlice<UInt8>, records section: ArraySlice<UInt8>) throws(WireError) -> (batch: ChangeBatch, slots: [Slot]) {
+        var r = WireReader(body)
+        var batch = try readHeader(&r, magic: magic2)
+        let nr = Int(try r.u32("batch record count"))
+        guard nr <= maxRecords else { throw .malformed("batch holds \(nr) records; the limit is \(maxRecords)") }
+        let signedDigest = Array(try r.take(32, "batch records digest"))
+        guard r.isAtEnd else { throw .malformed("\(r.remaining) bytes after the batch's records digest") }
+        var s = WireReader(section)
+        var slots: [Slot] = []
+        var digests: [[UInt8]] = []
+        slots.reserveCapacity(min(nr, s.remaining / 33))
+        digests.reserveCapacity(min(nr, s.remaining / 33))
+        batch.records.reserveCapacity(min(nr, s.remaining / 24))
+        for i in 0..<nr {
+            switch try s.u8("record slot kind") {
+            case 0:
+                let salt = try s.take(saltBytes, "record salt")
+                let key = try s.str16("record key")
+                let n = Int(try s.u32("record state length"))
+                let blob = try s.take(n, "record state")
+                guard let state = try? RecordStateCodec.decode(Array(blob)) else { throw .malformed("record '\(key)' has a malformed state") }
+                digests.append(recordDigest(salt: salt, key: key, state: Array(blob)))
+                slots.append(.held(salt: salt, key: key, state: blob))
+                batch.records.append(Record(key: key, state: state))
+            case 1:
+                let d = try s.take(32, "compacted record digest")
+                digests.append(Array(d))
+                slots.append(.compacted(digest: d))
+                batch.erased += 1
+            default:
+                throw .malformed("record \(i) of batch \(batch.origin):\(batch.seq) is neither held (0) nor compacted (1)")
+            }
+        }
+        guard s.isAtEnd else { throw .malformed("\(s.remaining) bytes after the batch's last record") }
+        guard recordsDigest(digests) == signedDigest else {
+            throw .malformed("the records of batch \(batch.origin):\(batch.seq) do not match the digest its origin signed: altered, added, dropped or reordered")
+        }
+        return (batch, slots)
+    }
+
+    static func readHeader(_ r: inout WireReader, magic expected: [UInt8]) throws(WireError) -> ChangeBatch {
+        guard Array(try r.take(4, "batch magic")) == expected else { throw .malformed("not a CityMesh change batch (bad magic)") }
         let share = try r.str8("batch share")
         let dataset = try r.str8("batch dataset")
         guard let origin = try? CitySlug(try r.str8("batch origin")) else { throw .malformed("batch origin is not a city slug") }
@@ -145,67 +293,117 @@ public struct ChangeBatch: Sendable, Equatable {
             guard let city = try? CitySlug(try r.str8("seen city")) else { throw .malformed("batch seen map names an invalid city") }
             guard seen.updateValue(HLC(rawValue: try r.u64("seen clock")), forKey: city) == nil else { throw .malformed("batch seen map names \(city) twice") }
         }
-        let nr = Int(try r.u32("batch record count"))
-        guard nr <= maxRecords else { throw .malformed("batch holds \(nr) records; the limit is \(maxRecords)") }
-        var records: [Record] = []
-        records.reserveCapacity(min(nr, r.remaining / 8))
-        // One key may appear more than once: a member's batch carries each of its writes as made.
-        for _ in 0..<nr {
-            let key = try r.str16("record key")
-            let n = Int(try r.u32("record state length"))
-            let blob = try r.take(n, "record state")
-            guard let state = try? RecordStateCodec.decode(Array(blob)) else { throw .malformed("record '\(key)' has a malformed state") }
-            records.append(Record(key: key, state: state))
-        }
-        guard r.isAtEnd else { throw .malformed("\(r.remaining) bytes after the batch's last record") }
-        return ChangeBatch(share: share, dataset: dataset, origin: origin, seq: seq, prev: prev, fields: fields, seen: seen, records: records)
+        return ChangeBatch(share: share, dataset: dataset, origin: origin, seq: seq, prev: prev, fields: fields, seen: seen, records: [])
     }
 
-    /// Signs the body with the origin's key.
+    /// Cuts the batch in the compactable layout (CMB2) and signs its body with the origin's key.
     public func signed(with key: Agreement.Key) throws -> SignedBatch {
-        let body = encoded()
+        let (body, section) = sealed(salts: Self.randomSalts(count: records.count))
         let (algorithm, signature) = try key.signRaw(SignedBatch.context + body)
-        return SignedBatch(body: body, algorithm: algorithm, signature: signature)
+        return SignedBatch(body: body, algorithm: algorithm, signature: signature, records: section)
     }
 }
 
 /// A batch as it travels and is stored: `u8 algorithm (1 Ed25519, 2 P-256 ECDSA DER)`,
-/// `u16 signature length`, the signature, then the body. Its hash (SHA-256 of all of it) is what
-/// the next batch's `prev` names.
+/// `u16 signature length`, the signature, then — first layout (CMB1) — the body; second layout
+/// (CMB2) — `u32` body length, the body, the records section. Its hash, SHA-256 of algorithm,
+/// signature length, signature and body (the records section excluded: it is bound by the
+/// body's digest), is what the next batch's `prev` names; compacting records leaves it unchanged.
 public struct SignedBatch: Sendable, Equatable {
     public let body: [UInt8]
     public let algorithm: UInt8
     public let signature: [UInt8]
+    /// The records section of a CMB2 batch (empty for CMB1, whose records are in the body).
+    public let records: [UInt8]
 
     /// Domain separation: a batch signature can never be replayed as any other signed object.
     public static let context = Array("citymesh-batch/v1\n".utf8)
 
-    public init(body: [UInt8], algorithm: UInt8, signature: [UInt8]) {
+    public init(body: [UInt8], algorithm: UInt8, signature: [UInt8], records: [UInt8] = []) {
         self.body = body
         self.algorithm = algorithm
         self.signature = signature
+        self.records = records
     }
 
+    /// Whether this batch is in the compactable layout.
+    public var isCompactable: Bool { body.starts(with: ChangeBatch.magic2) }
+
     public var bytes: [UInt8] {
-        var w = WireWriter(reservingCapacity: body.count + signature.count + 3)
+        var w = WireWriter(reservingCapacity: body.count + signature.count + records.count + 7)
         w.u8(algorithm)
         w.u16(UInt16(signature.count))
         w.raw(signature)
-        w.raw(body)
+        if isCompactable {
+            w.u32(UInt32(body.count))
+            w.raw(body)
+            w.raw(records)
+        } else {
+            w.raw(body)
+        }
         return w.bytes
     }
 
-    public var hash: [UInt8] { Array(SHA256.hash(data: bytes)) }
+    public var hash: [UInt8] {
+        var h = SHA256()
+        h.update(data: [algorithm, UInt8(truncatingIfNeeded: signature.count >> 8), UInt8(truncatingIfNeeded: signature.count)])
+        h.update(data: signature)
+        h.update(data: body)
+        return Array(h.finalize())
+    }
 
     public init(bytes: ArraySlice<UInt8>) throws(WireError) {
         var r = WireReader(bytes)
         algorithm = try r.u8("batch signature algorithm")
         let n = Int(try r.u16("batch signature length"))
         signature = Array(try r.take(n, "batch signature"))
-        body = Array(r.rest())
+        let rest = r.rest()
+        if rest.starts(with: ChangeBatch.magic) {
+            body = Array(rest)
+            records = []
+        } else {
+            var t = WireReader(rest)
+            let length = Int(try t.u32("batch body length"))
+            let b = try t.take(length, "batch body")
+            guard b.starts(with: ChangeBatch.magic2) else { throw .malformed("not a CityMesh change batch (bad magic)") }
+            body = Array(b)
+            records = Array(t.rest())
+        }
     }
 
-    public func decode() throws(WireError) -> ChangeBatch { try ChangeBatch.decode(body[...]) }
+    public func decode() throws(WireError) -> ChangeBatch {
+        isCompactable ? try ChangeBatch.decode(body: body[...], records: records[...]) : try ChangeBatch.decode(body[...])
+    }
+
+    /// The batch with every held record that `erase` picks replaced by its digest; nil when it
+    /// picks none (or the batch is in the first layout, whose records cannot be compacted — a
+    /// caller drops such a batch's bytes instead). The signature, the hash and the count stay.
+    public func compacted(erasing erase: (String, RecordState) -> Bool) throws(WireError) -> SignedBatch? {
+        guard isCompactable else { return nil }
+        let (_, slots) = try ChangeBatch.decodeSlots(body: body[...], records: records[...])
+        var w = WireWriter(reservingCapacity: records.count)
+        var changed = false
+        for slot in slots {
+            switch slot {
+            case .held(let salt, let key, let state):
+                if let decoded = try? RecordStateCodec.decode(Array(state)), erase(key, decoded) {
+                    w.u8(1)
+                    w.raw(ChangeBatch.recordDigest(salt: salt, key: key, state: Array(state)))
+                    changed = true
+                } else {
+                    w.u8(0)
+                    w.raw(salt)
+                    w.str16(key)
+                    w.u32(UInt32(state.count))
+                    w.raw(state)
+                }
+            case .compacted(let digest):
+                w.u8(1)
+                w.raw(digest)
+            }
+        }
+        return changed ? SignedBatch(body: body, algorithm: algorithm, signature: signature, records: w.bytes) : nil
+    }
 
     /// Checks the signature against the origin's certificate (already verified to chain to the
     /// federation CA and to name the origin).

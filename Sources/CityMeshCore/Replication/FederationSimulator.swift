@@ -100,6 +100,8 @@ public enum FederationSimulator {
         case volatileLedger = "volatile-ledger"
         /// The owner never retracts a row that leaves the row filter (with `rowFilter`).
         case noRetraction = "no-retraction"
+        /// Nodes never compact deleted records out of the batches they keep.
+        case noCompaction = "no-compaction"
     }
 
     /// One invariant, checked at the end of a run.
@@ -294,6 +296,11 @@ struct SimulatedFederation {
         var receipts: Set<String> = []
         /// Receipts countersigned as the sender.
         var countersigned: Set<String> = []
+        /// Deleted keys (the deletion's clock) whose stored records may need compacting, and
+        /// whether a compaction pass is due for them (the store's `erasures`).
+        var erasures: [String: (hlc: HLC, pending: Bool)] = [:]
+        /// Per stored batch (`batchID`): the records compacted out of this node's copy.
+        var compacted: [UInt64: Set<Int>] = [:]
     }
 
     /// A batch written, as every node that holds it holds it.
@@ -354,6 +361,8 @@ struct SimulatedFederation {
     let antiEntropyConfig: AntiEntropy.Config
     var nodes: [Node] = []
     var chains: [[Batch]]
+    /// Where each key occurs in the batches: origin, seq, position (what a compaction pass looks at).
+    var keyIndex: [String: [(origin: Int, seq: UInt64, index: Int)]] = [:]
     var exchanges: [String: Exchange] = [:]
     var exchangeOrder: [String] = []
     var writes: [Write] = []
@@ -465,6 +474,9 @@ struct SimulatedFederation {
             roundMessages.append([0, 0, 0, 0])
             applySchedule()
             refreshConnectivity()
+            if !config.faults.contains(.noCompaction) {
+                for i in 0..<n where nodes[i].up { compact(i) }
+            }
             for s in 0..<Self.stepsPerRound {
                 step = round * Self.stepsPerRound + s
                 deliver()
@@ -672,6 +684,7 @@ struct SimulatedFederation {
             }
             nodes[w].records[key, default: RecordState()].merge(change)
             nodes[w].seen[city] = hlc
+            if x.delete { nodes[w].erasures[key] = (Swift.max(hlc, nodes[w].erasures[key]?.hlc ?? .zero), true) }
             // The owner cuts with the production rule (`ShareView`); a leaky owner sends everything.
             if w == Self.owner && !config.faults.contains(.leakyOwner) {
                 let view = config.rowFilter ? Self.filteredView : Self.shareView
@@ -705,6 +718,7 @@ struct SimulatedFederation {
         let signed = SignedBatch(body: body.encoded(), algorithm: 1, signature: Self.signature)
         let wire = ReplicationWire.encode(.batch(share: Self.share, bytes: signed.bytes)).count + Self.frameHeader
         chains[w].append(Batch(body: body, hash: signed.hash, wireBytes: wire, round: round, writes: batch.count, missing: n - 1))
+        for (x, r) in body.records.enumerated() { keyIndex[r.key, default: []].append((w, seq, x)) }
         incomplete += 1
         result.writes += batch.count
         result.batches += 1
@@ -761,7 +775,15 @@ struct SimulatedFederation {
             orderViolations += 1
             if firstOrderViolation == nil { firstOrderViolation = "\(cities[i]) took \(cities[o])'s batch \(seq) holding up to \(holding)" }
         }
-        for r in batch.body.records {
+        // The batch as the sender keeps it: records it compacted are digests only, here too.
+        let id = Self.batchID(o, seq)
+        let gone = nodes[sender].compacted[id] ?? []
+        if !gone.isEmpty { nodes[i].compacted[id, default: []].formUnion(gone) }
+        for (x, r) in batch.body.records.enumerated() {
+            if gone.contains(x) { continue }
+            if let t = r.state.tombstone { nodes[i].erasures[r.key] = (Swift.max(t.hlc, nodes[i].erasures[r.key]?.hlc ?? .zero), true) }
+            // A record of a key deleted and compacted before: the next pass looks at it too.
+            if nodes[i].erasures[r.key] != nil { nodes[i].erasures[r.key]?.pending = true }
             // A retraction counts only from the owner, and only at members.
             if ShareView.isRetraction(r) {
                 if o == Self.owner && i != Self.owner { nodes[i].records[r.key] = nil }
@@ -792,6 +814,24 @@ struct SimulatedFederation {
             Self.add(batch.writes, at: rounds, to: &disseminationHistogram)
         }
         perform(i, nodes[i].antiEntropy.accepted(share: Self.share, origin: cities[o], seq: seq, from: cities[sender]))
+    }
+
+    static func batchID(_ origin: Int, _ seq: UInt64) -> UInt64 { UInt64(origin) << 40 | seq }
+
+    /// A compaction pass at node `i`, by the production rule (`Erasure.compacts`): for each deleted
+    /// key with a pass due, every record of it in a batch this node holds that the deletion
+    /// overrides is compacted out of this node's copy. (Tombstone collection is not modelled:
+    /// the deletions' own records stay.)
+    mutating func compact(_ i: Int) {
+        for (key, e) in nodes[i].erasures where e.pending {
+            for occ in keyIndex[key] ?? [] where occ.seq <= nodes[i].held[occ.origin] {
+                let state = chains[occ.origin][Int(occ.seq) - 1].body.records[occ.index].state
+                if Erasure.compacts(state, deletedAt: e.hlc, tombstoneCollected: false) {
+                    nodes[i].compacted[Self.batchID(occ.origin, occ.seq), default: []].insert(occ.index)
+                }
+            }
+            nodes[i].erasures[key]?.pending = false
+        }
     }
 
     static func add(_ weight: Int, at bucket: Int, to histogram: inout [Int]) {
@@ -913,7 +953,7 @@ struct SimulatedFederation {
         for i in 0..<n where nodes[i].up {
             r.membershipDeadPairs += nodes[i].membership.cities(.dead).compactMap { index[$0] }.filter { nodes[$0].up }.count
         }
-        r.checks = [convergenceCheck(r), viewCheck(), receiptCheck(r.receipts), orderCheck()]
+        r.checks = [convergenceCheck(r), viewCheck(), receiptCheck(r.receipts), orderCheck(), erasureCheck()]
         if config.rowFilter { r.checks.append(retractionCheck()) }
         return r
     }
@@ -1059,6 +1099,34 @@ struct SimulatedFederation {
         if x.interrupted > 0 { detail += " (\(x.interrupted) interrupted by a crash, completed after the restart)" }
         if x.open > 0 { detail += " (\(x.open) still open: a party is down)" }
         return .init(name: "receipts", passed: passed, detail: detail)
+    }
+
+    /// No live node keeps, in any batch it holds, a record its own deletion of the key overrides
+    /// (the values of a deleted record exist nowhere once the run has been quiet for a round).
+    func erasureCheck() -> FederationSimulator.Check {
+        var kept = 0, deleted = 0, compacted = 0
+        var example: String?
+        for i in 0..<n where nodes[i].up {
+            for (key, state) in nodes[i].records {
+                guard let t = state.tombstone?.hlc else { continue }
+                deleted += 1
+                for occ in keyIndex[key] ?? [] where occ.seq <= nodes[i].held[occ.origin] {
+                    let stored = chains[occ.origin][Int(occ.seq) - 1].body.records[occ.index].state
+                    guard Erasure.compacts(stored, deletedAt: t, tombstoneCollected: false) else { continue }
+                    if nodes[i].compacted[Self.batchID(occ.origin, occ.seq)]?.contains(occ.index) == true {
+                        compacted += 1
+                    } else {
+                        kept += 1
+                        if example == nil { example = "\(cities[i]) keeps \(key) in \(cities[occ.origin])'s batch \(occ.seq), deleted at \(t)" }
+                    }
+                }
+            }
+        }
+        return .init(
+            name: "erasure", passed: kept == 0,
+            detail: kept == 0
+                ? "\(compacted) stored records of \(deleted) deleted keys (summed over nodes) compacted; none kept"
+                : "\(kept) stored records of deleted keys kept: \(example ?? "")")
     }
 
     func orderCheck() -> FederationSimulator.Check {

@@ -1,0 +1,145 @@
+public import CityMeshCore
+import Foundation
+import GRDB
+
+/// What one compaction pass did to one dataset's stored batches.
+public struct CompactionResult: Sendable, Equatable {
+    /// Records replaced by their digests.
+    public var records = 0
+    /// Batches rewritten.
+    public var batches = 0
+    /// Batches in the first layout (CMB1) that hold an erased record and cannot be compacted.
+    public var legacy = 0
+    /// Erasures the pass completed (keys).
+    public var keys = 0
+    public init() {}
+}
+
+extension NodeStore {
+    /// Notes that `key` of `dataset` was deleted at `hlc` (inside the deletion's transaction).
+    static func noteErasure(db: Database, dataset: DatasetID, key: String, hlc: HLC, collected: Bool = false) throws {
+        try db.execute(
+            sql: """
+                INSERT INTO erasures (dataset, key, hlc, collected, done) VALUES (?, ?, ?, ?, 0)
+                ON CONFLICT (dataset, key) DO UPDATE SET hlc = max(hlc, excluded.hlc), collected = max(collected, excluded.collected), done = 0
+                """,
+            arguments: [dataset.description, key, Int64(bitPattern: hlc.rawValue), collected ? 1 : 0])
+    }
+
+    /// Erasures not compacted yet.
+    public func pendingErasures() async throws -> Int {
+        try await pool.read { db in try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM erasures WHERE done = 0") ?? 0 }
+    }
+
+    /// Whether `key` of `dataset` waits for compaction (nil: no erasure is known for it).
+    public func erasure(_ dataset: DatasetID, key: String) async throws -> (hlc: HLC, collected: Bool, done: Bool)? {
+        try await pool.read { db in
+            try Row.fetchOne(db, sql: "SELECT hlc, collected, done FROM erasures WHERE dataset = ? AND key = ?", arguments: [dataset.description, key]).map {
+                (HLC(rawValue: UInt64(bitPattern: $0["hlc"] as Int64)), ($0["collected"] as Int) == 1, ($0["done"] as Int) == 1)
+            }
+        }
+    }
+
+    /// One compaction pass over the stored batches of `shares` (share → its dataset) for every
+    /// pending erasure of their datasets (`Erasure.compacts` decides each record). The batches
+    /// are read outside any write transaction (a pass over a large share's history must not
+    /// hold up writes); the rewritten ones, the conflicts and pending writes of the erased keys,
+    /// and `log`'s ledger entries are written in one short transaction with `secure_delete` on,
+    /// so the old values' pages are overwritten, then the WAL is checkpointed and truncated, so
+    /// no copy of them is left in the database's files.
+    public func compactErasures(
+        shares: [String: DatasetID], log: @escaping @Sendable ([DatasetID: CompactionResult]) -> [LedgerEntry] = { _ in [] }
+    ) async throws -> [DatasetID: CompactionResult] {
+        struct Pending { let key: String; let hlc: HLC; let collected: Bool }
+        let pending: [String: [String: Pending]] = try await pool.read { db in
+            var out: [String: [String: Pending]] = [:]
+            for row in try Row.fetchAll(db, sql: "SELECT dataset, key, hlc, collected FROM erasures WHERE done = 0") {
+                let p = Pending(key: row["key"], hlc: HLC(rawValue: UInt64(bitPattern: row["hlc"] as Int64)), collected: (row["collected"] as Int) == 1)
+                out[row["dataset"], default: [:]][p.key] = p
+            }
+            return out
+        }
+        guard !pending.isEmpty else { return [:] }
+        var results: [DatasetID: CompactionResult] = [:]
+        var rewrites: [(share: String, origin: String, seq: Int64, hash: Data, bytes: Data)] = []
+        for (datasetText, keys) in pending {
+            // A dataset no share carries has no stored batches: its erasures are done at once.
+            guard let dataset = try? DatasetID(parsing: datasetText, localCity: city) else { continue }
+            var result = CompactionResult()
+            for share in shares.filter({ $0.value == dataset }).keys.sorted() {
+                let found: [(String, Int64, Data, Data, Int, Bool)] = try await background {
+                    try await self.pool.read { db in
+                        var out: [(String, Int64, Data, Data, Int, Bool)] = []
+                        let rows = try Row.fetchCursor(db, sql: "SELECT origin, seq, hash, bytes FROM share_batches WHERE share = ? AND bytes IS NOT NULL", arguments: [share])
+                        while let row = try rows.next() {
+                            let stored: Data = row["bytes"]
+                            guard let signed = try? SignedBatch(bytes: Array(stored)[...]) else { continue }
+                            var erased = 0
+                            let compacted = try? signed.compacted { key, state in
+                                guard let p = keys[key], Erasure.compacts(state, deletedAt: p.hlc, tombstoneCollected: p.collected) else { return false }
+                                erased += 1
+                                return true
+                            }
+                            if let compacted {
+                                out.append((row["origin"], row["seq"], row["hash"], Data(compacted.bytes), erased, false))
+                            } else if !signed.isCompactable, let batch = try? signed.decode(),
+                                batch.records.contains(where: { r in keys[r.key].map { Erasure.compacts(r.state, deletedAt: $0.hlc, tombstoneCollected: $0.collected) } ?? false })
+                            {
+                                out.append((row["origin"], row["seq"], row["hash"], Data(), 0, true))
+                            }
+                        }
+                        return out
+                    }
+                }
+                for (origin, seq, hash, bytes, erased, legacy) in found {
+                    if legacy {
+                        result.legacy += 1
+                    } else {
+                        rewrites.append((share, origin, seq, hash, bytes))
+                        result.records += erased
+                        result.batches += 1
+                    }
+                }
+            }
+            result.keys = keys.count
+            results[dataset] = result
+        }
+        let done = pending.filter { d, _ in results.keys.contains { $0.description == d } }
+        let entries = log(results.filter { $0.value.records > 0 || $0.value.legacy > 0 })
+        let rewritten = rewrites
+        try await pool.writeWithoutTransaction { db in
+            try db.execute(sql: "PRAGMA secure_delete = ON")
+            try db.execute(sql: "PRAGMA synchronous = FULL")
+            defer {
+                try? db.execute(sql: "PRAGMA secure_delete = FAST")
+                try? db.execute(sql: "PRAGMA synchronous = NORMAL")
+            }
+            try db.inTransaction {
+                for r in rewritten {
+                    // Only the batch as read: a batch purged meanwhile stays purged.
+                    try db.execute(
+                        sql: "UPDATE share_batches SET bytes = ? WHERE share = ? AND origin = ? AND seq = ? AND hash = ?",
+                        arguments: [r.bytes, r.share, r.origin, r.seq, r.hash])
+                }
+                for (dataset, keys) in done {
+                    for p in keys.values {
+                        try db.execute(sql: "DELETE FROM conflicts WHERE dataset = ? AND key = ?", arguments: [dataset, p.key])
+                        try db.execute(sql: "DELETE FROM outbox WHERE dataset = ? AND key = ?", arguments: [dataset, p.key])
+                        // A deletion noted again meanwhile (a later clock) waits for the next pass.
+                        let args: StatementArguments = [dataset, p.key, Int64(bitPattern: p.hlc.rawValue), p.collected ? 1 : 0]
+                        if p.collected {
+                            try db.execute(sql: "DELETE FROM erasures WHERE dataset = ? AND key = ? AND hlc = ? AND collected = ?", arguments: args)
+                        } else {
+                            try db.execute(sql: "UPDATE erasures SET done = 1 WHERE dataset = ? AND key = ? AND hlc = ? AND collected = ?", arguments: args)
+                        }
+                    }
+                }
+                if !entries.isEmpty { _ = try LedgerStore.insert(entries, db: db) }
+                return .commit
+            }
+            // The WAL still holds the pages as they were: write them back and empty it.
+            _ = try? Row.fetchOne(db, sql: "PRAGMA wal_checkpoint(TRUNCATE)")
+        }
+        return results
+    }
+}
