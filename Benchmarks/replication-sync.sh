@@ -201,3 +201,34 @@ payload=$(sqlite3 hz/citymesh.db "SELECT SUM(LENGTH(state) + LENGTH(key)) FROM r
 python3 -c "
 b, p, d = $b1 - $b0, $payload, $D
 print(f'S4  repair of {d} changed records out of $N: {b} bytes on the wire; payload {p} bytes; ratio {b / p:.2f}x, overhead {b - p} bytes (goal ≤ 2x payload + 1 KiB = {2 * p + 1024})')"
+
+# S5: erasure of D records out of N (citymesh record erase, one call): the time the owner's call
+# takes (delete, ledger, its compaction pass over the whole stored history), the time until the
+# member's compaction pass has run (its share.compacted entry), and the replication bytes of the
+# deletions. Skipped by a build without `record erase`.
+if "$CM" record erase --help >/dev/null 2>&1; then
+    python3 - "$D" "$N" > erase-keys.txt <<'PY'
+import sys
+d, n = int(sys.argv[1]), int(sys.argv[2])
+step = max(1, n // d)
+for j in range(d):
+    print(f"S-{j * step + 1:07d}")
+PY
+    b0=$(( $(metric $HA hz/admin.token sent) + $(metric $SA sh/admin.token sent) ))
+    t0=$(now)
+    "$CM" record erase --dir hz air-quality --keys-from erase-keys.txt --json > erase.json
+    t1=$(now)
+    for _ in $(seq 1200); do
+        "$CM" audit log --dir sh --kind share.compacted --json 2>/dev/null | grep -q '"records"' && break; sleep 0.1
+    done
+    t2=$(now)
+    sleep 1.5
+    b1=$(( $(metric $HA hz/admin.token sent) + $(metric $SA sh/admin.token sent) ))
+    python3 - "$D" "$N" "$t0" "$t1" "$t2" "$((b1 - b0))" <<'PY'
+import json, sys
+d, n, t0, t1, t2, b = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4]), float(sys.argv[5]), int(sys.argv[6])
+r = json.load(open("erase.json"))
+print(f"S5  erasure of {d} records out of {n}: the owner's call {t1 - t0:.2f} s ({r['compactedRecords']} stored records compacted in {r['compactedBatches']} batches); "
+      f"the member compacted {t2 - t0:.2f} s after the call began; {b} replication bytes (both directions)")
+PY
+fi

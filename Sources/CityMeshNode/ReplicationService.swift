@@ -854,6 +854,7 @@ public final class ReplicationService: Service, ReplicaDesk, Sendable {
         do {
             var incoming = IncomingBatch(share: share, dataset: info.dataset, batch: adopted, signed: signed, states: states, keyField: keyField, from: peer, at: now)
             incoming.retracted = retracted
+            if fromOwner && !info.isOwner { incoming.ownerDeletions = states.filter { $0.state.tombstone != nil }.map(\.key) }
             incoming.entries = [LedgerEntry(
                 time: now, kind: LedgerEntry.Kind.exchangeReceived, actor: "peer:\(peer)", peer: peer.rawValue, dataset: info.dataset.description,
                 counts: ["records": batch.signedCount, "bytes": signed.bytes.count], hashes: ["batch.sha256": Self.hex(signed.hash)],
@@ -913,72 +914,51 @@ public final class ReplicationService: Service, ReplicaDesk, Sendable {
     func permitted(
         _ batch: ChangeBatch, info: ShareInfo, schema: Schema?, denials: inout [String: (count: Int, denial: PolicyEngine.Denial)]
     ) async -> ([ChangeBatch.Record], Int) {
-        let view = Set(info.fields)
         let engine = info.isOwner && batch.origin != city ? policy.engine : nil
         let t = clock()
         var refused = 0
         var out: [ChangeBatch.Record] = []
         out.reserveCapacity(batch.records.count)
         let fromOwner = batch.origin == info.owner
-        let writable = Set(info.write)
         // Only the owner numbers fields: its batch's field list counts at a replica, nowhere else.
         let ownerFields = fromOwner && !info.isOwner ? Dictionary(batch.fields.map { ($0.id, $0) }, uniquingKeysWith: { a, _ in a }) : [:]
         func field(_ id: Int) -> Schema.Field? { schema?.field(id: id) ?? ownerFields[id] }
-        let filter = fromOwner ? nil : info.filter.flatMap { text in schema.flatMap { try? RowFilter(text, schema: $0) } }
-        // Members update records that exist (within the row filter) and create none: the owner
-        // checks against its own copies, and so does every other member against its replica (the
-        // owner re-sends members' accepted cells in its own batches, so nothing is lost).
-        var stored: [String: StoredRecord] = [:]
-        let checkExisting = !fromOwner
-        if checkExisting {
-            stored = (try? await store.get(info.dataset, keys: batch.records.map(\.key))) ?? [:]
-        }
-        for r in batch.records {
-            guard Schema.acceptsKey(r.key) else {
-                refused += r.state.cells.count + (r.state.tombstone == nil ? 0 : 1)
-                continue
-            }
-            // Only the owner retracts (`ShareView`); from anyone else an empty record is nothing.
-            if ShareView.isRetraction(r) {
-                if fromOwner && !info.isOwner { out.append(r) }
-                continue
-            }
-            var cells: [Cell] = []
-            let current = stored[r.key]?.state ?? RecordState()
-            for c in r.state.cells {
-                guard let f = field(c.field), Schema.accepts(c.value, in: f),
-                    fromOwner ? view.contains(f.name) : (c.stamp.city == batch.origin && writable.contains(f.name))
-                else {
-                    refused += 1
-                    continue
-                }
-                if let engine, let schema {
+        let rights = WriteRights(
+            owner: info.owner, view: Set(info.fields), writable: Set(info.write),
+            filter: info.filter.flatMap { text in schema.flatMap { try? RowFilter(text, schema: $0) } }, schema: schema)
+        // Members update records that exist: the owner checks against its own copies, and so does
+        // every other member against its replica (the owner re-sends members' accepted cells in
+        // its own batches, so nothing is lost).
+        let stored = fromOwner ? [:] : ((try? await store.get(info.dataset, keys: batch.records.map(\.key))) ?? [:])
+        for var r in batch.records {
+            let current = stored[r.key]?.state
+            // At the owner, the policy in force is an enforcement point first: what it denies is
+            // ledgered as `policy.denied` with its code (then the share's write rights decide).
+            if let engine, let schema, !r.state.cells.isEmpty {
+                let allowed = r.state.cells.filter { c in
+                    guard let f = field(c.field) else { return true }
                     let decision = engine.mayWrite(
                         dataset: info.dataset.name, member: batch.origin, field: f.name, now: t, accepted: book.isActive,
-                        value: { name in schema.field(named: name).flatMap { current.value(field: $0.id) } })
+                        value: { name in schema.field(named: name).flatMap { (current ?? RecordState()).value(field: $0.id) } })
                     if case .failure(let denial) = decision {
                         denials[denial.code, default: (0, denial)].count += 1
-                        continue
+                        return false
                     }
+                    return true
                 }
-                cells.append(c)
-            }
-            var tombstone = r.state.tombstone
-            if !fromOwner, tombstone != nil {
-                refused += 1
-                tombstone = nil
-            }
-            if checkExisting {
-                guard let stored = stored[r.key], stored.state.isLive,
-                    filter.map({ f in schema.map { s in f.matches({ n in s.field(named: n).flatMap { stored.state.value(field: $0.id) } }) } ?? false }) ?? true
-                else {
-                    refused += cells.count
-                    continue
+                if allowed.count != r.state.cells.count {
+                    guard !allowed.isEmpty || r.state.tombstone != nil else { continue }
+                    r = .init(key: r.key, state: RecordState(sortedCells: allowed, tombstone: r.state.tombstone))
                 }
             }
-            // Nothing left of it: dropped here, so it cannot pass for a retraction.
-            guard !cells.isEmpty || tombstone != nil else { continue }
-            out.append(.init(key: r.key, state: RecordState(sortedCells: cells, tombstone: tombstone)))
+            let taken = rights.take(r, origin: batch.origin, receiverIsOwner: info.isOwner, current: current, field: field)
+            refused += taken.refused
+            if taken.retraction {
+                out.append(r)
+                continue
+            }
+            guard let state = taken.state else { continue }
+            out.append(.init(key: r.key, state: state))
         }
         return (out, refused)
     }
@@ -1168,18 +1148,25 @@ public final class ReplicationService: Service, ReplicaDesk, Sendable {
 
     /// Whether a local write may change a replica: only fields the share lets members write, on
     /// records the member sees, and never a delete. An owner's own datasets are not checked here.
-    public func checkLocalWrite(dataset: DatasetID, fields: [String], delete: Bool) async throws {
+    public func checkLocalWrite(dataset: DatasetID, key: String, fields: [String], delete: Bool) async throws {
         guard dataset.owner != city else { return }
         guard let info = state.withLock({ $0.shares.values.first { $0.dataset == dataset } }) else {
             throw CityMeshError(.forbidden, "'\(dataset)' is \(dataset.owner)'s dataset and no active agreement lets \(city) write it: see 'citymesh agreement list'")
         }
-        if delete {
-            throw CityMeshError(.forbidden, "only \(dataset.owner) can delete records of '\(dataset)'; members may write \(info.write.isEmpty ? "no fields" : info.write.joined(separator: ", "))")
-        }
         let schema = try await store.dataset(dataset).schema
-        let denied = fields.filter { $0 != schema.keyField && !info.write.contains($0) }
-        guard denied.isEmpty else {
-            throw CityMeshError(.forbidden, "share \(info.id) does not let \(city) write \(denied.joined(separator: ", ")): members may write \(info.write.isEmpty ? "no fields" : info.write.joined(separator: ", "))")
+        let rights = WriteRights(
+            owner: info.owner, view: Set(info.fields), writable: Set(info.write), filter: info.filter.flatMap { try? RowFilter($0, schema: schema) }, schema: schema)
+        let may = info.write.isEmpty ? "no fields" : info.write.joined(separator: ", ")
+        switch rights.localWrite(by: city, fields: fields, delete: delete, current: try await store.get(dataset, key: key)?.state) {
+        case nil: return
+        case .delete:
+            throw CityMeshError(.forbidden, "only \(dataset.owner) can delete records of '\(dataset)'; members may write \(may)")
+        case .fields(let denied):
+            throw CityMeshError(.forbidden, "share \(info.id) does not let \(city) write \(denied.joined(separator: ", ")): members may write \(may)")
+        case .create:
+            throw CityMeshError(
+                .forbidden,
+                "'\(key)' is not a record of \(dataset): members update the records \(dataset.owner) shares and cannot create new ones (list them with 'citymesh record list \(dataset)')")
         }
     }
 

@@ -17,6 +17,9 @@ public struct IncomingBatch: Sendable {
     public let at: String
     /// Keys the owner retracted: dropped from the replica (with their conflicts and pending writes).
     public var retracted: [String] = []
+    /// Keys the owner deleted in this batch, at a member: other cities' cells newer than the
+    /// deletion, and this node's pending writes to them, go (`WriteRights.afterOwnerDeletion`).
+    public var ownerDeletions: [String] = []
     /// The batch's ledger entries (`exchange.received`, and `share.retracted` when it retracts
     /// rows), appended with the batch in one transaction.
     public var entries: [LedgerEntry] = []
@@ -416,6 +419,20 @@ extension NodeStore {
                     try db.execute(
                         sql: "DELETE FROM outbox WHERE dataset = ? AND key IN (SELECT value FROM json_each(?))",
                         arguments: [incoming.dataset.description, Self.jsonArray(incoming.retracted)])
+                }
+                // The owner's deletions win over members' concurrent writes (`WriteRights`).
+                if !incoming.ownerDeletions.isEmpty {
+                    let update = try db.makeStatement(sql: "UPDATE records SET live = ?, state = ? WHERE dataset = ? AND key = ?")
+                    for key in incoming.ownerDeletions {
+                        guard let stored = try Self.fetchState(db: db, dataset: rowid, key: key) else { continue }
+                        let after = WriteRights.afterOwnerDeletion(stored.state, owner: incoming.dataset.owner)
+                        try db.execute(sql: "DELETE FROM outbox WHERE dataset = ? AND key = ?", arguments: [incoming.dataset.description, key])
+                        guard after != stored.state else { continue }
+                        try update.execute(arguments: [after.isLive ? 1 : 0, Data(RecordStateCodec.encode(after, key: key)), rowid, key])
+                        if stored.state.isLive && !after.isLive {
+                            try db.execute(sql: "UPDATE datasets SET live_count = max(0, live_count - 1) WHERE id = ?", arguments: [rowid])
+                        }
+                    }
                 }
                 // Deletions: their old values leave the stored batches with the next compaction pass.
                 for r in incoming.states {

@@ -93,33 +93,52 @@ struct RecordDelete: AsyncParsableCommand {
 
 struct RecordErase: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "erase", abstract: "Erase a record: delete it and compact its old values out of every stored batch, here and at every party (admin).",
+        commandName: "erase", abstract: "Erase records: delete them and compact their old values out of every stored batch, here and at every party (admin).",
         discussion: """
-            Example:
+            Examples:
               citymesh record erase --dir hz registry 330106199001011234
+              citymesh record erase --dir hz registry --keys-from erasure-requests.txt
 
             A deleted record's old values stay in the batches every party keeps to relay. Erasing
-            deletes the record (if it is not deleted yet) and compacts those values out of this
+            deletes the records (those not deleted yet) and compacts those values out of this
             node's batches at once; each member compacts its own when it has the deletion, and the
             deletion itself goes once every party holds it. The batches still verify and relay.
             Every step is in the ledgers (record.erased here, share.compacted at each node).
+            Every key is checked first: if one does not exist, nothing is erased.
             """)
 
     @OptionGroup var node: NodeOptions
     @Argument(help: "The dataset (one this node owns).") var dataset: String
-    @Argument(help: "The record key.") var key: String
+    @Argument(help: "The record keys.") var keys: [String] = []
+    @Option(help: "A file of record keys, one per line (at most 10,000 keys in all).") var keysFrom: String?
     @OptionGroup var output: OutputOptions
 
     func run() async throws {
-        struct Empty: Encodable {}
+        var all = keys
+        if let keysFrom {
+            guard let text = try? String(contentsOfFile: keysFrom, encoding: .utf8) else {
+                throw ValidationError("cannot read --keys-from \(keysFrom): give a UTF-8 text file with one record key per line")
+            }
+            all += text.split(whereSeparator: \.isNewline).map(String.init).filter { !$0.isEmpty }
+        }
+        guard (1...10_000).contains(all.count) else {
+            throw ValidationError("name from 1 to 10,000 record keys (got \(all.count)), as arguments or with --keys-from")
+        }
         let r: API.Erasure = try await node.withNode { client, config in
-            try await client.post(try node.datasetPath(dataset, config: config) + "/erase", body: Empty(), query: ["key": key])
+            let path = try node.datasetPath(dataset, config: config) + "/erase"
+            return all.count == 1
+                ? try await client.post(path, body: API.EraseKeys(keys: []), query: ["key": all[0]])
+                : try await client.post(path, body: API.EraseKeys(keys: all))
         }
         if output.json { return try printJSON(r) }
-        print(r.deleted ? "deleted \(key)" : "\(key) was deleted before")
+        if r.erased == 1 {
+            print(r.deleted ? "deleted \(r.key)" : "\(r.key) was deleted before")
+        } else {
+            print("deleted \(r.deletedNow) of \(r.erased) records (the others were deleted before)")
+        }
         print("compacted here: \(r.compactedRecords) records in \(r.compactedBatches) stored batches")
         if r.legacyBatches > 0 {
-            print("warning: \(r.legacyBatches) stored batches in the old layout (CMB1) still hold its values and cannot be compacted")
+            print("warning: \(r.legacyBatches) stored batches in the old layout (CMB1) still hold erased values and cannot be compacted")
         }
         for p in r.parties {
             print("  \(p.city) (\(p.share)): " + (p.hasDeletion ? "has the deletion; compacts its batches within its next pass" : "does not have the deletion yet; compacts once it does"))

@@ -128,7 +128,8 @@ struct Simulate: ParsableCommand {
         lines.append("simulated \(num(c.nodes)) nodes for \(num(r.rounds)) rounds (seed \(c.seed), fanout \(c.fanout), window \(c.window))"
             + (faults.isEmpty ? "; no faults" : "; " + faults.joined(separator: ", ")))
         lines.append("  workload       \(num(r.writes)) writes in \(num(r.batches)) batches over \(c.writeRounds) s, \(num(c.keys)) records, owner + \(c.writers) member writers"
-            + (r.skippedWrites > 0 ? " (\(num(r.skippedWrites)) skipped: writer down)" : ""))
+            + (r.skippedWrites > 0 ? " (\(num(r.skippedWrites)) skipped: writer down)" : "")
+            + (r.refusedWrites > 0 ? " (\(num(r.refusedWrites)) refused by the writer's own node: a record it does not hold)" : ""))
         let d = r.dissemination, e = r.delivery
         lines.append("  dissemination  rounds until a write reached every node: p50 \(d.p50), p99 \(d.p99), max \(d.max)"
             + (r.undelivered > 0 ? "; \(num(r.undelivered)) writes never did" : ""))
@@ -148,7 +149,7 @@ struct Simulate: ParsableCommand {
             lines.append("                 idle:   \(bytes(b.idlePerNodePerRound)) per node per round (summaries \(bytes(b.idleReplicationPerNodePerRound)), membership \(bytes(b.idleMembershipPerNodePerRound))); \(bytes(b.idlePerShareExchange)) per share per exchange")
         }
         let m = r.messages
-        lines.append("  messages       membership \(num(m.sent.membership)), summaries \(num(m.sent.summaries)), batches \(num(m.sent.batches)) (\(num(m.duplicateBatches)) duplicates, \(num(m.gapBatches)) ahead of a gap, \(num(m.refusedBatches)) refused), receipts \(num(m.sent.receipts)); lost \(num(m.lost)), unreachable \(num(m.unreachable))")
+        lines.append("  messages       membership \(num(m.sent.membership)), summaries \(num(m.sent.summaries)), batches \(num(m.sent.batches)) (\(num(m.duplicateBatches)) duplicates, \(num(m.gapBatches)) ahead of a gap, \(num(m.refusedBatches)) with cells refused: \(num(m.refusedCells)) cells), receipts \(num(m.sent.receipts)); lost \(num(m.lost)), unreachable \(num(m.unreachable))")
         let x = r.receipts
         lines.append("  receipts       \(num(x.exchanges)) exchanges: \(num(x.matched)) matched on both sides, \(num(x.interrupted)) of them interrupted by a crash; \(num(x.open)) open, \(num(x.mismatched)) mismatched")
         if r.membershipDeadPairs > 0 {

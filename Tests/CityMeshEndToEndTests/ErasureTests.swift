@@ -57,7 +57,7 @@ struct ErasureTests {
         try eventually("no node's files hold the erased values; the other record is untouched") {
             nodes.allSatisfy { !Self.contains("Erasable-Name-Q7", node: $0, work) && !Self.contains("Member-Note-Q7", node: $0, work) && Self.contains("Kept-Name-K5", node: $0, work) }
         }
-        try eventually("once every party holds the deletion, the key is gone from every node's files too", seconds: 90) {
+        try eventually("once every party holds the deletion, the key is gone from every node's files too", seconds: 180) {
             nodes.allSatisfy { !Self.contains("PERSON-330106-7741", node: $0, work) && Self.contains("PERSON-330106-5582", node: $0, work) }
         }
 

@@ -122,6 +122,21 @@ func attack() async throws {
     say("agreements: junk, forged revocations and answer, an offer with 7+ fraction digits")
 
     // Channel 5, replication.
+    // A compactable batch whose records were changed after it was signed (as a relay might), one
+    // whose body claims 2^31 records, and one with a slot kind that does not exist.
+    let sealed = try ChangeBatch(
+        share: share, dataset: dataset, origin: me, seq: 1, prev: ChangeBatch.zeroHash, fields: [.init(id: 1, name: "id", type: .string, nullable: false)],
+        seen: [:], records: [.init(key: "E-1", state: RecordState(cells: [Cell(field: 1, value: .string("E-1"), stamp: stamp)]))]
+    ).signed(with: signingKey)
+    var altered = sealed.records
+    altered[altered.count - 1] ^= 0x01
+    await send(ReplicationWire.channel, ReplicationWire.encode(.batch(share: share, bytes: SignedBatch(body: sealed.body, algorithm: sealed.algorithm, signature: sealed.signature, records: altered).bytes)))
+    var claims = sealed.body
+    claims.replaceSubrange((claims.count - 36)..<(claims.count - 32), with: [0x80, 0, 0, 0])
+    let (a2, s2) = try signingKey.signRaw(SignedBatch.context + claims)
+    await send(ReplicationWire.channel, ReplicationWire.encode(.batch(share: share, bytes: SignedBatch(body: claims, algorithm: a2, signature: s2, records: sealed.records).bytes)))
+    await send(ReplicationWire.channel, ReplicationWire.encode(.batch(share: share, bytes: SignedBatch(body: sealed.body, algorithm: sealed.algorithm, signature: sealed.signature, records: [7] + sealed.records.dropFirst()).bytes)))
+    say("replication: compactable batches altered after signing, claiming 2^31 records, with an unknown slot kind")
     // Batch numbers near UInt64.max, duplicate origins, for the real share and for invented ones.
     await send(ReplicationWire.channel, vector(type: 1, share: share, [(target.rawValue, .max), (me.rawValue, 1 << 63), ("shanghai", .max - 1)]))
     await send(ReplicationWire.channel, vector(type: 2, share: share, [(me.rawValue, 5), (me.rawValue, 6)]))

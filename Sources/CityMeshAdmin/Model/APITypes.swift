@@ -423,6 +423,12 @@ public enum API {
         public let seq: Int64
     }
 
+    /// The body of `POST /v1/datasets/{owner}/{name}/erase` for several keys.
+    public struct EraseKeys: Codable, Sendable {
+        public let keys: [String]
+        public init(keys: [String]) { self.keys = keys }
+    }
+
     /// `POST /v1/datasets/{owner}/{name}/erase` (`citymesh record erase`).
     public struct Erasure: Codable, Sendable {
         public struct Party: Codable, Sendable {
@@ -436,18 +442,24 @@ public enum API {
                 self.hasDeletion = hasDeletion
             }
         }
+        /// The key, or "N keys".
         public let key: String
-        /// Whether this call deleted the record (false: it was deleted before).
+        /// Whether this call deleted every record named (false: some were deleted before).
         public let deleted: Bool
+        /// Keys named, and how many of them this call deleted (the others were deleted before).
+        public let erased: Int
+        public let deletedNow: Int
         /// Records and batches this node's compaction pass rewrote now.
         public let compactedRecords: Int
         public let compactedBatches: Int
         /// Stored batches in the old layout that still hold the values (they cannot be compacted).
         public let legacyBatches: Int
         public let parties: [Party]
-        public init(key: String, deleted: Bool, compactedRecords: Int, compactedBatches: Int, legacyBatches: Int, parties: [Party]) {
+        public init(key: String, deleted: Bool, erased: Int, deletedNow: Int, compactedRecords: Int, compactedBatches: Int, legacyBatches: Int, parties: [Party]) {
             self.key = key
             self.deleted = deleted
+            self.erased = erased
+            self.deletedNow = deletedNow
             self.compactedRecords = compactedRecords
             self.compactedBatches = compactedBatches
             self.legacyBatches = legacyBatches

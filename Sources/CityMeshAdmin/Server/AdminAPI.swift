@@ -410,12 +410,7 @@ public struct AdminAPI: Sendable {
             let key = try keyParameter(request)
             let body = try await decodeBody(request, as: API.PutRecord.self)
             let info = try await store.dataset(id)
-            try await checkReplicaWrite(id, fields: Array(body.values.keys), delete: false)
-            if id.owner != store.city, try await store.get(id, key: key)?.state.isLive != true {
-                throw CityMeshError(
-                    .forbidden,
-                    "'\(key)' is not a record of \(id): members update the records \(id.owner) shares and cannot create new ones (list them with 'citymesh record list \(id)')")
-            }
+            try await checkReplicaWrite(id, key: key, fields: Array(body.values.keys), delete: false)
             let input = try RecordInput.fromJSON(body.values, key: key, schema: info.schema)
             timing.lap("check")
             // The schema is already in hand: stamp and encode here. Then one durable transaction
@@ -430,7 +425,7 @@ public struct AdminAPI: Sendable {
             try context.require(.operator)
             let id = try datasetID(context)
             let key = try keyParameter(request)
-            try await checkReplicaWrite(id, fields: [], delete: true)
+            try await checkReplicaWrite(id, key: key, fields: [], delete: true)
             let s = try await store.delete(
                 id, key: key, physicalMillis: physicalMillis(),
                 log: try await ledgerNote(LedgerEntry.Kind.recordDeleted, context, dataset: id, key: key) { ["deleted": $0.written] })
@@ -442,22 +437,36 @@ public struct AdminAPI: Sendable {
         router.post("/v1/datasets/:owner/:name/erase") { request, context in
             try context.require(.admin)
             let id = try datasetID(context)
-            let key = try keyParameter(request)
+            // One key (?key=) or many ({"keys": [...]}, at most 10,000): one compaction pass for all.
+            let keys: [String]
+            if request.uri.queryParameters.get("key") != nil {
+                keys = [try keyParameter(request)]
+            } else {
+                keys = try await decodeBody(request, as: API.EraseKeys.self).keys
+                guard (1...10_000).contains(keys.count) else {
+                    throw CityMeshError(.invalidArgument, "name from 1 to 10,000 keys to erase (got \(keys.count)); erase more in several calls")
+                }
+            }
             guard id.owner == store.city else {
                 throw CityMeshError(
                     .forbidden, "'\(id)' is \(id.owner)'s dataset: only \(id.owner) can erase its records (the erasure then reaches this replica with the deletion)")
             }
-            guard let existing = try await store.get(id, key: key) else {
-                throw CityMeshError(.recordNotFound, "no record '\(key)' in '\(id)' (never written, or erased and collected already)")
+            // Every key is checked before anything is erased: a typo erases nothing.
+            var live: [String] = []
+            for key in keys {
+                guard let existing = try await store.get(id, key: key) else {
+                    throw CityMeshError(.recordNotFound, "no record '\(key)' in '\(id)' (never written, or erased and collected already): nothing was erased")
+                }
+                if existing.state.isLive { live.append(key) }
             }
-            var deleted = false
-            if existing.state.isLive {
-                _ = try await store.delete(
-                    id, key: key, physicalMillis: physicalMillis(),
-                    log: try await ledgerNote(LedgerEntry.Kind.recordErased, context, dataset: id, key: key) { ["deleted": $0.written] })
-                deleted = true
-            } else if let ledger, let e = try await ledgerNote(LedgerEntry.Kind.recordErased, context, dataset: id, key: key, counts: { _ in ["deleted": 0] }) {
-                _ = try await ledger.append(try e(WriteSummary()))
+            for key in keys {
+                if live.contains(key) {
+                    _ = try await store.delete(
+                        id, key: key, physicalMillis: physicalMillis(),
+                        log: try await ledgerNote(LedgerEntry.Kind.recordErased, context, dataset: id, key: key) { ["deleted": $0.written] })
+                } else if let ledger, let e = try await ledgerNote(LedgerEntry.Kind.recordErased, context, dataset: id, key: key, counts: { _ in ["deleted": 0] }) {
+                    _ = try await ledger.append(try e(WriteSummary()))
+                }
             }
             let compacted = await replication?.compactNow()[id] ?? CompactionResult()
             let parties = (await replication?.status() ?? []).filter { $0.dataset == id.description }.flatMap { share in
@@ -465,8 +474,8 @@ public struct AdminAPI: Sendable {
             }
             return json(
                 API.Erasure(
-                    key: key, deleted: deleted, compactedRecords: compacted.records, compactedBatches: compacted.batches, legacyBatches: compacted.legacy,
-                    parties: parties))
+                    key: keys.count == 1 ? keys[0] : "\(keys.count) keys", deleted: live.count == keys.count, erased: keys.count, deletedNow: live.count,
+                    compactedRecords: compacted.records, compactedBatches: compacted.batches, legacyBatches: compacted.legacy, parties: parties))
         }
         router.post("/v1/datasets/:owner/:name/import") { request, context in
             try context.require(.operator)
@@ -553,7 +562,7 @@ public struct AdminAPI: Sendable {
                 }
                 value = r.state.value(field: field.id)?.json ?? .null
             }
-            try await checkReplicaWrite(id, fields: [body.field], delete: false)
+            try await checkReplicaWrite(id, key: body.key, fields: [body.field], delete: false)
             let input = try RecordInput.fromJSON([body.field: value], key: body.key, schema: info.schema)
             // The value, the settlement and their entry: one transaction, durable before the answer.
             let note = try await ledgerNote(LedgerEntry.Kind.recordWritten, context, dataset: id, key: body.key, detail: "settled conflicts on field \(body.field)") {
@@ -658,13 +667,13 @@ public struct AdminAPI: Sendable {
     func now() -> String { RFC3339.format(microseconds: Int64(physicalMillis()) * 1000) }
 
     /// Writes to another city's dataset (a replica) go through the share's write rights.
-    func checkReplicaWrite(_ id: DatasetID, fields: [String], delete: Bool) async throws {
+    func checkReplicaWrite(_ id: DatasetID, key: String, fields: [String], delete: Bool) async throws {
         await replication?.willWrite(dataset: id)
         guard id.owner != store.city else { return }
         guard let replication else {
             throw CityMeshError(.forbidden, "'\(id)' is \(id.owner)'s dataset: this node cannot write it")
         }
-        try await replication.checkLocalWrite(dataset: id, fields: fields, delete: delete)
+        try await replication.checkLocalWrite(dataset: id, key: key, fields: fields, delete: delete)
     }
 
     func datasetID(_ context: AdminContext) throws -> DatasetID {
@@ -708,7 +717,9 @@ func text(_ body: String) -> Response {
 /// Replication, for the admin API: what a local write to a replica may change, conflicts, sync state.
 public protocol ReplicaDesk: Sendable {
     /// Throws `forbidden` if a local write of `fields` (or a delete) to `dataset` is not allowed.
-    func checkLocalWrite(dataset: DatasetID, fields: [String], delete: Bool) async throws
+    /// Throws `forbidden` if a local write of `fields` (or a delete) to record `key` of `dataset`
+    /// is not allowed (`WriteRights.localWrite`).
+    func checkLocalWrite(dataset: DatasetID, key: String, fields: [String], delete: Bool) async throws
     /// Called just before a local write to `dataset`: what this node knows of others' writes now
     /// is what the write knew (the `seen` map its batch will carry).
     func willWrite(dataset: DatasetID) async

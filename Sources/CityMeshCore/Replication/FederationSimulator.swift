@@ -82,7 +82,6 @@ public enum FederationSimulator {
             try check(fanout >= 1 && window >= 1, "fanout and window must be at least 1")
             try check(fanout <= 10_000 && window <= 1_000_000, "fanout is at most 10,000 and window at most 1,000,000 batches")
             try check(redialInterval >= 0, "the redial interval must be 0 (never) or more rounds")
-            try check(!rowFilter || writers == 0, "with a row filter only the owner writes: set the member writers to 0")
         }
     }
 
@@ -180,8 +179,10 @@ public enum FederationSimulator {
         /// Batches that arrived already held (a relay raced another), or ahead of the next expected.
         public var duplicateBatches = 0
         public var gapBatches = 0
-        /// Batches refused because the share does not grant their origin what they carry.
+        /// Batches with cells the share does not grant their origin (those cells are dropped, the
+        /// rest taken: `WriteRights`), and how many cells.
         public var refusedBatches = 0
+        public var refusedCells = 0
     }
 
     /// The bilateral receipts of the exchanges.
@@ -205,6 +206,9 @@ public enum FederationSimulator {
         public var writes = 0
         /// Writes not made because the writer was down.
         public var skippedWrites = 0
+        /// Members' writes their own node refused (`WriteRights.localWrite`: a record it does not
+        /// hold, which members cannot create).
+        public var refusedWrites = 0
         public var batches = 0
         /// Per write: rounds from the write until every other node held it.
         public var dissemination = Rounds(histogram: [])
@@ -301,6 +305,9 @@ struct SimulatedFederation {
         var erasures: [String: (hlc: HLC, pending: Bool)] = [:]
         /// Per stored batch (`batchID`): the records compacted out of this node's copy.
         var compacted: [UInt64: Set<Int>] = [:]
+        /// At the owner: members' cells taken since its last batch (found again from the store
+        /// after a crash, as the node's cut finds changed records by their sequence numbers).
+        var relay: [String: RecordState] = [:]
     }
 
     /// A batch written, as every node that holds it holds it.
@@ -389,6 +396,8 @@ struct SimulatedFederation {
     var orderViolations = 0
     var firstOrderViolation: String?
     var firstRefusal: String?
+    /// The share's write rights, as every node applies them (the production rule).
+    let rights: WriteRights
     var disputes = 0
 
     init(_ config: Config) {
@@ -397,6 +406,9 @@ struct SimulatedFederation {
         // Always valid slugs: a letter first, then letters, digits and one inner hyphen.
         cities = (0..<config.nodes).map { try! CitySlug("city-\($0)") }
         index = Dictionary(uniqueKeysWithValues: cities.enumerated().map { ($1, $0) })
+        rights = WriteRights(
+            owner: cities[Self.owner], view: Set(Self.fields.filter { Self.view.contains($0.id) }.map(\.name)),
+            writable: Set(Self.fields.filter { $0.id == Self.memberField }.map(\.name)), filter: config.rowFilter ? Self.filteredView.filter : nil, schema: Self.schema)
         antiEntropyConfig = AntiEntropy.Config(fanout: config.fanout, window: config.window)
         chains = Array(repeating: [], count: config.nodes)
         rng = SplitMix64(seed: Self.mix(config.seed, 0x5157))
@@ -484,6 +496,7 @@ struct SimulatedFederation {
                     issueReceipts()
                     resendReceipts()
                     write()
+                    relayMemberChanges()
                     if !config.faults.contains(.pushOnly) {
                         for i in 0..<n where nodes[i].up { perform(i, nodes[i].antiEntropy.onTick()) }
                     }
@@ -665,10 +678,16 @@ struct SimulatedFederation {
         }
         let city = cities[w]
         var records: [String: RecordState] = [:]
+        let refusedBefore = result.refusedWrites
         for x in batch {
+            let key = "station-\(x.key)"
+            // A member's own node checks its write with the share's rule first.
+            if w != Self.owner, rights.localWrite(by: city, fields: ["note"], delete: x.delete, current: nodes[w].records[key]) != nil {
+                result.refusedWrites += 1
+                continue
+            }
             let hlc = nodes[w].clock.tick(physicalMillis: Self.epochMillis + UInt64(round) * 1000)
             let stamp = Stamp(hlc: hlc, city: city)
-            let key = "station-\(x.key)"
             let change: RecordState
             if x.delete {
                 change = .deletion(at: stamp)
@@ -687,25 +706,52 @@ struct SimulatedFederation {
             if x.delete { nodes[w].erasures[key] = (Swift.max(hlc, nodes[w].erasures[key]?.hlc ?? .zero), true) }
             // The owner cuts with the production rule (`ShareView`); a leaky owner sends everything.
             if w == Self.owner && !config.faults.contains(.leakyOwner) {
-                let view = config.rowFilter ? Self.filteredView : Self.shareView
-                let was = config.rowFilter ? nodes[w].visible.contains(key) : true
-                var (out, after) = view.outgoing(current: nodes[w].records[key] ?? change, change: change, wasVisible: was)
-                if out == .retract && config.faults.contains(.noRetraction) { out = .skip }
-                if after { nodes[w].visible.insert(key) } else { nodes[w].visible.remove(key) }
-                switch out {
-                case .send(let s):
-                    // After a retraction in the same batch the record goes out whole again.
-                    if let r = records[key], ShareView.isRetraction(.init(key: key, state: r)) { records[key] = s } else { records[key, default: RecordState()].merge(s) }
-                case .retract: records[key] = ShareView.retraction
-                case .skip: break
-                }
+                ownerCut(key, change, into: &records)
             } else {
                 records[key, default: RecordState()].merge(change)
             }
         }
-        // Every change stayed out of the members' view: no batch.
+        cut(w, records, writes: batch.count - (result.refusedWrites - refusedBefore))
+    }
+
+    /// The owner's rule for one changed record (`ShareView.outgoing`), into the batch being cut.
+    mutating func ownerCut(_ key: String, _ change: RecordState, into records: inout [String: RecordState]) {
+        let w = Self.owner
+        let view = config.rowFilter ? Self.filteredView : Self.shareView
+        let was = config.rowFilter ? nodes[w].visible.contains(key) : true
+        var (out, after) = view.outgoing(current: nodes[w].records[key] ?? change, change: change, wasVisible: was)
+        if out == .retract && config.faults.contains(.noRetraction) { out = .skip }
+        if after { nodes[w].visible.insert(key) } else { nodes[w].visible.remove(key) }
+        switch out {
+        case .send(let s):
+            // After a retraction in the same batch the record goes out whole again.
+            if let r = records[key], ShareView.isRetraction(.init(key: key, state: r)) { records[key] = s } else { records[key, default: RecordState()].merge(s) }
+        case .retract: records[key] = ShareView.retraction
+        case .skip: break
+        }
+    }
+
+    /// Members' cells the owner took since its last batch go out in its next one, as the node's
+    /// cut sends every record changed since (the owner vouches for what it relays): a member
+    /// that did not hold the record when the member's own batch came gets them this way.
+    mutating func relayMemberChanges() {
+        let w = Self.owner
+        guard nodes[w].up, !nodes[w].relay.isEmpty else { return }
+        var records: [String: RecordState] = [:]
+        for key in nodes[w].relay.keys.sorted() {
+            guard let change = nodes[w].relay[key] else { continue }
+            if config.faults.contains(.leakyOwner) { records[key, default: RecordState()].merge(change) } else { ownerCut(key, change, into: &records) }
+        }
+        nodes[w].relay = [:]
+        cut(w, records, writes: 0)
+    }
+
+    /// Cuts `records` into writer `w`'s next batch (none if empty).
+    mutating func cut(_ w: Int, _ records: [String: RecordState], writes made: Int) {
+        let city = cities[w]
+        // Every change stayed out of the members' view (or none was allowed): no batch.
         guard !records.isEmpty else {
-            result.writes += batch.count
+            result.writes += made
             return
         }
         let seq = nodes[w].held[w] + 1
@@ -715,12 +761,14 @@ struct SimulatedFederation {
             prev: seq == 1 ? ChangeBatch.zeroHash : chains[w][Int(seq) - 2].hash,
             fields: Self.fields.filter { used.contains($0.id) }, seen: nodes[w].seen,
             records: records.keys.sorted().map { ChangeBatch.Record(key: $0, state: records[$0] ?? RecordState()) })
-        let signed = SignedBatch(body: body.encoded(), algorithm: 1, signature: Self.signature)
+        // Weighed as production cuts it: the compactable layout (salts of zeros: only the size counts).
+        let (sealedBody, section) = body.sealed(salts: [UInt8](repeating: 0, count: body.records.count * ChangeBatch.saltBytes))
+        let signed = SignedBatch(body: sealedBody, algorithm: 1, signature: Self.signature, records: section)
         let wire = ReplicationWire.encode(.batch(share: Self.share, bytes: signed.bytes)).count + Self.frameHeader
-        chains[w].append(Batch(body: body, hash: signed.hash, wireBytes: wire, round: round, writes: batch.count, missing: n - 1))
+        chains[w].append(Batch(body: body, hash: signed.hash, wireBytes: wire, round: round, writes: made, missing: n - 1))
         for (x, r) in body.records.enumerated() { keyIndex[r.key, default: []].append((w, seq, x)) }
         incomplete += 1
-        result.writes += batch.count
+        result.writes += made
         result.batches += 1
         nodes[w].held[w] = seq
         perform(w, nodes[w].antiEntropy.accepted(share: Self.share, origin: city, seq: seq, from: city))
@@ -747,27 +795,8 @@ struct SimulatedFederation {
         }
     }
 
-    /// Why the share does not let `origin` send this batch (nil: it does). Only the owner writes
-    /// the view's fields and deletes; a member writes only its one field; every cell is the origin's own.
-    func refusal(_ body: ChangeBatch, origin o: Int) -> String? {
-        let allowed: Set<Int> = o == Self.owner ? Self.view : [Self.memberField]
-        for r in body.records {
-            if r.state.tombstone != nil && o != Self.owner { return "\(cities[o]) deleted \(r.key), which only the owner may" }
-            for c in r.state.cells {
-                if c.stamp.city != cities[o] { return "\(cities[o])'s batch \(body.seq) carries a cell of \(c.stamp.city)" }
-                if !allowed.contains(c.field) { return "\(cities[o])'s batch \(body.seq) carries field \(c.field), which the share does not grant it" }
-            }
-        }
-        return nil
-    }
-
     mutating func take(at i: Int, from sender: Int, origin o: Int, seq: UInt64) {
         let batch = chains[o][Int(seq) - 1]
-        if !config.faults.contains(.lenientReceivers), let why = refusal(batch.body, origin: o) {
-            result.messages.refusedBatches += 1
-            if firstRefusal == nil { firstRefusal = "\(cities[i]) refused: \(why)" }
-            return
-        }
         // The chain: the next number, naming the hash of the last batch held.
         let holding = nodes[i].held[o]
         let last = holding == 0 ? ChangeBatch.zeroHash : chains[o][Int(holding) - 1].hash
@@ -779,23 +808,48 @@ struct SimulatedFederation {
         let id = Self.batchID(o, seq)
         let gone = nodes[sender].compacted[id] ?? []
         if !gone.isEmpty { nodes[i].compacted[id, default: []].formUnion(gone) }
+        var refusedCellsHere = 0
+        defer {
+            if refusedCellsHere > 0 {
+                result.messages.refusedBatches += 1
+                result.messages.refusedCells += refusedCellsHere
+            }
+        }
         for (x, r) in batch.body.records.enumerated() {
             if gone.contains(x) { continue }
             if let t = r.state.tombstone { nodes[i].erasures[r.key] = (Swift.max(t.hlc, nodes[i].erasures[r.key]?.hlc ?? .zero), true) }
             // A record of a key deleted and compacted before: the next pass looks at it too.
             if nodes[i].erasures[r.key] != nil { nodes[i].erasures[r.key]?.pending = true }
-            // A retraction counts only from the owner, and only at members.
-            if ShareView.isRetraction(r) {
+            // What the share lets the origin write: the production rule, cell by cell (a lenient
+            // receiver takes everything).
+            var state = r.state
+            if !config.faults.contains(.lenientReceivers) {
+                let taken = rights.take(r, origin: cities[o], receiverIsOwner: i == Self.owner, current: nodes[i].records[r.key], field: { Self.schema.field(id: $0) })
+                if taken.refused > 0 {
+                    refusedCellsHere += taken.refused
+                    if firstRefusal == nil { firstRefusal = "\(cities[i]) refused \(taken.refused) cells of \(r.key) in \(cities[o])'s batch \(seq)" }
+                }
+                if taken.retraction {
+                    nodes[i].records[r.key] = nil
+                    continue
+                }
+                guard let kept = taken.state else { continue }
+                state = kept
+            } else if ShareView.isRetraction(r) {
                 if o == Self.owner && i != Self.owner { nodes[i].records[r.key] = nil }
                 continue
             }
             if i != Self.owner {
-                for c in r.state.cells where !Self.view.contains(c.field) {
+                for c in state.cells where !Self.view.contains(c.field) {
                     viewViolations += 1
                     if firstViewViolation == nil { firstViewViolation = "\(cities[i]) holds field \(c.field) of \(r.key), from \(cities[o])" }
                 }
             }
-            nodes[i].records[r.key, default: RecordState()].merge(r.state)
+            nodes[i].records[r.key, default: RecordState()].merge(state)
+            if i == Self.owner && o != Self.owner { nodes[i].relay[r.key, default: RecordState()].merge(state) }
+            if i != Self.owner && o == Self.owner && state.tombstone != nil, let merged = nodes[i].records[r.key] {
+                nodes[i].records[r.key] = WriteRights.afterOwnerDeletion(merged, owner: cities[Self.owner])
+            }
             for c in r.state.cells where (nodes[i].seen[c.stamp.city] ?? .zero) < c.stamp.hlc {
                 nodes[i].seen[c.stamp.city] = c.stamp.hlc
                 nodes[i].clock.observe(c.stamp.hlc)
