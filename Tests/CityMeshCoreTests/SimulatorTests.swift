@@ -42,7 +42,7 @@ struct SimulatorTests {
     @Test("with 10% loss, a partition and three crashes, every invariant holds", arguments: [1, 2, 3, 4] as [UInt64])
     func invariantsHold(seed: UInt64) throws {
         let r = try FederationSimulator.run(Self.troubled(seed: seed))
-        #expect(r.checks.map(\.name) == ["convergence", "view confinement", "receipts", "batch order", "erasure"])
+        #expect(r.checks.map(\.name) == ["convergence", "view confinement", "receipts", "batch order", "erasure", "exchange ledgers"])
         for c in r.checks { #expect(c.passed, "\(c.name): \(c.detail)") }
         #expect(r.writes + r.skippedWrites + r.refusedWrites == 150)
         #expect(r.undelivered == 0)
@@ -98,7 +98,7 @@ struct SimulatorTests {
         c.crashes = 2
         c.rowFilter = true
         let r = try FederationSimulator.run(c)
-        #expect(r.checks.map(\.name) == ["convergence", "view confinement", "receipts", "batch order", "erasure", "retraction"])
+        #expect(r.checks.map(\.name) == ["convergence", "view confinement", "receipts", "batch order", "erasure", "exchange ledgers", "retraction"])
         for x in r.checks { #expect(x.passed, "\(x.name): \(x.detail)") }
         // The production rule, broken: the owner never retracts. The retraction invariant catches it.
         c.faults = [.noRetraction]
@@ -186,6 +186,16 @@ struct SimulatorTests {
         #expect(Self.check(r, "view confinement")?.passed == true)
         #expect(r.messages.refusedBatches > 0 && r.messages.refusedCells >= r.messages.refusedBatches)
         #expect(Self.check(r, "convergence")?.passed == true, "\(r.checks)")
+    }
+
+    @Test("every batch taken is in its sender's ledger as sent; senders that do not ledger their sends, or lose their ledger in a crash, fail the invariant")
+    func exchangeLedgers() throws {
+        let r = try Self.run([], seed: 3)
+        #expect(Self.check(r, "exchange ledgers")?.passed == true, "\(r.checks)")
+        let unledgered = try Self.run([.unledgeredSends], seed: 3)
+        #expect(Self.check(unledgered, "exchange ledgers")?.passed == false)
+        #expect(Self.check(unledgered, "convergence")?.passed == true, "the fault changes only the ledger")
+        #expect(Self.check(try Self.run([.volatileLedger], seed: 3), "exchange ledgers")?.passed == false)
     }
 
     @Test("receivers that take a batch ahead of a gap: the order invariant fails")

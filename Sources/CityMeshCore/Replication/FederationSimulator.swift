@@ -101,6 +101,8 @@ public enum FederationSimulator {
         case noRetraction = "no-retraction"
         /// Nodes never compact deleted records out of the batches they keep.
         case noCompaction = "no-compaction"
+        /// Senders do not ledger the batches they send (`exchange.sent`).
+        case unledgeredSends = "unledgered-sends"
     }
 
     /// One invariant, checked at the end of a run.
@@ -308,6 +310,11 @@ struct SimulatedFederation {
         /// At the owner: members' cells taken since its last batch (found again from the store
         /// after a crash, as the node's cut finds changed records by their sequence numbers).
         var relay: [String: RecordState] = [:]
+        /// The ledger's `exchange.sent` entries (receiver, origin, seq: `exchangeID`), written
+        /// before the batch goes out, and `exchange.received` entries (sender, origin, seq),
+        /// written with the batch taken.
+        var sentEntries: Set<UInt64> = []
+        var receivedEntries: [UInt64] = []
     }
 
     /// A batch written, as every node that holds it holds it.
@@ -542,6 +549,8 @@ struct SimulatedFederation {
             nodes[i].receipts = []
             nodes[i].countersigned = []
             nodes[i].ledgerSize = 0
+            nodes[i].sentEntries = []
+            nodes[i].receivedEntries = []
         }
     }
 
@@ -650,6 +659,7 @@ struct SimulatedFederation {
             case .send(let to, _, let origin, let seqs):
                 guard let j = index[to], let o = index[origin] else { continue }
                 for seq in seqs {
+                    if !config.faults.contains(.unledgeredSends) { nodes[i].sentEntries.insert(Self.exchangeID(j, o, seq)) }
                     send(i, j, .batch(origin: o, seq: seq), kind: .batch, bytes: chains[o][Int(seq) - 1].wireBytes, arrives: replicationArrival)
                 }
             }
@@ -858,6 +868,7 @@ struct SimulatedFederation {
         }
         nodes[i].held[o] = max(holding, seq)
         nodes[i].taken.append((sender, o, seq))
+        nodes[i].receivedEntries.append(Self.exchangeID(sender, o, seq))
         // Measurements.
         let rounds = round - batch.round
         Self.add(batch.writes, at: rounds, to: &deliveryHistogram)
@@ -871,6 +882,10 @@ struct SimulatedFederation {
     }
 
     static func batchID(_ origin: Int, _ seq: UInt64) -> UInt64 { UInt64(origin) << 40 | seq }
+
+    /// One exchange of one batch: the other party, the origin and the batch number (20 bits each
+    /// for the cities, 24 for the number: a run's chains are far shorter).
+    static func exchangeID(_ party: Int, _ origin: Int, _ seq: UInt64) -> UInt64 { UInt64(party) << 44 | UInt64(origin) << 24 | (seq & 0xFF_FFFF) }
 
     /// A compaction pass at node `i`, by the production rule (`Erasure.compacts`): for each deleted
     /// key with a pass due, every record of it in a batch this node holds that the deletion
@@ -1007,7 +1022,7 @@ struct SimulatedFederation {
         for i in 0..<n where nodes[i].up {
             r.membershipDeadPairs += nodes[i].membership.cities(.dead).compactMap { index[$0] }.filter { nodes[$0].up }.count
         }
-        r.checks = [convergenceCheck(r), viewCheck(), receiptCheck(r.receipts), orderCheck(), erasureCheck()]
+        r.checks = [convergenceCheck(r), viewCheck(), receiptCheck(r.receipts), orderCheck(), erasureCheck(), exchangeLedgerCheck()]
         if config.rowFilter { r.checks.append(retractionCheck()) }
         return r
     }
@@ -1181,6 +1196,27 @@ struct SimulatedFederation {
             detail: kept == 0
                 ? "\(compacted) stored records of \(deleted) deleted keys (summed over nodes) compacted; none kept"
                 : "\(kept) stored records of deleted keys kept: \(example ?? "")")
+    }
+
+    /// Every batch a node took is in its sender's ledger as sent to it (the sender ledgers each
+    /// send before it goes out, whether or not a receipt ever comes back).
+    func exchangeLedgerCheck() -> FederationSimulator.Check {
+        var received = 0, unmatched = 0
+        var example: String?
+        for i in 0..<n {
+            for id in nodes[i].receivedEntries {
+                received += 1
+                let sender = Int(id >> 44), origin = Int((id >> 24) & 0xF_FFFF), seq = id & 0xFF_FFFF
+                guard !nodes[sender].sentEntries.contains(Self.exchangeID(i, origin, seq)) else { continue }
+                unmatched += 1
+                if example == nil { example = "\(cities[i]) received \(cities[origin])'s batch \(seq) from \(cities[sender]), whose ledger never sent it" }
+            }
+        }
+        return .init(
+            name: "exchange ledgers", passed: unmatched == 0,
+            detail: unmatched == 0
+                ? "\(received) batches received, each ledgered as sent by its sender"
+                : "\(unmatched) of \(received) batches received have no sent entry at their sender: \(example ?? "")")
     }
 
     func orderCheck() -> FederationSimulator.Check {
