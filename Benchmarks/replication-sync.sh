@@ -11,6 +11,10 @@
 #       has them, against the changed records' payload (their encoded states)
 # Byte counts come from the nodes' own counters (/metrics, citymesh_replication_bytes_total):
 # DATA frames on the wire, TLS record overhead excluded.
+#   S5  erasure: D records erased at hangzhou (one `record erase`): the owner's call, the member's
+#       compaction pass, the replication bytes
+#   S6  (FILTER=1: the share has a row filter, `pm25 >= 0`, that every record passes) retraction:
+#       D records moved out of the filter at hangzhou; time and bytes until shanghai dropped them
 # Usage: Benchmarks/replication-sync.sh [records] [changed]      (SCRATCH=/path: build elsewhere)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -70,6 +74,7 @@ shares:
     valid_until: 2099-12-31
     on_revoke: keep
 EOF
+[ -n "${FILTER:-}" ] && printf '    where: "pm25 >= 0"\n' >> hz-policy.yaml
 
 # S2: a write probe on each node, every 100 ms, for the whole sync.
 probe() {  # admin-port token-file out
@@ -231,4 +236,26 @@ r = json.load(open("erase.json"))
 print(f"S5  erasure of {d} records out of {n}: the owner's call {t1 - t0:.2f} s ({r['compactedRecords']} stored records compacted in {r['compactedBatches']} batches); "
       f"the member compacted {t2 - t0:.2f} s after the call began; {b} replication bytes (both directions)")
 PY
+fi
+
+# S6 (FILTER=1): retraction of D records out of N: hangzhou moves them out of the row filter
+# (pm25 = -1); time and replication bytes until shanghai no longer holds them.
+if [ -n "${FILTER:-}" ]; then
+    python3 - "$D" "$N" > retract.csv <<'PY'
+import sys
+d, n = int(sys.argv[1]), int(sys.argv[2])
+print("station,district,pm25,measured_at")
+step = max(1, n // d)
+for j in range(d):
+    print(f"S-{j * step + 2:07d},Moved,-1,2026-12-01T08:00:00Z")
+PY
+    before=$(count)
+    b0=$(( $(metric $HA hz/admin.token sent) + $(metric $SA sh/admin.token sent) ))
+    t0=$(now)
+    "$CM" import --dir hz air-quality --csv retract.csv >/dev/null
+    for _ in $(seq 1200); do [ "$(count)" -le $((before - D)) ] && break; sleep 0.1; done
+    t1=$(now)
+    sleep 1.5
+    b1=$(( $(metric $HA hz/admin.token sent) + $(metric $SA sh/admin.token sent) ))
+    python3 -c "print(f'S6  retraction of $D records out of $before (row filter): {$t1 - $t0:.2f} s from the import until shanghai dropped them; {$b1 - $b0} replication bytes (both directions); shanghai holds $(count)')"
 fi

@@ -63,10 +63,14 @@ struct CompactionTests {
         refused(signed.records + [0], "a byte added")
         refused(signed.records + [1] + [UInt8](repeating: 0, count: 32), "a record added")
         refused([], "every record dropped")
-        // A compacted slot given back different content, or a slot kind that does not exist.
+        // A key length no record has (over 256 bytes, and not the compacted marker).
         var r = compacted.records
-        if let i = r.firstIndex(of: 1) { r[i] = 2 }
-        refused(r, "slot kind 2")
+        r[0] = 0x02
+        refused(r, "a key of 512+ bytes")
+        var marker = compacted.records
+        let at = try #require((0..<(marker.count - 1)).first { marker[$0] == 0xFF && marker[$0 + 1] == 0xFF })
+        marker[at + 1] = 0xFE
+        refused(marker, "a compacted slot's marker changed")
         // A body length beyond the bytes, and the largest one.
         var w = WireWriter()
         w.u8(signed.algorithm); w.u16(UInt16(signed.signature.count)); w.raw(signed.signature); w.u32(UInt32.max); w.raw(signed.body)

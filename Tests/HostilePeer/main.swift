@@ -123,7 +123,7 @@ func attack() async throws {
 
     // Channel 5, replication.
     // A compactable batch whose records were changed after it was signed (as a relay might), one
-    // whose body claims 2^31 records, and one with a slot kind that does not exist.
+    // whose body claims 2^31 records, and one whose first key length no record has.
     let sealed = try ChangeBatch(
         share: share, dataset: dataset, origin: me, seq: 1, prev: ChangeBatch.zeroHash, fields: [.init(id: 1, name: "id", type: .string, nullable: false)],
         seen: [:], records: [.init(key: "E-1", state: RecordState(cells: [Cell(field: 1, value: .string("E-1"), stamp: stamp)]))]
@@ -136,7 +136,7 @@ func attack() async throws {
     let (a2, s2) = try signingKey.signRaw(SignedBatch.context + claims)
     await send(ReplicationWire.channel, ReplicationWire.encode(.batch(share: share, bytes: SignedBatch(body: claims, algorithm: a2, signature: s2, records: sealed.records).bytes)))
     await send(ReplicationWire.channel, ReplicationWire.encode(.batch(share: share, bytes: SignedBatch(body: sealed.body, algorithm: sealed.algorithm, signature: sealed.signature, records: [7] + sealed.records.dropFirst()).bytes)))
-    say("replication: compactable batches altered after signing, claiming 2^31 records, with an unknown slot kind")
+    say("replication: compactable batches altered after signing, claiming 2^31 records, with a key length no record has")
     // Batch numbers near UInt64.max, duplicate origins, for the real share and for invented ones.
     await send(ReplicationWire.channel, vector(type: 1, share: share, [(target.rawValue, .max), (me.rawValue, 1 << 63), ("shanghai", .max - 1)]))
     await send(ReplicationWire.channel, vector(type: 2, share: share, [(me.rawValue, 5), (me.rawValue, 6)]))

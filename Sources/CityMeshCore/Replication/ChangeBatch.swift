@@ -128,12 +128,17 @@ public struct ChangeBatch: Sendable, Equatable {
     // MARK: The compactable layout (CMB2)
 
     /// The second layout: the signed body holds the header, the record count and one digest of
-    /// all records; the records travel after it, each with a 16-byte random salt, and each is
+    /// all records; the records travel after it, each with an 8-byte random salt, and each is
     /// bound by `recordDigest(salt, key, state)`. A record can so be replaced by its digest
     /// (compacted) without touching the signature: the batch still verifies and can be relayed,
     /// and the salt, erased with the values, keeps the digest from confirming a guess of them.
     public static let magic2: [UInt8] = Array("CMB2".utf8)
-    public static let saltBytes = 16
+    /// 64 unpredictable bits per record: enough that a compacted record's digest cannot be
+    /// matched against guesses of its key and values, few enough to cost a repair of small
+    /// records under 10% more bytes than the first layout.
+    public static let saltBytes = 8
+    /// A slot whose key length reads this is a compacted record (keys are at most 256 bytes).
+    static let compactedMarker: UInt16 = 0xFFFF
     static let recordContext = Array("citymesh-record/v2\n".utf8)
     static let recordsContext = Array("citymesh-records/v2\n".utf8)
 
@@ -157,10 +162,10 @@ public struct ChangeBatch: Sendable, Equatable {
         return Array(h.finalize())
     }
 
-    /// The body (signed) and the records section in the second layout, with `salts` (16 bytes
-    /// per record, unpredictable: `randomSalts`).
+    /// The body (signed) and the records section in the second layout, with `salts`
+    /// (`saltBytes` per record, unpredictable: `randomSalts`).
     public func sealed(salts: [UInt8]) -> (body: [UInt8], records: [UInt8]) {
-        precondition(salts.count == records.count * Self.saltBytes, "16 salt bytes per record")
+        precondition(salts.count == records.count * Self.saltBytes, "saltBytes of salt per record")
         var section = WireWriter(reservingCapacity: records.count * 80)
         var digests: [[UInt8]] = []
         digests.reserveCapacity(records.count)
@@ -168,17 +173,27 @@ public struct ChangeBatch: Sendable, Equatable {
             let salt = salts[(i * Self.saltBytes)..<((i + 1) * Self.saltBytes)]
             let state = RecordStateCodec.encode(r.state)
             digests.append(Self.recordDigest(salt: salt, key: r.key, state: state))
-            section.u8(0)
-            section.raw(salt)
-            section.str16(r.key)
-            section.u32(UInt32(state.count))
-            section.raw(state)
+            Self.writeHeld(&section, salt: salt, key: r.key, state: state[...])
         }
         var w = WireWriter(reservingCapacity: 256)
         writeHeader(&w, magic: Self.magic2)
         w.u32(UInt32(records.count))
         w.raw(Self.recordsDigest(digests))
         return (w.bytes, section.bytes)
+    }
+
+    /// A held slot: `str16 key, salt, u32 length, state`.
+    static func writeHeld(_ w: inout WireWriter, salt: ArraySlice<UInt8>, key: String, state: ArraySlice<UInt8>) {
+        w.str16(key)
+        w.raw(salt)
+        w.u32(UInt32(state.count))
+        w.raw(state)
+    }
+
+    /// A compacted slot: `u16 0xFFFF, digest`.
+    static func writeCompacted(_ w: inout WireWriter, digest: some Collection<UInt8>) {
+        w.u16(compactedMarker)
+        w.raw(digest)
     }
 
     /// Salts for `count` records: a ChaCha20 keystream under a fresh random key that is then
@@ -233,27 +248,28 @@ public struct ChangeBatch: Sendable, Equatable {
         var s = WireReader(section)
         var slots: [Slot] = []
         var digests: [[UInt8]] = []
-        slots.reserveCapacity(min(nr, s.remaining / 33))
-        digests.reserveCapacity(min(nr, s.remaining / 33))
-        batch.records.reserveCapacity(min(nr, s.remaining / 24))
+        slots.reserveCapacity(min(nr, s.remaining / 14))
+        digests.reserveCapacity(min(nr, s.remaining / 14))
+        batch.records.reserveCapacity(min(nr, s.remaining / 14))
         for i in 0..<nr {
-            switch try s.u8("record slot kind") {
-            case 0:
+            let keyLength = try s.u16("record key length")
+            switch keyLength {
+            case compactedMarker:
+                let d = try s.take(32, "compacted record digest")
+                digests.append(Array(d))
+                slots.append(.compacted(digest: d))
+                batch.erased += 1
+            case let n where Int(n) <= Schema.maxKeyBytes:
+                let key = try s.utf8(try s.take(Int(n), "record key"), "record key")
                 let salt = try s.take(saltBytes, "record salt")
-                let key = try s.str16("record key")
                 let n = Int(try s.u32("record state length"))
                 let blob = try s.take(n, "record state")
                 guard let state = try? RecordStateCodec.decode(Array(blob)) else { throw .malformed("record '\(key)' has a malformed state") }
                 digests.append(recordDigest(salt: salt, key: key, state: Array(blob)))
                 slots.append(.held(salt: salt, key: key, state: blob))
                 batch.records.append(Record(key: key, state: state))
-            case 1:
-                let d = try s.take(32, "compacted record digest")
-                digests.append(Array(d))
-                slots.append(.compacted(digest: d))
-                batch.erased += 1
             default:
-                throw .malformed("record \(i) of batch \(batch.origin):\(batch.seq) is neither held (0) nor compacted (1)")
+                throw .malformed("record \(i) of batch \(batch.origin):\(batch.seq) has a key of \(keyLength) bytes: neither a key (at most \(Schema.maxKeyBytes)) nor a compacted record")
             }
         }
         guard s.isAtEnd else { throw .malformed("\(s.remaining) bytes after the batch's last record") }
@@ -387,19 +403,13 @@ public struct SignedBatch: Sendable, Equatable {
             switch slot {
             case .held(let salt, let key, let state):
                 if let decoded = try? RecordStateCodec.decode(Array(state)), erase(key, decoded) {
-                    w.u8(1)
-                    w.raw(ChangeBatch.recordDigest(salt: salt, key: key, state: Array(state)))
+                    ChangeBatch.writeCompacted(&w, digest: ChangeBatch.recordDigest(salt: salt, key: key, state: Array(state)))
                     changed = true
                 } else {
-                    w.u8(0)
-                    w.raw(salt)
-                    w.str16(key)
-                    w.u32(UInt32(state.count))
-                    w.raw(state)
+                    ChangeBatch.writeHeld(&w, salt: salt, key: key, state: state)
                 }
             case .compacted(let digest):
-                w.u8(1)
-                w.raw(digest)
+                ChangeBatch.writeCompacted(&w, digest: digest)
             }
         }
         return changed ? SignedBatch(body: body, algorithm: algorithm, signature: signature, records: w.bytes) : nil
