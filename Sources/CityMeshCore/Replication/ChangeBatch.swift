@@ -142,16 +142,19 @@ public struct ChangeBatch: Sendable, Equatable {
     static let recordContext = Array("citymesh-record/v2\n".utf8)
     static let recordsContext = Array("citymesh-records/v2\n".utf8)
 
-    /// SHA-256 of one record with its salt.
-    public static func recordDigest(salt: ArraySlice<UInt8>, key: String, state: [UInt8]) -> [UInt8] {
+    /// SHA-256 of one record with its salt: `context || salt || u16 key length || key || u32
+    /// state length || state`, hashed in place (no copy: it runs for every record cut and taken).
+    public static func recordDigest(salt: ArraySlice<UInt8>, key: String, state: ArraySlice<UInt8>) -> [UInt8] {
         var h = SHA256()
-        h.update(data: recordContext)
-        h.update(data: salt)
-        var w = WireWriter(reservingCapacity: key.utf8.count + 6)
-        w.str16(key)
-        w.u32(UInt32(state.count))
-        h.update(data: w.bytes)
-        h.update(data: state)
+        recordContext.withUnsafeBytes { h.update(bufferPointer: $0) }
+        salt.withUnsafeBytes { h.update(bufferPointer: $0) }
+        var keyLength = UInt16(truncatingIfNeeded: key.utf8.count).bigEndian
+        withUnsafeBytes(of: &keyLength) { h.update(bufferPointer: $0) }
+        var k = key
+        k.withUTF8 { h.update(bufferPointer: UnsafeRawBufferPointer($0)) }
+        var stateLength = UInt32(truncatingIfNeeded: state.count).bigEndian
+        withUnsafeBytes(of: &stateLength) { h.update(bufferPointer: $0) }
+        state.withUnsafeBytes { h.update(bufferPointer: $0) }
         return Array(h.finalize())
     }
 
@@ -172,7 +175,7 @@ public struct ChangeBatch: Sendable, Equatable {
         for (i, r) in records.enumerated() {
             let salt = salts[(i * Self.saltBytes)..<((i + 1) * Self.saltBytes)]
             let state = RecordStateCodec.encode(r.state)
-            digests.append(Self.recordDigest(salt: salt, key: r.key, state: state))
+            digests.append(Self.recordDigest(salt: salt, key: r.key, state: state[...]))
             Self.writeHeld(&section, salt: salt, key: r.key, state: state[...])
         }
         var w = WireWriter(reservingCapacity: 256)
@@ -265,7 +268,7 @@ public struct ChangeBatch: Sendable, Equatable {
                 let n = Int(try s.u32("record state length"))
                 let blob = try s.take(n, "record state")
                 guard let state = try? RecordStateCodec.decode(Array(blob)) else { throw .malformed("record '\(key)' has a malformed state") }
-                digests.append(recordDigest(salt: salt, key: key, state: Array(blob)))
+                digests.append(recordDigest(salt: salt, key: key, state: blob))
                 slots.append(.held(salt: salt, key: key, state: blob))
                 batch.records.append(Record(key: key, state: state))
             default:
@@ -403,7 +406,7 @@ public struct SignedBatch: Sendable, Equatable {
             switch slot {
             case .held(let salt, let key, let state):
                 if let decoded = try? RecordStateCodec.decode(Array(state)), erase(key, decoded) {
-                    ChangeBatch.writeCompacted(&w, digest: ChangeBatch.recordDigest(salt: salt, key: key, state: Array(state)))
+                    ChangeBatch.writeCompacted(&w, digest: ChangeBatch.recordDigest(salt: salt, key: key, state: state))
                     changed = true
                 } else {
                     ChangeBatch.writeHeld(&w, salt: salt, key: key, state: state)
