@@ -5,17 +5,26 @@ import Testing
 /// signed, and a hand edit with the sqlite3 shell is caught by `audit verify`.
 @Suite("End to end: the ledger", .serialized)
 struct AuditTests {
-    @Test("actions and refusals are logged; audit verify passes, then fails on a hand-edited entry")
-    func logVerifyTamper() throws {
-        let work = try Harness.tempDir("audit")
+    /// A federation and one initialised node, hangzhou, in `hz` (not started): the work directory,
+    /// its peer and admin addresses.
+    static func node(_ label: String) throws -> (work: String, listen: String, admin: String) {
+        let work = try Harness.tempDir(label)
         let listen = "127.0.0.1:\(Harness.freePort())"
         let admin = "127.0.0.1:\(Harness.freePort())"
         func cm(_ args: String...) throws -> CommandResult { try Harness.citymesh(args, cwd: work) }
         _ = try cm("federation", "init", "--out", "fed", "--name", "Test")
         _ = try cm("federation", "issue", "--ca", "fed", "--city", "hangzhou", "--out", "hz-cert")
-        var r = try cm("init", "--dir", "hz", "--city", "hangzhou", "--ca", "fed/ca.pem", "--cert", "hz-cert/node.pem", "--key", "hz-cert/node.key",
+        let r = try cm("init", "--dir", "hz", "--city", "hangzhou", "--ca", "fed/ca.pem", "--cert", "hz-cert/node.pem", "--key", "hz-cert/node.key",
                        "--listen", listen, "--admin", admin)
         #expect(r.ok, "\(r.stderr)")
+        return (work, listen, admin)
+    }
+
+    @Test("actions and refusals are logged; audit verify passes, then fails on a hand-edited entry")
+    func logVerifyTamper() throws {
+        let (work, listen, admin) = try Self.node("audit")
+        func cm(_ args: String...) throws -> CommandResult { try Harness.citymesh(args, cwd: work) }
+        var r: CommandResult
         var daemon = try Daemon(dir: "hz", cwd: work)
         #expect(try daemon.waitReady(admin: admin), "\(daemon.log)")
         r = try cm("dataset", "create", "--dir", "hz", "air", "--key", "station", "--field", "station:string", "--field", "pm25:double")
@@ -120,15 +129,9 @@ struct AuditTests {
 
     @Test("an import killed half-way (kill -9): every record it committed is in the ledger, chunk by chunk, with its lines (G10)")
     func importKilled() throws {
-        let work = try Harness.tempDir("audit-kill")
-        let listen = "127.0.0.1:\(Harness.freePort())"
-        let admin = "127.0.0.1:\(Harness.freePort())"
+        let (work, _, admin) = try Self.node("audit-kill")
         func cm(_ args: String...) throws -> CommandResult { try Harness.citymesh(args, cwd: work) }
-        _ = try cm("federation", "init", "--out", "fed", "--name", "Test")
-        _ = try cm("federation", "issue", "--ca", "fed", "--city", "hangzhou", "--out", "hz-cert")
-        var r = try cm("init", "--dir", "hz", "--city", "hangzhou", "--ca", "fed/ca.pem", "--cert", "hz-cert/node.pem", "--key", "hz-cert/node.key",
-                       "--listen", listen, "--admin", admin)
-        #expect(r.ok, "\(r.stderr)")
+        var r: CommandResult
         var daemon = try Daemon(dir: "hz", cwd: work)
         #expect(try daemon.waitReady(admin: admin), "\(daemon.log)")
         r = try cm("dataset", "create", "--dir", "hz", "people", "--key", "id", "--field", "id:string", "--field", "name:string")
