@@ -1,6 +1,7 @@
 public import CityMeshCore
 import Foundation
 import GRDB
+import Synchronization
 
 /// The keys of the ledger's keyed hashes (`LedgerKey`): derived from one secret of this node, or
 /// for a replica, taken from the owner's signed offer.
@@ -8,16 +9,21 @@ extension NodeStore {
     /// This node's ledger secret: 32 random bytes made on first use, kept in the database (so a
     /// backup restores it) and never sent anywhere.
     public func ledgerSecret() async throws -> [UInt8] {
+        if let cached = ledgerSecretCache.withLock({ $0 }) { return cached }
+        let secret: [UInt8]
         if let held = try await pool.read({ db in try Data.fetchOne(db, sql: "SELECT value FROM node_secrets WHERE name = 'ledger'") }) {
-            return Array(held)
+            secret = Array(held)
+        } else {
+            var random = SystemRandomNumberGenerator()
+            let fresh = (0..<32).map { _ in UInt8.random(in: 0...255, using: &random) }
+            secret = try await pool.write { db in
+                try db.execute(sql: "INSERT OR IGNORE INTO node_secrets (name, value) VALUES ('ledger', ?)", arguments: [Data(fresh)])
+                // Another caller may have made one first: that one stands.
+                return Array(try Data.fetchOne(db, sql: "SELECT value FROM node_secrets WHERE name = 'ledger'") ?? Data(fresh))
+            }
         }
-        var random = SystemRandomNumberGenerator()
-        let fresh = (0..<32).map { _ in UInt8.random(in: 0...255, using: &random) }
-        return try await pool.write { db in
-            try db.execute(sql: "INSERT OR IGNORE INTO node_secrets (name, value) VALUES ('ledger', ?)", arguments: [Data(fresh)])
-            // Another caller may have made one first: that one stands.
-            return Array(try Data.fetchOne(db, sql: "SELECT value FROM node_secrets WHERE name = 'ledger'") ?? Data(fresh))
-        }
+        ledgerSecretCache.withLock { $0 = secret }
+        return secret
     }
 
     /// The key this node hashes `dataset`'s record keys with in its ledger: for a dataset it owns,

@@ -15,6 +15,9 @@ public final class NodeStore: Sendable {
     /// The node's hybrid logical clock. This process is the node's only writer (the node lock),
     /// so the in-memory clock is authoritative; every write transaction persists it.
     let clock: Mutex<HybridClock>
+    /// The ledger secret once read (`ledgerSecret`): it never changes, and every admin write
+    /// hashes a record key with a key derived from it.
+    let ledgerSecretCache = Mutex<[UInt8]?>(nil)
     /// Writes someone is waiting on (admin requests) in flight: background writers (replication
     /// merges) hold back while there are any, and a merge already running commits after its
     /// current chunk, so a person's write waits for at most one chunk (docs/performance.md).
