@@ -162,6 +162,53 @@ struct AdminAPITests {
         #expect(try await f.store.dataset(DatasetID(owner: CitySlug("hangzhou"), name: "air-quality")).recordCount == 0)
     }
 
+    @Test("erase and ledger keys: admin only; garbage, too many or unknown keys are refused with nothing erased; a repeated key is fine")
+    func eraseAndKeys() async throws {
+        let f = try await Fixture(withLedger: true)
+        let ledger = try #require(f.ledger)
+        let writer = Task { await ledger.runWriter() }
+        defer { ledger.finish(); writer.cancel() }
+        try await f.app.test(.router) { client in
+            try await client.execute(uri: "/v1/datasets", method: .post, headers: f.headers(.admin), body: body(createAir)) { r in #expect(r.status == .created) }
+            for key in ["S-1", "S-2"] {
+                try await client.execute(uri: "/v1/datasets/hangzhou/air-quality/record?key=\(key)", method: .put, headers: f.headers(.admin), body: body(#"{"values":{"pm25":1}}"#)) { r in
+                    #expect(r.status == .ok)
+                }
+            }
+            let erase = "/v1/datasets/hangzhou/air-quality/erase"
+            try await client.execute(uri: erase + "?key=S-1", method: .post, headers: f.headers(.operator), body: body("{}")) { r in #expect(r.status == .forbidden) }
+            let tooMany = "{\"keys\":[" + Array(repeating: "\"S-1\"", count: 10_001).joined(separator: ",") + "]}"
+            for (bad, status) in [("{\"keys\":", HTTPResponse.Status.badRequest), (#"{"keys":[]}"#, .badRequest), (tooMany, .badRequest), (#"{"keys":["S-1","NOPE"]}"#, .notFound)] {
+                try await client.execute(uri: erase, method: .post, headers: f.headers(.admin), body: body(bad)) { r in
+                    #expect(r.status == status, "\(bad.prefix(40)): \(String(buffer: r.body))")
+                }
+            }
+            // Nothing was erased by the refused calls.
+            #expect(try await f.store.get(DatasetID(owner: CitySlug("hangzhou"), name: "air-quality"), key: "S-1")?.state.isLive == true)
+            try await client.execute(uri: erase, method: .post, headers: f.headers(.admin), body: body(#"{"keys":["S-1","S-1"]}"#)) { r in
+                #expect(r.status == .ok, "\(String(buffer: r.body))")
+                let e = try JSONDecoder().decode(API.Erasure.self, from: data(r.body))
+                #expect(e.erased == 1 && e.deletedNow == 1, "a key named twice is erased once")
+            }
+            #expect(try await f.store.get(DatasetID(owner: CitySlug("hangzhou"), name: "air-quality"), key: "S-1")?.state.isLive == false)
+            #expect(try await f.store.get(DatasetID(owner: CitySlug("hangzhou"), name: "air-quality"), key: "S-2")?.state.isLive == true)
+            // Ledger keys: an admin's, for a dataset that exists; a share with no key is 404.
+            try await client.execute(uri: "/v1/audit/key?dataset=hangzhou/air-quality", method: .get, headers: f.headers(.auditor)) { r in #expect(r.status == .forbidden) }
+            try await client.execute(uri: "/v1/audit/key", method: .get, headers: f.headers(.admin)) { r in #expect(r.status == .badRequest) }
+            try await client.execute(uri: "/v1/audit/key?dataset=not%20a%20dataset", method: .get, headers: f.headers(.admin)) { r in #expect(r.status == .badRequest || r.status == .notFound) }
+            try await client.execute(uri: "/v1/audit/key?dataset=hangzhou/nope", method: .get, headers: f.headers(.admin)) { r in #expect(r.status == .notFound) }
+            try await client.execute(uri: "/v1/audit/key?dataset=hangzhou/air-quality&share=nope", method: .get, headers: f.headers(.admin)) { r in
+                // The owner derives every share's key; it answers even for a share it has not offered yet.
+                #expect(r.status == .ok)
+            }
+            try await client.execute(uri: "/v1/audit/key?dataset=shanghai/air-quality&share=x", method: .get, headers: f.headers(.admin)) { r in #expect(r.status == .notFound) }
+            try await client.execute(uri: "/v1/audit/key?dataset=hangzhou/air-quality", method: .get, headers: f.headers(.admin)) { r in
+                let k = try JSONDecoder().decode(API.LedgerKeyInfo.self, from: data(r.body))
+                #expect(LedgerKey(hex: k.key)?.id == k.id && k.share == nil)
+            }
+        }
+    }
+
     @Test("import keeps good rows, rejects bad ones by line; export round-trips")
     func importExport() async throws {
         let f = try await Fixture()

@@ -438,7 +438,7 @@ public struct AdminAPI: Sendable {
             try context.require(.admin)
             let id = try datasetID(context)
             // One key (?key=) or many ({"keys": [...]}, at most 10,000): one compaction pass for all.
-            let keys: [String]
+            var keys: [String]
             if request.uri.queryParameters.get("key") != nil {
                 keys = [try keyParameter(request)]
             } else {
@@ -446,18 +446,21 @@ public struct AdminAPI: Sendable {
                 guard (1...10_000).contains(keys.count) else {
                     throw CityMeshError(.invalidArgument, "name from 1 to 10,000 keys to erase (got \(keys.count)); erase more in several calls")
                 }
+                // A key named twice is erased once.
+                var named: Set<String> = []
+                keys = keys.filter { named.insert($0).inserted }
             }
             guard id.owner == store.city else {
                 throw CityMeshError(
                     .forbidden, "'\(id)' is \(id.owner)'s dataset: only \(id.owner) can erase its records (the erasure then reaches this replica with the deletion)")
             }
             // Every key is checked before anything is erased: a typo erases nothing.
-            var live: [String] = []
+            var live: Set<String> = []
             for key in keys {
                 guard let existing = try await store.get(id, key: key) else {
                     throw CityMeshError(.recordNotFound, "no record '\(key)' in '\(id)' (never written, or erased and collected already): nothing was erased")
                 }
-                if existing.state.isLive { live.append(key) }
+                if existing.state.isLive { live.insert(key) }
             }
             for key in keys {
                 if live.contains(key) {
