@@ -68,6 +68,9 @@ public final class ReplicationService: Service, ReplicaDesk, Sendable {
         /// When the next compaction pass may run (microseconds; `Erasure.nextPass`).
         var nextCompaction: Int64 = 0
         var compacting = false
+        /// A compaction rewrote batches and the WAL has not been truncated since (a reader kept
+        /// the checkpoint from finishing): it is tried again every tick.
+        var walHoldsErased = false
     }
 
     let city: CitySlug
@@ -203,6 +206,9 @@ public final class ReplicationService: Service, ReplicaDesk, Sendable {
             await settleSuperseded()
         }
         await compact(force: false)
+        if state.withLock({ $0.walHoldsErased }), await store.truncateWAL() {
+            state.withLock { $0.walHoldsErased = false }
+        }
     }
 
     // MARK: Erasure
@@ -246,6 +252,7 @@ public final class ReplicationService: Service, ReplicaDesk, Sendable {
             }
             let took = ContinuousClock.now - started
             state.withLock { $0.nextCompaction = clock() + Int64(clamping: Erasure.nextPass(after: UInt64(max(0, took.milliseconds))) * 1000) }
+            if results.values.contains(where: { $0.records > 0 }) { state.withLock { $0.walHoldsErased = true } }
             for (dataset, r) in results where r.records > 0 || r.legacy > 0 {
                 Counter(label: "citymesh_replication_records_compacted_total").increment(by: r.records)
                 logger.info("erased records compacted out of stored batches", metadata: ["dataset": "\(dataset)", "records": "\(r.records)", "batches": "\(r.batches)", "ms": "\(took.milliseconds)"])

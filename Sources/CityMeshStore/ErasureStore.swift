@@ -26,6 +26,15 @@ extension NodeStore {
             arguments: [dataset.description, key, Int64(bitPattern: hlc.rawValue), collected ? 1 : 0])
     }
 
+    /// Checkpoints the WAL and truncates it to nothing, so no earlier image of a page (with a
+    /// value a compaction erased) is left in it. False when a reader kept it from finishing: try
+    /// again later (`ReplicationService` does, every tick, until it succeeds).
+    public func truncateWAL() async -> Bool {
+        let row = try? await pool.writeWithoutTransaction { db in try Row.fetchOne(db, sql: "PRAGMA wal_checkpoint(TRUNCATE)") }
+        guard let row, let busy = row[0] as Int? else { return false }
+        return busy == 0
+    }
+
     /// Erasures not compacted yet.
     public func pendingErasures() async throws -> Int {
         try await pool.read { db in try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM erasures WHERE done = 0") ?? 0 }
