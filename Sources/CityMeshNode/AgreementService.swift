@@ -20,8 +20,13 @@ public final class AgreementBook: Sendable {
     /// windows open and close on the clock, with no message, so this runs on every refresh of
     /// the shares (each second), not only when an agreement changes.
     func update(from agreements: [StoredAgreement], owner: CitySlug, now: Int64) {
-        set(Set(agreements.filter { $0.terms.owner == owner.rawValue && $0.state(now: now) == .active }.map { "\($0.terms.share) \($0.terms.member)" }))
+        set(ShareDirectory.activePairs(owner: owner, agreements.map { $0.held(now: now) }))
     }
+}
+
+extension StoredAgreement {
+    /// The agreement as the pure share plan reads it, at `now`.
+    func held(now: Int64) -> ShareDirectory.Held { .init(id: id, terms: terms, state: state(now: now), revokedBy: revocation?.signer) }
 }
 
 /// Sharing agreements over the peer transport (channel 4, docs/protocol.md §7b). As owner: turns

@@ -23,30 +23,14 @@ public import X509
 /// and kept in one transaction, then relayed. Each exchange ends with a receipt the receiver
 /// signs and the sender countersigns; both append it to their ledgers.
 public final class ReplicationService: Service, ReplicaDesk, Sendable {
-    /// One share as this node takes part in it.
-    struct ShareInfo: Sendable {
-        let id: String
-        let owner: CitySlug
-        let name: String
-        let dataset: DatasetID
-        var parties: Set<CitySlug>
-        /// Field names of the view (the key included) and those members may write.
-        var fields: [String]
-        var write: [String]
-        var filter: String?
-        var isOwner: Bool
-    }
-
     struct State: Sendable {
-        var shares: [String: ShareInfo] = [:]
+        var shares: [String: SyncShare] = [:]
         var certificates: [CitySlug: Certificate] = [:]
         /// "peer origin" pairs whose certificate went to that peer on this connection.
         var certificateSent: Set<String> = []
         /// "peer share" pairs that have this connection's roster.
         var rosterSent: Set<String> = []
         var rosters: [String: Agreement.Signed] = [:]
-        /// Peers that need this node's uncountersigned receipts sent again (they reconnected).
-        var resendReceipts: Set<CitySlug> = []
         /// When each share first fell behind a party (for "behind since").
         var behindSince: [String: Int64] = [:]
         var lastExchange: [String: Int64] = [:]
@@ -71,6 +55,9 @@ public final class ReplicationService: Service, ReplicaDesk, Sendable {
         /// A compaction rewrote batches and the WAL has not been truncated since (a reader kept
         /// the checkpoint from finishing): it is tried again every tick.
         var walHoldsErased = false
+        /// Shares whose view lost fields at some point (a narrowing is on record): their stored
+        /// batches are checked against the current view before they are sent.
+        var narrowed: Set<String> = []
     }
 
     let city: CitySlug
@@ -84,6 +71,11 @@ public final class ReplicationService: Service, ReplicaDesk, Sendable {
     let clock: @Sendable () -> Int64
     let tickInterval: Duration
     let machine: Mutex<AntiEntropy>
+    /// Receipts issued and not yet countersigned (`ReceiptFlow`), restored from the store at start.
+    let receipts = Mutex(ReceiptFlow(retry: ReplicationService.receiptRetry))
+    let receiptsRestored = Mutex(false)
+    /// How often a receipt not yet countersigned goes again while its sender stays connected.
+    static let receiptRetry: Int64 = 30_000_000
     let state = Mutex(State())
     let network = Mutex<PeerNetwork?>(nil)
     /// Where checkpoints passed on by peers go (witnessing).
@@ -167,10 +159,10 @@ public final class ReplicationService: Service, ReplicaDesk, Sendable {
     /// A peer connected: it gets certificates and rosters anew; shares are worked out again.
     func connected(_ peer: CitySlug) {
         machine.withLock { $0.onConnect(peer) }
+        receipts.withLock { $0.onConnect(peer) }
         state.withLock { s in
             s.certificateSent = s.certificateSent.filter { !$0.hasPrefix("\(peer) ") }
             s.rosterSent = s.rosterSent.filter { !$0.hasPrefix("\(peer) ") }
-            s.resendReceipts.insert(peer)
             s.refreshNeeded = true
         }
         if let identity = network.withLock({ $0 })?.identity(of: peer) {
@@ -246,7 +238,7 @@ public final class ReplicationService: Service, ReplicaDesk, Sendable {
                     LedgerEntry(
                         time: at, kind: LedgerEntry.Kind.shareCompacted, actor: "node", dataset: dataset.description,
                         counts: ["records": r.records, "batches": r.batches, "keys": r.keys, "legacy_batches": r.legacy],
-                        detail: "\(r.records) records of \(r.keys) deleted keys compacted out of \(r.batches) stored batches"
+                        detail: "\(r.records) records of \(r.keys) deleted or retracted keys (or with fields that left a share's view) compacted out of \(r.batches) stored batches"
                             + (r.legacy > 0 ? "; \(r.legacy) batches in the old layout (CMB1) still hold some and cannot be compacted" : ""))
                 }
             }
@@ -293,79 +285,71 @@ public final class ReplicationService: Service, ReplicaDesk, Sendable {
     // MARK: Which shares
 
     func refreshShares() async {
-        var found: [String: ShareInfo] = [:]
         let t = clock()
-        let loaded = try? await store.agreements()
+        let loaded = (try? await store.agreements()) ?? []
+        // What the pure plan reads, loaded first: the datasets the policy shares, the replicas the
+        // agreements name, the owners' rosters (their signatures checked when they arrived).
+        var keyFields: [DatasetID: String] = [:]
+        for share in policy.engine?.policy.shares ?? [] {
+            if let d = try? DatasetID(owner: city, name: share.dataset), let info = try? await store.dataset(d) { keyFields[d] = info.schema.keyField }
+        }
+        var replicas: [DatasetID: (keyField: String, fields: [String])] = [:]
+        for a in loaded where a.terms.member == city.rawValue {
+            guard let owner = try? CitySlug(a.terms.owner), let d = try? DatasetID(owner: owner, name: a.terms.dataset), replicas[d] == nil,
+                let schema = try? await store.dataset(d).schema
+            else { continue }
+            replicas[d] = (schema.keyField, schema.fields.map(\.name))
+        }
+        var rosters: [String: ShareRoster] = [:]
+        var signedRosters: [String: Agreement.Signed] = [:]
+        for (id, text) in (try? await store.rosters()) ?? [:] {
+            guard let signed = try? JSONDecoder().decode(Agreement.Signed.self, from: Data(text.utf8)), let roster = try? signed.decode(ShareRoster.self) else { continue }
+            rosters[id] = roster
+            signedRosters[id] = signed
+        }
+        let (fixedKeys, fixedReplicas) = (keyFields, replicas)
+        let plan = ShareDirectory.plan(.init(
+            me: city, policy: policy.engine?.policy,
+            agreements: loaded.map { $0.held(now: t) }, rosters: rosters,
+            keyField: { fixedKeys[$0] }, replica: { fixedReplicas[$0] }))
         // The owner's active pairs follow the clock: a member stops getting batches at its
         // agreement's valid_until and starts at valid_from, without waiting for a message.
-        if let loaded { book.update(from: loaded, owner: city, now: t) }
-        if let engine = policy.engine {
-            for share in engine.policy.shares {
-                guard let dataset = try? DatasetID(owner: city, name: share.dataset), let info = try? await store.dataset(dataset) else { continue }
-                let members = Set(share.to.filter { book.isActive(share: share.id, member: $0) })
-                guard !members.isEmpty else { continue }
-                var fields = share.fields
-                if !fields.contains(info.schema.keyField) { fields.insert(info.schema.keyField, at: 0) }
-                found["\(city)/\(share.id)"] = ShareInfo(
-                    id: "\(city)/\(share.id)", owner: city, name: share.id, dataset: dataset, parties: members, fields: fields, write: share.write,
-                    filter: share.filter, isOwner: true)
-            }
+        book.set(plan.active)
+        state.withLock { s in
+            for (id, share) in plan.shares where !share.isOwner && rosters[id]?.members.contains(city.rawValue) == true { s.rosters[id] = signedRosters[id] }
         }
-        let rosters = (try? await store.rosters()) ?? [:]
-        let agreements = loaded ?? []
-        for a in agreements where a.terms.member == city.rawValue && a.state(now: t) == .active {
-            guard let owner = try? CitySlug(a.terms.owner), let dataset = try? DatasetID(owner: owner, name: a.terms.dataset) else { continue }
-            let id = "\(owner)/\(a.terms.share)"
-            var parties: Set<CitySlug> = [owner]
-            if let text = rosters[id], let signed = try? JSONDecoder().decode(Agreement.Signed.self, from: Data(text.utf8)),
-                let roster = try? signed.decode(ShareRoster.self), roster.members.contains(city.rawValue)
-            {
-                for m in roster.members { if let c = try? CitySlug(m) { parties.insert(c) } }
-                state.withLock { $0.rosters[id] = signed }
-            }
-            parties.remove(city)
-            found[id] = ShareInfo(
-                id: id, owner: owner, name: a.terms.share, dataset: dataset, parties: parties, fields: a.terms.fields, write: a.terms.write,
-                filter: a.terms.filter, isOwner: false)
-            // Narrower terms: the replica keeps only the fields the agreement grants now (the owner
-            // retracts the rows a narrower filter leaves out).
-            if let replica = try? await store.dataset(dataset).schema,
-                replica.fields.contains(where: { !a.terms.fields.contains($0.name) && $0.name != replica.keyField })
-            {
-                do {
-                    let at = now
-                    _ = try await store.narrowReplica(dataset, keep: Set(a.terms.fields)) { rewritten in
-                        LedgerEntry(
-                            time: at, kind: LedgerEntry.Kind.shareRetracted, actor: "node", peer: owner.rawValue, dataset: dataset.description,
-                            counts: ["records": rewritten], hashes: ["offer.sha256": a.id],
-                            detail: "share \(id) narrowed to fields \(a.terms.fields.joined(separator: ",")): the other fields left \(rewritten) records of the replica")
-                    }
-                } catch {
-                    logger.error("the replica could not be narrowed to the agreement's fields", metadata: ["dataset": "\(dataset)", "error": "\(error)"])
-                }
-            }
-        }
-        // Agreements that ended with on_revoke: purge take the replica with them — when they
-        // expired or the owner revoked them, not when this member ended one whose owner the
-        // federation revoked (`AgreementService.endAsMember`).
-        for a in agreements where a.terms.member == city.rawValue && a.terms.onRevoke == "purge" {
-            let ended = a.state(now: t)
-            guard ended == .revoked || ended == .expired, a.revocation.map({ $0.signer == a.terms.owner }) ?? true, let owner = try? CitySlug(a.terms.owner),
-                let dataset = try? DatasetID(owner: owner, name: a.terms.dataset), !found.values.contains(where: { $0.dataset == dataset }),
-                (try? await store.dataset(dataset)) != nil
-            else { continue }
+        // Narrower terms: the replica keeps only the fields the agreement grants now (the owner
+        // retracts the rows a narrower filter leaves out).
+        for n in plan.narrow {
             do {
                 let at = now
-                let removed = try await store.purgeReplica(dataset, share: "\(owner)/\(a.terms.share)") { removed in
+                _ = try await store.narrowReplica(n.dataset, share: n.share, keep: Set(n.keep)) { rewritten in
                     LedgerEntry(
-                        time: at, kind: LedgerEntry.Kind.sharePurged, actor: "node", peer: owner.rawValue, dataset: dataset.description, counts: ["records": removed],
-                        hashes: ["offer.sha256": a.id], detail: "share \(owner)/\(a.terms.share) \(ended.rawValue): replica purged (on_revoke: purge)")
+                        time: at, kind: LedgerEntry.Kind.shareRetracted, actor: "node", peer: n.owner.rawValue, dataset: n.dataset.description,
+                        counts: ["records": rewritten], hashes: ["offer.sha256": n.agreement],
+                        detail: "share \(n.share) narrowed to fields \(n.keep.joined(separator: ",")): the other fields left \(rewritten) records of the replica")
                 }
-                logger.notice("replica purged: the agreement ended with on_revoke: purge", metadata: ["dataset": "\(dataset)", "records": "\(removed)"])
             } catch {
-                logger.error("purging a replica failed", metadata: ["dataset": "\(dataset)", "error": "\(error)"])
+                logger.error("the replica could not be narrowed to the agreement's fields", metadata: ["dataset": "\(n.dataset)", "error": "\(error)"])
             }
         }
+        for p in plan.purge {
+            do {
+                let at = now
+                let removed = try await store.purgeReplica(p.dataset, share: p.share) { removed in
+                    LedgerEntry(
+                        time: at, kind: LedgerEntry.Kind.sharePurged, actor: "node", peer: p.owner.rawValue, dataset: p.dataset.description, counts: ["records": removed],
+                        hashes: ["offer.sha256": p.agreement], detail: "share \(p.share) \(p.ended.rawValue): replica purged (on_revoke: purge)")
+                }
+                logger.notice("replica purged: the agreement ended with on_revoke: purge", metadata: ["dataset": "\(p.dataset)", "records": "\(removed)"])
+            } catch {
+                logger.error("purging a replica failed", metadata: ["dataset": "\(p.dataset)", "error": "\(error)"])
+            }
+        }
+        let found = plan.shares
+        var narrowed: Set<String> = []
+        for id in found.keys where (try? await store.shareErasure(share: id, key: "")) != nil { narrowed.insert(id) }
+        state.withLock { $0.narrowed = narrowed }
         let held = (try? await store.heldVectors()) ?? [:]
         let previous = state.withLock { s in
             defer { s.shares = found }
@@ -379,19 +363,10 @@ public final class ReplicationService: Service, ReplicaDesk, Sendable {
         guard let key else { return }
         for info in found.values where info.isOwner {
             let existing = state.withLock { $0.rosters[info.id] }.flatMap { try? $0.decode(ShareRoster.self) }
-            var roster = ShareRoster(
-                owner: city, share: info.name, dataset: info.dataset.description, members: Array(info.parties), fields: info.fields, filter: info.filter,
-                write: info.write, issued: t)
-            if let existing {
-                roster.issued = existing.issued
-                if roster == existing { continue }
-                roster.issued = t
-            }
-            if let signed = try? key.sign(roster, as: city) {
-                state.withLock { s in
-                    s.rosters[info.id] = signed
-                    s.rosterSent = s.rosterSent.filter { !$0.hasSuffix(" \(info.id)") }
-                }
+            guard let roster = info.roster(previous: existing, now: t), let signed = try? key.sign(roster, as: city) else { continue }
+            state.withLock { s in
+                s.rosters[info.id] = signed
+                s.rosterSent = s.rosterSent.filter { !$0.hasSuffix(" \(info.id)") }
             }
         }
     }
@@ -430,7 +405,7 @@ public final class ReplicationService: Service, ReplicaDesk, Sendable {
 
     /// Cuts at most one batch of `info`; true if more may follow. `ahead` carries records one
     /// cut read beyond what its batch held to the next.
-    func cutOne(_ info: ShareInfo, key: Agreement.Key, ahead: inout [StoredRecord]) async throws -> Bool {
+    func cutOne(_ info: SyncShare, key: Agreement.Key, ahead: inout [StoredRecord]) async throws -> Bool {
         info.isOwner ? try await cutOwner(info, key: key, ahead: &ahead) : try await cutMember(info, key: key)
     }
 
@@ -439,7 +414,7 @@ public final class ReplicationService: Service, ReplicaDesk, Sendable {
     /// holds; those left over are the next cut's (`ahead`), so no record is read and decoded
     /// twice. (If one of them changes meanwhile, its new state has a later sequence number and
     /// goes in a later batch: the old one travelling first costs bytes, not correctness.)
-    func cutOwner(_ info: ShareInfo, key: Agreement.Key, ahead: inout [StoredRecord]) async throws -> Bool {
+    func cutOwner(_ info: SyncShare, key: Agreement.Key, ahead: inout [StoredRecord]) async throws -> Bool {
         let dataset = try await store.dataset(info.dataset)
         // New terms (another filter or view) send the cursor back to 0: what was sent under the
         // old ones is re-judged up to `rescanUntil` (`ShareView.outgoing` with no change).
@@ -466,10 +441,13 @@ public final class ReplicationService: Service, ReplicaDesk, Sendable {
         ahead = []
         guard !changes.isEmpty else { return false }
         let schema = dataset.schema
-        let viewIDs = Set(info.fields.compactMap { schema.field(named: $0)?.id })
-        let filter = info.filter.flatMap { try? RowFilter($0, schema: schema) }
-        let view = ShareView(fields: viewIDs, filter: filter, schema: schema)
-        let added = Set(terms.added.compactMap { schema.field(named: $0)?.id })
+        let view = info.view(schema: schema)
+        let viewIDs = view.fields
+        let filter = view.filter
+        // Under a narrowed view every held record goes out whole again: its old copies are
+        // compacted out of the stored batches (`Erasure.outsideView`), so a party that pulls the
+        // history later gets it from here.
+        let added = terms.narrowed ? viewIDs : Set(terms.added.compactMap { schema.field(named: $0)?.id })
         // With a row filter (or while re-judging under new terms) the owner remembers which keys
         // members hold (retractions, and no deletions of rows they never saw); without one every
         // row goes out, as it always did.
@@ -486,6 +464,7 @@ public final class ReplicationService: Service, ReplicaDesk, Sendable {
         }
         var records: [ChangeBatch.Record] = []
         var shown: [String] = [], hidden: [String] = []
+        var retracted: [(key: String, hlc: HLC)] = []
         var size = 0
         var lastSeq = cursor
         for (i, r) in changes.enumerated() {
@@ -505,6 +484,7 @@ public final class ReplicationService: Service, ReplicaDesk, Sendable {
                 break
             }
             records.append(.init(key: r.key, state: state))
+            if out == .retract { retracted.append((r.key, Swift.max(r.state.cells.map(\.stamp.hlc).max() ?? .zero, r.state.tombstone?.hlc ?? .zero))) }
             if visible != nil, after != was { if after { shown.append(r.key) } else { hidden.append(r.key) } }
             size += bytes
             lastSeq = r.seq
@@ -524,13 +504,13 @@ public final class ReplicationService: Service, ReplicaDesk, Sendable {
             for (c, t) in seen where c != city { seen[c] = atWrite[c].map { Swift.min($0, t) } }
         }
         let fields = [schema.key] + schema.fields.filter { viewIDs.contains($0.id) && $0.name != schema.keyField }
-        try await emit(info, key: key, fields: fields, seen: seen, records: records, cursor: lastSeq, outboxThrough: nil, visibility: (shown, hidden))
+        try await emit(info, key: key, fields: fields, seen: seen, records: records, cursor: lastSeq, outboxThrough: nil, visibility: (shown, hidden), retracted: retracted)
         return true
     }
 
     /// A member: its own writes to the replica as it made them (from the outbox), only cells of
     /// the fields the share lets members write — a write a concurrent one overwrote here still goes.
-    func cutMember(_ info: ShareInfo, key: Agreement.Key) async throws -> Bool {
+    func cutMember(_ info: SyncShare, key: Agreement.Key) async throws -> Bool {
         guard !info.write.isEmpty else { return false }
         let pending = try await store.outbox(info.dataset, limit: Self.recordsPerRead)
         guard let last = pending.last else { return false }
@@ -564,8 +544,8 @@ public final class ReplicationService: Service, ReplicaDesk, Sendable {
 
     /// Signs and keeps the next own batch of `info`, then pushes it.
     func emit(
-        _ info: ShareInfo, key: Agreement.Key, fields: [Schema.Field], seen: [CitySlug: HLC], records: [ChangeBatch.Record], cursor: Int64, outboxThrough: Int64?,
-        visibility: (shown: [String], hidden: [String]) = ([], [])
+        _ info: SyncShare, key: Agreement.Key, fields: [Schema.Field], seen: [CitySlug: HLC], records: [ChangeBatch.Record], cursor: Int64, outboxThrough: Int64?,
+        visibility: (shown: [String], hidden: [String]) = ([], []), retracted: [(key: String, hlc: HLC)] = []
     ) async throws {
         let link = try await store.nextBatchLink(share: info.id)
         let batch = ChangeBatch(
@@ -573,7 +553,7 @@ public final class ReplicationService: Service, ReplicaDesk, Sendable {
         let signed = try batch.signed(with: key)
         try await store.appendOwnBatch(
             share: info.id, dataset: info.dataset, signed: signed, link: (link.seq, link.prev), records: records.count, cursor: cursor,
-            outboxThrough: outboxThrough, visibility: visibility, at: now)
+            outboxThrough: outboxThrough, visibility: visibility, retracted: retracted, at: now)
         let directives = machine.withLock { $0.accepted(share: info.id, origin: city, seq: link.seq, from: city) }
         await perform(directives)
     }
@@ -588,7 +568,24 @@ public final class ReplicationService: Service, ReplicaDesk, Sendable {
             case .acked(let to, let share, let vector):
                 _ = await send(.acked(share: share, vector: vector), to: to)
             case .send(let to, let share, let origin, let seqs):
-                guard let batches = try? await store.numberedBatches(share: share, origin: origin, seqs: seqs) else { continue }
+                guard var batches = try? await store.numberedBatches(share: share, origin: origin, seqs: seqs) else { continue }
+                // A relay re-checks what it sends against the share's view now: a stored batch cut
+                // under a wider view goes with its records that carry other fields replaced by their
+                // digests (the compactable layout keeps its hash and signature), even before the
+                // compaction pass has rewritten it.
+                let (view, recheck) = state.withLock { ($0.shares[share]?.fields, $0.narrowed.contains(share)) }
+                if recheck, let view {
+                    let keep = Set(view)
+                    for (i, b) in batches.enumerated() {
+                        guard let signed = try? SignedBatch(bytes: b.bytes[...]), let decoded = try? signed.decode(),
+                            decoded.fields.contains(where: { !keep.contains($0.name) })
+                        else { continue }
+                        let names = Dictionary(decoded.fields.map { ($0.id, $0.name) }, uniquingKeysWith: { a, _ in a })
+                        if let cut = try? signed.compacted(erasing: { _, state in Erasure.outsideView(state, keep: keep, name: { names[$0] }) }) {
+                            batches[i] = (b.seq, cut.bytes, b.hash, b.records)
+                        }
+                    }
+                }
                 if origin != city && origin != to {
                     let needed = state.withLock { !$0.certificateSent.contains("\(to) \(origin)") }
                     if needed, let der = await certificate(of: origin).flatMap({ try? $0.derBytes() }) {
@@ -919,7 +916,7 @@ public final class ReplicationService: Service, ReplicaDesk, Sendable {
     /// (`PolicyEngine.mayWrite`, the rule the admin API and `policy explain` use), and what it
     /// denies is counted in `denials` by code (the caller ledgers them as `policy.denied`).
     func permitted(
-        _ batch: ChangeBatch, info: ShareInfo, schema: Schema?, denials: inout [String: (count: Int, denial: PolicyEngine.Denial)]
+        _ batch: ChangeBatch, info: SyncShare, schema: Schema?, denials: inout [String: (count: Int, denial: PolicyEngine.Denial)]
     ) async -> ([ChangeBatch.Record], Int) {
         let engine = info.isOwner && batch.origin != city ? policy.engine : nil
         let t = clock()
@@ -930,9 +927,7 @@ public final class ReplicationService: Service, ReplicaDesk, Sendable {
         // Only the owner numbers fields: its batch's field list counts at a replica, nowhere else.
         let ownerFields = fromOwner && !info.isOwner ? Dictionary(batch.fields.map { ($0.id, $0) }, uniquingKeysWith: { a, _ in a }) : [:]
         func field(_ id: Int) -> Schema.Field? { schema?.field(id: id) ?? ownerFields[id] }
-        let rights = WriteRights(
-            owner: info.owner, view: Set(info.fields), writable: Set(info.write),
-            filter: info.filter.flatMap { text in schema.flatMap { try? RowFilter(text, schema: $0) } }, schema: schema)
+        let rights = info.rights(schema: schema)
         // Members update records that exist: the owner checks against its own copies, and so does
         // every other member against its replica (the owner re-sends members' accepted cells in
         // its own batches, so nothing is lost).
@@ -1011,9 +1006,10 @@ public final class ReplicationService: Service, ReplicaDesk, Sendable {
                     let receipt = try? JSONDecoder().decode(Agreement.Signed.self, from: Data(stored.receipt.utf8))
                 else { return }
                 let r = try receipt.decode(ExchangeReceipt.self)
-                guard try await store.saveCountersign(
+                let saved = try await store.saveCountersign(
                     id: c.receipt, countersign: String(decoding: json, as: UTF8.self), log: receiptEntry(r, receipt: receipt, countersign: signed, peer: peer))
-                else { return }
+                receipts.withLock { $0.countersigned(c.receipt) }
+                guard saved else { return }
                 countReceipt(r)
             default:
                 throw CityMeshError(.malformedInput, "unknown document type")
@@ -1026,41 +1022,22 @@ public final class ReplicationService: Service, ReplicaDesk, Sendable {
     /// As sender: check the receiver's receipt against the batches it names, countersign, ledger.
     func countersign(_ signed: Agreement.Signed, from peer: CitySlug) async throws {
         let r = try signed.decode(ExchangeReceipt.self)
-        guard r.sender == city.rawValue, r.receiver == peer.rawValue else { throw CityMeshError(.forbidden, "a receipt between other cities") }
-        // Only a party of a share this node takes part in now gets a countersignature: a former
-        // member, or a city that got the batches by another route, cannot make this node sign
-        // that it sent them.
-        guard state.withLock({ $0.shares[r.share]?.parties.contains(peer) }) == true else {
-            throw CityMeshError(.forbidden, "a receipt for share \(r.share), which \(peer) is not a party of here")
-        }
-        // The agreement it names, when this node holds it, must be for this share and between
-        // these two cities (the receiver's agreement with a third city cannot be checked here).
-        if let named = r.agreement, let held = try await store.agreements().first(where: { $0.id == named }) {
-            let parties = [held.terms.owner, held.terms.member]
-            guard "\(held.terms.owner)/\(held.terms.share)" == r.share, parties.contains(r.receiver), parties.contains(r.sender) else {
-                throw CityMeshError(.forbidden, "the receipt names agreement \(named.prefix(16)), which is not \(r.receiver)'s for share \(r.share) with \(r.sender)")
-            }
-        }
+        let isParty = state.withLock({ $0.shares[r.share]?.parties.contains(peer) }) == true
+        var named: (id: String, terms: Agreement.Offer)?
+        if let id = r.agreement, let held = try await store.agreements().first(where: { $0.id == id }) { named = (held.id, held.terms) }
+        let runs = try ReceiptFlow.check(r, sender: city, from: peer, isParty: isParty, agreement: named)
         // Asked again (the receiver restarted before it got the countersignature): the same one.
         if let stored = try await store.receipt(id: signed.id), stored.role == "sent", let c = stored.countersign {
             await send(.document(json: Array(c.utf8)), to: peer)
             return
         }
-        var hashes: [[UInt8]] = []
-        var records = 0
-        for run in r.batches {
-            guard let (origin, seqs) = ExchangeReceipt.parseRun(run) else { throw CityMeshError(.malformedInput, "receipt run '\(run)'") }
-            let held = try await store.batchHashes(share: r.share, origin: origin, seqs: seqs)
-            guard held.count == seqs.count else { throw CityMeshError(.forbidden, "the receipt names batches \(run) this node does not hold") }
-            guard try await store.wasSent(share: r.share, peer: peer, origin: origin, seqs: seqs) else {
-                throw CityMeshError(.forbidden, "the receipt names batches \(run) this node never sent to \(peer)")
-            }
-            hashes += held.map(\.hash)
-            records += held.reduce(0) { $0 + $1.records }
+        var held: [[(hash: [UInt8], records: Int)]] = []
+        var sent: [Bool] = []
+        for run in runs {
+            held.append(try await store.batchHashes(share: r.share, origin: run.origin, seqs: run.seqs).map { ($0.hash, $0.records) })
+            sent.append(try await store.wasSent(share: r.share, peer: peer, origin: run.origin, seqs: run.seqs))
         }
-        guard ExchangeReceipt.digest(hashes) == r.batchesSHA256, records == r.records else {
-            throw CityMeshError(.forbidden, "the receipt's digest or count does not match the batches it names")
-        }
+        try ReceiptFlow.matches(r, runs: runs, held: held, sent: sent)
         guard let key else { return }
         let size = (try? await ledger.ledger.count()) ?? 0
         let c = try key.sign(ReceiptCountersign(receipt: signed.id, sender: city, senderLedgerSize: size, at: now), as: city)
@@ -1102,49 +1079,51 @@ public final class ReplicationService: Service, ReplicaDesk, Sendable {
         return candidates.last { $0.state(now: now) == .active } ?? candidates.last { $0.revocation == nil } ?? candidates.last
     }
 
-    /// As receiver: one receipt per (peer, share) for the batches taken and not yet receipted
-    /// (kept in the store, so a restart issues what a crash left out); receipts a reconnected
-    /// peer never countersigned are sent again.
+    /// As receiver: the receipts `ReceiptFlow` asks for — one per (peer, share) for the batches
+    /// taken and not yet receipted (kept in the store, so a restart issues what a crash left
+    /// out), and those not yet countersigned, again to a sender that reconnected or every
+    /// `receiptRetry` while it stays connected.
     func issueReceipts() async {
         guard let key else { return }
-        if let taken = try? await store.unreceiptedBatches(), !taken.isEmpty {
-            let size = (try? await ledger.ledger.count()) ?? 0
-            var groups: [String: [(origin: CitySlug, seq: UInt64, hash: [UInt8], records: Int)]] = [:]
-            var order: [String] = []
-            for t in taken {
-                let k = "\(t.peer) \(t.share)"
-                if groups[k] == nil { order.append(k) }
-                groups[k, default: []].append((t.origin, t.seq, t.hash, t.records))
-            }
-            let agreements = (try? await store.agreements()) ?? []
-            let t = clock()
-            for k in order {
-                let parts = k.split(separator: " ", maxSplits: 1)
-                guard parts.count == 2, let peer = try? CitySlug(String(parts[0])), let batches = groups[k] else { continue }
-                let share = String(parts[1])
-                let terms = Self.agreement(for: share, receiver: city, sender: peer, in: agreements, now: t)
+        if !receiptsRestored.withLock({ $0 }) {
+            guard let open = try? await store.openReceipts() else { return }
+            receipts.withLock { $0.restore(open: open) }
+            receiptsRestored.withLock { $0 = true }
+        }
+        let taken = ((try? await store.unreceiptedBatches()) ?? []).map {
+            ReceiptFlow.Taken(peer: $0.peer, share: $0.share, origin: $0.origin, seq: $0.seq, hash: $0.hash, records: $0.records)
+        }
+        let t = clock()
+        let connected = state.withLock { $0.connected }
+        let directives = receipts.withLock { $0.onTick(now: t, taken: taken, connected: connected) }
+        guard !directives.isEmpty else { return }
+        let size = (try? await ledger.ledger.count()) ?? 0
+        let agreements = taken.isEmpty ? [] : ((try? await store.agreements()) ?? [])
+        for d in directives {
+            switch d {
+            case .issue(let draft):
+                let terms = Self.agreement(for: draft.share, receiver: city, sender: draft.peer, in: agreements, now: t)
                 let r = ExchangeReceipt(
-                    share: share, sender: peer, receiver: city, batches: ExchangeReceipt.runs(batches.map { ($0.origin, $0.seq) }),
-                    records: batches.reduce(0) { $0 + $1.records }, batchesSHA256: ExchangeReceipt.digest(batches.map(\.hash)), receiverLedgerSize: size, at: now,
-                    agreement: terms?.id, purpose: terms?.terms.purpose)
+                    share: draft.share, sender: draft.peer, receiver: city, batches: draft.runs, records: draft.records, batchesSHA256: draft.digest,
+                    receiverLedgerSize: size, at: now, agreement: terms?.id, purpose: terms?.terms.purpose)
                 guard let signed = try? key.sign(r, as: city), let json = try? JSONEncoder().encode(signed) else { continue }
                 do {
                     try await store.saveIssuedReceipt(
-                        id: signed.id, peer: peer, share: share, document: String(decoding: json, as: UTF8.self), batches: batches.map { ($0.origin, $0.seq) }, at: now)
+                        id: signed.id, peer: draft.peer, share: draft.share, document: String(decoding: json, as: UTF8.self),
+                        batches: draft.batches.map { ($0.origin, $0.seq) }, at: now)
                 } catch {
-                    logger.error("a receipt could not be kept", metadata: ["peer": "\(peer)", "error": "\(error)"])
+                    logger.error("a receipt could not be kept", metadata: ["peer": "\(draft.peer)", "error": "\(error)"])
                     continue
                 }
-                await send(.document(json: Array(json)), to: peer)
-            }
-        }
-        let again = state.withLock { s in
-            defer { s.resendReceipts = [] }
-            return s.resendReceipts
-        }
-        for peer in again.sorted(by: { $0.rawValue < $1.rawValue }) {
-            for doc in (try? await store.uncountersigned(peer: peer)) ?? [] {
-                await send(.document(json: Array(doc.utf8)), to: peer)
+                receipts.withLock { $0.issued(signed.id, to: draft.peer, now: t) }
+                await send(.document(json: Array(json)), to: draft.peer)
+            case .resend(let id, let peer):
+                guard let stored = try? await store.receipt(id: id) else { continue }
+                guard stored.role == "received", stored.countersign == nil else {
+                    receipts.withLock { $0.countersigned(id) }
+                    continue
+                }
+                await send(.document(json: Array(stored.receipt.utf8)), to: peer)
             }
         }
     }
@@ -1161,8 +1140,7 @@ public final class ReplicationService: Service, ReplicaDesk, Sendable {
             throw CityMeshError(.forbidden, "'\(dataset)' is \(dataset.owner)'s dataset and no active agreement lets \(city) write it: see 'citymesh agreement list'")
         }
         let schema = try await store.dataset(dataset).schema
-        let rights = WriteRights(
-            owner: info.owner, view: Set(info.fields), writable: Set(info.write), filter: info.filter.flatMap { try? RowFilter($0, schema: schema) }, schema: schema)
+        let rights = info.rights(schema: schema)
         let may = info.write.isEmpty ? "no fields" : info.write.joined(separator: ", ")
         switch rights.localWrite(by: city, fields: fields, delete: delete, current: try await store.get(dataset, key: key)?.state) {
         case nil: return

@@ -35,9 +35,44 @@ extension NodeStore {
         return busy == 0
     }
 
-    /// Erasures not compacted yet.
+    /// Notes that `key` left `share`'s view (a retraction) holding stamps up to `hlc`: its records
+    /// no newer than that leave the share's stored batches with the next pass.
+    static func noteShareErasure(db: Database, share: String, key: String, hlc: HLC) throws {
+        try db.execute(
+            sql: """
+                INSERT INTO share_erasures (share, key, hlc, done) VALUES (?, ?, ?, 0)
+                ON CONFLICT (share, key) DO UPDATE SET hlc = max(hlc, excluded.hlc), done = 0
+                """,
+            arguments: [share, key, Int64(bitPattern: hlc.rawValue)])
+    }
+
+    /// Notes that `share`'s view narrowed to `keep`: records with a cell of another field leave its
+    /// stored batches with the next pass.
+    static func noteNarrowing(db: Database, share: String, keep: [String]) throws {
+        try db.execute(
+            sql: """
+                INSERT INTO share_erasures (share, key, hlc, keep, done) VALUES (?, '', 0, ?, 0)
+                ON CONFLICT (share, key) DO UPDATE SET keep = excluded.keep, done = 0
+                """,
+            arguments: [share, keep.sorted().joined(separator: ",")])
+    }
+
+    /// Erasures not compacted yet (deletions, and what left a share's view).
     public func pendingErasures() async throws -> Int {
-        try await pool.read { db in try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM erasures WHERE done = 0") ?? 0 }
+        try await pool.read { db in
+            (try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM erasures WHERE done = 0") ?? 0)
+                + (try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM share_erasures WHERE done = 0") ?? 0)
+        }
+    }
+
+    /// What waits for compaction in `share` (nil: nothing known): a retracted key's clock, or with
+    /// key '' a narrowing's kept fields.
+    public func shareErasure(share: String, key: String) async throws -> (hlc: HLC, keep: [String]?, done: Bool)? {
+        try await pool.read { db in
+            try Row.fetchOne(db, sql: "SELECT hlc, keep, done FROM share_erasures WHERE share = ? AND key = ?", arguments: [share, key]).map {
+                (HLC(rawValue: UInt64(bitPattern: $0["hlc"] as Int64)), ($0["keep"] as String?).map { $0.split(separator: ",").map(String.init) }, ($0["done"] as Int) == 1)
+            }
+        }
     }
 
     /// Whether `key` of `dataset` waits for compaction (nil: no erasure is known for it).
@@ -60,60 +95,88 @@ extension NodeStore {
         shares: [String: DatasetID], log: @escaping @Sendable ([DatasetID: CompactionResult]) -> [LedgerEntry] = { _ in [] }
     ) async throws -> [DatasetID: CompactionResult] {
         struct Pending { let key: String; let hlc: HLC; let collected: Bool }
-        let pending: [String: [String: Pending]] = try await pool.read { db in
+        struct SharePending { var keys: [String: HLC] = [:]; var keep: Set<String>?; var rows: [(key: String, hlc: Int64, keep: String?)] = [] }
+        let (pending, sharePending): ([String: [String: Pending]], [String: SharePending]) = try await pool.read { db in
             var out: [String: [String: Pending]] = [:]
             for row in try Row.fetchAll(db, sql: "SELECT dataset, key, hlc, collected FROM erasures WHERE done = 0") {
                 let p = Pending(key: row["key"], hlc: HLC(rawValue: UInt64(bitPattern: row["hlc"] as Int64)), collected: (row["collected"] as Int) == 1)
                 out[row["dataset"], default: [:]][p.key] = p
             }
-            return out
+            var byShare: [String: SharePending] = [:]
+            for row in try Row.fetchAll(db, sql: "SELECT share, key, hlc, keep FROM share_erasures WHERE done = 0") {
+                let share: String = row["share"], key: String = row["key"], hlc: Int64 = row["hlc"], keep: String? = row["keep"]
+                var p = byShare[share] ?? SharePending()
+                if key.isEmpty {
+                    p.keep = Set((keep ?? "").split(separator: ",").map(String.init))
+                } else {
+                    p.keys[key] = HLC(rawValue: UInt64(bitPattern: hlc))
+                }
+                p.rows.append((key, hlc, keep))
+                byShare[share] = p
+            }
+            return (out, byShare)
         }
-        guard !pending.isEmpty else { return [:] }
+        guard !pending.isEmpty || !sharePending.isEmpty else { return [:] }
         var results: [DatasetID: CompactionResult] = [:]
         var rewrites: [(share: String, origin: String, seq: Int64, hash: Data, bytes: Data)] = []
-        for (datasetText, keys) in pending {
-            // A dataset no share carries has no stored batches: its erasures are done at once.
-            guard let dataset = try? DatasetID(parsing: datasetText, localCity: city) else { continue }
-            var result = CompactionResult()
-            for share in shares.filter({ $0.value == dataset }).keys.sorted() {
-                let found: [(String, Int64, Data, Data, Int, Bool)] = try await background {
-                    try await self.pool.read { db in
-                        var out: [(String, Int64, Data, Data, Int, Bool)] = []
-                        let rows = try Row.fetchCursor(db, sql: "SELECT origin, seq, hash, bytes FROM share_batches WHERE share = ? AND bytes IS NOT NULL", arguments: [share])
-                        while let row = try rows.next() {
-                            let stored: Data = row["bytes"]
-                            guard let signed = try? SignedBatch(bytes: Array(stored)[...]) else { continue }
-                            var erased = 0
-                            let compacted = try? signed.compacted { key, state in
-                                guard let p = keys[key], Erasure.compacts(state, deletedAt: p.hlc, tombstoneCollected: p.collected) else { return false }
-                                erased += 1
-                                return true
-                            }
-                            if let compacted {
-                                out.append((row["origin"], row["seq"], row["hash"], Data(compacted.bytes), erased, false))
-                            } else if !signed.isCompactable, let batch = try? signed.decode(),
-                                batch.records.contains(where: { r in keys[r.key].map { Erasure.compacts(r.state, deletedAt: $0.hlc, tombstoneCollected: $0.collected) } ?? false })
-                            {
-                                out.append((row["origin"], row["seq"], row["hash"], Data(), 0, true))
-                            }
+        // Every share with something to compact: those of a dataset with deletions, and those
+        // with a retraction or a narrowing of their own.
+        var datasets: [String: DatasetID] = [:]
+        for datasetText in pending.keys { if let d = try? DatasetID(parsing: datasetText, localCity: city) { datasets[datasetText] = d } }
+        let visit = shares.filter { share, dataset in datasets[dataset.description] != nil || sharePending[share] != nil }
+        for (share, dataset) in visit.sorted(by: { $0.key < $1.key }) {
+            let keys = pending[dataset.description] ?? [:]
+            let own = sharePending[share] ?? SharePending()
+            var result = results[dataset] ?? CompactionResult()
+            let found: [(String, Int64, Data, Data, Int, Bool)] = try await background {
+                try await self.pool.read { db in
+                    var out: [(String, Int64, Data, Data, Int, Bool)] = []
+                    let rows = try Row.fetchCursor(db, sql: "SELECT origin, seq, hash, bytes FROM share_batches WHERE share = ? AND bytes IS NOT NULL", arguments: [share])
+                    while let row = try rows.next() {
+                        let stored: Data = row["bytes"]
+                        guard let signed = try? SignedBatch(bytes: Array(stored)[...]) else { continue }
+                        // A narrowing reads the batch's field names (a full decode; narrowings are rare).
+                        let names: [Int: String] = own.keep == nil ? [:] : Dictionary(((try? signed.decode().fields) ?? []).map { ($0.id, $0.name) }, uniquingKeysWith: { a, _ in a })
+                        func erases(_ key: String, _ state: RecordState) -> Bool {
+                            if let p = keys[key], Erasure.compacts(state, deletedAt: p.hlc, tombstoneCollected: p.collected) { return true }
+                            if let t = own.keys[key], Erasure.compacts(state, deletedAt: t, tombstoneCollected: false) { return true }
+                            if let keep = own.keep, Erasure.outsideView(state, keep: keep, name: { names[$0] }) { return true }
+                            return false
                         }
-                        return out
+                        var erased = 0
+                        let compacted = try? signed.compacted { key, state in
+                            guard erases(key, state) else { return false }
+                            erased += 1
+                            return true
+                        }
+                        if let compacted {
+                            out.append((row["origin"], row["seq"], row["hash"], Data(compacted.bytes), erased, false))
+                        } else if !signed.isCompactable, let batch = try? signed.decode(), batch.records.contains(where: { erases($0.key, $0.state) }) {
+                            out.append((row["origin"], row["seq"], row["hash"], Data(), 0, true))
+                        }
                     }
-                }
-                for (origin, seq, hash, bytes, erased, legacy) in found {
-                    if legacy {
-                        result.legacy += 1
-                    } else {
-                        rewrites.append((share, origin, seq, hash, bytes))
-                        result.records += erased
-                        result.batches += 1
-                    }
+                    return out
                 }
             }
-            result.keys = keys.count
+            for (origin, seq, hash, bytes, erased, legacy) in found {
+                if legacy {
+                    result.legacy += 1
+                } else {
+                    rewrites.append((share, origin, seq, hash, bytes))
+                    result.records += erased
+                    result.batches += 1
+                }
+            }
+            result.keys += own.keys.count
             results[dataset] = result
         }
-        let done = pending.filter { d, _ in results.keys.contains { $0.description == d } }
+        for (datasetText, keys) in pending {
+            guard let d = datasets[datasetText] else { continue }
+            results[d, default: CompactionResult()].keys += keys.count
+        }
+        // A dataset no share carries has no stored batches: its erasures are done at once.
+        let done = pending.filter { d, _ in datasets[d] != nil }
+        let doneShares = sharePending.filter { share, _ in shares[share] != nil }
         let entries = log(results.filter { $0.value.records > 0 || $0.value.legacy > 0 })
         let rewritten = rewrites
         try await pool.writeWithoutTransaction { db in
@@ -141,6 +204,14 @@ extension NodeStore {
                         } else {
                             try db.execute(sql: "UPDATE erasures SET done = 1 WHERE dataset = ? AND key = ? AND hlc = ? AND collected = ?", arguments: args)
                         }
+                    }
+                }
+                for (share, p) in doneShares {
+                    for r in p.rows {
+                        // Noted again meanwhile (a later clock, other fields): waits for the next pass.
+                        try db.execute(
+                            sql: "UPDATE share_erasures SET done = 1 WHERE share = ? AND key = ? AND hlc = ? AND keep IS ?",
+                            arguments: [share, r.key, r.hlc, r.keep])
                     }
                 }
                 if !entries.isEmpty { _ = try LedgerStore.insert(entries, db: db) }

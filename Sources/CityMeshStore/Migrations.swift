@@ -292,6 +292,24 @@ enum Migrations {
                 ) WITHOUT ROWID;
                 """)
         }
+        m.registerMigration("v12-share-erasures") { db in
+            try db.execute(sql: """
+                -- What left one share's view whose old values may still be in its stored batches
+                -- (docs/protocol.md §7d "Compaction"): a retracted key (records of it no newer than
+                -- `hlc` are compacted), or, with key '' and `keep`, a narrowed view (records with a
+                -- cell of a field not in `keep`, comma-separated names, are compacted).
+                CREATE TABLE share_erasures (
+                    share TEXT NOT NULL,
+                    key TEXT NOT NULL,
+                    hlc INTEGER NOT NULL,
+                    keep TEXT,
+                    done INTEGER NOT NULL DEFAULT 0,
+                    PRIMARY KEY (share, key)
+                ) WITHOUT ROWID;
+                -- The owner's rescan under narrowed terms sends held records whole.
+                ALTER TABLE share_terms ADD COLUMN narrowed INTEGER NOT NULL DEFAULT 0;
+                """)
+        }
         return m
     }
 }

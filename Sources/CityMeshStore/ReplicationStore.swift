@@ -220,9 +220,13 @@ extension NodeStore {
     public struct ShareTerms: Sendable, Equatable {
         public var rescanUntil: Int64
         public var added: [String]
-        public init(rescanUntil: Int64, added: [String]) {
+        /// The view lost fields since the rescan began: records members hold go out whole under
+        /// the new view (their old copies are compacted out of the stored batches).
+        public var narrowed: Bool
+        public init(rescanUntil: Int64, added: [String], narrowed: Bool = false) {
             self.rescanUntil = rescanUntil
             self.added = added
+            self.narrowed = narrowed
         }
     }
 
@@ -232,30 +236,37 @@ extension NodeStore {
     public func shareTerms(share: String, fields: [String], filter: String?) async throws -> ShareTerms {
         let fieldsText = Self.jsonArray(fields.sorted())
         return try await pool.write { db in
-            guard let row = try Row.fetchOne(db, sql: "SELECT fields, filter, rescan_until, added FROM share_terms WHERE share = ?", arguments: [share]) else {
+            guard let row = try Row.fetchOne(db, sql: "SELECT fields, filter, rescan_until, added, narrowed FROM share_terms WHERE share = ?", arguments: [share]) else {
                 try db.execute(sql: "INSERT INTO share_terms (share, fields, filter) VALUES (?, ?, ?)", arguments: [share, fieldsText, filter])
                 return ShareTerms(rescanUntil: 0, added: [])
             }
             let oldFields = (try? JSONDecoder().decode([String].self, from: Data((row["fields"] as String).utf8))) ?? []
             var added = (try? JSONDecoder().decode([String].self, from: Data((row["added"] as String).utf8))) ?? []
             var rescan: Int64 = row["rescan_until"]
+            var narrowed = (row["narrowed"] as Int) == 1
             if row["fields"] as String != fieldsText || row["filter"] as String? != filter {
                 let cursor = try Int64.fetchOne(db, sql: "SELECT record_seq FROM share_cursors WHERE share = ?", arguments: [share]) ?? 0
                 rescan = max(rescan, cursor)
                 added = Array(Set(added).union(Set(fields).subtracting(oldFields)).intersection(fields)).sorted()
+                // Fields that left the view: their cells leave the stored batches (the records go
+                // out again whole under the new view during the rescan).
+                if !Set(oldFields).subtracting(fields).isEmpty {
+                    narrowed = true
+                    try Self.noteNarrowing(db: db, share: share, keep: fields)
+                }
                 try db.execute(
-                    sql: "UPDATE share_terms SET fields = ?, filter = ?, rescan_until = ?, added = ? WHERE share = ?",
-                    arguments: [fieldsText, filter, rescan, Self.jsonArray(added), share])
+                    sql: "UPDATE share_terms SET fields = ?, filter = ?, rescan_until = ?, added = ?, narrowed = ? WHERE share = ?",
+                    arguments: [fieldsText, filter, rescan, Self.jsonArray(added), narrowed ? 1 : 0, share])
                 try db.execute(sql: "UPDATE share_cursors SET record_seq = 0 WHERE share = ?", arguments: [share])
             }
-            return ShareTerms(rescanUntil: rescan, added: added)
+            return ShareTerms(rescanUntil: rescan, added: added, narrowed: narrowed)
         }
     }
 
     /// The owner has gone over everything sent under the earlier terms.
     public func finishRescan(share: String) async throws {
         try await pool.write { db in
-            try db.execute(sql: "UPDATE share_terms SET rescan_until = 0, added = '[]' WHERE share = ?", arguments: [share])
+            try db.execute(sql: "UPDATE share_terms SET rescan_until = 0, added = '[]', narrowed = 0 WHERE share = ?", arguments: [share])
         }
     }
 
@@ -263,7 +274,9 @@ extension NodeStore {
     /// leave every record, the fields leave the schema, and conflicts about them go. Returns the
     /// records rewritten (0 when the replica has no field to drop).
     /// `log` makes the ledger entry from the count; it commits with the change (`logged`).
-    public func narrowReplica(_ id: DatasetID, keep: Set<String>, log: @escaping @Sendable (Int) -> LedgerEntry? = { _ in nil }) async throws -> Int {
+    /// The stored batches of `share` lose the records with cells of the dropped fields with the
+    /// next compaction pass.
+    public func narrowReplica(_ id: DatasetID, share: String, keep: Set<String>, log: @escaping @Sendable (Int) -> LedgerEntry? = { _ in nil }) async throws -> Int {
         try await background { try await logged({ log($0).map { [$0] } ?? [] }) { db in
             guard let row = try Row.fetchOne(db, sql: "SELECT id, schema FROM datasets WHERE owner = ? AND name = ?", arguments: [id.owner.rawValue, id.name]) else { return 0 }
             let rowid: Int64 = row["id"]
@@ -282,6 +295,7 @@ extension NodeStore {
                 try update.execute(arguments: [Data(RecordStateCodec.encode(narrowed, key: key)), rowid, key])
                 rewritten += 1
             }
+            try Self.noteNarrowing(db: db, share: share, keep: Array(keep.union([schema.keyField])))
             let narrowedSchema = try Schema(replicating: schema.fields.filter { kept.contains($0.id) }, keyField: schema.keyField)
             try db.execute(sql: "UPDATE datasets SET schema = ? WHERE id = ?", arguments: [try Self.encodeSchema(narrowedSchema), rowid])
             for f in dropped {
@@ -306,7 +320,7 @@ extension NodeStore {
     /// `visibility` is what the batch changes in which keys the members hold (filtered shares).
     public func appendOwnBatch(
         share: String, dataset: DatasetID, signed: SignedBatch?, link: (seq: UInt64, prev: [UInt8]) = (0, []), records: Int, cursor: Int64,
-        outboxThrough: Int64? = nil, visibility: (shown: [String], hidden: [String]) = ([], []), at: String
+        outboxThrough: Int64? = nil, visibility: (shown: [String], hidden: [String]) = ([], []), retracted: [(key: String, hlc: HLC)] = [], at: String
     ) async throws {
         let me = city
         let (seq, prev) = link
@@ -317,6 +331,8 @@ extension NodeStore {
             for key in visibility.hidden {
                 try db.execute(sql: "DELETE FROM share_visible WHERE share = ? AND key = ?", arguments: [share, key])
             }
+            // Rows that left the filter: what the share's stored batches hold of them goes with the next compaction pass.
+            for r in retracted { try Self.noteShareErasure(db: db, share: share, key: r.key, hlc: r.hlc) }
             if let outboxThrough {
                 try db.execute(sql: "DELETE FROM outbox WHERE dataset = ? AND id <= ?", arguments: [dataset.description, outboxThrough])
             }
@@ -411,8 +427,14 @@ extension NodeStore {
                         ])
                 }
                 guard start0 + merged == writes.count else { return (merged, summary.written, found.count) }
-                // Retracted keys leave the replica with the batch that retracts them.
+                // Retracted keys leave the replica with the batch that retracts them, and what the
+                // share's stored batches hold of them with the next compaction pass.
                 if !incoming.retracted.isEmpty {
+                    for key in incoming.retracted {
+                        guard let stored = try Self.fetchState(db: db, dataset: rowid, key: key) else { continue }
+                        let newest = stored.state.cells.map(\.stamp.hlc).max() ?? .zero
+                        try Self.noteShareErasure(db: db, share: incoming.share, key: key, hlc: Swift.max(newest, stored.state.tombstone?.hlc ?? .zero))
+                    }
                     let live = try Int.fetchOne(
                         db, sql: "SELECT COUNT(*) FROM records WHERE dataset = ? AND live = 1 AND key IN (SELECT value FROM json_each(?))",
                         arguments: [rowid, Self.jsonArray(incoming.retracted)]) ?? 0
@@ -449,6 +471,16 @@ extension NodeStore {
                 if try Bool.fetchOne(db, sql: "SELECT EXISTS (SELECT 1 FROM erasures WHERE dataset = ? AND done = 1)", arguments: [incoming.dataset.description]) == true {
                     let again = try db.makeStatement(sql: "UPDATE erasures SET done = 0 WHERE dataset = ? AND key = ? AND done = 1")
                     for r in b.records { try again.execute(arguments: [incoming.dataset.description, r.key]) }
+                }
+                // The same for what left this share's view, and for a narrowed view (any record).
+                if try Bool.fetchOne(db, sql: "SELECT EXISTS (SELECT 1 FROM share_erasures WHERE share = ? AND done = 1)", arguments: [incoming.share]) == true {
+                    let again = try db.makeStatement(sql: "UPDATE share_erasures SET done = 0 WHERE share = ? AND key = ? AND done = 1")
+                    if let keep = try String.fetchOne(db, sql: "SELECT keep FROM share_erasures WHERE share = ? AND key = '' AND done = 1", arguments: [incoming.share]),
+                        incoming.signed.isCompactable, b.fields.contains(where: { !keep.split(separator: ",").contains(Substring($0.name)) })
+                    {
+                        try again.execute(arguments: [incoming.share, ""])
+                    }
+                    for r in b.records { try again.execute(arguments: [incoming.share, r.key]) }
                 }
                 // The last records are in: what this node has now seen of each writer, and the batch.
                 for r in incoming.states {
@@ -642,6 +674,16 @@ extension NodeStore {
         try await logged({ saved in saved ? (log.map { [$0] } ?? []) : [] }) { db in
             try db.execute(sql: "UPDATE receipts SET countersign = ? WHERE id = ? AND role = 'received' AND countersign IS NULL", arguments: [countersign, id])
             return db.changesCount > 0
+        }
+    }
+
+    /// Receipts this node issued and no sender has countersigned yet, oldest first (at most `limit`, the newest).
+    public func openReceipts(limit: Int = ReceiptFlow.maxOpen) async throws -> [(id: String, peer: CitySlug)] {
+        try await pool.read { db in
+            try Row.fetchAll(
+                db, sql: "SELECT id, peer FROM (SELECT id, peer, created_at, rowid AS r FROM receipts WHERE role = 'received' AND countersign IS NULL ORDER BY created_at DESC, r DESC LIMIT ?) ORDER BY created_at, r",
+                arguments: [limit]
+            ).map { (id: $0["id"], peer: try CitySlug($0["peer"])) }
         }
     }
 

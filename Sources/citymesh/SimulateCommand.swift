@@ -46,7 +46,7 @@ struct Simulate: ParsableCommand {
     @Option(help: "Anti-entropy fanout: peers a fresh batch is pushed to and summaries sent per tick.") var fanout = AntiEntropy.Config().fanout
     @Option(help: "Anti-entropy window: batches per origin in one answer.") var window = AntiEntropy.Config().window
     @Option(help: ArgumentHelp("How often the transport redials a peer held dead (0: never).", valueName: "duration")) var redial = "30s"
-    @Flag(name: .customLong("row-filter"), help: "Give the share a row filter (pm25 >= 25): the owner retracts rows that leave it; only the owner writes (use --writers 0).")
+    @Flag(name: .customLong("row-filter"), help: "Give the share a row filter (pm25 >= 25): the owner retracts rows that leave it; members write only rows inside it.")
     var rowFilter = false
     @Option(name: .customLong("fault"), help: "Plant a defect: \(FederationSimulator.Fault.allCases.map(\.rawValue).joined(separator: ", ")).")
     var faults: [FederationSimulator.Fault] = []

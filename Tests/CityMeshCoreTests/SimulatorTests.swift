@@ -198,6 +198,16 @@ struct SimulatorTests {
         #expect(Self.check(try Self.run([.volatileLedger], seed: 3), "exchange ledgers")?.passed == false)
     }
 
+    @Test("receipts go again until countersigned (the node's ReceiptFlow); receivers that send each once lose some to 10% loss: the receipts invariant fails", arguments: [1, 2] as [UInt64])
+    func receiptsResent(seed: UInt64) throws {
+        let r = try Self.run([], seed: seed)
+        #expect(Self.check(r, "receipts")?.passed == true, "\(r.checks)")
+        #expect(r.messages.sent.receipts > 2 * r.receipts.exchanges, "some receipts or countersignatures went more than once")
+        let once = try Self.run([.receiptsOnce], seed: seed)
+        #expect(Self.check(once, "receipts")?.passed == false)
+        #expect(once.receipts.mismatched > 0)
+    }
+
     @Test("receivers that take a batch ahead of a gap: the order invariant fails")
     func gapsCaught() throws {
         let r = try Self.run([.takeGaps], seed: 3)

@@ -3,7 +3,9 @@ import Testing
 
 /// What a member holds stays inside its agreement's row filter (issue 19): a record that leaves
 /// the filter is retracted from the member's replica, the deletion of a row the member never saw
-/// is not sent, and a record that comes back into the filter comes back whole.
+/// is not sent, and a record that comes back into the filter comes back whole. What leaves the
+/// member's view also leaves the batches it keeps for relaying (G5): the bytes of its database
+/// files are checked.
 @Suite("End to end: retraction")
 struct RetractionTests {
     static let policy = """
@@ -38,7 +40,7 @@ struct RetractionTests {
         try Self.policy.write(toFile: work + "/hz-policy.yaml", atomically: true, encoding: .utf8)
         r = try cm("policy", "apply", "--dir", "hangzhou", "hz-policy.yaml")
         #expect(r.ok, "\(r.stdout)\(r.stderr)")
-        try "station,district,pm25\nS-1,Xihu,12\nS-HIDDEN,Binjiang,-1\nS-3,Xihu,5\nS-4,Gongshu,-3\n".write(toFile: work + "/air.csv", atomically: true, encoding: .utf8)
+        try "station,district,pm25\nS-1,Lingyin,12\nS-HIDDEN,Binjiang,-1\nS-3,Xihu,5\nS-4,Gongshu,-3\n".write(toFile: work + "/air.csv", atomically: true, encoding: .utf8)
         r = try cm("import", "--dir", "hangzhou", "air-quality", "--csv", "air.csv")
         #expect(r.ok, "\(r.stdout)\(r.stderr)")
         func held(_ key: String) throws -> String? {
@@ -51,6 +53,7 @@ struct RetractionTests {
         }
         try eventually("shanghai holds the two rows in the filter") { try held("S-1") != nil && held("S-3") != nil }
         #expect(try rows("S-HIDDEN") == "0")
+        #expect(ErasureTests.contains("Lingyin", node: "shanghai", work), "the check below can see a value in the files")
 
         // S-1 leaves the filter: retracted at shanghai, and shanghai's ledger says so.
         r = try cm("record", "put", "--dir", "hangzhou", "air-quality", "S-1", "pm25=-5")
@@ -59,6 +62,11 @@ struct RetractionTests {
         r = try cm("audit", "log", "--dir", "shanghai", "--kind", "share.retracted", "--json")
         #expect(r.ok && r.stdout.contains("1 records left this node's view of share hangzhou/air-open"), "\(r.stdout)\(r.stderr)")
         #expect(try held("S-3") != nil, "only S-1 left")
+        // Its values also leave the batches shanghai keeps for relaying (compacted like a deletion,
+        // G5): S-1's district is nowhere in shanghai's database files.
+        try eventually("S-1's values left shanghai's database files") { !ErasureTests.contains("Lingyin", node: "shanghai", work) }
+        r = try cm("audit", "log", "--dir", "shanghai", "--kind", "share.compacted", "--json")
+        #expect(r.ok && r.stdout.contains("compacted out of"), "\(r.stdout)\(r.stderr)")
 
         // The hidden row is deleted; a visible write follows it. Shanghai gets the write and never
         // hears of the deletion (no tombstone row, nothing in the database file).
@@ -76,7 +84,7 @@ struct RetractionTests {
         // Back in the filter: S-1 comes back whole.
         r = try cm("record", "put", "--dir", "hangzhou", "air-quality", "S-1", "pm25=20")
         #expect(r.ok, "\(r.stderr)")
-        try eventually("S-1 is back at shanghai, whole") { (try held("S-1")).map { $0.contains("20") && $0.contains("Xihu") } ?? false }
+        try eventually("S-1 is back at shanghai, whole") { (try held("S-1")).map { $0.contains("20") && $0.contains("Lingyin") } ?? false }
 
         // Narrower terms: a stricter filter and no district. Rows the new filter leaves out are
         // retracted, the district leaves shanghai's replica — without any record changing.
@@ -85,13 +93,15 @@ struct RetractionTests {
         r = try cm("policy", "apply", "--dir", "hangzhou", "hz-policy.yaml")
         #expect(r.ok, "\(r.stdout)\(r.stderr)")
         try eventually("under the narrower terms S-3 (pm25 6) left shanghai and S-1 lost its district") {
-            try held("S-3") == nil && rows("S-3") == "0" && (try held("S-1")).map { $0.contains("20") && !$0.contains("Xihu") } ?? false
+            try held("S-3") == nil && rows("S-3") == "0" && (try held("S-1")).map { $0.contains("20") && !$0.contains("Lingyin") } ?? false
         }
-        // No district value is left in the replica's records. (The batches shanghai keeps for
-        // relaying still carry the old values until erasure compacts them: issue 19, G5.)
-        let districts = try Harness.run(
-            "/usr/bin/sqlite3", ["shanghai/citymesh.db", "SELECT COUNT(*) FROM records WHERE instr(state, CAST('Xihu' AS BLOB)) > 0"], cwd: work)
-        #expect(districts.stdout.trimmingCharacters(in: .whitespacesAndNewlines) == "0", "\(districts.stdout)\(districts.stderr)")
+        // No district value is left anywhere at shanghai: not in the replica's records, and not in
+        // the batches it keeps for relaying (records with a district cell are compacted out of
+        // them; the owner sent S-1 again whole under the new view) — the database files' bytes.
+        try eventually("no district is left in shanghai's database files") {
+            !ErasureTests.contains("Lingyin", node: "shanghai", work) && !ErasureTests.contains("Xihu", node: "shanghai", work)
+        }
+        #expect(try held("S-1")?.contains("20") == true, "S-1 is still held, under the new view")
 
         // Wider terms again, with no filter: the rows the filter hid arrive (S-4, never sent before),
         // S-3 comes back, and the district comes back to the rows shanghai holds.
@@ -99,7 +109,7 @@ struct RetractionTests {
         r = try cm("policy", "apply", "--dir", "hangzhou", "hz-policy.yaml")
         #expect(r.ok, "\(r.stdout)\(r.stderr)")
         try eventually("without a filter shanghai holds S-1 (with its district), S-3 and S-4") {
-            try held("S-4") != nil && held("S-3") != nil && (try held("S-1")).map { $0.contains("Xihu") } ?? false
+            try held("S-4") != nil && held("S-3") != nil && (try held("S-1")).map { $0.contains("Lingyin") } ?? false
         }
         for d in daemons { #expect(d.terminate() == 0, "\(d.log.suffix(2000))") }
     }

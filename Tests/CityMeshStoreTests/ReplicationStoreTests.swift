@@ -222,6 +222,50 @@ struct ReplicationStoreTests {
         #expect(try await store.receipt(id: "r2")?.countersign == "{c}")
     }
 
+    @Test("what leaves a member's view leaves its stored batches: a retracted key's records, then records with a field the view lost; the batches keep their hash and order")
+    func compactsRetractedAndNarrowed() async throws {
+        let (store, _) = try makeStore(city: "shanghai")
+        let wide = Self.fields + [Schema.Field(id: 5, name: "district", type: .string, nullable: true)]
+        let (b1, s1) = try Self.batch(origin: Self.hz, seq: 1, prev: ChangeBatch.zeroHash, [("E-1", "gone-value", 1000), ("E-2", "kept-value", 1000)], fields: wide)
+        _ = try await store.take(Self.incoming(b1, s1, from: Self.hz), conflicts: Self.noConflicts)
+        // The owner retracts E-1 (a record with no cells and no tombstone).
+        let b2 = ChangeBatch(
+            share: Self.share, dataset: Self.dataset.description, origin: Self.hz, seq: 2, prev: s1.hash, fields: wide, seen: [:],
+            records: [.init(key: "E-1", state: ShareView.retraction)])
+        let s2 = try b2.signed(with: Self.key)
+        var retraction = Self.incoming(b2, s2, from: Self.hz)
+        retraction.retracted = ["E-1"]
+        _ = try await store.take(retraction, conflicts: Self.noConflicts)
+        #expect(try await store.get(Self.dataset, key: "E-1") == nil)
+        #expect(try await store.shareErasure(share: Self.share, key: "E-1")?.hlc == HLC(millis: 1000, logical: 0))
+        #expect(try await store.pendingErasures() == 1)
+        func stored(_ seq: UInt64) async throws -> (bytes: [UInt8], hash: [UInt8]) {
+            let b = try #require(try await store.numberedBatches(share: Self.share, origin: Self.hz, seqs: seq...seq).first)
+            return (b.bytes, b.hash)
+        }
+        func holds(_ bytes: [UInt8], _ text: String) -> Bool { Data(bytes).range(of: Data(text.utf8)) != nil }
+        var r = try await store.compactErasures(shares: [Self.share: Self.dataset])
+        #expect(r[Self.dataset]?.records == 1 && r[Self.dataset]?.batches == 1)
+        var one = try await stored(1)
+        #expect(!holds(one.bytes, "gone-value") && holds(one.bytes, "kept-value"))
+        #expect(try SignedBatch(bytes: one.bytes[...]).hash == s1.hash && one.hash == s1.hash, "the batch's hash (and so its signature and the chain) is unchanged")
+        #expect(holds(try await stored(2).bytes, "E-1"), "the retraction itself stays: parties that have not taken it yet still need it")
+        #expect(try await store.pendingErasures() == 0)
+        // The view loses `status`: the replica drops it, and records carrying it leave the batches.
+        _ = try await store.narrowReplica(Self.dataset, share: Self.share, keep: ["id", "district"])
+        #expect(try await store.shareErasure(share: Self.share, key: "")?.keep == ["district", "id"])
+        r = try await store.compactErasures(shares: [Self.share: Self.dataset])
+        #expect(r[Self.dataset]?.records == 1)
+        one = try await stored(1)
+        #expect(!holds(one.bytes, "kept-value") && one.hash == s1.hash)
+        // A share this pass is not told of keeps its erasures pending.
+        _ = try await store.narrowReplica(Self.dataset, share: Self.share, keep: ["id"])
+        #expect(try await store.compactErasures(shares: [:]).isEmpty)
+        #expect(try await store.pendingErasures() == 1, "the narrowing to id alone waits for a pass that covers the share")
+        #expect(try await store.compactErasures(shares: [Self.share: Self.dataset])[Self.dataset]?.records == 0)
+        #expect(try await store.pendingErasures() == 0)
+    }
+
     @Test("tombstones older than the cutoff are collected, live records and newer tombstones stay; a purge removes the replica")
     func collectAndPurge() async throws {
         let (store, _) = try makeStore(city: "shanghai")

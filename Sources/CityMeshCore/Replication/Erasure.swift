@@ -19,6 +19,15 @@ public enum Erasure {
         return !state.cells.isEmpty || tombstoneCollected
     }
 
+    /// Whether a stored record of a share whose view narrowed to `keep` (field names) may be
+    /// compacted: it carries a cell of a field no longer in the view (`name` maps the batch's
+    /// field ids to names; an id it does not name counts as outside). The owner sends the
+    /// records' current states again under the new view, so a party that later pulls the
+    /// history from anyone gets them whole.
+    public static func outsideView(_ state: RecordState, keep: Set<String>, name: (Int) -> String?) -> Bool {
+        state.cells.contains { c in name(c.field).map { !keep.contains($0) } ?? true }
+    }
+
     /// How long a compaction pass may wait after the last one: 20 times the last pass's duration
     /// (so it takes at most ~5% of one core on a large share), at least `minimum`.
     public static func nextPass(after lastDurationMillis: UInt64, minimum: UInt64 = 2_000) -> UInt64 {

@@ -52,9 +52,8 @@ public enum FederationSimulator {
         /// (the capped backoff of docs/protocol.md §6.1); 0: never.
         public var redialInterval = 30
         /// The share has a row filter (pm25 ≥ 25): rows move in and out of it as the owner writes,
-        /// and the owner retracts those that leave it (`ShareView`). With it only the owner writes
-        /// (members' writes under a filter need the receivers' write-rights rule, which the
-        /// simulator does not share with the node yet).
+        /// and the owner retracts those that leave it (`ShareView`); members write only rows inside
+        /// it (`WriteRights`).
         public var rowFilter = false
         /// Deliberate defects, to show that the invariants can fail.
         public var faults: [Fault] = []
@@ -103,6 +102,9 @@ public enum FederationSimulator {
         case noCompaction = "no-compaction"
         /// Senders do not ledger the batches they send (`exchange.sent`).
         case unledgeredSends = "unledgered-sends"
+        /// Receivers send each receipt once (and again only after a restart), not again when the
+        /// sender reconnects or has not answered.
+        case receiptsOnce = "receipts-once"
     }
 
     /// One invariant, checked at the end of a run.
@@ -282,10 +284,9 @@ struct SimulatedFederation {
         var excluded: [Int]?
         /// Peers held dead whose connection the transport re-established.
         var sessions: Set<Int> = []
-        /// This round's taken batches: sender, origin, seq.
-        var taken: [(sender: Int, origin: Int, seq: UInt64)] = []
-        /// Receipt id → the round it was last sent to its sender.
-        var lastSent: [String: Int] = [:]
+        /// The node's receipts machine (`ReceiptFlow`, the production one): when each open
+        /// receipt was last sent. Rebuilt from the store (`open`) at a restart.
+        var receiptFlow: ReceiptFlow
         // The store.
         var records: [String: RecordState] = [:]
         /// Per origin: batches 1…held[o] taken, in order.
@@ -296,6 +297,8 @@ struct SimulatedFederation {
         var visible: Set<String> = []
         // The ledger.
         var ledgerSize: UInt64 = 0
+        /// Batches taken and not yet receipted (durable, as the store's `share_batches` rows).
+        var pending: [ReceiptFlow.Taken] = []
         /// Receipts issued as the receiver and not yet countersigned, oldest first.
         var open: [String] = []
         /// Receipts issued as the receiver and countersigned.
@@ -335,7 +338,7 @@ struct SimulatedFederation {
         let sender: Int
         let receiver: Int
         let taken: [(origin: Int, seq: UInt64)]
-        let digest: String
+        let receipt: ExchangeReceipt
         let receiptBytes: Int
         var countersignBytes = 0
         /// Crashes of both parties when it began: a later count means a crash interrupted it.
@@ -403,9 +406,15 @@ struct SimulatedFederation {
     var orderViolations = 0
     var firstOrderViolation: String?
     var firstRefusal: String?
+    /// The share as each node takes part in it, worked out by the production rule
+    /// (`ShareDirectory.plan`) from the owner's policy, the members' agreements and the roster.
+    let syncShares: [SyncShare]
     /// The share's write rights, as every node applies them (the production rule).
     let rights: WriteRights
+    /// What the owner cuts for its members (the production rule, from the owner's `SyncShare`).
+    let ownerView: ShareView
     var disputes = 0
+    var firstDispute: String?
 
     init(_ config: Config) {
         self.config = config
@@ -413,9 +422,9 @@ struct SimulatedFederation {
         // Always valid slugs: a letter first, then letters, digits and one inner hyphen.
         cities = (0..<config.nodes).map { try! CitySlug("city-\($0)") }
         index = Dictionary(uniqueKeysWithValues: cities.enumerated().map { ($1, $0) })
-        rights = WriteRights(
-            owner: cities[Self.owner], view: Set(Self.fields.filter { Self.view.contains($0.id) }.map(\.name)),
-            writable: Set(Self.fields.filter { $0.id == Self.memberField }.map(\.name)), filter: config.rowFilter ? Self.filteredView.filter : nil, schema: Self.schema)
+        syncShares = Self.shares(cities, rowFilter: config.rowFilter)
+        rights = syncShares[Self.owner].rights(schema: Self.schema)
+        ownerView = syncShares[Self.owner].view(schema: Self.schema)
         antiEntropyConfig = AntiEntropy.Config(fanout: config.fanout, window: config.window)
         chains = Array(repeating: [], count: config.nodes)
         rng = SplitMix64(seed: Self.mix(config.seed, 0x5157))
@@ -424,7 +433,7 @@ struct SimulatedFederation {
         for i in 0..<n {
             nodes.append(
                 Node(membership: freshMembership(i, restart: 0), antiEntropy: freshAntiEntropy(i, restart: 0, held: [:]),
-                     held: Array(repeating: 0, count: n)))
+                     receiptFlow: ReceiptFlow(retry: receiptRetry), held: Array(repeating: 0, count: n)))
         }
         // Half the members, chosen at random, end up on the far side of the partition.
         var members = Array(1..<n)
@@ -448,8 +457,45 @@ struct SimulatedFederation {
 
     func freshAntiEntropy(_ i: Int, restart: Int, held: VersionVector) -> AntiEntropy {
         var ae = AntiEntropy(me: cities[i], config: antiEntropyConfig, seed: Self.mix(config.seed, UInt64(i) << 20 | UInt64(restart) << 8 | 0xAE))
-        ae.setParties(share: Self.share, parties: Set(cities), held: held)
+        ae.setParties(share: Self.share, parties: syncShares[i].parties, held: held)
         return ae
+    }
+
+    /// Microseconds between sends of an open receipt while its sender stays connected (a
+    /// receipt and its countersignature take `2 × delay` rounds there and back); with the
+    /// `receipts-once` fault, never.
+    var receiptRetry: Int64 {
+        config.faults.contains(.receiptsOnce) ? .max : Int64(2 * config.delay + 1) * 1_000_000
+    }
+
+    /// The owner's policy (one share of `air-quality`, fields 1–3, members may write `note`),
+    /// every member's agreement accepted and active, and the owner's roster: each node's share
+    /// as the production rule works it out.
+    static func shares(_ cities: [CitySlug], rowFilter: Bool) -> [SyncShare] {
+        let owner = cities[Self.owner]
+        let members = cities.filter { $0 != owner }
+        let policyShare = Policy.Share(
+            id: "air", dataset: "air-quality", to: members, fields: fields.filter { view.contains($0.id) }.map(\.name), filter: rowFilter ? "pm25 >= 25" : nil,
+            write: fields.filter { $0.id == memberField }.map(\.name), purpose: "simulation", legalBasis: "simulation", validFrom: nil,
+            validUntil: Int64(epochMillis + 10 * 365 * 86_400_000) * 1000, validUntilText: "2036-01-01", onRevoke: .keep)
+        let agreements = members.map { m in
+            ShareDirectory.Held(
+                id: "offer-\(m)", terms: Agreement.Offer(owner: owner, member: m, share: policyShare, policyVersion: 1, issuedAt: "2026-01-01T00:00:00Z", nonce: nil),
+                state: .active, revokedBy: nil)
+        }
+        let keyField = schema.keyField
+        func plan(_ me: CitySlug, rosters: [String: ShareRoster]) -> ShareDirectory.Plan {
+            ShareDirectory.plan(.init(
+                me: me, policy: me == owner ? Policy(shares: [policyShare]) : nil, agreements: agreements.filter { $0.terms.owner == me.rawValue || $0.terms.member == me.rawValue },
+                rosters: rosters, keyField: { $0.owner == owner ? keyField : nil }, replica: { _ in nil }))
+        }
+        // The share's id and dataset are the simulator's constants; a plan that named others would be a bug here.
+        guard let ownerShare = plan(owner, rosters: [:]).shares[share], let roster = ownerShare.roster(previous: nil, now: 0) else {
+            preconditionFailure("the owner's plan has no share \(share)")
+        }
+        return cities.map { c in
+            c == owner ? ownerShare : (plan(c, rosters: [share: roster]).shares[share] ?? ownerShare)
+        }
     }
 
     mutating func generateWorkload() {
@@ -501,7 +547,6 @@ struct SimulatedFederation {
                 deliver()
                 if s == 0 {
                     issueReceipts()
-                    resendReceipts()
                     write()
                     relayMemberChanges()
                     if !config.faults.contains(.pushOnly) {
@@ -539,8 +584,7 @@ struct SimulatedFederation {
     mutating func crash(_ i: Int) {
         nodes[i].up = false
         nodes[i].crashes += 1
-        nodes[i].taken = []
-        nodes[i].lastSent = [:]
+        nodes[i].receiptFlow = ReceiptFlow(retry: receiptRetry)
         for j in nodes[i].sessions.sorted() { nodes[j].sessions.remove(i) }
         nodes[i].sessions = []
         if config.faults.contains(.volatileLedger) {
@@ -561,6 +605,7 @@ struct SimulatedFederation {
         nodes[i].membership = freshMembership(i, restart: nodes[i].crashes)
         nodes[i].antiEntropy = freshAntiEntropy(i, restart: nodes[i].crashes, held: held)
         nodes[i].excluded = nil
+        nodes[i].receiptFlow.restore(open: nodes[i].open.compactMap { id in exchanges[id].map { (id, cities[$0.sender]) } })
         nodes[i].up = true
     }
 
@@ -588,6 +633,10 @@ struct SimulatedFederation {
         for i in 0..<n where nodes[i].up {
             let excluded = dead[i].filter { !nodes[i].sessions.contains($0) }
             guard excluded != nodes[i].excluded else { continue }
+            // Peers connected again: their open receipts go again now (as the node does on connect).
+            if !config.faults.contains(.receiptsOnce) {
+                for j in Set(nodes[i].excluded ?? []).subtracting(excluded) { nodes[i].receiptFlow.onConnect(cities[j]) }
+            }
             nodes[i].excluded = excluded
             var connected = Set(cities)
             connected.remove(cities[i])
@@ -727,9 +776,8 @@ struct SimulatedFederation {
     /// The owner's rule for one changed record (`ShareView.outgoing`), into the batch being cut.
     mutating func ownerCut(_ key: String, _ change: RecordState, into records: inout [String: RecordState]) {
         let w = Self.owner
-        let view = config.rowFilter ? Self.filteredView : Self.shareView
         let was = config.rowFilter ? nodes[w].visible.contains(key) : true
-        var (out, after) = view.outgoing(current: nodes[w].records[key] ?? change, change: change, wasVisible: was)
+        var (out, after) = ownerView.outgoing(current: nodes[w].records[key] ?? change, change: change, wasVisible: was)
         if out == .retract && config.faults.contains(.noRetraction) { out = .skip }
         if after { nodes[w].visible.insert(key) } else { nodes[w].visible.remove(key) }
         switch out {
@@ -786,7 +834,7 @@ struct SimulatedFederation {
 
     static let schema = try! Schema(keyField: "station", fields: fields.map { ($0.name, $0.type) })
     /// The share's view as the owner applies it: without a row filter, and with one (`rowFilter`).
-    static let shareView = ShareView(fields: view, filter: nil, schema: schema)
+    /// The filter the invariants check against (the owner cuts with its `SyncShare`'s view).
     static let filteredView = ShareView(fields: view, filter: try! RowFilter("pm25 >= 25", schema: schema), schema: schema)
 
     // MARK: Receiving batches
@@ -867,7 +915,7 @@ struct SimulatedFederation {
             if let t = r.state.tombstone { nodes[i].clock.observe(t.hlc) }
         }
         nodes[i].held[o] = max(holding, seq)
-        nodes[i].taken.append((sender, o, seq))
+        nodes[i].pending.append(.init(peer: cities[sender], share: Self.share, origin: cities[o], seq: seq, hash: batch.hash, records: batch.body.records.count))
         nodes[i].receivedEntries.append(Self.exchangeID(sender, o, seq))
         // Measurements.
         let rounds = round - batch.round
@@ -910,55 +958,65 @@ struct SimulatedFederation {
 
     // MARK: Receipts
 
-    /// At the end of a round's deliveries, the receiver of each exchange signs a receipt for what
-    /// it took and sends it to the sender (docs: ``ExchangeReceipt``).
+    /// Once a round, each node's receipts machine (`ReceiptFlow`, as in the node): a receipt per
+    /// (sender, share) for the batches taken and not yet receipted, and open receipts again to
+    /// senders that reconnected or have not answered for `receiptRetry`.
     mutating func issueReceipts() {
-        for i in 0..<n where nodes[i].up && !nodes[i].taken.isEmpty {
-            var bySender: [Int: [(origin: Int, seq: UInt64)]] = [:]
-            for t in nodes[i].taken { bySender[t.sender, default: []].append((t.origin, t.seq)) }
-            nodes[i].taken = []
-            for s in bySender.keys.sorted() {
-                let taken = bySender[s] ?? []
-                let hashes = taken.map { chains[$0.origin][Int($0.seq) - 1].hash }
-                let receipt = ExchangeReceipt(
-                    share: Self.share, sender: cities[s], receiver: cities[i],
-                    batches: ExchangeReceipt.runs(taken.map { (origin: cities[$0.origin], seq: $0.seq) }),
-                    records: taken.reduce(0) { $0 + chains[$1.origin][Int($1.seq) - 1].body.records.count },
-                    batchesSHA256: ExchangeReceipt.digest(hashes), receiverLedgerSize: nodes[i].ledgerSize, at: timestamp())
-                let (id, bytes) = Self.document(receipt, signer: cities[i])
-                exchanges[id] = Exchange(
-                    sender: s, receiver: i, taken: taken, digest: receipt.batchesSHA256, receiptBytes: bytes,
-                    crashMark: nodes[s].crashes + nodes[i].crashes)
-                exchangeOrder.append(id)
-                nodes[i].open.append(id)
-                openReceipts += 1
-                sendReceipt(from: i, id)
-            }
-        }
-    }
-
-    /// Open receipts go again until countersigned: a receipt or its answer may be lost, or a party down.
-    mutating func resendReceipts() {
-        let retry = 2 * config.delay + 1
+        let now = Int64(round) * 1_000_000
         for i in 0..<n where nodes[i].up {
-            for id in nodes[i].open where round - (nodes[i].lastSent[id] ?? Int.min / 2) >= retry { sendReceipt(from: i, id) }
+            let directives = nodes[i].receiptFlow.onTick(now: now, taken: nodes[i].pending, connected: nodes[i].antiEntropy.connected)
+            nodes[i].pending = []
+            for d in directives {
+                switch d {
+                case .issue(let draft):
+                    guard let s = index[draft.peer] else { continue }
+                    let receipt = ExchangeReceipt(
+                        share: draft.share, sender: draft.peer, receiver: cities[i], batches: draft.runs, records: draft.records, batchesSHA256: draft.digest,
+                        receiverLedgerSize: nodes[i].ledgerSize, at: timestamp())
+                    let (id, bytes) = Self.document(receipt, signer: cities[i])
+                    exchanges[id] = Exchange(
+                        sender: s, receiver: i, taken: draft.batches.compactMap { b in index[b.origin].map { ($0, b.seq) } }, receipt: receipt, receiptBytes: bytes,
+                        crashMark: nodes[s].crashes + nodes[i].crashes)
+                    exchangeOrder.append(id)
+                    nodes[i].open.append(id)
+                    openReceipts += 1
+                    nodes[i].receiptFlow.issued(id, to: draft.peer, now: now)
+                    sendReceipt(from: i, id)
+                case .resend(let id, _):
+                    sendReceipt(from: i, id)
+                }
+            }
         }
     }
 
     mutating func sendReceipt(from i: Int, _ id: String) {
         guard let x = exchanges[id] else { return }
-        nodes[i].lastSent[id] = round
         send(i, x.sender, .receipt(id), kind: .receipt, bytes: x.receiptBytes, arrives: replicationArrival)
     }
 
-    /// The sender checks the receipt against the batches it holds, countersigns it once, and
-    /// answers every copy with its countersignature.
+    /// The sender checks the receipt by the production rule (`ReceiptFlow.check`, `matches`:
+    /// a party of the share, every batch held and ledgered as sent to the receiver, the digest
+    /// and count equal), countersigns it once, and answers every copy with its countersignature.
     mutating func receiveReceipt(at s: Int, _ id: String) {
         guard var x = exchanges[id], x.sender == s else { return }
         if !nodes[s].countersigned.contains(id) {
-            let holds = x.taken.allSatisfy { nodes[s].held[$0.origin] >= $0.seq }
-            guard holds, ExchangeReceipt.digest(x.taken.map { chains[$0.origin][Int($0.seq) - 1].hash }) == x.digest else {
+            do {
+                let runs = try ReceiptFlow.check(
+                    x.receipt, sender: cities[s], from: cities[x.receiver], isParty: nodes[s].antiEntropy.isParty(cities[x.receiver], of: Self.share), agreement: nil)
+                var held: [[(hash: [UInt8], records: Int)]] = []
+                var sent: [Bool] = []
+                for run in runs {
+                    guard let o = index[run.origin] else { throw CityMeshError(.forbidden, "a run of an unknown city") }
+                    held.append(run.seqs.filter { $0 <= nodes[s].held[o] }.map { seq in
+                        let b = chains[o][Int(seq) - 1]
+                        return (b.hash, b.body.records.count)
+                    })
+                    sent.append(run.seqs.allSatisfy { nodes[s].sentEntries.contains(Self.exchangeID(x.receiver, o, $0)) })
+                }
+                try ReceiptFlow.matches(x.receipt, runs: runs, held: held, sent: sent)
+            } catch {
                 disputes += 1
+                if firstDispute == nil { firstDispute = "\(cities[s]) refused \(cities[x.receiver])'s receipt: \((error as? CityMeshError)?.message ?? "\(error)")" }
                 return
             }
             let countersign = ReceiptCountersign(receipt: id, sender: cities[s], senderLedgerSize: nodes[s].ledgerSize, at: timestamp())
@@ -973,7 +1031,7 @@ struct SimulatedFederation {
     mutating func receiveCountersign(at r: Int, _ id: String) {
         guard let k = nodes[r].open.firstIndex(of: id), var x = exchanges[id] else { return }
         nodes[r].open.remove(at: k)
-        nodes[r].lastSent[id] = nil
+        nodes[r].receiptFlow.countersigned(id)
         nodes[r].receipts.insert(id)
         nodes[r].ledgerSize += 1
         openReceipts -= 1
@@ -1164,7 +1222,7 @@ struct SimulatedFederation {
         var detail = passed
             ? "\(x.matched) exchanges receipted and countersigned on both sides"
             : "\(x.mismatched) of \(x.exchanges) exchanges not matched on both sides: \(firstMismatch() ?? "")"
-        if disputes > 0 { detail += "; \(disputes) receipts disputed by their sender" }
+        if disputes > 0 { detail += "; \(disputes) receipts disputed by their sender: \(firstDispute ?? "")" }
         if x.interrupted > 0 { detail += " (\(x.interrupted) interrupted by a crash, completed after the restart)" }
         if x.open > 0 { detail += " (\(x.open) still open: a party is down)" }
         return .init(name: "receipts", passed: passed, detail: detail)
