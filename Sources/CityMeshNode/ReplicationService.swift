@@ -355,6 +355,7 @@ public final class ReplicationService: Service, ReplicaDesk, Sendable {
             defer { s.shares = found }
             return s.shares
         }
+        receipts.withLock { r in for gone in Set(previous.keys).subtracting(found.keys) { r.end(share: gone) } }
         machine.withLock { m in
             for gone in Set(previous.keys).subtracting(found.keys) { m.removeShare(gone) }
             for (id, info) in found { m.setParties(share: id, parties: info.parties, held: held[id] ?? [:]) }
@@ -836,7 +837,8 @@ public final class ReplicationService: Service, ReplicaDesk, Sendable {
         }
         // What the share lets this origin write; refused cells are dropped and ledgered.
         var denials: [String: (count: Int, denial: PolicyEngine.Denial)] = [:]
-        let (permittedStates, refusedCells) = await permitted(batch, info: info, schema: replica, denials: &denials)
+        let intake = await permitted(batch, info: info, schema: replica, denials: &denials)
+        let refusedCells = intake.refused
         for (code, d) in denials.sorted(by: { $0.key < $1.key }) {
             Counter(label: "citymesh_policy_denials_total", dimensions: [("share", share), ("peer", peer.rawValue)]).increment(by: d.count)
             _ = await ledger.recordRefusal(
@@ -845,9 +847,9 @@ public final class ReplicationService: Service, ReplicaDesk, Sendable {
                     counts: ["cells": d.count], reason: code, detail: "\(d.count) cells of batch \(batch.origin):\(batch.seq): \(d.denial.description)"),
                 peer: batch.origin.rawValue, nowMicros: clock())
         }
-        // Retractions count only in the owner's batches, and only at members (`ShareView`).
-        let retracted = fromOwner && !info.isOwner ? permittedStates.filter(ShareView.isRetraction).map(\.key) : []
-        let states = retracted.isEmpty ? permittedStates : permittedStates.filter { !ShareView.isRetraction($0) }
+        // Retractions count only in the owner's batches, and only at members (`WriteRights.intake`).
+        let retracted = intake.retracted
+        let states = intake.states
         if refusedCells > 0 {
             await refuse(peer: peer, share: share, reason: "\(refusedCells) cells of batch \(batch.origin):\(batch.seq) are outside what share \(share) lets \(batch.origin) write")
         }
@@ -858,7 +860,7 @@ public final class ReplicationService: Service, ReplicaDesk, Sendable {
         do {
             var incoming = IncomingBatch(share: share, dataset: info.dataset, batch: adopted, signed: signed, states: states, keyField: keyField, from: peer, at: now)
             incoming.retracted = retracted
-            if fromOwner && !info.isOwner { incoming.ownerDeletions = states.filter { $0.state.tombstone != nil }.map(\.key) }
+            incoming.ownerDeletions = intake.ownerDeletions
             incoming.entries = [LedgerEntry(
                 time: now, kind: LedgerEntry.Kind.exchangeReceived, actor: "peer:\(peer)", peer: peer.rawValue, dataset: info.dataset.description,
                 counts: ["records": batch.signedCount, "bytes": signed.bytes.count], hashes: ["batch.sha256": Self.hex(signed.hash)],
@@ -917,26 +919,24 @@ public final class ReplicationService: Service, ReplicaDesk, Sendable {
     /// denies is counted in `denials` by code (the caller ledgers them as `policy.denied`).
     func permitted(
         _ batch: ChangeBatch, info: SyncShare, schema: Schema?, denials: inout [String: (count: Int, denial: PolicyEngine.Denial)]
-    ) async -> ([ChangeBatch.Record], Int) {
+    ) async -> WriteRights.Intake {
         let engine = info.isOwner && batch.origin != city ? policy.engine : nil
         let t = clock()
-        var refused = 0
-        var out: [ChangeBatch.Record] = []
-        out.reserveCapacity(batch.records.count)
         let fromOwner = batch.origin == info.owner
         // Only the owner numbers fields: its batch's field list counts at a replica, nowhere else.
         let ownerFields = fromOwner && !info.isOwner ? Dictionary(batch.fields.map { ($0.id, $0) }, uniquingKeysWith: { a, _ in a }) : [:]
         func field(_ id: Int) -> Schema.Field? { schema?.field(id: id) ?? ownerFields[id] }
-        let rights = info.rights(schema: schema)
         // Members update records that exist: the owner checks against its own copies, and so does
         // every other member against its replica (the owner re-sends members' accepted cells in
         // its own batches, so nothing is lost).
         let stored = fromOwner ? [:] : ((try? await store.get(info.dataset, keys: batch.records.map(\.key))) ?? [:])
-        for var r in batch.records {
-            let current = stored[r.key]?.state
-            // At the owner, the policy in force is an enforcement point first: what it denies is
-            // ledgered as `policy.denied` with its code (then the share's write rights decide).
-            if let engine, let schema, !r.state.cells.isEmpty {
+        return info.rights(schema: schema).intake(
+            batch.records, origin: batch.origin, receiver: city, current: { stored[$0]?.state }, field: field,
+            screen: { r in
+                // At the owner, the policy in force is an enforcement point first: what it denies
+                // is ledgered as `policy.denied` with its code (then the share's write rights decide).
+                guard let engine, let schema, !r.state.cells.isEmpty else { return r }
+                let current = stored[r.key]?.state
                 let allowed = r.state.cells.filter { c in
                     guard let f = field(c.field) else { return true }
                     let decision = engine.mayWrite(
@@ -948,21 +948,10 @@ public final class ReplicationService: Service, ReplicaDesk, Sendable {
                     }
                     return true
                 }
-                if allowed.count != r.state.cells.count {
-                    guard !allowed.isEmpty || r.state.tombstone != nil else { continue }
-                    r = .init(key: r.key, state: RecordState(sortedCells: allowed, tombstone: r.state.tombstone))
-                }
-            }
-            let taken = rights.take(r, origin: batch.origin, receiverIsOwner: info.isOwner, current: current, field: field)
-            refused += taken.refused
-            if taken.retraction {
-                out.append(r)
-                continue
-            }
-            guard let state = taken.state else { continue }
-            out.append(.init(key: r.key, state: state))
-        }
-        return (out, refused)
+                guard allowed.count != r.state.cells.count else { return r }
+                guard !allowed.isEmpty || r.state.tombstone != nil else { return nil }
+                return .init(key: r.key, state: RecordState(sortedCells: allowed, tombstone: r.state.tombstone))
+            })
     }
 
     /// A refusal of what `peer` sent: counted, and logged and ledgered unless one like it was
@@ -1087,7 +1076,8 @@ public final class ReplicationService: Service, ReplicaDesk, Sendable {
         guard let key else { return }
         if !receiptsRestored.withLock({ $0 }) {
             guard let open = try? await store.openReceipts() else { return }
-            receipts.withLock { $0.restore(open: open) }
+            let current = state.withLock { Set($0.shares.keys) }
+            receipts.withLock { $0.restore(open: open.filter { current.contains($0.share) }) }
             receiptsRestored.withLock { $0 = true }
         }
         let taken = ((try? await store.unreceiptedBatches()) ?? []).map {
@@ -1115,7 +1105,7 @@ public final class ReplicationService: Service, ReplicaDesk, Sendable {
                     logger.error("a receipt could not be kept", metadata: ["peer": "\(draft.peer)", "error": "\(error)"])
                     continue
                 }
-                receipts.withLock { $0.issued(signed.id, to: draft.peer, now: t) }
+                receipts.withLock { $0.issued(signed.id, to: draft.peer, share: draft.share, now: t) }
                 await send(.document(json: Array(json)), to: draft.peer)
             case .resend(let id, let peer):
                 guard let stored = try? await store.receipt(id: id) else { continue }

@@ -65,9 +65,21 @@ extension NodeStore {
     }
 
     /// Every agreement this node is party to, oldest first.
-    public func agreements() async throws -> [StoredAgreement] {
+    public func agreements() async throws -> [StoredAgreement] { try await agreements(where: nil, []) }
+
+    /// The agreements between `owner` and `member` for `owner`'s dataset `dataset`, in the order
+    /// `agreements()` lists them (one indexed read, not every agreement: a member's replica
+    /// write looks up its share key this way).
+    public func agreements(owner: CitySlug, member: CitySlug, dataset: String) async throws -> [StoredAgreement] {
+        try await agreements(where: "owner = ? AND member = ? AND dataset = ?", [owner.rawValue, member.rawValue, dataset])
+    }
+
+    func agreements(where condition: String?, _ arguments: StatementArguments) async throws -> [StoredAgreement] {
         try await pool.read { db in
-            try Row.fetchAll(db, sql: "SELECT offer_id, offer, response, revocation, received_at FROM agreements ORDER BY received_at, offer_id").compactMap { row in
+            let filter = condition.map { "WHERE \($0) " } ?? ""
+            return try Row.fetchAll(
+                db, sql: "SELECT offer_id, offer, response, revocation, received_at FROM agreements \(filter)ORDER BY received_at, offer_id", arguments: arguments
+            ).compactMap { row in
                 guard let offer = Self.signed(row[1]), let terms = try? offer.decode(Agreement.Offer.self) else { return nil }
                 let response = Self.signed(row[2])
                 return StoredAgreement(

@@ -32,7 +32,7 @@ extension NodeStore {
     /// replica whose offer carries none (made before offers did), a key of this node's own.
     public func ledgerKey(for dataset: DatasetID) async throws -> LedgerKey {
         if dataset.owner != city {
-            let offered = try await agreements().last { a in
+            let offered = try await agreements(owner: dataset.owner, member: city, dataset: dataset.name).last { a in
                 a.terms.member == city.rawValue && a.terms.owner == dataset.owner.rawValue && a.terms.dataset == dataset.name && a.decision?.decision == "accept"
                     && a.terms.ledgerKey != nil
             }

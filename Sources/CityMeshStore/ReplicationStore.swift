@@ -678,12 +678,12 @@ extension NodeStore {
     }
 
     /// Receipts this node issued and no sender has countersigned yet, oldest first (at most `limit`, the newest).
-    public func openReceipts(limit: Int = ReceiptFlow.maxOpen) async throws -> [(id: String, peer: CitySlug)] {
+    public func openReceipts(limit: Int = ReceiptFlow.maxOpen) async throws -> [(id: String, peer: CitySlug, share: String)] {
         try await pool.read { db in
             try Row.fetchAll(
-                db, sql: "SELECT id, peer FROM (SELECT id, peer, created_at, rowid AS r FROM receipts WHERE role = 'received' AND countersign IS NULL ORDER BY created_at DESC, r DESC LIMIT ?) ORDER BY created_at, r",
+                db, sql: "SELECT id, peer, share FROM (SELECT id, peer, share, created_at, rowid AS r FROM receipts WHERE role = 'received' AND countersign IS NULL ORDER BY created_at DESC, r DESC LIMIT ?) ORDER BY created_at, r",
                 arguments: [limit]
-            ).map { (id: $0["id"], peer: try CitySlug($0["peer"])) }
+            ).map { (id: $0["id"], peer: try CitySlug($0["peer"]), share: $0["share"]) }
         }
     }
 

@@ -48,6 +48,12 @@ struct Simulate: ParsableCommand {
     @Option(help: ArgumentHelp("How often the transport redials a peer held dead (0: never).", valueName: "duration")) var redial = "30s"
     @Flag(name: .customLong("row-filter"), help: "Give the share a row filter (pm25 >= 25): the owner retracts rows that leave it; members write only rows inside it.")
     var rowFilter = false
+    @Option(
+        name: .customLong("narrow-at"),
+        help: ArgumentHelp("When the owner narrows the terms: the view loses the members' field (and their write rights), a row filter becomes pm25 >= 40 (0: never).", valueName: "duration"))
+    var narrowAt = "0"
+    @Option(name: .customLong("revoke"), help: "Members whose agreements are revoked with on_revoke: purge (the last ones), at --revoke-at.") var revoke = 0
+    @Option(name: .customLong("revoke-at"), help: ArgumentHelp("When those agreements are revoked.", valueName: "duration")) var revokeAt = "30s"
     @Option(name: .customLong("fault"), help: "Plant a defect: \(FederationSimulator.Fault.allCases.map(\.rawValue).joined(separator: ", ")).")
     var faults: [FederationSimulator.Fault] = []
     @OptionGroup var output: OutputOptions
@@ -80,6 +86,9 @@ struct Simulate: ParsableCommand {
         c.redialInterval = try Self.seconds(redial, "--redial")
         c.faults = faults
         c.rowFilter = rowFilter
+        c.narrowAt = try Self.seconds(narrowAt, "--narrow-at")
+        c.revoked = revoke
+        c.revokeAt = revoke > 0 ? try Self.seconds(revokeAt, "--revoke-at") : 0
         try c.validate()
         return c
     }
@@ -123,6 +132,8 @@ struct Simulate: ParsableCommand {
         if c.loss > 0 { faults.append(String(format: "loss %g%%", c.loss * 100)) }
         if c.partition > 0 { faults.append("partition \(c.partition) s from \(c.partitionAt) s") }
         if c.crashes > 0 { faults.append("\(c.crashes) members down \(c.crashAt)-\(c.crashAt + c.downFor) s") }
+        if c.narrowAt > 0 { faults.append("terms narrowed at \(c.narrowAt) s") }
+        if c.revoked > 0 { faults.append("\(c.revoked) agreements revoked (purge) at \(c.revokeAt) s") }
         if !c.faults.isEmpty { faults.append("defects: " + c.faults.map(\.rawValue).joined(separator: ", ")) }
         var lines: [String] = []
         lines.append("simulated \(num(c.nodes)) nodes for \(num(r.rounds)) rounds (seed \(c.seed), fanout \(c.fanout), window \(c.window))"
@@ -151,7 +162,7 @@ struct Simulate: ParsableCommand {
         let m = r.messages
         lines.append("  messages       membership \(num(m.sent.membership)), summaries \(num(m.sent.summaries)), batches \(num(m.sent.batches)) (\(num(m.duplicateBatches)) duplicates, \(num(m.gapBatches)) ahead of a gap, \(num(m.refusedBatches)) with cells refused: \(num(m.refusedCells)) cells), receipts \(num(m.sent.receipts)); lost \(num(m.lost)), unreachable \(num(m.unreachable))")
         let x = r.receipts
-        lines.append("  receipts       \(num(x.exchanges)) exchanges: \(num(x.matched)) matched on both sides, \(num(x.interrupted)) of them interrupted by a crash; \(num(x.open)) open, \(num(x.mismatched)) mismatched")
+        lines.append("  receipts       \(num(x.exchanges)) exchanges: \(num(x.matched)) matched on both sides, \(num(x.interrupted)) of them interrupted by a crash; \(num(x.open)) open, \(num(x.mismatched)) mismatched" + (x.ended > 0 ? ", \(num(x.ended)) left open by a revoked agreement" : ""))
         if r.membershipDeadPairs > 0 {
             lines.append("  membership     ⚠ \(num(r.membershipDeadPairs)) ordered pairs of live nodes still hold the other dead (SWIM takes a death back only when the node hears of it and refutes)")
         }

@@ -198,6 +198,36 @@ struct SimulatorTests {
         #expect(Self.check(try Self.run([.volatileLedger], seed: 3), "exchange ledgers")?.passed == false)
     }
 
+    @Test("the owner narrows the terms mid-run (a field and its write rights leave the view, a stricter filter): through loss, a partition and crashes no member keeps the field or a row outside the filter, in its replica or its stored batches; without narrowing at the members the invariant fails", arguments: [(1, true), (2, true), (3, false)] as [(UInt64, Bool)])
+    func narrowedTerms(seed: UInt64, filter: Bool) throws {
+        var c = Self.troubled(seed: seed)
+        c.rowFilter = filter
+        c.narrowAt = 30  // during the partition, with three members down
+        let r = try FederationSimulator.run(c)
+        #expect(r.checks.map(\.name).contains("current terms"))
+        for check in r.checks { #expect(check.passed, "\(check.name): \(check.detail)") }
+        #expect(r.refusedWrites > 0, "members' writes after the narrowing are refused: the field is no longer writable")
+        var broken = c
+        broken.faults = [.noNarrowing]
+        broken.maxRounds = 200
+        let b = try FederationSimulator.run(broken)
+        #expect(Self.check(b, "current terms")?.passed == false, "\(b.checks)")
+    }
+
+    @Test("agreements of three members are revoked with on_revoke: purge mid-run: they purge their replicas and leave the share, the others converge and every receipt between remaining parties is matched; without the purge the invariant fails", arguments: [1, 2] as [UInt64])
+    func revokedWithPurge(seed: UInt64) throws {
+        var c = Self.troubled(seed: seed)
+        c.revokeAt = 25
+        c.revoked = 3
+        let r = try FederationSimulator.run(c)
+        for check in r.checks { #expect(check.passed, "\(check.name): \(check.detail)") }
+        #expect(r.convergedRound != nil && r.undelivered == 0)
+        var broken = c
+        broken.faults = [.noPurge]
+        let b = try FederationSimulator.run(broken)
+        #expect(Self.check(b, "current terms")?.passed == false, "\(b.checks)")
+    }
+
     @Test("receipts go again until countersigned (the node's ReceiptFlow); receivers that send each once lose some to 10% loss: the receipts invariant fails", arguments: [1, 2] as [UInt64])
     func receiptsResent(seed: UInt64) throws {
         let r = try Self.run([], seed: seed)

@@ -109,8 +109,8 @@ struct SyncSessionTests {
     @Test("an open receipt goes again when its sender reconnects and every retry while it stays connected, never to a disconnected one, until countersigned")
     func resend() {
         var flow = ReceiptFlow(retry: 30)
-        flow.issued("r1", to: Self.hz, now: 100)
-        flow.issued("r2", to: Self.sz, now: 100)
+        flow.issued("r1", to: Self.hz, share: "hangzhou/reg", now: 100)
+        flow.issued("r2", to: Self.sz, share: "suzhou/air", now: 100)
         #expect(flow.onTick(now: 110, taken: [], connected: [Self.hz, Self.sz]).isEmpty, "sent 10 ago")
         #expect(flow.onTick(now: 130, taken: [], connected: [Self.hz]) == [.resend(id: "r1", to: Self.hz)], "due, and only to the connected sender")
         #expect(flow.onTick(now: 140, taken: [], connected: [Self.hz]).isEmpty)
@@ -123,20 +123,23 @@ struct SyncSessionTests {
         #expect(flow.onTick(now: 5, taken: [], connected: [Self.sz]) == [.resend(id: "r2", to: Self.sz)])
         // After a restart: every open receipt is due the first time its sender is connected.
         var restarted = ReceiptFlow(retry: 30)
-        restarted.restore(open: [("r2", Self.sz), ("r3", Self.sz)])
+        restarted.restore(open: [("r2", Self.sz, "suzhou/air"), ("r3", Self.sz, "suzhou/air")])
         #expect(restarted.onTick(now: 0, taken: [], connected: [Self.sz]) == [.resend(id: "r2", to: Self.sz), .resend(id: "r3", to: Self.sz)])
-        restarted.issued("r2", to: Self.sz, now: 0)
+        restarted.issued("r2", to: Self.sz, share: "suzhou/air", now: 0)
         #expect(restarted.openCount == 2, "issued twice is one receipt")
+        // The share ended here: its open receipts are not sent again.
+        restarted.end(share: "suzhou/air")
+        #expect(restarted.openCount == 0 && restarted.onTick(now: 100, taken: [], connected: [Self.sz]).isEmpty)
     }
 
     @Test("a peer with many open receipts gets at most 256 a tick; memory holds at most 65,536")
     func bounded() {
         var flow = ReceiptFlow(retry: 30)
-        flow.restore(open: (0..<(ReceiptFlow.maxOpen + 10)).map { ("r\($0)", Self.hz) })
+        flow.restore(open: (0..<(ReceiptFlow.maxOpen + 10)).map { ("r\($0)", Self.hz, "hangzhou/reg") })
         #expect(flow.openCount == ReceiptFlow.maxOpen)
         #expect(!flow.isOpen("r0") && flow.isOpen("r\(ReceiptFlow.maxOpen + 9)"), "the newest are kept")
         #expect(flow.onTick(now: 0, taken: [], connected: [Self.hz]).count == ReceiptFlow.resendPerTick)
-        flow.issued("new", to: Self.sz, now: 0)
+        flow.issued("new", to: Self.sz, share: "hangzhou/reg", now: 0)
         #expect(flow.openCount == ReceiptFlow.maxOpen)
     }
 

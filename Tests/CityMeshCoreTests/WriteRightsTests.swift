@@ -70,4 +70,29 @@ struct WriteRightsTests {
         #expect(WriteRights.afterOwnerDeletion(remade, owner: Self.hz).cells.map(\.stamp.city) == [Self.hz])
         #expect(WriteRights.afterOwnerDeletion(Self.live, owner: Self.hz) == Self.live)
     }
+
+    @Test("a whole batch: retractions and deletions count only from the owner at a member; refused cells are counted; the owner's screen runs first")
+    func intake() {
+        let hz = Self.hz, sh = Self.sh
+        let records: [ChangeBatch.Record] = [
+            .init(key: "E-1", state: RecordState(cells: [Self.cell("status", "closed", 20, hz), Self.cell("secret", "x", 20, hz)])),
+            .init(key: "E-2", state: ShareView.retraction),
+            .init(key: "E-3", state: RecordState(tombstone: Self.s(20, hz))),
+        ]
+        let atMember = Self.rights.intake(records, origin: hz, receiver: sh, current: { _ in Self.live }, field: { Self.schema.field(id: $0) })
+        #expect(atMember.states.map(\.key) == ["E-1", "E-3"] && atMember.retracted == ["E-2"] && atMember.ownerDeletions == ["E-3"] && atMember.refused == 1)
+        let atOwner = Self.rights.intake(records, origin: hz, receiver: hz, current: { _ in Self.live }, field: { Self.schema.field(id: $0) })
+        #expect(atOwner.retracted.isEmpty && atOwner.ownerDeletions.isEmpty, "the owner applies no retraction of its own")
+        // A member's batch at the owner: a retraction from it is nothing; a record it does not hold here is refused.
+        let member: [ChangeBatch.Record] = [
+            .init(key: "E-1", state: RecordState(cells: [Self.cell("status", "audited", 30, sh)])),
+            .init(key: "E-2", state: ShareView.retraction),
+            .init(key: "NEW", state: RecordState(cells: [Self.cell("status", "planted", 30, sh)])),
+        ]
+        let fromMember = Self.rights.intake(member, origin: sh, receiver: hz, current: { $0 == "E-1" ? Self.live : nil }, field: { Self.schema.field(id: $0) })
+        #expect(fromMember.states.map(\.key) == ["E-1"] && fromMember.retracted.isEmpty && fromMember.refused == 1)
+        // The screen (the owner's policy) drops a record before the rights see it.
+        let screened = Self.rights.intake(member, origin: sh, receiver: hz, current: { _ in Self.live }, field: { Self.schema.field(id: $0) }, screen: { $0.key == "E-1" ? nil : $0 })
+        #expect(screened.states.map(\.key) == ["NEW"])
+    }
 }

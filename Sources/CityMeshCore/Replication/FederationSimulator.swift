@@ -55,6 +55,16 @@ public enum FederationSimulator {
         /// and the owner retracts those that leave it (`ShareView`); members write only rows inside
         /// it (`WriteRights`).
         public var rowFilter = false
+        /// At this round (0: never) the owner narrows the share: the view loses `note` (field 3,
+        /// and with it the members' write rights) and, with `rowFilter`, the filter becomes
+        /// pm25 ≥ 40. Every node takes the new terms then (one that is down, when it restarts):
+        /// members drop the field from their replicas and compact it out of their stored batches,
+        /// the owner retracts the rows the filter now leaves out and sends the rest again whole.
+        public var narrowAt = 0
+        /// At round `revokeAt` (0: never) the agreements of the last `revoked` members are revoked
+        /// with `on_revoke: purge`: they leave the share and purge their replicas.
+        public var revokeAt = 0
+        public var revoked = 0
         /// Deliberate defects, to show that the invariants can fail.
         public var faults: [Fault] = []
 
@@ -81,6 +91,9 @@ public enum FederationSimulator {
             try check(fanout >= 1 && window >= 1, "fanout and window must be at least 1")
             try check(fanout <= 10_000 && window <= 1_000_000, "fanout is at most 10,000 and window at most 1,000,000 batches")
             try check(redialInterval >= 0, "the redial interval must be 0 (never) or more rounds")
+            try check(narrowAt >= 0 && revokeAt >= 0, "the rounds the terms narrow and agreements are revoked must be 0 (never) or more")
+            try check((0...nodes - 2).contains(revoked), "revoked must be from 0 to \(nodes - 2) members (one member stays)")
+            try check(revoked == 0 || revokeAt > 0, "revoked members need the round their agreements are revoked (revokeAt)")
         }
     }
 
@@ -105,6 +118,10 @@ public enum FederationSimulator {
         /// Receivers send each receipt once (and again only after a restart), not again when the
         /// sender reconnects or has not answered.
         case receiptsOnce = "receipts-once"
+        /// Members keep the fields a narrowed view lost, in their replicas and stored batches.
+        case noNarrowing = "no-narrowing"
+        /// Members whose agreement was revoked with `on_revoke: purge` keep their replicas.
+        case noPurge = "no-purge"
     }
 
     /// One invariant, checked at the end of a run.
@@ -201,6 +218,8 @@ public enum FederationSimulator {
         public var open = 0
         /// On one side only, or never countersigned: what an audit would flag.
         public var mismatched = 0
+        /// Left open because the agreement of one party ended (revoked): one-sided by design.
+        public var ended = 0
     }
 
     public struct Result: Sendable, Equatable, Codable {
@@ -310,6 +329,16 @@ struct SimulatedFederation {
         var erasures: [String: (hlc: HLC, pending: Bool)] = [:]
         /// Per stored batch (`batchID`): the records compacted out of this node's copy.
         var compacted: [UInt64: Set<Int>] = [:]
+        /// Keys that left the share's view here (retractions) and the newest clock their state
+        /// had, and whether a pass is due for them (the store's `share_erasures`).
+        var shareErasures: [String: (hlc: HLC, pending: Bool)] = [:]
+        /// The view narrowed and the stored batches have not been gone over since.
+        var narrowPending = false
+        /// The version of the terms this node applied (`SimulatedFederation.termsVersion`).
+        var termsApplied = 0
+        var narrowApplied = false
+        /// Its agreement was revoked with on_revoke: purge and the replica purged.
+        var purged = false
         /// At the owner: members' cells taken since its last batch (found again from the store
         /// after a crash, as the node's cut finds changed records by their sequence numbers).
         var relay: [String: RecordState] = [:]
@@ -408,11 +437,17 @@ struct SimulatedFederation {
     var firstRefusal: String?
     /// The share as each node takes part in it, worked out by the production rule
     /// (`ShareDirectory.plan`) from the owner's policy, the members' agreements and the roster.
-    let syncShares: [SyncShare]
+    var syncShares: [SyncShare?]
     /// The share's write rights, as every node applies them (the production rule).
-    let rights: WriteRights
+    var rights: WriteRights
     /// What the owner cuts for its members (the production rule, from the owner's `SyncShare`).
-    let ownerView: ShareView
+    var ownerView: ShareView
+    /// The terms changed this many times (`narrowAt`, `revokeAt`); each node applied `termsApplied`.
+    var termsVersion = 0
+    var narrowed = false
+    var revokedMembers: Set<Int> = []
+    /// Receipts left open because a party's agreement ended.
+    var endedReceipts: Set<String> = []
     var disputes = 0
     var firstDispute: String?
 
@@ -422,9 +457,10 @@ struct SimulatedFederation {
         // Always valid slugs: a letter first, then letters, digits and one inner hyphen.
         cities = (0..<config.nodes).map { try! CitySlug("city-\($0)") }
         index = Dictionary(uniqueKeysWithValues: cities.enumerated().map { ($1, $0) })
-        syncShares = Self.shares(cities, rowFilter: config.rowFilter)
-        rights = syncShares[Self.owner].rights(schema: Self.schema)
-        ownerView = syncShares[Self.owner].view(schema: Self.schema)
+        syncShares = Self.shares(cities, rowFilter: config.rowFilter, narrowed: false, revoked: []).shares
+        // The owner's share always exists: it has active members.
+        rights = syncShares[Self.owner]!.rights(schema: Self.schema)
+        ownerView = syncShares[Self.owner]!.view(schema: Self.schema)
         antiEntropyConfig = AntiEntropy.Config(fanout: config.fanout, window: config.window)
         chains = Array(repeating: [], count: config.nodes)
         rng = SplitMix64(seed: Self.mix(config.seed, 0x5157))
@@ -457,7 +493,7 @@ struct SimulatedFederation {
 
     func freshAntiEntropy(_ i: Int, restart: Int, held: VersionVector) -> AntiEntropy {
         var ae = AntiEntropy(me: cities[i], config: antiEntropyConfig, seed: Self.mix(config.seed, UInt64(i) << 20 | UInt64(restart) << 8 | 0xAE))
-        ae.setParties(share: Self.share, parties: syncShares[i].parties, held: held)
+        if let s = syncShares[i] { ae.setParties(share: Self.share, parties: s.parties, held: held) }
         return ae
     }
 
@@ -468,34 +504,132 @@ struct SimulatedFederation {
         config.faults.contains(.receiptsOnce) ? .max : Int64(2 * config.delay + 1) * 1_000_000
     }
 
-    /// The owner's policy (one share of `air-quality`, fields 1–3, members may write `note`),
-    /// every member's agreement accepted and active, and the owner's roster: each node's share
-    /// as the production rule works it out.
-    static func shares(_ cities: [CitySlug], rowFilter: Bool) -> [SyncShare] {
+    /// The owner's policy (one share of `air-quality`, fields 1–3, members may write `note`; once
+    /// `narrowed`, fields 1–2, nothing writable and a stricter filter), every member's agreement
+    /// accepted and active (the `revoked` ones revoked by the owner, with `on_revoke: purge`),
+    /// and the owner's roster: each node's share as the production rule works it out, and each
+    /// node's plan (what its replica must lose).
+    static func shares(_ cities: [CitySlug], rowFilter: Bool, narrowed: Bool, revoked: Set<Int>) -> (shares: [SyncShare?], plans: [ShareDirectory.Plan]) {
         let owner = cities[Self.owner]
         let members = cities.filter { $0 != owner }
+        let viewFields: Set<Int> = narrowed ? [1, 2] : view
         let policyShare = Policy.Share(
-            id: "air", dataset: "air-quality", to: members, fields: fields.filter { view.contains($0.id) }.map(\.name), filter: rowFilter ? "pm25 >= 25" : nil,
-            write: fields.filter { $0.id == memberField }.map(\.name), purpose: "simulation", legalBasis: "simulation", validFrom: nil,
-            validUntil: Int64(epochMillis + 10 * 365 * 86_400_000) * 1000, validUntilText: "2036-01-01", onRevoke: .keep)
+            id: "air", dataset: "air-quality", to: members.filter { !revoked.contains(index(of: $0, in: cities)) },
+            fields: fields.filter { viewFields.contains($0.id) }.map(\.name), filter: rowFilter ? (narrowed ? "pm25 >= 40" : "pm25 >= 25") : nil,
+            write: narrowed ? [] : fields.filter { $0.id == memberField }.map(\.name), purpose: "simulation", legalBasis: "simulation", validFrom: nil,
+            validUntil: Int64(epochMillis + 10 * 365 * 86_400_000) * 1000, validUntilText: "2036-01-01", onRevoke: .purge)
         let agreements = members.map { m in
-            ShareDirectory.Held(
+            let gone = revoked.contains(index(of: m, in: cities))
+            return ShareDirectory.Held(
                 id: "offer-\(m)", terms: Agreement.Offer(owner: owner, member: m, share: policyShare, policyVersion: 1, issuedAt: "2026-01-01T00:00:00Z", nonce: nil),
-                state: .active, revokedBy: nil)
+                state: gone ? .revoked : .active, revokedBy: gone ? owner.rawValue : nil)
         }
         let keyField = schema.keyField
+        // What a member's replica holds before any narrowing: the original view.
+        let replicaFields = Self.fields.filter { view.contains($0.id) }.map(\.name)
         func plan(_ me: CitySlug, rosters: [String: ShareRoster]) -> ShareDirectory.Plan {
             ShareDirectory.plan(.init(
                 me: me, policy: me == owner ? Policy(shares: [policyShare]) : nil, agreements: agreements.filter { $0.terms.owner == me.rawValue || $0.terms.member == me.rawValue },
-                rosters: rosters, keyField: { $0.owner == owner ? keyField : nil }, replica: { _ in nil }))
+                rosters: rosters, keyField: { $0.owner == owner ? keyField : nil }, replica: { _ in (keyField, replicaFields) }))
         }
+        let ownerPlan = plan(owner, rosters: [:])
         // The share's id and dataset are the simulator's constants; a plan that named others would be a bug here.
-        guard let ownerShare = plan(owner, rosters: [:]).shares[share], let roster = ownerShare.roster(previous: nil, now: 0) else {
+        guard let ownerShare = ownerPlan.shares[share], let roster = ownerShare.roster(previous: nil, now: 0) else {
             preconditionFailure("the owner's plan has no share \(share)")
         }
-        return cities.map { c in
-            c == owner ? ownerShare : (plan(c, rosters: [share: roster]).shares[share] ?? ownerShare)
+        var out: [SyncShare?] = [], plans: [ShareDirectory.Plan] = []
+        for c in cities {
+            let p = c == owner ? ownerPlan : plan(c, rosters: [share: roster])
+            out.append(p.shares[share])
+            plans.append(p)
         }
+        return (out, plans)
+    }
+
+    static func index(of city: CitySlug, in cities: [CitySlug]) -> Int { cities.firstIndex(of: city) ?? -1 }
+
+    /// The view's field ids under the terms in force.
+    var currentView: Set<Int> { narrowed ? [1, 2] : Self.view }
+    /// The row filter in force, as the invariants check it.
+    var currentFilter: ShareView { narrowed ? Self.narrowedFilterView : Self.filteredView }
+
+    /// The terms changed: every node works its share out again (the production rule); those that
+    /// are up apply what their plan says at once, the others when they restart.
+    mutating func replan() {
+        termsVersion += 1
+        let (shares, _) = Self.shares(cities, rowFilter: config.rowFilter, narrowed: narrowed, revoked: revokedMembers)
+        syncShares = shares
+        rights = shares[Self.owner]!.rights(schema: Self.schema)
+        ownerView = shares[Self.owner]!.view(schema: Self.schema)
+        for i in 0..<n where nodes[i].up { applyTerms(i) }
+    }
+
+    /// Node `i` takes the terms in force: its parties, and what its plan makes its replica lose.
+    mutating func applyTerms(_ i: Int) {
+        guard nodes[i].termsApplied < termsVersion else { return }
+        nodes[i].termsApplied = termsVersion
+        let narrowing = narrowed && !nodes[i].narrowApplied
+        if narrowed { nodes[i].narrowApplied = true }
+        let (_, plans) = Self.shares(cities, rowFilter: config.rowFilter, narrowed: narrowed, revoked: revokedMembers)
+        let plan = plans[i]
+        guard let share = syncShares[i] else {
+            // Revoked: out of the share; with on_revoke: purge the replica and its batches go.
+            nodes[i].antiEntropy.removeShare(Self.share)
+            nodes[i].receiptFlow.end(share: Self.share)
+            for id in nodes[i].open where !endedReceipts.contains(id) {
+                endedReceipts.insert(id)
+                openReceipts -= 1
+            }
+            nodes[i].pending = []
+            if !plan.purge.isEmpty && !config.faults.contains(.noPurge) {
+                nodes[i].records = [:]
+                nodes[i].purged = true
+            }
+            return
+        }
+        var held: VersionVector = [:]
+        for (o, h) in nodes[i].held.enumerated() where h > 0 { held[cities[o]] = h }
+        nodes[i].antiEntropy.setParties(share: Self.share, parties: share.parties, held: held)
+        // Receipts to parties that left the share are not sent again.
+        for r in revokedMembers { nodes[i].receiptFlow.end(share: Self.share, peer: cities[r]) }
+        for id in nodes[i].open where !endedReceipts.contains(id) {
+            guard let x = exchanges[id], revokedMembers.contains(x.sender) else { continue }
+            endedReceipts.insert(id)
+            openReceipts -= 1
+        }
+        if i != Self.owner, narrowing, !plan.narrow.isEmpty, !config.faults.contains(.noNarrowing) {
+            let keep = Set(share.fields.compactMap { Self.schema.field(named: $0)?.id })
+            nodes[i].records = nodes[i].records.mapValues { $0.projected(onto: keep) }
+            nodes[i].narrowPending = true
+        }
+        // The owner re-judges everything under the new terms (once, for the narrowing): rows now
+        // outside the filter are retracted, held rows go out whole under the narrowed view.
+        if i == Self.owner, narrowing {
+            nodes[i].narrowPending = true
+            var records: [String: RecordState] = [:]
+            for key in nodes[i].records.keys.sorted() {
+                guard let current = nodes[i].records[key] else { continue }
+                let was = config.rowFilter ? nodes[i].visible.contains(key) : true
+                var (out, after) = ownerView.outgoing(current: current, change: nil, wasVisible: was, added: ownerView.fields)
+                if out == .retract && config.faults.contains(.noRetraction) { out = .skip }
+                if after { nodes[i].visible.insert(key) } else { nodes[i].visible.remove(key) }
+                switch out {
+                case .send(let st): records[key] = st
+                case .retract:
+                    records[key] = ShareView.retraction
+                    noteRetraction(i, key, current)
+                case .skip: break
+                }
+            }
+            cut(i, records, writes: 0)
+        }
+    }
+
+    /// Node `i` notes that `key` left the share's view holding `state`: records of it no newer
+    /// leave its stored batches with the next pass (`share_erasures` in the node).
+    mutating func noteRetraction(_ i: Int, _ key: String, _ state: RecordState) {
+        let newest = Swift.max(state.cells.map(\.stamp.hlc).max() ?? .zero, state.tombstone?.hlc ?? .zero)
+        nodes[i].shareErasures[key] = (Swift.max(newest, nodes[i].shareErasures[key]?.hlc ?? .zero), true)
     }
 
     mutating func generateWorkload() {
@@ -573,6 +707,27 @@ struct SimulatedFederation {
 
     /// Partition and crashes start and end at round boundaries.
     mutating func applySchedule() {
+        if config.narrowAt > 0 && round == config.narrowAt {
+            narrowed = true
+            replan()
+        }
+        if config.revokeAt > 0 && round == config.revokeAt && config.revoked > 0 {
+            revokedMembers = Set((n - config.revoked)..<n)
+            // They take no batch from now on: what they lack no longer counts as undelivered.
+            for r in revokedMembers.sorted() {
+                for o in 0..<n where chains[o].count > Int(nodes[r].held[o]) {
+                    for k in Int(nodes[r].held[o])..<chains[o].count {
+                        chains[o][k].missing -= 1
+                        if chains[o][k].missing == 0 {
+                            chains[o][k].completed = round
+                            incomplete -= 1
+                            Self.add(chains[o][k].writes, at: round - chains[o][k].round, to: &disseminationHistogram)
+                        }
+                    }
+                }
+            }
+            replan()
+        }
         if config.crashes > 0 && round == config.crashAt {
             for v in victims { crash(v) }
         }
@@ -588,7 +743,7 @@ struct SimulatedFederation {
         for j in nodes[i].sessions.sorted() { nodes[j].sessions.remove(i) }
         nodes[i].sessions = []
         if config.faults.contains(.volatileLedger) {
-            openReceipts -= nodes[i].open.count
+            openReceipts -= nodes[i].open.filter { !endedReceipts.contains($0) }.count
             nodes[i].open = []
             nodes[i].receipts = []
             nodes[i].countersigned = []
@@ -605,8 +760,11 @@ struct SimulatedFederation {
         nodes[i].membership = freshMembership(i, restart: nodes[i].crashes)
         nodes[i].antiEntropy = freshAntiEntropy(i, restart: nodes[i].crashes, held: held)
         nodes[i].excluded = nil
-        nodes[i].receiptFlow.restore(open: nodes[i].open.compactMap { id in exchanges[id].map { (id, cities[$0.sender]) } })
+        nodes[i].receiptFlow.restore(open: nodes[i].open.compactMap { id in
+            exchanges[id].flatMap { endedReceipts.contains(id) ? nil : (id, cities[$0.sender], Self.share) }
+        })
         nodes[i].up = true
+        applyTerms(i)
     }
 
     func reachable(_ a: Int, _ b: Int) -> Bool {
@@ -735,6 +893,11 @@ struct SimulatedFederation {
             result.skippedWrites += batch.count
             return
         }
+        // A member whose agreement was revoked takes no part in the share: its node refuses the writes.
+        guard syncShares[w] != nil else {
+            result.refusedWrites += batch.count
+            return
+        }
         let city = cities[w]
         var records: [String: RecordState] = [:]
         let refusedBefore = result.refusedWrites
@@ -784,7 +947,9 @@ struct SimulatedFederation {
         case .send(let s):
             // After a retraction in the same batch the record goes out whole again.
             if let r = records[key], ShareView.isRetraction(.init(key: key, state: r)) { records[key] = s } else { records[key, default: RecordState()].merge(s) }
-        case .retract: records[key] = ShareView.retraction
+        case .retract:
+            records[key] = ShareView.retraction
+            if let current = nodes[w].records[key] { noteRetraction(w, key, current) }
         case .skip: break
         }
     }
@@ -823,7 +988,7 @@ struct SimulatedFederation {
         let (sealedBody, section) = body.sealed(salts: [UInt8](repeating: 0, count: body.records.count * ChangeBatch.saltBytes))
         let signed = SignedBatch(body: sealedBody, algorithm: 1, signature: Self.signature, records: section)
         let wire = ReplicationWire.encode(.batch(share: Self.share, bytes: signed.bytes)).count + Self.frameHeader
-        chains[w].append(Batch(body: body, hash: signed.hash, wireBytes: wire, round: round, writes: made, missing: n - 1))
+        chains[w].append(Batch(body: body, hash: signed.hash, wireBytes: wire, round: round, writes: made, missing: n - 1 - revokedMembers.count))
         for (x, r) in body.records.enumerated() { keyIndex[r.key, default: []].append((w, seq, x)) }
         incomplete += 1
         result.writes += made
@@ -836,6 +1001,7 @@ struct SimulatedFederation {
     /// The share's view as the owner applies it: without a row filter, and with one (`rowFilter`).
     /// The filter the invariants check against (the owner cuts with its `SyncShare`'s view).
     static let filteredView = ShareView(fields: view, filter: try! RowFilter("pm25 >= 25", schema: schema), schema: schema)
+    static let narrowedFilterView = ShareView(fields: [1, 2], filter: try! RowFilter("pm25 >= 40", schema: schema), schema: schema)
 
     // MARK: Receiving batches
 
@@ -873,48 +1039,64 @@ struct SimulatedFederation {
                 result.messages.refusedCells += refusedCellsHere
             }
         }
-        for (x, r) in batch.body.records.enumerated() {
-            if gone.contains(x) { continue }
+        let records = batch.body.records.enumerated().filter { !gone.contains($0.offset) }.map(\.element)
+        for r in records {
             if let t = r.state.tombstone { nodes[i].erasures[r.key] = (Swift.max(t.hlc, nodes[i].erasures[r.key]?.hlc ?? .zero), true) }
-            // A record of a key deleted and compacted before: the next pass looks at it too.
+            // A record of a key deleted (or retracted) and compacted before: the next pass looks at it too.
             if nodes[i].erasures[r.key] != nil { nodes[i].erasures[r.key]?.pending = true }
-            // What the share lets the origin write: the production rule, cell by cell (a lenient
-            // receiver takes everything).
-            var state = r.state
-            if !config.faults.contains(.lenientReceivers) {
-                let taken = rights.take(r, origin: cities[o], receiverIsOwner: i == Self.owner, current: nodes[i].records[r.key], field: { Self.schema.field(id: $0) })
-                if taken.refused > 0 {
-                    refusedCellsHere += taken.refused
-                    if firstRefusal == nil { firstRefusal = "\(cities[i]) refused \(taken.refused) cells of \(r.key) in \(cities[o])'s batch \(seq)" }
+            if nodes[i].shareErasures[r.key] != nil { nodes[i].shareErasures[r.key]?.pending = true }
+        }
+        // What the share lets the origin write: the production rule (`WriteRights.intake`), cell by
+        // cell — a lenient receiver takes everything.
+        var intake = WriteRights.Intake()
+        if config.faults.contains(.lenientReceivers) {
+            for r in records {
+                if ShareView.isRetraction(r) {
+                    if o == Self.owner && i != Self.owner { intake.retracted.append(r.key) }
+                } else {
+                    intake.states.append(r)
                 }
-                if taken.retraction {
-                    nodes[i].records[r.key] = nil
-                    continue
-                }
-                guard let kept = taken.state else { continue }
-                state = kept
-            } else if ShareView.isRetraction(r) {
-                if o == Self.owner && i != Self.owner { nodes[i].records[r.key] = nil }
-                continue
             }
+        } else {
+            let held = nodes[i].records
+            intake = rights.intake(records, origin: cities[o], receiver: cities[i], current: { held[$0] }, field: { Self.schema.field(id: $0) })
+            if intake.refused > 0 {
+                refusedCellsHere += intake.refused
+                if firstRefusal == nil { firstRefusal = "\(cities[i]) refused \(intake.refused) cells in \(cities[o])'s batch \(seq)" }
+            }
+        }
+        for key in intake.retracted {
+            if let held = nodes[i].records[key] { noteRetraction(i, key, held) }
+            nodes[i].records[key] = nil
+        }
+        for r in intake.states {
             if i != Self.owner {
-                for c in state.cells where !Self.view.contains(c.field) {
+                for c in r.state.cells where !Self.view.contains(c.field) {
                     viewViolations += 1
                     if firstViewViolation == nil { firstViewViolation = "\(cities[i]) holds field \(c.field) of \(r.key), from \(cities[o])" }
                 }
             }
-            nodes[i].records[r.key, default: RecordState()].merge(state)
-            if i == Self.owner && o != Self.owner { nodes[i].relay[r.key, default: RecordState()].merge(state) }
-            if i != Self.owner && o == Self.owner && state.tombstone != nil, let merged = nodes[i].records[r.key] {
-                nodes[i].records[r.key] = WriteRights.afterOwnerDeletion(merged, owner: cities[Self.owner])
-            }
-            for c in r.state.cells where (nodes[i].seen[c.stamp.city] ?? .zero) < c.stamp.hlc {
-                nodes[i].seen[c.stamp.city] = c.stamp.hlc
-                nodes[i].clock.observe(c.stamp.hlc)
-            }
+            nodes[i].records[r.key, default: RecordState()].merge(r.state)
+            if i == Self.owner && o != Self.owner { nodes[i].relay[r.key, default: RecordState()].merge(r.state) }
+        }
+        for key in intake.ownerDeletions {
+            if let merged = nodes[i].records[key] { nodes[i].records[key] = WriteRights.afterOwnerDeletion(merged, owner: cities[Self.owner]) }
+        }
+        // As the node: what it has seen of each writer from the cells it took; its clock from
+        // everything the batch carries.
+        for r in intake.states {
+            for c in r.state.cells where (nodes[i].seen[c.stamp.city] ?? .zero) < c.stamp.hlc { nodes[i].seen[c.stamp.city] = c.stamp.hlc }
+        }
+        for r in records {
+            for c in r.state.cells { nodes[i].clock.observe(c.stamp.hlc) }
             if let t = r.state.tombstone { nodes[i].clock.observe(t.hlc) }
         }
         nodes[i].held[o] = max(holding, seq)
+        // A batch cut under a wider view, taken after the view narrowed: what it carries outside
+        // the view is compacted out of this copy (the node's pass does it on the next tick).
+        if nodes[i].narrowApplied && !config.faults.contains(.noNarrowing) && !config.faults.contains(.noCompaction) {
+            compactOutsideView(i, origin: o, seq: seq)
+        }
         nodes[i].pending.append(.init(peer: cities[sender], share: Self.share, origin: cities[o], seq: seq, hash: batch.hash, records: batch.body.records.count))
         nodes[i].receivedEntries.append(Self.exchangeID(sender, o, seq))
         // Measurements.
@@ -949,6 +1131,31 @@ struct SimulatedFederation {
             }
             nodes[i].erasures[key]?.pending = false
         }
+        // What left the share's view: retracted keys' records, and with a narrowed view every
+        // record with a cell of a field the view lost (`Erasure.outsideView`).
+        for (key, e) in nodes[i].shareErasures where e.pending {
+            for occ in keyIndex[key] ?? [] where occ.seq <= nodes[i].held[occ.origin] {
+                let state = chains[occ.origin][Int(occ.seq) - 1].body.records[occ.index].state
+                if Erasure.compacts(state, deletedAt: e.hlc, tombstoneCollected: false) {
+                    nodes[i].compacted[Self.batchID(occ.origin, occ.seq), default: []].insert(occ.index)
+                }
+            }
+            nodes[i].shareErasures[key]?.pending = false
+        }
+        if nodes[i].narrowPending {
+            nodes[i].narrowPending = false
+            for o in 0..<n where nodes[i].held[o] > 0 {
+                for seq in 1...nodes[i].held[o] { compactOutsideView(i, origin: o, seq: seq) }
+            }
+        }
+    }
+
+    /// Compacts, in node `i`'s copy of a batch, the records with a cell outside the view in force.
+    mutating func compactOutsideView(_ i: Int, origin o: Int, seq: UInt64) {
+        let keep = Set(Self.fields.filter { currentView.contains($0.id) }.map(\.name))
+        for (x, r) in chains[o][Int(seq) - 1].body.records.enumerated() where Erasure.outsideView(r.state, keep: keep, name: { Self.schema.field(id: $0)?.name }) {
+            nodes[i].compacted[Self.batchID(o, seq), default: []].insert(x)
+        }
     }
 
     static func add(_ weight: Int, at bucket: Int, to histogram: inout [Int]) {
@@ -980,7 +1187,7 @@ struct SimulatedFederation {
                     exchangeOrder.append(id)
                     nodes[i].open.append(id)
                     openReceipts += 1
-                    nodes[i].receiptFlow.issued(id, to: draft.peer, now: now)
+                    nodes[i].receiptFlow.issued(id, to: draft.peer, share: draft.share, now: now)
                     sendReceipt(from: i, id)
                 case .resend(let id, _):
                     sendReceipt(from: i, id)
@@ -999,6 +1206,8 @@ struct SimulatedFederation {
     /// and count equal), countersigns it once, and answers every copy with its countersignature.
     mutating func receiveReceipt(at s: Int, _ id: String) {
         guard var x = exchanges[id], x.sender == s else { return }
+        // A party whose agreement was revoked: the receipt stays open, one-sided by design.
+        guard !revokedMembers.contains(s) && !revokedMembers.contains(x.receiver) else { return }
         if !nodes[s].countersigned.contains(id) {
             do {
                 let runs = try ReceiptFlow.check(
@@ -1034,7 +1243,8 @@ struct SimulatedFederation {
         nodes[r].receiptFlow.countersigned(id)
         nodes[r].receipts.insert(id)
         nodes[r].ledgerSize += 1
-        openReceipts -= 1
+        // One counted as ended when the agreement was revoked completed after all.
+        if endedReceipts.remove(id) == nil { openReceipts -= 1 }
         if nodes[x.sender].crashes + nodes[x.receiver].crashes != x.crashMark {
             x.interrupted = true
             exchanges[id] = x
@@ -1082,6 +1292,7 @@ struct SimulatedFederation {
         }
         r.checks = [convergenceCheck(r), viewCheck(), receiptCheck(r.receipts), orderCheck(), erasureCheck(), exchangeLedgerCheck()]
         if config.rowFilter { r.checks.append(retractionCheck()) }
+        if config.narrowAt > 0 || config.revokeAt > 0 { r.checks.append(termsCheck()) }
         return r
     }
 
@@ -1126,6 +1337,8 @@ struct SimulatedFederation {
             if receiverHolds && senderHolds {
                 out.matched += 1
                 if x.interrupted { out.interrupted += 1 }
+            } else if endedReceipts.contains(id) {
+                out.ended += 1
             } else if !nodes[x.receiver].up || !nodes[x.sender].up {
                 out.open += 1
             } else {
@@ -1137,7 +1350,7 @@ struct SimulatedFederation {
 
     func firstMismatch() -> String? {
         for id in exchangeOrder {
-            guard let x = exchanges[id], nodes[x.receiver].up, nodes[x.sender].up else { continue }
+            guard let x = exchanges[id], nodes[x.receiver].up, nodes[x.sender].up, !endedReceipts.contains(id) else { continue }
             let receiverHolds = nodes[x.receiver].receipts.contains(id)
             let senderHolds = nodes[x.sender].countersigned.contains(id)
             let what = "receipt \(id.prefix(12)) (\(cities[x.sender]) → \(cities[x.receiver]))"
@@ -1148,16 +1361,16 @@ struct SimulatedFederation {
     }
 
     func convergenceCheck(_ r: FederationSimulator.Result) -> FederationSimulator.Check {
-        let live = (0..<n).filter { nodes[$0].up }
+        let live = (0..<n).filter { nodes[$0].up && !revokedMembers.contains($0) }
         // The owner's records as members must hold them: its private field left out.
         // With a row filter: the live records in it (tombstones of rows members held stay where
         // they were sent; rows they never held are nowhere).
         func visible(_ i: Int) -> [String: RecordState] {
             if config.rowFilter {
                 let live = nodes[i].records.filter { $0.value.isLive }
-                return i == Self.owner ? live.filter { Self.filteredView.admits($0.value) }.mapValues { $0.projected(onto: Self.view) } : live
+                return i == Self.owner ? live.filter { currentFilter.admits($0.value) }.mapValues { $0.projected(onto: currentView) } : live
             }
-            return i == Self.owner ? nodes[i].records.mapValues { $0.projected(onto: Self.view) } : nodes[i].records
+            return i == Self.owner ? nodes[i].records.mapValues { $0.projected(onto: currentView) } : nodes[i].records
         }
         let reference = visible(Self.owner)
         var differing: [String] = []
@@ -1183,20 +1396,60 @@ struct SimulatedFederation {
         return .init(name: "convergence", passed: passed, detail: detail)
     }
 
+    /// After the terms narrowed or agreements were revoked: no live member holds, in its replica
+    /// or in a stored batch it has not compacted, a cell of a field outside the view in force;
+    /// a member whose agreement was revoked with on_revoke: purge holds nothing of the share.
+    func termsCheck() -> FederationSimulator.Check {
+        var outside = 0, stored = 0, kept = 0
+        var example: String?
+        let keep = Set(Self.fields.filter { currentView.contains($0.id) }.map(\.name))
+        for i in 0..<n where i != Self.owner && nodes[i].up {
+            if revokedMembers.contains(i) {
+                if !nodes[i].records.isEmpty || !nodes[i].purged {
+                    kept += 1
+                    if example == nil { example = "\(cities[i]) keeps \(nodes[i].records.count) records after its agreement was revoked with on_revoke: purge" }
+                }
+                continue
+            }
+            for (key, state) in nodes[i].records {
+                for c in state.cells where !currentView.contains(c.field) {
+                    outside += 1
+                    if example == nil { example = "\(cities[i]) holds field \(c.field) of \(key), outside the narrowed view" }
+                }
+            }
+            for o in 0..<n where nodes[i].held[o] > 0 {
+                for seq in 1...nodes[i].held[o] {
+                    let gone = nodes[i].compacted[Self.batchID(o, seq)] ?? []
+                    for (x, r) in chains[o][Int(seq) - 1].body.records.enumerated() where !gone.contains(x) {
+                        guard Erasure.outsideView(r.state, keep: keep, name: { Self.schema.field(id: $0)?.name }) else { continue }
+                        stored += 1
+                        if example == nil { example = "\(cities[i]) keeps \(r.key) with a field outside the view in \(cities[o])'s batch \(seq)" }
+                    }
+                }
+            }
+        }
+        let passed = outside + stored + kept == 0
+        return .init(
+            name: "current terms", passed: passed,
+            detail: passed
+                ? "no member holds a cell outside the view in force (fields \(currentView.sorted().map(String.init).joined(separator: ","))), in its replica or its stored batches; \(revokedMembers.count) revoked members hold nothing"
+                : "\(outside) cells in replicas and \(stored) stored records outside the view, \(kept) revoked members keeping data: \(example ?? "")")
+    }
+
     /// No member holds a live row the owner's filter keeps out, once everything was delivered.
     func retractionCheck() -> FederationSimulator.Check {
         var outside = 0
         var example: String?
-        for i in 0..<n where i != Self.owner && nodes[i].up {
+        for i in 0..<n where i != Self.owner && nodes[i].up && !revokedMembers.contains(i) {
             for (key, state) in nodes[i].records where state.isLive {
-                guard let owner = nodes[Self.owner].records[key], owner.isLive, Self.filteredView.admits(owner) else {
+                guard let owner = nodes[Self.owner].records[key], owner.isLive, currentFilter.admits(owner) else {
                     outside += 1
                     if example == nil { example = "\(cities[i]) holds \(key), which the owner's filter keeps out" }
                     continue
                 }
             }
         }
-        let inFilter = nodes[Self.owner].records.values.filter { $0.isLive && Self.filteredView.admits($0) }.count
+        let inFilter = nodes[Self.owner].records.values.filter { $0.isLive && currentFilter.admits($0) }.count
         return .init(
             name: "retraction", passed: outside == 0,
             detail: outside == 0
@@ -1225,6 +1478,7 @@ struct SimulatedFederation {
         if disputes > 0 { detail += "; \(disputes) receipts disputed by their sender: \(firstDispute ?? "")" }
         if x.interrupted > 0 { detail += " (\(x.interrupted) interrupted by a crash, completed after the restart)" }
         if x.open > 0 { detail += " (\(x.open) still open: a party is down)" }
+        if x.ended > 0 { detail += " (\(x.ended) left open: a party's agreement was revoked)" }
         return .init(name: "receipts", passed: passed, detail: detail)
     }
 
@@ -1249,10 +1503,25 @@ struct SimulatedFederation {
                 }
             }
         }
+        // What left the share's view: retracted keys' records no newer than the retraction.
+        for i in 0..<n where nodes[i].up && !nodes[i].purged {
+            for (key, e) in nodes[i].shareErasures {
+                for occ in keyIndex[key] ?? [] where occ.seq <= nodes[i].held[occ.origin] {
+                    let stored = chains[occ.origin][Int(occ.seq) - 1].body.records[occ.index].state
+                    guard Erasure.compacts(stored, deletedAt: e.hlc, tombstoneCollected: false) else { continue }
+                    if nodes[i].compacted[Self.batchID(occ.origin, occ.seq)]?.contains(occ.index) == true {
+                        compacted += 1
+                    } else {
+                        kept += 1
+                        if example == nil { example = "\(cities[i]) keeps \(key) in \(cities[occ.origin])'s batch \(occ.seq), retracted at \(e.hlc)" }
+                    }
+                }
+            }
+        }
         return .init(
             name: "erasure", passed: kept == 0,
             detail: kept == 0
-                ? "\(compacted) stored records of \(deleted) deleted keys (summed over nodes) compacted; none kept"
+                ? "\(compacted) stored records of \(deleted) deleted keys and of retracted ones (summed over nodes) compacted; none kept"
                 : "\(kept) stored records of deleted keys kept: \(example ?? "")")
     }
 

@@ -259,6 +259,7 @@ public struct ReceiptFlow: Sendable {
 
     struct Open: Sendable, Equatable {
         let peer: CitySlug
+        let share: String
         var lastSent: Int64?
         let order: UInt64
     }
@@ -270,8 +271,16 @@ public struct ReceiptFlow: Sendable {
 
     /// Receipts issued and not countersigned, from the store, oldest first: each is due the next
     /// time its sender is connected.
-    public mutating func restore(open receipts: [(id: String, peer: CitySlug)]) {
-        for r in receipts.suffix(Self.maxOpen) { remember(r.id, peer: r.peer, lastSent: nil) }
+    public mutating func restore(open receipts: [(id: String, peer: CitySlug, share: String)]) {
+        for r in receipts.suffix(Self.maxOpen) { remember(r.id, peer: r.peer, share: r.share, lastSent: nil) }
+    }
+
+    /// This node no longer takes part in `share` (its agreement ended), or `peer` left it: the
+    /// open receipts are not sent again — a sender countersigns only for a party
+    /// (``check(_:sender:from:isParty:agreement:)``). They stay in the store, evidence of what was
+    /// taken, and `audit reconcile` lists them as one-sided.
+    public mutating func end(share: String, peer: CitySlug? = nil) {
+        for (id, o) in open where o.share == share && (peer == nil || o.peer == peer) { open[id] = nil }
     }
 
     /// The receipts issued and not yet countersigned.
@@ -309,16 +318,16 @@ public struct ReceiptFlow: Sendable {
         return out
     }
 
-    /// A receipt was kept and sent to `peer` at `now`.
-    public mutating func issued(_ id: String, to peer: CitySlug, now: Int64) { remember(id, peer: peer, lastSent: now) }
+    /// A receipt of `share` was kept and sent to `peer` at `now`.
+    public mutating func issued(_ id: String, to peer: CitySlug, share: String, now: Int64) { remember(id, peer: peer, share: share, lastSent: now) }
 
     /// The sender's countersignature of `id` arrived and was kept: the receipt is closed.
     public mutating func countersigned(_ id: String) { open[id] = nil }
 
-    mutating func remember(_ id: String, peer: CitySlug, lastSent: Int64?) {
+    mutating func remember(_ id: String, peer: CitySlug, share: String, lastSent: Int64?) {
         guard open[id] == nil else { return }
         counter += 1
-        open[id] = Open(peer: peer, lastSent: lastSent, order: counter)
+        open[id] = Open(peer: peer, share: share, lastSent: lastSent, order: counter)
         if open.count > Self.maxOpen, let oldest = open.min(by: { $0.value.order < $1.value.order })?.key { open[oldest] = nil }
     }
 

@@ -121,4 +121,44 @@ public struct WriteRights: Sendable {
         out.state = RecordState(sortedCells: cells, tombstone: tombstone)
         return out
     }
+
+    // MARK: A whole batch
+
+    /// What a receiver takes of a batch: the states to merge, the keys the owner retracted, the
+    /// keys the owner deleted (at a member their other cities' later cells go:
+    /// ``afterOwnerDeletion(_:owner:)``), and the cells refused.
+    public struct Intake: Sendable, Equatable {
+        public var states: [ChangeBatch.Record] = []
+        public var retracted: [String] = []
+        public var ownerDeletions: [String] = []
+        public var refused = 0
+    }
+
+    /// The records of a batch `origin` signed, as `receiver` may take them, record by record
+    /// (``take(_:origin:receiverIsOwner:current:field:)``). `current` is the receiver's copy of a
+    /// key; `screen` runs first on each record (the owner's policy enforcement point: it returns
+    /// the record with the cells it denies removed, or nil to drop it). The node's replication
+    /// (`ReplicationService.take`) and the simulator's nodes both take batches through it.
+    public func intake(
+        _ records: [ChangeBatch.Record], origin: CitySlug, receiver: CitySlug, current: (String) -> RecordState?, field: (Int) -> Schema.Field?,
+        screen: (ChangeBatch.Record) -> ChangeBatch.Record? = { $0 }
+    ) -> Intake {
+        var out = Intake()
+        out.states.reserveCapacity(records.count)
+        let atOwner = receiver == owner
+        let ownerAtMember = origin == owner && !atOwner
+        for record in records {
+            guard let r = screen(record) else { continue }
+            let taken = take(r, origin: origin, receiverIsOwner: atOwner, current: current(r.key), field: field)
+            out.refused += taken.refused
+            if taken.retraction {
+                out.retracted.append(r.key)
+                continue
+            }
+            guard let state = taken.state else { continue }
+            out.states.append(.init(key: r.key, state: state))
+            if ownerAtMember && state.tombstone != nil { out.ownerDeletions.append(r.key) }
+        }
+        return out
+    }
 }
