@@ -34,8 +34,8 @@ public final class ReplicationService: Service, ReplicaDesk, Sendable {
         /// When each share first fell behind a party (for "behind since").
         var behindSince: [String: Int64] = [:]
         var lastExchange: [String: Int64] = [:]
-        var refreshNeeded = true
-        var ticks = 0
+        /// When to do what (`SyncSchedule`).
+        var schedule = SyncSchedule()
         var connected: Set<CitySlug> = []
         /// Per dataset: the greatest clock of each city's cells merged here (kept in step with the store).
         var knowledge: [DatasetID: [CitySlug: HLC]] = [:]
@@ -49,12 +49,6 @@ public final class ReplicationService: Service, ReplicaDesk, Sendable {
         /// When a member last refreshed its shares because an owner batch had fields its view
         /// lacked (at most every 2 s: old batches cut under wider terms keep arriving in a resync).
         var fieldRefresh: [String: Int64] = [:]
-        /// When the next compaction pass may run (microseconds; `Erasure.nextPass`).
-        var nextCompaction: Int64 = 0
-        var compacting = false
-        /// A compaction rewrote batches and the WAL has not been truncated since (a reader kept
-        /// the checkpoint from finishing): it is tried again every tick.
-        var walHoldsErased = false
         /// Shares whose view lost fields at some point (a narrowing is on record): their stored
         /// batches are checked against the current view before they are sent.
         var narrowed: Set<String> = []
@@ -163,7 +157,7 @@ public final class ReplicationService: Service, ReplicaDesk, Sendable {
         state.withLock { s in
             s.certificateSent = s.certificateSent.filter { !$0.hasPrefix("\(peer) ") }
             s.rosterSent = s.rosterSent.filter { !$0.hasPrefix("\(peer) ") }
-            s.refreshNeeded = true
+            s.schedule.invalidate()
         }
         if let identity = network.withLock({ $0 })?.identity(of: peer) {
             state.withLock { $0.certificates[peer] = identity.certificate }
@@ -174,15 +168,11 @@ public final class ReplicationService: Service, ReplicaDesk, Sendable {
     }
 
     /// Policy or agreements changed: work the shares out again on the next tick.
-    public func invalidate() { state.withLock { $0.refreshNeeded = true } }
+    public func invalidate() { state.withLock { $0.schedule.invalidate() } }
 
     func tick() async {
-        let (refresh, count) = state.withLock { s in
-            s.ticks += 1
-            defer { s.refreshNeeded = false }
-            return (s.refreshNeeded || s.ticks % 2 == 1, s.ticks)
-        }
-        if refresh { await refreshShares() }
+        let work = state.withLock { $0.schedule.onTick(now: clock()) }
+        if work.contains(.refresh) { await refreshShares() }
         await cutOwnBatches()
         let peers = Set(network.withLock { $0 }?.status().peers.filter { $0.state == .connected }.map(\.city) ?? [])
         state.withLock { $0.connected = peers }
@@ -193,13 +183,13 @@ public final class ReplicationService: Service, ReplicaDesk, Sendable {
         }
         await perform(directives)
         await issueReceipts()
-        if count % 10 == 0 {
+        if work.contains(.collect) {
             await collectTombstones()
             await settleSuperseded()
         }
-        await compact(force: false)
-        if state.withLock({ $0.walHoldsErased }), await store.truncateWAL() {
-            state.withLock { $0.walHoldsErased = false }
+        if work.contains(.compact) { await compact(force: false) }
+        if work.contains(.truncateWAL), await store.truncateWAL() {
+            state.withLock { $0.schedule.walTruncated() }
         }
     }
 
@@ -213,24 +203,24 @@ public final class ReplicationService: Service, ReplicaDesk, Sendable {
     @discardableResult
     public func compact(force: Bool) async -> [DatasetID: CompactionResult] {
         let now = clock()
-        let go = state.withLock { s -> Bool in
-            guard !s.compacting, force || now >= s.nextCompaction else { return false }
-            s.compacting = true
-            return true
-        }
+        let go = state.withLock { $0.schedule.beginCompaction(now: now, force: force) }
         guard go else {
             guard force else { return [:] }
             try? await Task.sleep(for: .milliseconds(50))
             return await compact(force: true)
         }
-        defer { state.withLock { $0.compacting = false } }
+        let started = ContinuousClock.now
+        var rewrote = false
+        defer {
+            let took = UInt64(max(0, (ContinuousClock.now - started).milliseconds))
+            state.withLock { $0.schedule.compactionFinished(now: clock(), tookMillis: took, rewrote: rewrote) }
+        }
         guard (try? await store.pendingErasures()) ?? 0 > 0 else { return [:] }
         // Every share this node was ever party to may have batches stored: the agreements name them all.
         var shares: [String: DatasetID] = [:]
         for a in (try? await store.agreements()) ?? [] {
             if let owner = try? CitySlug(a.terms.owner), let d = try? DatasetID(owner: owner, name: a.terms.dataset) { shares["\(owner)/\(a.terms.share)"] = d }
         }
-        let started = ContinuousClock.now
         let at = self.now
         do {
             let results = try await store.compactErasures(shares: shares) { results in
@@ -243,8 +233,7 @@ public final class ReplicationService: Service, ReplicaDesk, Sendable {
                 }
             }
             let took = ContinuousClock.now - started
-            state.withLock { $0.nextCompaction = clock() + Int64(clamping: Erasure.nextPass(after: UInt64(max(0, took.milliseconds))) * 1000) }
-            if results.values.contains(where: { $0.records > 0 }) { state.withLock { $0.walHoldsErased = true } }
+            rewrote = results.values.contains(where: { $0.records > 0 })
             for (dataset, r) in results where r.records > 0 || r.legacy > 0 {
                 Counter(label: "citymesh_replication_records_compacted_total").increment(by: r.records)
                 logger.info("erased records compacted out of stored batches", metadata: ["dataset": "\(dataset)", "records": "\(r.records)", "batches": "\(r.batches)", "ms": "\(took.milliseconds)"])
@@ -259,19 +248,15 @@ public final class ReplicationService: Service, ReplicaDesk, Sendable {
         }
     }
 
-    /// How old a tombstone must be before it may be collected (on top of every party having
-    /// acknowledged everything): covers a write committed but not yet cut into a batch.
-    static let tombstoneGrace: UInt64 = 10_000
-
     /// Deleted records are removed once every party of every share of their dataset holds every
     /// batch this node holds: then each party has merged the delete, and no write older than it
     /// can come back from anywhere.
     func collectTombstones() async {
         let shares = state.withLock { Array($0.shares.values) }
         let byDataset = Dictionary(grouping: shares, by: \.dataset)
-        let cutoff = HLC(millis: UInt64(max(0, clock() / 1000)) &- Self.tombstoneGrace, logical: 0)
+        let cutoff = SyncSchedule.tombstoneCutoff(nowMicros: clock())
         for (dataset, group) in byDataset {
-            let settled = machine.withLock { m in group.allSatisfy { m.settled($0.id) } }
+            let settled = machine.withLock { m in SyncSchedule.collectable(group.map(\.id), settled: m.settled) }
             guard settled else { continue }
             do {
                 let n = try await store.collectTombstones(dataset, before: cutoff)

@@ -179,4 +179,48 @@ struct SyncSessionTests {
         #expect(refused { try ReceiptFlow.matches(Self.receipt(runs: good.batches, digest: ExchangeReceipt.digest([[9]]), records: 30), runs: runs, held: held, sent: [true, true]) } != nil)
         #expect(refused { try ReceiptFlow.matches(good, runs: runs, held: [[(hash: [1], records: Int.max), ([2], Int.max)], [([3], 1)]], sent: [true, true]) } != nil, "counts from the store cannot trap")
     }
+
+    @Test("the schedule: exchange every tick, the share plan every second tick or when asked, collection every tenth, one compaction pass at a time and the next after 20× its duration (at least 2 s), the WAL truncated until it succeeds")
+    func schedule() {
+        var s = SyncSchedule()
+        var works: [SyncSchedule.Work] = []
+        for t in 0..<10 { works.append(s.onTick(now: Int64(t) * 500_000)) }
+        #expect(works.allSatisfy { $0.contains(.exchange) })
+        #expect(works.indices.filter { works[$0].contains(.refresh) } == [0, 2, 4, 6, 8])
+        #expect(works.indices.filter { works[$0].contains(.collect) } == [9])
+        s.invalidate()
+        let asked = s.onTick(now: 5_000_000)
+        #expect(asked.contains(.refresh), "asked: at once")
+        // Compaction: due at first; one at a time; a forced pass waits for none but a running one.
+        var w = s.onTick(now: 5_500_000)
+        #expect(w.contains(.compact))
+        var began = s.beginCompaction(now: 5_500_000, force: false)
+        #expect(began)
+        began = s.beginCompaction(now: 5_500_000, force: true)
+        w = s.onTick(now: 6_000_000)
+        #expect(!began && !w.contains(.compact), "one at a time")
+        s.compactionFinished(now: 6_000_000, tookMillis: 500, rewrote: true)
+        w = s.onTick(now: 6_500_000)
+        began = s.beginCompaction(now: 6_500_000, force: false)
+        #expect(!w.contains(.compact) && !began, "the next in 10 s (20 × 500 ms)")
+        began = s.beginCompaction(now: 6_500_000, force: true)
+        #expect(began, "an erasure asks for one at once")
+        s.compactionFinished(now: 6_600_000, tookMillis: 10, rewrote: false)
+        w = s.onTick(now: 8_700_000)
+        #expect(w.contains(.compact), "at least 2 s after a short pass")
+        // A pass that rewrote batches: the WAL is truncated every tick until it succeeds.
+        let w1 = s.onTick(now: 8_800_000), w2 = s.onTick(now: 8_900_000)
+        #expect(w1.contains(.truncateWAL) && w2.contains(.truncateWAL))
+        s.walTruncated()
+        w = s.onTick(now: 9_000_000)
+        #expect(!w.contains(.truncateWAL))
+        // A pass that took an absurd time does not overflow the clock.
+        s.compactionFinished(now: .max - 10, tookMillis: .max, rewrote: false)
+        w = s.onTick(now: .max - 5)
+        #expect(!w.contains(.compact))
+        // Tombstones: older than the grace; a clock near 0 collects nothing; a dataset once all its shares settle.
+        #expect(SyncSchedule.tombstoneCutoff(nowMicros: 60_000_000) == HLC(millis: 50_000, logical: 0))
+        #expect(SyncSchedule.tombstoneCutoff(nowMicros: 1_000) == HLC(millis: 0, logical: 0) && SyncSchedule.tombstoneCutoff(nowMicros: -5) == HLC(millis: 0, logical: 0))
+        #expect(SyncSchedule.collectable(["a", "b"]) { $0 == "a" } == false && SyncSchedule.collectable(["a"]) { _ in true } && !SyncSchedule.collectable([]) { _ in true })
+    }
 }

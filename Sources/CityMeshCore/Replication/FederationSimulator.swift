@@ -303,6 +303,8 @@ struct SimulatedFederation {
         var excluded: [Int]?
         /// Peers held dead whose connection the transport re-established.
         var sessions: Set<Int> = []
+        /// When the node does what (`SyncSchedule`); in memory, fresh after a restart.
+        var schedule = SyncSchedule()
         /// The node's receipts machine (`ReceiptFlow`, the production one): when each open
         /// receipt was last sent. Rebuilt from the store (`open`) at a restart.
         var receiptFlow: ReceiptFlow
@@ -673,8 +675,13 @@ struct SimulatedFederation {
             roundMessages.append([0, 0, 0, 0])
             applySchedule()
             refreshConnectivity()
-            if !config.faults.contains(.noCompaction) {
-                for i in 0..<n where nodes[i].up { compact(i) }
+            // Each node's schedule (`SyncSchedule`, the node's): a compaction pass when one is due.
+            let now = Int64(round) * 1_000_000
+            for i in 0..<n where nodes[i].up {
+                let work = nodes[i].schedule.onTick(now: now)
+                guard work.contains(.compact), !config.faults.contains(.noCompaction), nodes[i].schedule.beginCompaction(now: now, force: false) else { continue }
+                compact(i)
+                nodes[i].schedule.compactionFinished(now: now, tookMillis: 0, rewrote: false)
             }
             for s in 0..<Self.stepsPerRound {
                 step = round * Self.stepsPerRound + s
@@ -740,6 +747,7 @@ struct SimulatedFederation {
         nodes[i].up = false
         nodes[i].crashes += 1
         nodes[i].receiptFlow = ReceiptFlow(retry: receiptRetry)
+        nodes[i].schedule = SyncSchedule()
         for j in nodes[i].sessions.sorted() { nodes[j].sessions.remove(i) }
         nodes[i].sessions = []
         if config.faults.contains(.volatileLedger) {

@@ -378,3 +378,92 @@ public struct ReceiptFlow: Sendable {
         }
     }
 }
+
+// MARK: - The schedule
+
+/// When a node does each part of its sync session, tick by tick (a tick is 500 ms in the node, a
+/// round in the simulator): anti-entropy, cutting and receipts every tick; the share plan every
+/// second tick or when something changed (``invalidate()``); tombstone collection and settling
+/// superseded conflicts every tenth; a compaction pass when one is due (``Erasure/nextPass(after:minimum:)``
+/// after the last, one at a time) and the WAL truncated again until it succeeds after a pass
+/// that rewrote batches (a reader can keep a checkpoint from finishing, and the WAL would keep
+/// an erased value's old page).
+public struct SyncSchedule: Sendable {
+    public struct Work: OptionSet, Sendable, Hashable {
+        public let rawValue: UInt8
+        public init(rawValue: UInt8) { self.rawValue = rawValue }
+        /// Work out the shares again (``ShareDirectory/plan(_:)``).
+        public static let refresh = Work(rawValue: 1 << 0)
+        /// Cut own batches, send rosters, anti-entropy's tick, receipts.
+        public static let exchange = Work(rawValue: 1 << 1)
+        /// Collect tombstones every party holds; settle conflicts a later write superseded.
+        public static let collect = Work(rawValue: 1 << 2)
+        /// Run a compaction pass (call ``beginCompaction(now:force:)`` first).
+        public static let compact = Work(rawValue: 1 << 3)
+        /// Truncate the WAL (then ``walTruncated()``).
+        public static let truncateWAL = Work(rawValue: 1 << 4)
+    }
+
+    public static let refreshEvery: UInt64 = 2
+    public static let collectEvery: UInt64 = 10
+    /// How old a tombstone must be, in milliseconds, before it may be collected (on top of every
+    /// party having acknowledged everything): covers a write committed but not yet cut into a batch.
+    public static let tombstoneGrace: UInt64 = 10_000
+
+    public private(set) var ticks: UInt64 = 0
+    var refreshWanted = true
+    /// When the next compaction pass may run (microseconds).
+    var nextCompaction: Int64 = .min
+    public private(set) var compacting = false
+    var walHoldsErased = false
+
+    public init() {}
+
+    /// Policy, agreements or connections changed: the shares are worked out again next tick.
+    public mutating func invalidate() { refreshWanted = true }
+
+    /// A tick at `now` (microseconds): what to do.
+    public mutating func onTick(now: Int64) -> Work {
+        ticks &+= 1
+        var work: Work = [.exchange]
+        if refreshWanted || ticks % Self.refreshEvery == 1 { work.insert(.refresh) }
+        refreshWanted = false
+        if ticks % Self.collectEvery == 0 { work.insert(.collect) }
+        if !compacting && now >= nextCompaction { work.insert(.compact) }
+        if walHoldsErased { work.insert(.truncateWAL) }
+        return work
+    }
+
+    /// Whether a compaction pass may start now (`force`: an erasure asked for it, whatever the
+    /// interval); one at a time.
+    public mutating func beginCompaction(now: Int64, force: Bool) -> Bool {
+        guard !compacting, force || now >= nextCompaction else { return false }
+        compacting = true
+        return true
+    }
+
+    /// A pass ended at `now` after `tookMillis`; `rewrote`: it changed stored batches.
+    public mutating func compactionFinished(now: Int64, tookMillis: UInt64, rewrote: Bool) {
+        compacting = false
+        let wait = Erasure.nextPass(after: tookMillis)
+        let (micros, over) = wait.multipliedReportingOverflow(by: 1000)
+        let (next, past) = now.addingReportingOverflow(over ? .max : Int64(clamping: micros))
+        nextCompaction = past ? .max : next
+        if rewrote { walHoldsErased = true }
+    }
+
+    /// The WAL was truncated: no old page is left in it.
+    public mutating func walTruncated() { walHoldsErased = false }
+
+    /// Tombstones older than this may be collected at `nowMicros`.
+    public static func tombstoneCutoff(nowMicros: Int64) -> HLC {
+        let millis = UInt64(Swift.max(0, nowMicros / 1000))
+        return HLC(millis: millis > tombstoneGrace ? millis - tombstoneGrace : 0, logical: 0)
+    }
+
+    /// A dataset's tombstones may be collected once every share of it is settled (every party
+    /// holds every batch this node holds: ``AntiEntropy/settled(_:)``).
+    public static func collectable(_ shares: [String], settled: (String) -> Bool) -> Bool {
+        !shares.isEmpty && shares.allSatisfy(settled)
+    }
+}
