@@ -763,12 +763,7 @@ public final class ReplicationService: Service, ReplicaDesk, Sendable {
         case .take: break
         }
         do {
-            guard batch.share == share, batch.dataset == info.dataset.description else {
-                throw CityMeshError(.forbidden, "the batch names share \(batch.share) of \(batch.dataset)")
-            }
-            guard batch.origin == info.owner || info.parties.contains(batch.origin) || batch.origin == city else {
-                throw CityMeshError(.forbidden, "\(batch.origin) is not party to share \(share)")
-            }
+            if let why = info.refusal(of: batch, at: city) { throw CityMeshError(.forbidden, why) }
             guard let cert = await certificate(of: batch.origin) else {
                 throw CityMeshError(.certificateInvalid, "no verified certificate of \(batch.origin) to check its signature")
             }
@@ -809,16 +804,15 @@ public final class ReplicationService: Service, ReplicaDesk, Sendable {
                 if let fresh = state.withLock({ $0.shares[share] }) { info = fresh }
             }
         }
-        if !info.isOwner, replica == nil, !fromOwner {
-            await refuse(peer: peer, share: share, reason: "batch \(batch.origin):\(batch.seq) waits: this replica takes its schema from \(info.owner)'s batches first")
-            return
-        }
         var adopted = batch
-        adopted.fields = fromOwner && !info.isOwner ? batch.fields.filter { info.fields.contains($0.name) } : []
-        let keyField = batch.fields.first?.name ?? "key"
-        if !info.isOwner, replica == nil, !info.fields.contains(keyField) {
-            await refuse(peer: peer, share: share, reason: "batch \(batch.origin):\(batch.seq) names key field '\(keyField)', which the offer of \(share) does not grant")
+        let keyField: String
+        switch info.founding(batch, replicaExists: info.isOwner || replica != nil) {
+        case .wait(let why), .refuse(let why):
+            await refuse(peer: peer, share: share, reason: why)
             return
+        case .take(let fields, let key):
+            adopted.fields = fields
+            keyField = key
         }
         // What the share lets this origin write; refused cells are dropped and ledgered.
         var denials: [String: (count: Int, denial: PolicyEngine.Denial)] = [:]

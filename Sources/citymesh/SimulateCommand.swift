@@ -160,7 +160,7 @@ struct Simulate: ParsableCommand {
             lines.append("                 idle:   \(bytes(b.idlePerNodePerRound)) per node per round (summaries \(bytes(b.idleReplicationPerNodePerRound)), membership \(bytes(b.idleMembershipPerNodePerRound))); \(bytes(b.idlePerShareExchange)) per share per exchange")
         }
         let m = r.messages
-        lines.append("  messages       membership \(num(m.sent.membership)), summaries \(num(m.sent.summaries)), batches \(num(m.sent.batches)) (\(num(m.duplicateBatches)) duplicates, \(num(m.gapBatches)) ahead of a gap, \(num(m.refusedBatches)) with cells refused: \(num(m.refusedCells)) cells), receipts \(num(m.sent.receipts)); lost \(num(m.lost)), unreachable \(num(m.unreachable))")
+        lines.append("  messages       membership \(num(m.sent.membership)), summaries \(num(m.sent.summaries)), batches \(num(m.sent.batches)) (\(num(m.duplicateBatches)) duplicates, \(num(m.gapBatches)) ahead of a gap, \(num(m.waitingBatches)) before the owner's first, \(num(m.refusedBatches)) with cells refused: \(num(m.refusedCells)) cells), receipts \(num(m.sent.receipts)); lost \(num(m.lost)), unreachable \(num(m.unreachable))")
         let x = r.receipts
         lines.append("  receipts       \(num(x.exchanges)) exchanges: \(num(x.matched)) matched on both sides, \(num(x.interrupted)) of them interrupted by a crash; \(num(x.open)) open, \(num(x.mismatched)) mismatched" + (x.ended > 0 ? ", \(num(x.ended)) left open by a revoked agreement" : ""))
         if r.membershipDeadPairs > 0 {

@@ -10,7 +10,7 @@ import Testing
 struct SyncSessionTests {
     static let hz = try! CitySlug("hangzhou"), sh = try! CitySlug("shanghai"), sz = try! CitySlug("suzhou"), nj = try! CitySlug("nanjing")
     static let share = Policy.Share(
-        id: "reg", dataset: "registry", to: [sh, sz], fields: ["status", "district"], filter: "district != 'Restricted'", write: ["status"], purpose: "licensing",
+        id: "reg", dataset: "registry", to: [sh, sz], fields: ["id", "status", "district"], filter: "district != 'Restricted'", write: ["status"], purpose: "licensing",
         legalBasis: "MoU", validFrom: nil, validUntil: RFC3339.parse("2028-01-01T00:00:00Z")!, validUntilText: "2027-12-31", onRevoke: .purge)
     static let registry = try! DatasetID(owner: hz, name: "registry")
 
@@ -55,7 +55,7 @@ struct SyncSessionTests {
         let roster = ShareRoster(owner: Self.hz, share: "reg", dataset: "hangzhou/registry", members: [Self.sh, Self.sz], fields: [], filter: nil, write: [], issued: 1)
         let p = Self.plan(me: Self.sh, agreements: [Self.held(Self.sh, .active)], rosters: ["hangzhou/reg": roster])
         let s = try #require(p.shares["hangzhou/reg"])
-        #expect(!s.isOwner && s.parties == [Self.hz, Self.sz] && s.fields == ["status", "district"] && s.dataset == Self.registry)
+        #expect(!s.isOwner && s.parties == [Self.hz, Self.sz] && s.fields == ["id", "status", "district"] && s.dataset == Self.registry)
         #expect(p.active.isEmpty, "only an owner's agreements make active pairs")
         let without = ShareRoster(owner: Self.hz, share: "reg", dataset: "hangzhou/registry", members: [Self.sz, Self.nj], fields: [], filter: nil, write: [], issued: 2)
         #expect(Self.plan(me: Self.sh, agreements: [Self.held(Self.sh, .active)], rosters: ["hangzhou/reg": without]).shares["hangzhou/reg"]?.parties == [Self.hz])
@@ -71,7 +71,7 @@ struct SyncSessionTests {
     @Test("a replica holding fields the agreement no longer grants is narrowed; one ended with on_revoke: purge is purged — but not after the member ended it itself, nor while another share covers it")
     func narrowAndPurge() throws {
         let narrowed = Self.plan(me: Self.sh, agreements: [Self.held(Self.sh, .active)], replica: ["id", "status", "district", "owner_name"])
-        #expect(narrowed.narrow.map(\.keep) == [["status", "district"]] && narrowed.narrow.first?.owner == Self.hz)
+        #expect(narrowed.narrow.map(\.keep) == [["id", "status", "district"]] && narrowed.narrow.first?.owner == Self.hz)
         #expect(Self.plan(me: Self.sh, agreements: [Self.held(Self.sh, .active)], replica: ["id", "status"]).narrow.isEmpty)
         for state in [Agreement.State.expired, .revoked] {
             let p = Self.plan(me: Self.sh, agreements: [Self.held(Self.sh, state, revokedBy: state == .revoked ? Self.hz : nil)], replica: ["id", "status"])
@@ -222,5 +222,31 @@ struct SyncSessionTests {
         #expect(SyncSchedule.tombstoneCutoff(nowMicros: 60_000_000) == HLC(millis: 50_000, logical: 0))
         #expect(SyncSchedule.tombstoneCutoff(nowMicros: 1_000) == HLC(millis: 0, logical: 0) && SyncSchedule.tombstoneCutoff(nowMicros: -5) == HLC(millis: 0, logical: 0))
         #expect(SyncSchedule.collectable(["a", "b"]) { $0 == "a" } == false && SyncSchedule.collectable(["a"]) { _ in true } && !SyncSchedule.collectable([]) { _ in true })
+    }
+
+    @Test("a batch is considered only if it names the share and its dataset and comes from a party; a replica takes its schema and key field from the owner's batches, within the offer's view")
+    func batchAdmission() throws {
+        let member = try #require(Self.plan(me: Self.sh, agreements: [Self.held(Self.sh, .active)], rosters: ["hangzhou/reg": ShareRoster(
+            owner: Self.hz, share: "reg", dataset: "hangzhou/registry", members: [Self.sh, Self.sz], fields: [], filter: nil, write: [], issued: 1)]).shares["hangzhou/reg"])
+        let fields = [Schema.Field(id: 1, name: "id", type: .string, nullable: false), Schema.Field(id: 2, name: "status", type: .string, nullable: true),
+                      Schema.Field(id: 3, name: "owner_name", type: .string, nullable: true)]
+        func batch(_ origin: CitySlug, share: String = "hangzhou/reg", dataset: String = "hangzhou/registry", fields f: [Schema.Field] = fields) -> ChangeBatch {
+            ChangeBatch(share: share, dataset: dataset, origin: origin, seq: 1, prev: ChangeBatch.zeroHash, fields: f, seen: [:], records: [])
+        }
+        #expect(member.refusal(of: batch(Self.hz), at: Self.sh) == nil && member.refusal(of: batch(Self.sz), at: Self.sh) == nil)
+        #expect(member.refusal(of: batch(Self.nj), at: Self.sh)?.contains("not party") == true)
+        #expect(member.refusal(of: batch(Self.hz, share: "hangzhou/other"), at: Self.sh) != nil)
+        #expect(member.refusal(of: batch(Self.hz, dataset: "hangzhou/secrets"), at: Self.sh) != nil)
+        // The owner's first batch founds the replica with the fields of the view only.
+        #expect(member.founding(batch(Self.hz), replicaExists: false) == .take(fields: Array(fields[0...1]), keyField: "id"))
+        guard case .wait = member.founding(batch(Self.sz), replicaExists: false) else {
+            Issue.record("a co-member's batch before the owner's first must wait")
+            return
+        }
+        #expect(member.founding(batch(Self.sz), replicaExists: true) == .take(fields: [], keyField: "id"), "a co-member's fields never count")
+        guard case .refuse = member.founding(batch(Self.hz, fields: [fields[2]] + fields), replicaExists: false) else {
+            Issue.record("a key field outside the offer's view must be refused")
+            return
+        }
     }
 }

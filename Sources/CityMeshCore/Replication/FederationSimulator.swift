@@ -200,6 +200,8 @@ public enum FederationSimulator {
         /// Batches that arrived already held (a relay raced another), or ahead of the next expected.
         public var duplicateBatches = 0
         public var gapBatches = 0
+        /// Batches of a co-member that reached a member before the owner's first: not taken yet.
+        public var waitingBatches = 0
         /// Batches with cells the share does not grant their origin (those cells are dropped, the
         /// rest taken: `WriteRights`), and how many cells.
         public var refusedBatches = 0
@@ -986,11 +988,12 @@ struct SimulatedFederation {
             return
         }
         let seq = nodes[w].held[w] + 1
+        // As the node cuts: the key field first, then the fields the records use.
         let used = Set(records.values.flatMap { $0.cells.map(\.field) })
         let body = ChangeBatch(
             share: Self.share, dataset: Self.dataset, origin: city, seq: seq,
             prev: seq == 1 ? ChangeBatch.zeroHash : chains[w][Int(seq) - 2].hash,
-            fields: Self.fields.filter { used.contains($0.id) }, seen: nodes[w].seen,
+            fields: Self.fields.filter { $0.id == 1 || used.contains($0.id) }, seen: nodes[w].seen,
             records: records.keys.sorted().map { ChangeBatch.Record(key: $0, state: records[$0] ?? RecordState()) })
         // Weighed as production cuts it: the compactable layout (salts of zeros: only the size counts).
         let (sealedBody, section) = body.sealed(salts: [UInt8](repeating: 0, count: body.records.count * ChangeBatch.saltBytes))
@@ -1029,6 +1032,14 @@ struct SimulatedFederation {
 
     mutating func take(at i: Int, from sender: Int, origin o: Int, seq: UInt64) {
         let batch = chains[o][Int(seq) - 1]
+        // The node's first checks (`SyncShare`): the batch is of this share, from a party, and a
+        // replica takes its schema from the owner's batches first — a co-member's batch that
+        // comes before waits (it is not taken; anti-entropy brings it again).
+        guard let share = syncShares[i], share.refusal(of: batch.body, at: cities[i]) == nil else { return }
+        guard case .take = share.founding(batch.body, replicaExists: i == Self.owner || nodes[i].held[Self.owner] > 0) else {
+            result.messages.waitingBatches += 1
+            return
+        }
         // The chain: the next number, naming the hash of the last batch held.
         let holding = nodes[i].held[o]
         let last = holding == 0 ? ChangeBatch.zeroHash : chains[o][Int(holding) - 1].hash

@@ -54,6 +54,40 @@ public struct SyncShare: Sendable, Equatable {
         WriteRights(owner: owner, view: Set(fields), writable: Set(write), filter: rowFilter(schema: schema), schema: schema)
     }
 
+    /// Why a batch of this share received at `me` is refused before anything else is checked
+    /// (nil: it may be): it must name this share and its dataset, and its origin must be a party
+    /// (or this node itself, relayed back).
+    public func refusal(of batch: ChangeBatch, at me: CitySlug) -> String? {
+        guard batch.share == id, batch.dataset == dataset.description else { return "the batch names share \(batch.share) of \(batch.dataset)" }
+        guard batch.origin == owner || parties.contains(batch.origin) || batch.origin == me else { return "\(batch.origin) is not party to share \(id)" }
+        return nil
+    }
+
+    /// How a batch meets this node's copy of the dataset.
+    public enum Founding: Sendable, Equatable {
+        /// Take it; a replica learns `fields` (the owner's, within the view) and keys by `keyField`.
+        case take(fields: [Schema.Field], keyField: String)
+        /// Not now: a co-member's batch before the owner's first (anti-entropy brings it again).
+        case wait(String)
+        case refuse(String)
+    }
+
+    /// A replica's schema and key field come from the owner's batches only, within the view the
+    /// offer grants: a co-member's batch that arrives before the replica exists waits instead of
+    /// founding it with fields of its choosing, and an owner's batch keyed by a field the offer
+    /// does not grant is refused. `replicaExists`: this node holds the dataset (always, at the owner).
+    public func founding(_ batch: ChangeBatch, replicaExists: Bool) -> Founding {
+        let fromOwner = batch.origin == owner
+        if !isOwner, !replicaExists, !fromOwner {
+            return .wait("batch \(batch.origin):\(batch.seq) waits: this replica takes its schema from \(owner)'s batches first")
+        }
+        let keyField = batch.fields.first?.name ?? "key"
+        if !isOwner, !replicaExists, !fields.contains(keyField) {
+            return .refuse("batch \(batch.origin):\(batch.seq) names key field '\(keyField)', which the offer of \(id) does not grant")
+        }
+        return .take(fields: fromOwner && !isOwner ? batch.fields.filter { fields.contains($0.name) } : [], keyField: keyField)
+    }
+
     /// The roster the owner signs for this share: `previous` if nothing but its time would change,
     /// else a new one issued at `now`.
     public func roster(previous: ShareRoster?, now: Int64) -> ShareRoster? {
