@@ -586,7 +586,7 @@ extension NodeStore {
                 let key: String = row["key"]
                 let blob: Data = row["state"]
                 let state = try blob.withUnsafeBytes { try RecordStateCodec.decode(buffer: $0, key: key) }
-                if let t = state.tombstone, t.hlc < before {
+                if SyncSchedule.collects(state, before: before), let t = state.tombstone {
                     gone.append(row["seq"])
                     // Every party holds the deletion now: its own records can go from the batches too.
                     try Self.noteErasure(db: db, dataset: id, key: key, hlc: t.hlc, collected: true)

@@ -495,6 +495,14 @@ public struct SyncSchedule: Sendable {
         return HLC(millis: millis > tombstoneGrace ? millis - tombstoneGrace : 0, logical: 0)
     }
 
+    /// Whether a record may be collected (removed, key and all) once its dataset is collectable:
+    /// it is deleted (not live) and its tombstone is older than `cutoff` (``tombstoneCutoff(nowMicros:)``).
+    /// Its stored records then go too (`Erasure.compacts` with `tombstoneCollected`).
+    public static func collects(_ state: RecordState, before cutoff: HLC) -> Bool {
+        guard !state.isLive, let t = state.tombstone else { return false }
+        return t.hlc < cutoff
+    }
+
     /// A dataset's tombstones may be collected once every share of it is settled (every party
     /// holds every batch this node holds: ``AntiEntropy/settled(_:)``).
     public static func collectable(_ shares: [String], settled: (String) -> Bool) -> Bool {
