@@ -424,6 +424,32 @@ public final class NodeStore: Sendable {
         }
     }
 
+    /// Erases `keys` (`record erase`): each live one is deleted, and every one noted for the next
+    /// compaction pass — all in one transaction, committed durably with one ledger entry per key
+    /// (`log(key, deleted)`, deleted 0 for a key already deleted), so 10,000 keys cost one fsync,
+    /// not 10,000. Keys that do not exist are the caller's to refuse first. Returns how many were
+    /// deleted now.
+    public func erase(_ id: DatasetID, keys: [String], physicalMillis: UInt64, log: (@Sendable (String, Int) -> LedgerEntry)?) async throws -> Int {
+        let done: [(String, Int)] = try await logged({ done in log.map { l in done.map { l($0.0, $0.1) } } ?? [] }) { db in
+            let (rowid, _) = try Self.datasetHandle(id, db: db)
+            var w = try BatchWriter(db: db, dataset: rowid)
+            var out: [(String, Int)] = []
+            for key in keys {
+                guard let existing = try Self.fetchState(db: db, dataset: rowid, key: key), existing.state.isLive else {
+                    out.append((key, 0))
+                    continue
+                }
+                let stamp = Stamp(hlc: self.clock.withLock { $0.tick(physicalMillis: physicalMillis) }, city: self.city)
+                try w.merge(PreparedWrite(key: key, state: .deletion(at: stamp)))
+                try Self.noteErasure(db: db, dataset: id, key: key, hlc: stamp.hlc)
+                out.append((key, 1))
+            }
+            _ = try w.finish(lastHLC: self.clock.withLock { $0.last })
+            return out
+        }
+        return done.reduce(0) { $0 + $1.1 }
+    }
+
     public func get(_ id: DatasetID, key: String) async throws -> StoredRecord? {
         try await pool.read { db in
             let (rowid, _) = try Self.datasetHandle(id, db: db)

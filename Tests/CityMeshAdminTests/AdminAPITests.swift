@@ -192,6 +192,16 @@ struct AdminAPITests {
             }
             #expect(try await f.store.get(DatasetID(owner: CitySlug("hangzhou"), name: "air-quality"), key: "S-1")?.state.isLive == false)
             #expect(try await f.store.get(DatasetID(owner: CitySlug("hangzhou"), name: "air-quality"), key: "S-2")?.state.isLive == true)
+            // Several keys, one deleted already: one transaction deletes the other, and each gets its entry.
+            try await client.execute(uri: erase, method: .post, headers: f.headers(.admin), body: body(#"{"keys":["S-1","S-2"]}"#)) { r in
+                #expect(r.status == .ok, "\(String(buffer: r.body))")
+                let e = try JSONDecoder().decode(API.Erasure.self, from: data(r.body))
+                #expect(e.erased == 2 && e.deletedNow == 1)
+            }
+            #expect(try await f.store.get(DatasetID(owner: CitySlug("hangzhou"), name: "air-quality"), key: "S-2")?.state.isLive == false)
+            let erased = try await ledger.entries(kind: LedgerEntry.Kind.recordErased)
+            #expect(erased.count == 3 && erased.map { $0.counts?["deleted"] ?? -1 }.sorted() == [0, 1, 1], "\(erased)")
+            #expect(erased.allSatisfy { $0.hashes?["key.hmac"] != nil }, "keyed hashes, never the key")
             // Ledger keys: an admin's, for a dataset that exists; a share with no key is 404.
             try await client.execute(uri: "/v1/audit/key?dataset=hangzhou/air-quality", method: .get, headers: f.headers(.auditor)) { r in #expect(r.status == .forbidden) }
             try await client.execute(uri: "/v1/audit/key", method: .get, headers: f.headers(.admin)) { r in #expect(r.status == .badRequest) }

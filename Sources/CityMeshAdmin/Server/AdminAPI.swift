@@ -462,15 +462,15 @@ public struct AdminAPI: Sendable {
                 }
                 if existing.state.isLive { live.insert(key) }
             }
-            for key in keys {
-                if live.contains(key) {
-                    _ = try await store.delete(
-                        id, key: key, physicalMillis: physicalMillis(),
-                        log: try await ledgerNote(LedgerEntry.Kind.recordErased, context, dataset: id, key: key) { ["deleted": $0.written] })
-                } else if let ledger, let e = try await ledgerNote(LedgerEntry.Kind.recordErased, context, dataset: id, key: key, counts: { _ in ["deleted": 0] }) {
-                    _ = try await ledger.append(try e(WriteSummary()))
+            // All deleted in one transaction, each with its `record.erased` entry (one fsync).
+            var log: (@Sendable (String, Int) -> LedgerEntry)?
+            if ledger != nil {
+                let (time, actor, ledgerKey) = (now(), context.actor, try await store.ledgerKey(for: id))
+                log = { key, deleted in
+                    LedgerEntry(time: time, kind: LedgerEntry.Kind.recordErased, actor: actor, dataset: "\(id)", counts: ["deleted": deleted], hashes: ledgerKey.entryHashes(key))
                 }
             }
+            _ = try await store.erase(id, keys: keys, physicalMillis: physicalMillis(), log: log)
             let compacted = await replication?.compactNow()[id] ?? CompactionResult()
             let parties = (await replication?.status() ?? []).filter { $0.dataset == id.description }.flatMap { share in
                 share.parties.map { API.Erasure.Party(city: $0.city, share: share.share, hasDeletion: $0.state == "in_sync" && $0.missingThere == 0) }
