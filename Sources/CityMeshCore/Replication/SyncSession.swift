@@ -405,7 +405,7 @@ public struct ReceiptFlow: Sendable {
             guard held[i].count == run.seqs.count else { throw CityMeshError(.forbidden, "the receipt names batches \(label) this node does not hold") }
             guard sent[i] else { throw CityMeshError(.forbidden, "the receipt names batches \(label) this node never sent to \(r.receiver)") }
             hashes += held[i].map(\.hash)
-            records = records.addingReportingOverflow(held[i].reduce(0) { $0.addingReportingOverflow($1.records).partialValue }).partialValue
+            records = records.saturatingAdd(held[i].reduce(0) { $0.saturatingAdd($1.records) })
         }
         guard ExchangeReceipt.digest(hashes) == r.batchesSHA256, records == r.records else {
             throw CityMeshError(.forbidden, "the receipt's digest or count does not match the batches it names")
@@ -481,8 +481,7 @@ public struct SyncSchedule: Sendable {
         compacting = false
         let wait = Erasure.nextPass(after: tookMillis)
         let (micros, over) = wait.multipliedReportingOverflow(by: 1000)
-        let (next, past) = now.addingReportingOverflow(over ? .max : Int64(clamping: micros))
-        nextCompaction = past ? .max : next
+        nextCompaction = now.saturatingAdd(over ? .max : Int64(clamping: micros))
         if rewrote { walHoldsErased = true }
     }
 
