@@ -67,8 +67,9 @@ struct WitnessTests {
         var r = try cm("audit", "checkpoint", "--dir", "hangzhou", "--witnessed")
         #expect(!r.ok && r.stderr.contains("no checkpoint has been cosigned yet"), "\(r.stderr)")
 
-        // Each checks the other's checkpoint about every 10 s and sends back its cosignature.
-        try PeerTransportTests.eventually("hangzhou and suzhou cosigned each other's checkpoints", seconds: 60) {
+        // Each checks the other's checkpoint about every 10 s and sends back its cosignature (up to
+        // 120 s: under the full parallel suite on two cores, 60 s was once not enough).
+        try PeerTransportTests.eventually("hangzhou and suzhou cosigned each other's checkpoints", seconds: 120) {
             let a = try cm("audit", "witnesses", "--dir", "hangzhou", "--json")
             let b = try cm("audit", "witnesses", "--dir", "suzhou", "--json")
             return a.stdout.contains("\"city\" : \"suzhou\"") && b.stdout.contains("\"city\" : \"hangzhou\"")
