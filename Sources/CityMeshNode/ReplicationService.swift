@@ -51,7 +51,6 @@ public final class ReplicationService: Service, ReplicaDesk, Sendable {
         var fieldRefresh: [String: Int64] = [:]
         /// Shares whose view lost fields at some point (a narrowing is on record): their stored
         /// batches are checked against the current view before they are sent.
-        var narrowed: Set<String> = []
     }
 
     let city: CitySlug
@@ -223,7 +222,8 @@ public final class ReplicationService: Service, ReplicaDesk, Sendable {
         }
         let at = self.now
         do {
-            let results = try await store.compactErasures(shares: shares) { results in
+            let views = state.withLock { $0.shares.mapValues { Set($0.fields) } }
+            let results = try await store.compactErasures(shares: shares, views: views) { results in
                 results.sorted { $0.key.description < $1.key.description }.map { dataset, r in
                     LedgerEntry(
                         time: at, kind: LedgerEntry.Kind.shareCompacted, actor: "node", dataset: dataset.description,
@@ -332,9 +332,6 @@ public final class ReplicationService: Service, ReplicaDesk, Sendable {
             }
         }
         let found = plan.shares
-        var narrowed: Set<String> = []
-        for id in found.keys where (try? await store.shareErasure(share: id, key: "")) != nil { narrowed.insert(id) }
-        state.withLock { $0.narrowed = narrowed }
         let held = (try? await store.heldVectors()) ?? [:]
         let previous = state.withLock { s in
             defer { s.shares = found }
@@ -502,12 +499,13 @@ public final class ReplicationService: Service, ReplicaDesk, Sendable {
         guard let last = pending.last else { return false }
         let schema = try await store.dataset(info.dataset).schema
         let writable = Set(info.write.compactMap { schema.field(named: $0)?.id })
+        let rights = info.rights(schema: schema)
         var records: [ChangeBatch.Record] = []
         var size = 0
         var through = pending[0].id
         var seen: [CitySlug: HLC]? = nil
         for w in pending {
-            let state = RecordState(sortedCells: w.state.cells.filter { $0.stamp.city == city && writable.contains($0.field) }, tombstone: nil)
+            let state = rights.outgoing(w.state, by: city, field: { schema.field(id: $0)?.name })
             let bytes = RecordStateCodec.encode(state).count + w.key.utf8.count + 6
             if size + bytes > Self.batchBytes && !records.isEmpty { break }
             through = w.id
@@ -555,23 +553,7 @@ public final class ReplicationService: Service, ReplicaDesk, Sendable {
                 _ = await send(.acked(share: share, vector: vector), to: to)
             case .send(let to, let share, let origin, let seqs):
                 guard var batches = try? await store.numberedBatches(share: share, origin: origin, seqs: seqs) else { continue }
-                // A relay re-checks what it sends against the share's view now: a stored batch cut
-                // under a wider view goes with its records that carry other fields replaced by their
-                // digests (the compactable layout keeps its hash and signature), even before the
-                // compaction pass has rewritten it.
-                let (view, recheck) = state.withLock { ($0.shares[share]?.fields, $0.narrowed.contains(share)) }
-                if recheck, let view {
-                    let keep = Set(view)
-                    for (i, b) in batches.enumerated() {
-                        guard let signed = try? SignedBatch(bytes: b.bytes[...]), let decoded = try? signed.decode(),
-                            decoded.fields.contains(where: { !keep.contains($0.name) })
-                        else { continue }
-                        let names = Dictionary(decoded.fields.map { ($0.id, $0.name) }, uniquingKeysWith: { a, _ in a })
-                        if let cut = try? signed.compacted(erasing: { _, state in Erasure.outsideView(state, keep: keep, name: { names[$0] }) }) {
-                            batches[i] = (b.seq, cut.bytes, b.hash, b.records)
-                        }
-                    }
-                }
+                batches = await screened(batches, share: share)
                 if origin != city && origin != to {
                     let needed = state.withLock { !$0.certificateSent.contains("\(to) \(origin)") }
                     if needed, let der = await certificate(of: origin).flatMap({ try? $0.derBytes() }) {
@@ -612,6 +594,32 @@ public final class ReplicationService: Service, ReplicaDesk, Sendable {
                 }
             }
         }
+    }
+
+    /// Stored batches of `share` as they may go out now: every party re-checks what it sends
+    /// against what waits for compaction (`Erasure.Screen`: deletions, retractions, a narrowed
+    /// view), and the owner, while it re-judges what it sent under new terms, also against the
+    /// filter in force (rows it is about to retract). What the screen leaves out goes as digests
+    /// (the compactable layout keeps the batch's hash and signature), even before the compaction
+    /// pass has rewritten the stored copy. A batch in the first layout (CMB1) goes as stored.
+    func screened(_ batches: [(seq: UInt64, bytes: [UInt8], hash: [UInt8], records: Int)], share: String) async -> [(seq: UInt64, bytes: [UInt8], hash: [UInt8], records: Int)] {
+        guard let (info, rejudging) = state.withLock({ s in s.shares[share].map { ($0, s.settledTerms[share] == nil) } }),
+            var screen = try? await store.sendScreen(share: share, dataset: info.dataset, view: Set(info.fields))
+        else { return batches }
+        let filtered = info.isOwner && info.filter != nil && rejudging
+        guard !screen.isEmpty || filtered else { return batches }
+        let schema = filtered ? try? await store.dataset(info.dataset).schema : nil
+        var out = batches
+        for (i, b) in batches.enumerated() {
+            guard let signed = try? SignedBatch(bytes: b.bytes[...]) else { continue }
+            if filtered, let schema, let keys = try? signed.decode().records.map(\.key) {
+                let current = (try? await store.get(info.dataset, keys: keys)) ?? [:]
+                let view = info.view(schema: schema)
+                screen.outside = Set(current.compactMap { key, stored in stored.state.isLive && !view.admits(stored.state) ? key : nil })
+            }
+            if let cut = screen.apply(to: signed) { out[i] = (b.seq, cut.bytes, b.hash, b.records) }
+        }
+        return out
     }
 
     /// Bytes of a DATA frame on the wire, TLS excluded: length (4), type (1), channel (2), payload.

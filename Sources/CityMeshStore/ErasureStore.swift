@@ -75,6 +75,30 @@ extension NodeStore {
         }
     }
 
+    /// What a send of `share`'s stored batches leaves out until the compaction pass has run
+    /// (`Erasure.Screen`): deletions of `dataset` and retractions of `share` that wait for the
+    /// pass, and the view a narrowing kept (also once its pass is done: a batch cut under the
+    /// wider view may still arrive from a party that has not narrowed yet). A batch taken after
+    /// a pass marks its erasures pending again in the transaction that keeps it, so a send never
+    /// reads a screen older than the batches it sends. `view` is the share's view in force (field
+    /// names): after a narrowing it decides which fields stay, so terms widened again later bring
+    /// their fields back instead of having them screened out by the old narrowing.
+    public func sendScreen(share: String, dataset: DatasetID, view: Set<String>?) async throws -> Erasure.Screen {
+        try await pool.read { db in
+            var screen = Erasure.Screen()
+            let deleted = try Row.fetchCursor(db, sql: "SELECT key, hlc, collected FROM erasures WHERE dataset = ? AND done = 0", arguments: [dataset.description])
+            while let row = try deleted.next() {
+                screen.deleted[row["key"]] = .init(hlc: HLC(rawValue: UInt64(bitPattern: row["hlc"] as Int64)), collected: (row["collected"] as Int) == 1)
+            }
+            let retracted = try Row.fetchCursor(db, sql: "SELECT key, hlc FROM share_erasures WHERE share = ? AND done = 0 AND key <> ''", arguments: [share])
+            while let row = try retracted.next() { screen.retracted[row["key"]] = HLC(rawValue: UInt64(bitPattern: row["hlc"] as Int64)) }
+            if let keep = try String.fetchOne(db, sql: "SELECT keep FROM share_erasures WHERE share = ? AND key = ''", arguments: [share]) {
+                screen.keep = view ?? Set(keep.split(separator: ",").map(String.init))
+            }
+            return screen
+        }
+    }
+
     /// Whether `key` of `dataset` waits for compaction (nil: no erasure is known for it).
     public func erasure(_ dataset: DatasetID, key: String) async throws -> (hlc: HLC, collected: Bool, done: Bool)? {
         try await pool.read { db in
@@ -84,7 +108,8 @@ extension NodeStore {
         }
     }
 
-    /// One compaction pass over the stored batches of `shares` (share → its dataset) for every
+    /// One compaction pass over the stored batches of `shares` (share → its dataset; `views`: the
+    /// view in force of the active ones, which a narrowing's fields yield to) for every
     /// pending erasure of their datasets (`Erasure.compacts` decides each record). The batches
     /// are read outside any write transaction (a pass over a large share's history must not
     /// hold up writes); the rewritten ones, the conflicts and pending writes of the erased keys,
@@ -92,7 +117,7 @@ extension NodeStore {
     /// so the old values' pages are overwritten, then the WAL is checkpointed and truncated, so
     /// no copy of them is left in the database's files.
     public func compactErasures(
-        shares: [String: DatasetID], log: @escaping @Sendable ([DatasetID: CompactionResult]) -> [LedgerEntry] = { _ in [] }
+        shares: [String: DatasetID], views: [String: Set<String>] = [:], log: @escaping @Sendable ([DatasetID: CompactionResult]) -> [LedgerEntry] = { _ in [] }
     ) async throws -> [DatasetID: CompactionResult] {
         struct Pending { let key: String; let hlc: HLC; let collected: Bool }
         struct SharePending { var keys: [String: HLC] = [:]; var keep: Set<String>?; var rows: [(key: String, hlc: Int64, keep: String?)] = [] }
@@ -107,7 +132,8 @@ extension NodeStore {
                 let share: String = row["share"], key: String = row["key"], hlc: Int64 = row["hlc"], keep: String? = row["keep"]
                 var p = byShare[share] ?? SharePending()
                 if key.isEmpty {
-                    p.keep = Set((keep ?? "").split(separator: ",").map(String.init))
+                    // The view in force when the share is active (terms may have widened since).
+                    p.keep = views[share] ?? Set((keep ?? "").split(separator: ",").map(String.init))
                 } else {
                     p.keys[key] = HLC(rawValue: UInt64(bitPattern: hlc))
                 }
@@ -128,6 +154,9 @@ extension NodeStore {
             let keys = pending[dataset.description] ?? [:]
             let own = sharePending[share] ?? SharePending()
             var result = results[dataset] ?? CompactionResult()
+            // The pass and a send leave out the same records (`Erasure.Screen`).
+            let screen = Erasure.Screen(
+                deleted: keys.mapValues { .init(hlc: $0.hlc, collected: $0.collected) }, retracted: own.keys, keep: own.keep)
             let found: [(String, Int64, Data, Data, Int, Bool)] = try await background {
                 try await self.pool.read { db in
                     var out: [(String, Int64, Data, Data, Int, Bool)] = []
@@ -137,12 +166,7 @@ extension NodeStore {
                         guard let signed = try? SignedBatch(bytes: Array(stored)[...]) else { continue }
                         // A narrowing reads the batch's field names (a full decode; narrowings are rare).
                         let names: [Int: String] = own.keep == nil ? [:] : Dictionary(((try? signed.decode().fields) ?? []).map { ($0.id, $0.name) }, uniquingKeysWith: { a, _ in a })
-                        func erases(_ key: String, _ state: RecordState) -> Bool {
-                            if let p = keys[key], Erasure.compacts(state, deletedAt: p.hlc, tombstoneCollected: p.collected) { return true }
-                            if let t = own.keys[key], Erasure.compacts(state, deletedAt: t, tombstoneCollected: false) { return true }
-                            if let keep = own.keep, Erasure.outsideView(state, keep: keep, name: { names[$0] }) { return true }
-                            return false
-                        }
+                        func erases(_ key: String, _ state: RecordState) -> Bool { screen.erases(key, state, name: { names[$0] }) }
                         var erased = 0
                         let compacted = try? signed.compacted { key, state in
                             guard erases(key, state) else { return false }

@@ -310,6 +310,14 @@ enum Migrations {
                 ALTER TABLE share_terms ADD COLUMN narrowed INTEGER NOT NULL DEFAULT 0;
                 """)
         }
+        m.registerMigration("v13-pending-erasures") { db in
+            try db.execute(sql: """
+                -- A send reads what waits for compaction in its share (`NodeStore.sendScreen`): only
+                -- the pending rows, however many erasures are done.
+                CREATE INDEX erasures_pending ON erasures (dataset) WHERE done = 0;
+                CREATE INDEX share_erasures_pending ON share_erasures (share) WHERE done = 0;
+                """)
+        }
         return m
     }
 }

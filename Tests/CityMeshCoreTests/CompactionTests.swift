@@ -111,4 +111,50 @@ struct CompactionTests {
         }
         #expect(Erasure.nextPass(after: 10) == 2_000 && Erasure.nextPass(after: 1_000) == 20_000 && Erasure.nextPass(after: .max) == .max)
     }
+
+    @Test("the send screen, as a table: what waits for the pass goes out as digests — deletions, retractions, rows outside the filter, fields outside a narrowed view")
+    func screen() throws {
+        func s(_ ms: UInt64) -> Stamp { Stamp(hlc: HLC(millis: ms, logical: 0), city: Self.hz) }
+        let name: (Int) -> String? = { [1: "id", 2: "status", 4: "score"][$0] }
+        let old = RecordState(cells: [Cell(field: 2, value: .string("x"), stamp: s(50))])
+        let newer = RecordState(cells: [Cell(field: 2, value: .string("y"), stamp: s(150))])
+        let score = RecordState(cells: [Cell(field: 4, value: .double(1), stamp: s(50))])
+        let bare = RecordState()
+        let deletion = RecordState.deletion(at: s(100))
+        let screen = Erasure.Screen(
+            deleted: ["D": .init(hlc: HLC(millis: 100, logical: 0), collected: false), "C": .init(hlc: HLC(millis: 100, logical: 0), collected: true)],
+            retracted: ["R": HLC(millis: 100, logical: 0)], outside: ["O"], keep: ["id", "status"])
+        let rows: [(String, RecordState, Bool, String)] = [
+            ("D", old, true, "a deleted key's older values"),
+            ("D", newer, false, "a write after the deletion"),
+            ("D", deletion, false, "the deletion itself, until collected"),
+            ("C", deletion, true, "a collected deletion"),
+            ("R", old, true, "a retracted key's values up to the retraction"),
+            ("R", newer, false, "a write after the retraction (the owner judges it again)"),
+            ("R", bare, false, "the retraction itself"),
+            ("O", newer, true, "any values of a row outside the filter now"),
+            ("O", bare, false, "a bare key of it"),
+            ("K", old, false, "another key within the view"),
+            ("K", score, true, "a cell of a field the view lost"),
+        ]
+        for (key, state, expected, why) in rows {
+            #expect(screen.erases(key, state, name: name) == expected, "\(why)")
+        }
+        #expect(Erasure.Screen().isEmpty && !Erasure.Screen(outside: ["O"]).isEmpty && !Erasure.Screen(keep: []).isEmpty)
+
+        // Applied to a signed batch: the screened records become digests; hash, signature and count stay.
+        let (signed, cert, batch) = try Self.signedPair()
+        #expect(Erasure.Screen().apply(to: signed) == nil, "an empty screen sends the batch as stored")
+        #expect(Erasure.Screen(retracted: ["E-9": .zero]).apply(to: signed) == nil, "a screen that touches nothing sends it as stored")
+        let cut = try #require(Erasure.Screen(retracted: ["E-1": HLC(millis: 5000, logical: 0)], outside: ["E-2"]).apply(to: signed))
+        #expect(cut.hash == signed.hash)
+        try cut.verify(certificate: cert)
+        let kept = try cut.decode()
+        #expect(kept.signedCount == batch.records.count)
+        #expect(kept.records.map(\.key) == ["E-0", "E-3"])
+        // A narrowed view reads the batch's field names: every record carries a `score` cell (E-0's is null).
+        let narrowed = try #require(Erasure.Screen(keep: ["id", "status"]).apply(to: signed))
+        #expect(try narrowed.decode().records.isEmpty && narrowed.hash == signed.hash)
+        #expect(Erasure.Screen(keep: ["id", "status", "score"]).apply(to: signed) == nil, "a view that still holds every field leaves the batch whole")
+    }
 }

@@ -50,6 +50,46 @@ struct SyncSessionTests {
         #expect(Self.plan(me: Self.sh, agreements: [Self.held(Self.sh, .active)]).shares["hangzhou/reg"]?.roster(previous: nil, now: 1) == nil, "members sign no roster")
     }
 
+    @Test("the owner's cut and the policy's enforcement point agree: a row goes to a member, with the same fields, exactly when PolicyEngine.view grants it")
+    func cutMatchesEnforcementPoint() throws {
+        let schema = try Schema(keyField: "id", fields: [("id", .string), ("status", .string), ("district", .string), ("owner_name", .string)])
+        let engine = try PolicyEngine(city: Self.hz, policy: Policy(shares: [Self.share]), schemas: ["registry": schema])
+        let t = RFC3339.parse("2027-06-01T00:00:00Z")!
+        let stamp = Stamp(hlc: HLC(millis: 1, logical: 0), city: Self.hz)
+        func row(_ district: String?) -> RecordState {
+            var cells = [Cell(field: 1, value: .string("E-1"), stamp: stamp), Cell(field: 2, value: .string("active"), stamp: stamp), Cell(field: 4, value: .string("Li"), stamp: stamp)]
+            if let district { cells.append(Cell(field: 3, value: .string(district), stamp: stamp)) }
+            return RecordState(cells: cells)
+        }
+        let rows = [row("Xihu"), row("Restricted"), row(nil)]
+        let agreementSets: [[ShareDirectory.Held]] = [
+            [Self.held(Self.sh, .active), Self.held(Self.sz, .offered)],
+            [Self.held(Self.sh, .active), Self.held(Self.sz, .active)],
+            [Self.held(Self.sh, .expired), Self.held(Self.sz, .revoked, revokedBy: Self.hz)],
+        ]
+        for agreements in agreementSets {
+            let plan = Self.plan(me: Self.hz, agreements: agreements)
+            let share = plan.shares["hangzhou/reg"]
+            let view = share?.view(schema: schema)
+            for member in [Self.sh, Self.sz, Self.nj] {
+                for r in rows {
+                    let granted = engine.view(
+                        dataset: "registry", for: member, now: t, accepted: { plan.active.contains("\($0) \($1)") },
+                        value: { name in schema.field(named: name).flatMap { r.value(field: $0.id) } })
+                    let cut = share.map { $0.parties.contains(member) } == true && view?.admits(r) == true
+                    switch granted {
+                    case .success(let fields):
+                        #expect(cut, "\(member) \(agreements.map(\.state)): the engine grants the row, the cut must send it")
+                        #expect(Set(fields) == Set(share?.fields ?? []), "and with the same fields")
+                        #expect(view?.fields == Set(fields.compactMap { schema.field(named: $0)?.id }))
+                    case .failure(let denial):
+                        #expect(!cut, "\(member) \(agreements.map(\.state)): the engine denies it (\(denial.code)), the cut must not send it")
+                    }
+                }
+            }
+        }
+    }
+
     @Test("as member: an active agreement is a share with the owner and the roster's members; a roster that leaves this city out, or names another share, adds no one")
     func memberShares() throws {
         let roster = ShareRoster(owner: Self.hz, share: "reg", dataset: "hangzhou/registry", members: [Self.sh, Self.sz], fields: [], filter: nil, write: [], issued: 1)

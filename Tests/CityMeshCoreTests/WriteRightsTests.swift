@@ -57,6 +57,19 @@ struct WriteRightsTests {
         #expect(r.localWrite(by: Self.sh, fields: ["status"], delete: false, current: Self.restricted) == .create)
     }
 
+    @Test("a member's batch carries its own cells of the writable fields only, and no tombstone")
+    func memberCut() {
+        let name: (Int) -> String? = { Self.schema.field(id: $0)?.name }
+        // The replica's copy as the outbox holds it: the owner's cells, a co-member's, its own.
+        let written = RecordState(
+            cells: [Self.cell("id", "E-1", 10, Self.hz), Self.cell("status", "audited", 30, Self.sh), Self.cell("district", "Moved", 30, Self.sh)],
+            tombstone: Self.s(5, Self.sh))
+        let out = Self.rights.outgoing(written, by: Self.sh, field: name)
+        #expect(out == RecordState(cells: [Self.cell("status", "audited", 30, Self.sh)]))
+        #expect(Self.rights.outgoing(written, by: Self.sz, field: name).cells.isEmpty, "nothing in another city's name")
+        #expect(Self.rights.outgoing(RecordState(cells: [Cell(field: 99, value: .string("x"), stamp: Self.s(30, Self.sh))]), by: Self.sh, field: name).cells.isEmpty, "an unknown field")
+    }
+
     @Test("the owner's deletion wins over members' concurrent writes; the owner's later cells stay")
     func deletionWins() {
         let t = Self.s(100, Self.hz)

@@ -239,6 +239,11 @@ struct ReplicationStoreTests {
         #expect(try await store.get(Self.dataset, key: "E-1") == nil)
         #expect(try await store.shareErasure(share: Self.share, key: "E-1")?.hlc == HLC(millis: 1000, logical: 0))
         #expect(try await store.pendingErasures() == 1)
+        // Until the pass runs, a send leaves the retracted key's values out (the send screen).
+        var screen = try await store.sendScreen(share: Self.share, dataset: Self.dataset, view: nil)
+        #expect(screen == Erasure.Screen(retracted: ["E-1": HLC(millis: 1000, logical: 0)]))
+        let sent = try #require(screen.apply(to: s1))
+        #expect(Data(sent.bytes).range(of: Data("gone-value".utf8)) == nil && Data(sent.bytes).range(of: Data("kept-value".utf8)) != nil && sent.hash == s1.hash)
         func stored(_ seq: UInt64) async throws -> (bytes: [UInt8], hash: [UInt8]) {
             let b = try #require(try await store.numberedBatches(share: Self.share, origin: Self.hz, seqs: seq...seq).first)
             return (b.bytes, b.hash)
@@ -251,9 +256,12 @@ struct ReplicationStoreTests {
         #expect(try SignedBatch(bytes: one.bytes[...]).hash == s1.hash && one.hash == s1.hash, "the batch's hash (and so its signature and the chain) is unchanged")
         #expect(holds(try await stored(2).bytes, "E-1"), "the retraction itself stays: parties that have not taken it yet still need it")
         #expect(try await store.pendingErasures() == 0)
+        #expect(try await store.sendScreen(share: Self.share, dataset: Self.dataset, view: nil).isEmpty, "once compacted, sends read nothing to leave out")
         // The view loses `status`: the replica drops it, and records carrying it leave the batches.
         _ = try await store.narrowReplica(Self.dataset, share: Self.share, keep: ["id", "district"])
         #expect(try await store.shareErasure(share: Self.share, key: "")?.keep == ["district", "id"])
+        screen = try await store.sendScreen(share: Self.share, dataset: Self.dataset, view: nil)
+        #expect(screen.keep == ["district", "id"])
         r = try await store.compactErasures(shares: [Self.share: Self.dataset])
         #expect(r[Self.dataset]?.records == 1)
         one = try await stored(1)
@@ -264,6 +272,26 @@ struct ReplicationStoreTests {
         #expect(try await store.pendingErasures() == 1, "the narrowing to id alone waits for a pass that covers the share")
         #expect(try await store.compactErasures(shares: [Self.share: Self.dataset])[Self.dataset]?.records == 0)
         #expect(try await store.pendingErasures() == 0)
+        #expect(try await store.sendScreen(share: Self.share, dataset: Self.dataset, view: nil).keep == ["id"], "a narrowed view stays in the screen after its pass")
+        #expect(
+            try await store.sendScreen(share: Self.share, dataset: Self.dataset, view: ["id", "status"]).keep == ["id", "status"],
+            "the view in force decides: terms widened again bring their fields back")
+        // A deletion waits for its pass in the screen of every share of the dataset.
+        let del = ChangeBatch(
+            share: Self.share, dataset: Self.dataset.description, origin: Self.hz, seq: 3, prev: s2.hash, fields: wide, seen: [:],
+            records: [.init(key: "E-2", state: .deletion(at: Self.stamp(3000, Self.hz)))])
+        let s3 = try del.signed(with: Self.key)
+        _ = try await store.take(Self.incoming(del, s3, from: Self.hz), conflicts: Self.noConflicts)
+        #expect(try await store.sendScreen(share: Self.share, dataset: Self.dataset, view: nil).deleted == ["E-2": .init(hlc: HLC(millis: 3000, logical: 0), collected: false)])
+        _ = try await store.compactErasures(shares: [Self.share: Self.dataset])
+        // Terms widen again: a batch with `status` taken now is not compacted by the old narrowing
+        // when the pass is told the view in force (without it, the narrowing's fields would apply).
+        let (b4, s4) = try Self.batch(origin: Self.hz, seq: 4, prev: s3.hash, [("E-3", "back-value", 4000)], fields: wide)
+        _ = try await store.take(Self.incoming(b4, s4, from: Self.hz), conflicts: Self.noConflicts)
+        #expect(try await store.compactErasures(shares: [Self.share: Self.dataset], views: [Self.share: ["id", "status", "district"]])[Self.dataset]?.records == 0)
+        #expect(holds(try await stored(4).bytes, "back-value"))
+        _ = try await store.narrowReplica(Self.dataset, share: Self.share, keep: ["id"])
+        #expect(try await store.compactErasures(shares: [Self.share: Self.dataset])[Self.dataset]?.records == 1, "the control: by the narrowing's own fields it goes")
     }
 
     @Test("tombstones older than the cutoff are collected, live records and newer tombstones stay; a purge removes the replica")

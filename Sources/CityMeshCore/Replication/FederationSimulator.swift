@@ -944,6 +944,10 @@ struct SimulatedFederation {
             // The owner cuts with the production rule (`ShareView`); a leaky owner sends everything.
             if w == Self.owner && !config.faults.contains(.leakyOwner) {
                 ownerCut(key, change, into: &records)
+            } else if w != Self.owner {
+                // A member cuts its own cells of the fields it may write (`WriteRights.outgoing`).
+                let out = rights.outgoing(change, by: city, field: { Self.schema.field(id: $0)?.name })
+                if !out.cells.isEmpty { records[key, default: RecordState()].merge(out) }
             } else {
                 records[key, default: RecordState()].merge(change)
             }
@@ -1053,8 +1057,14 @@ struct SimulatedFederation {
             if firstOrderViolation == nil { firstOrderViolation = "\(cities[i]) took \(cities[o])'s batch \(seq) holding up to \(holding)" }
         }
         // The batch as the sender keeps it: records it compacted are digests only, here too.
+        // So is what its next pass will compact: a send re-checks the stored batch against what
+        // waits for the pass (`Erasure.Screen`, as the node's send does).
         let id = Self.batchID(o, seq)
-        let gone = nodes[sender].compacted[id] ?? []
+        var gone = nodes[sender].compacted[id] ?? []
+        let screen = pendingScreen(sender)
+        if !screen.isEmpty {
+            for (x, r) in batch.body.records.enumerated() where screen.erases(r.key, r.state, name: { Self.schema.field(id: $0)?.name }) { gone.insert(x) }
+        }
         if !gone.isEmpty { nodes[i].compacted[id, default: []].formUnion(gone) }
         var refusedCellsHere = 0
         defer {
@@ -1150,24 +1160,18 @@ struct SimulatedFederation {
     /// overrides is compacted out of this node's copy. (Tombstone collection is not modelled:
     /// the deletions' own records stay.)
     mutating func compact(_ i: Int) {
-        for (key, e) in nodes[i].erasures where e.pending {
+        // Deleted and retracted keys' records (the rule the node's pass and sends run), then,
+        // with a narrowed view, every record with a cell of a field the view lost.
+        var screen = pendingScreen(i, compacting: true)
+        screen.keep = nil
+        for key in Set(screen.deleted.keys).union(screen.retracted.keys) {
             for occ in keyIndex[key] ?? [] where occ.seq <= nodes[i].held[occ.origin] {
                 let state = chains[occ.origin][Int(occ.seq) - 1].body.records[occ.index].state
-                if Erasure.compacts(state, deletedAt: e.hlc, tombstoneCollected: nodes[i].collected[key] != nil) {
+                if screen.erases(key, state, name: { Self.schema.field(id: $0)?.name }) {
                     nodes[i].compacted[Self.batchID(occ.origin, occ.seq), default: []].insert(occ.index)
                 }
             }
             nodes[i].erasures[key]?.pending = false
-        }
-        // What left the share's view: retracted keys' records, and with a narrowed view every
-        // record with a cell of a field the view lost (`Erasure.outsideView`).
-        for (key, e) in nodes[i].shareErasures where e.pending {
-            for occ in keyIndex[key] ?? [] where occ.seq <= nodes[i].held[occ.origin] {
-                let state = chains[occ.origin][Int(occ.seq) - 1].body.records[occ.index].state
-                if Erasure.compacts(state, deletedAt: e.hlc, tombstoneCollected: false) {
-                    nodes[i].compacted[Self.batchID(occ.origin, occ.seq), default: []].insert(occ.index)
-                }
-            }
             nodes[i].shareErasures[key]?.pending = false
         }
         if nodes[i].narrowPending {
@@ -1195,10 +1199,25 @@ struct SimulatedFederation {
 
     /// Compacts, in node `i`'s copy of a batch, the records with a cell outside the view in force.
     mutating func compactOutsideView(_ i: Int, origin o: Int, seq: UInt64) {
-        let keep = Set(Self.fields.filter { currentView.contains($0.id) }.map(\.name))
-        for (x, r) in chains[o][Int(seq) - 1].body.records.enumerated() where Erasure.outsideView(r.state, keep: keep, name: { Self.schema.field(id: $0)?.name }) {
+        let screen = Erasure.Screen(keep: Set(Self.fields.filter { currentView.contains($0.id) }.map(\.name)))
+        for (x, r) in chains[o][Int(seq) - 1].body.records.enumerated() where screen.erases(r.key, r.state, name: { Self.schema.field(id: $0)?.name }) {
             nodes[i].compacted[Self.batchID(o, seq), default: []].insert(x)
         }
+    }
+
+    /// What node `i`'s next compaction pass will compact (`Erasure.Screen`, as the node's store
+    /// reads it for a send: `NodeStore.sendScreen`): pending deletions and retractions, and a
+    /// narrowed view. With the compaction or narrowing faults the node neither compacts nor
+    /// screens what those faults leave (`compacting`: the pass itself, which the faults gate elsewhere).
+    func pendingScreen(_ i: Int, compacting: Bool = false) -> Erasure.Screen {
+        var screen = Erasure.Screen()
+        guard compacting || !config.faults.contains(.noCompaction) else { return screen }
+        for (key, e) in nodes[i].erasures where e.pending { screen.deleted[key] = .init(hlc: e.hlc, collected: nodes[i].collected[key] != nil) }
+        for (key, e) in nodes[i].shareErasures where e.pending { screen.retracted[key] = e.hlc }
+        if nodes[i].narrowApplied && !config.faults.contains(.noNarrowing) {
+            screen.keep = Set(Self.fields.filter { currentView.contains($0.id) }.map(\.name))
+        }
+        return screen
     }
 
     static func add(_ weight: Int, at bucket: Int, to histogram: inout [Int]) {

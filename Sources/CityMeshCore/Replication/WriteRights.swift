@@ -55,6 +55,14 @@ public struct WriteRights: Sendable {
         return nil
     }
 
+    /// What a member's batch carries of a write it made (`state`, as written): only its own cells
+    /// of the fields members may write (a write a concurrent one overwrote since still goes, as
+    /// made), no tombstone — members delete nothing. `field` maps the state's field ids to names.
+    /// The node's member cut and the simulator's members cut with it.
+    public func outgoing(_ state: RecordState, by member: CitySlug, field: (Int) -> String?) -> RecordState {
+        RecordState(sortedCells: state.cells.filter { $0.stamp.city == member && field($0.field).map(writable.contains) == true }, tombstone: nil)
+    }
+
     /// A member's copy of a record once it has merged the owner's deletion of it: cells other
     /// cities stamped after the deletion go too. They are writes made before their writer saw
     /// the deletion, to a record the owner no longer holds — the owner refuses them (members
