@@ -327,6 +327,8 @@ extension NodeStore {
         try await background { try await pool.write { db in
             for key in visibility.shown {
                 try db.execute(sql: "INSERT OR IGNORE INTO share_visible (share, key) VALUES (?, ?)", arguments: [share, key])
+                // Back in view: a retraction's erasure of it ends (its old values are in view again).
+                try db.execute(sql: "DELETE FROM share_erasures WHERE share = ? AND key = ?", arguments: [share, key])
             }
             for key in visibility.hidden {
                 try db.execute(sql: "DELETE FROM share_visible WHERE share = ? AND key = ?", arguments: [share, key])
@@ -481,6 +483,14 @@ extension NodeStore {
                         try again.execute(arguments: [incoming.share, ""])
                     }
                     for r in b.records { try again.execute(arguments: [incoming.share, r.key]) }
+                }
+                // A row the owner sends live again came back into this share's view (terms widened,
+                // or it matches the filter again): its old values are in view again, so the
+                // retraction's erasure ends — else the pass would compact the returning record too
+                // (unchanged, its stamps are no newer than the retraction's).
+                if incoming.batch.origin == incoming.dataset.owner {
+                    let back = try db.makeStatement(sql: "DELETE FROM share_erasures WHERE share = ? AND key = ?")
+                    for r in incoming.states where !r.state.cells.isEmpty { try back.execute(arguments: [incoming.share, r.key]) }
                 }
                 // The last records are in: what this node has now seen of each writer, and the batch.
                 for r in incoming.states {

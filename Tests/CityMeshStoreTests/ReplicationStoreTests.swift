@@ -294,6 +294,36 @@ struct ReplicationStoreTests {
         #expect(try await store.compactErasures(shares: [Self.share: Self.dataset])[Self.dataset]?.records == 1, "the control: by the narrowing's own fields it goes")
     }
 
+    @Test("a retracted row that comes back into view unchanged (terms widened: its old stamps) is not compacted again, at the member or at the owner")
+    func returnedRowKept() async throws {
+        let (store, _) = try makeStore(city: "shanghai")
+        let (b1, s1) = try Self.batch(origin: Self.hz, seq: 1, prev: ChangeBatch.zeroHash, [("E-1", "first-value", 1000)])
+        _ = try await store.take(Self.incoming(b1, s1, from: Self.hz), conflicts: Self.noConflicts)
+        let b2 = ChangeBatch(
+            share: Self.share, dataset: Self.dataset.description, origin: Self.hz, seq: 2, prev: s1.hash, fields: Self.fields, seen: [:],
+            records: [.init(key: "E-1", state: ShareView.retraction)])
+        let s2 = try b2.signed(with: Self.key)
+        var retraction = Self.incoming(b2, s2, from: Self.hz)
+        retraction.retracted = ["E-1"]
+        _ = try await store.take(retraction, conflicts: Self.noConflicts)
+        _ = try await store.compactErasures(shares: [Self.share: Self.dataset])
+        // The owner sends the row whole again: the same cells, stamped 1000 as before.
+        let (b3, s3) = try Self.batch(origin: Self.hz, seq: 3, prev: s2.hash, [("E-1", "first-value", 1000)])
+        _ = try await store.take(Self.incoming(b3, s3, from: Self.hz), conflicts: Self.noConflicts)
+        #expect(try await store.get(Self.dataset, key: "E-1") != nil)
+        #expect(try await store.sendScreen(share: Self.share, dataset: Self.dataset, view: nil).isEmpty, "a send leaves nothing of it out")
+        _ = try await store.compactErasures(shares: [Self.share: Self.dataset])
+        let stored = try #require(try await store.numberedBatches(share: Self.share, origin: Self.hz, seqs: 3...3).first)
+        #expect(Data(stored.bytes).range(of: Data("first-value".utf8)) != nil, "the returned row stays in the batch a late joiner pulls")
+
+        // The owner: a retraction noted, then the row shown again before any pass ran.
+        let (owner, _) = try makeStore(city: "hangzhou")
+        try await owner.appendOwnBatch(share: Self.share, dataset: Self.dataset, signed: nil, records: 0, cursor: 0, retracted: [("E-1", HLC(millis: 1000, logical: 0))], at: "t")
+        #expect(try await owner.sendScreen(share: Self.share, dataset: Self.dataset, view: nil).retracted.keys.sorted() == ["E-1"])
+        try await owner.appendOwnBatch(share: Self.share, dataset: Self.dataset, signed: nil, records: 0, cursor: 0, visibility: (["E-1"], []), at: "t")
+        #expect(try await owner.sendScreen(share: Self.share, dataset: Self.dataset, view: nil).isEmpty, "its batch back to the members is not screened")
+    }
+
     @Test("tombstones older than the cutoff are collected, live records and newer tombstones stay; a purge removes the replica")
     func collectAndPurge() async throws {
         let (store, _) = try makeStore(city: "shanghai")

@@ -621,6 +621,7 @@ struct SimulatedFederation {
                 var (out, after) = ownerView.outgoing(current: current, change: nil, wasVisible: was, added: ownerView.fields)
                 if out == .retract && config.faults.contains(.noRetraction) { out = .skip }
                 if after { nodes[i].visible.insert(key) } else { nodes[i].visible.remove(key) }
+                if after && !was { nodes[i].shareErasures[key] = nil }
                 switch out {
                 case .send(let st): records[key] = st
                 case .retract:
@@ -962,6 +963,8 @@ struct SimulatedFederation {
         var (out, after) = ownerView.outgoing(current: nodes[w].records[key] ?? change, change: change, wasVisible: was)
         if out == .retract && config.faults.contains(.noRetraction) { out = .skip }
         if after { nodes[w].visible.insert(key) } else { nodes[w].visible.remove(key) }
+        // Back in view: a retraction's erasure of it ends (as the node's store does).
+        if after && !was { nodes[w].shareErasures[key] = nil }
         switch out {
         case .send(let s):
             // After a retraction in the same batch the record goes out whole again.
@@ -1104,6 +1107,8 @@ struct SimulatedFederation {
             nodes[i].records[key] = nil
         }
         for r in intake.states {
+            // A row the owner sends live again is back in view: its retraction's erasure ends.
+            if o == Self.owner, !r.state.cells.isEmpty { nodes[i].shareErasures[r.key] = nil }
             if i != Self.owner {
                 for c in r.state.cells where !Self.view.contains(c.field) {
                     viewViolations += 1
