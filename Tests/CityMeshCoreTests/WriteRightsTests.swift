@@ -104,8 +104,18 @@ struct WriteRightsTests {
         ]
         let fromMember = Self.rights.intake(member, origin: sh, receiver: hz, current: { $0 == "E-1" ? Self.live : nil }, field: { Self.schema.field(id: $0) })
         #expect(fromMember.states.map(\.key) == ["E-1"] && fromMember.retracted.isEmpty && fromMember.refused == 1)
+        #expect(fromMember.withheld == ["NEW"], "the owner keeps the refused record only as its digest")
         // The screen (the owner's policy) drops a record before the rights see it.
         let screened = Self.rights.intake(member, origin: sh, receiver: hz, current: { _ in Self.live }, field: { Self.schema.field(id: $0) }, screen: { $0.key == "E-1" ? nil : $0 })
-        #expect(screened.states.map(\.key) == ["NEW"])
+        #expect(screened.states.map(\.key) == ["NEW"] && screened.withheld == ["E-1"])
+        // A cell of a record denied, the rest taken: the record is withheld whole (the owner's own
+        // batches carry the accepted cell on).
+        let partly: [ChangeBatch.Record] = [.init(key: "E-1", state: RecordState(cells: [Self.cell("status", "audited", 30, sh), Self.cell("district", "Moved", 30, sh)]))]
+        let mixed = Self.rights.intake(partly, origin: sh, receiver: hz, current: { _ in Self.live }, field: { Self.schema.field(id: $0) })
+        #expect(mixed.states.first?.state.cells.count == 1 && mixed.withheld == ["E-1"])
+        // A member withholds nothing (its refusal may be transient: a replica behind the owner),
+        // nor does anyone withhold the owner's records.
+        #expect(Self.rights.intake(member, origin: sh, receiver: Self.sz, current: { _ in nil }, field: { Self.schema.field(id: $0) }).withheld.isEmpty)
+        #expect(atMember.withheld.isEmpty && atOwner.withheld.isEmpty && fromMember.refused == 1)
     }
 }

@@ -120,6 +120,13 @@ struct HostilePeerTests {
         let denied = try cm("audit", "log", "--dir", "hangzhou", "--kind", "policy.denied", "--json", "--limit", "10000").stdout
         #expect(denied.contains("row_filtered") && denied.contains("suzhou"), "\(denied.prefix(2000))")
         #expect(!rows.joined().contains("leaked"), "\(rows)")
+        // Nor is it kept for relaying: hangzhou stores suzhou's batch with the refused records as
+        // digests, so neither its database files nor shanghai's (which may pull suzhou's batch
+        // from hangzhou) hold the planted values or the invented key.
+        for value in ["leaked", "PLANTED"] {
+            #expect(!ErasureTests.contains(value, node: "hangzhou", work), "hangzhou's database files hold '\(value)'")
+            #expect(!ErasureTests.contains(value, node: "shanghai", work), "shanghai's database files hold '\(value)'")
+        }
         let agreementRefusals = try cm("audit", "log", "--dir", "hangzhou", "--kind", "agreement.refused", "--json", "--limit", "10000").stdout
         #expect(agreementRefusals.contains("only the owner revokes"), "\(agreementRefusals.prefix(3000))")
         #expect(agreementRefusals.contains("only the member answers"), "\(agreementRefusals.prefix(3000))")

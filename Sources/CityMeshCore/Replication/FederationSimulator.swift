@@ -1102,6 +1102,11 @@ struct SimulatedFederation {
                 if firstRefusal == nil { firstRefusal = "\(cities[i]) refused \(intake.refused) cells in \(cities[o])'s batch \(seq)" }
             }
         }
+        // What it refused of another city's records is not kept for relaying (digests in its copy).
+        if !intake.withheld.isEmpty {
+            let withheld = Set(intake.withheld)
+            for (x, r) in batch.body.records.enumerated() where withheld.contains(r.key) { nodes[i].compacted[id, default: []].insert(x) }
+        }
         for key in intake.retracted {
             if let held = nodes[i].records[key] { noteRetraction(i, key, held) }
             nodes[i].records[key] = nil

@@ -140,6 +140,14 @@ public struct WriteRights: Sendable {
         public var retracted: [String] = []
         public var ownerDeletions: [String] = []
         public var refused = 0
+        /// At the owner: keys of a member's records not taken whole (a cell or tombstone refused
+        /// or denied, or the record dropped). The owner keeps the batch with these records as
+        /// their digests, so it never stores or relays what it refused. Only the owner withholds:
+        /// its refusal is final (it judges against its own records and terms, and takes a
+        /// member's batch once), while a member's refusal may be transient (a replica behind the
+        /// owner, a field it has not learnt yet) and a copy it compacted could be the one the
+        /// owner pulls, which would lose the write.
+        public var withheld: [String] = []
     }
 
     /// The records of a batch `origin` signed, as `receiver` may take them, record by record
@@ -156,9 +164,14 @@ public struct WriteRights: Sendable {
         let atOwner = receiver == owner
         let ownerAtMember = origin == owner && !atOwner
         for record in records {
-            guard let r = screen(record) else { continue }
+            let judged = atOwner && origin != owner
+            guard let r = screen(record) else {
+                if judged { out.withheld.append(record.key) }
+                continue
+            }
             let taken = take(r, origin: origin, receiverIsOwner: atOwner, current: current(r.key), field: field)
             out.refused += taken.refused
+            if judged, taken.refused > 0 || r != record { out.withheld.append(r.key) }
             if taken.retraction {
                 out.retracted.append(r.key)
                 continue
