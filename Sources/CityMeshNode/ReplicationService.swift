@@ -1044,17 +1044,6 @@ public final class ReplicationService: Service, ReplicaDesk, Sendable {
             detail: "share \(r.share): \(direction) \(peer), \(r.batches.joined(separator: " "))", documents: [receipt, countersign])
     }
 
-    /// The receiver's own agreement for `share` (`owner/name`): with the sender when the receiver
-    /// owns the share, else with the owner; the latest one not revoked (active, or the last that was).
-    static func agreement(for share: String, receiver: CitySlug, sender: CitySlug, in all: [StoredAgreement], now: Int64) -> StoredAgreement? {
-        let parts = share.split(separator: "/", maxSplits: 1).map(String.init)
-        guard parts.count == 2 else { return nil }
-        let (owner, name) = (parts[0], parts[1])
-        let member = owner == receiver.rawValue ? sender.rawValue : receiver.rawValue
-        let candidates = all.filter { $0.terms.owner == owner && $0.terms.share == name && $0.terms.member == member }
-        return candidates.last { $0.state(now: now) == .active } ?? candidates.last { $0.revocation == nil } ?? candidates.last
-    }
-
     /// As receiver: the receipts `ReceiptFlow` asks for — one per (peer, share) for the batches
     /// taken and not yet receipted (kept in the store, so a restart issues what a crash left
     /// out), and those not yet countersigned, again to a sender that reconnected or every
@@ -1075,11 +1064,11 @@ public final class ReplicationService: Service, ReplicaDesk, Sendable {
         let directives = receipts.withLock { $0.onTick(now: t, taken: taken, connected: connected) }
         guard !directives.isEmpty else { return }
         let size = (try? await ledger.ledger.count()) ?? 0
-        let agreements = taken.isEmpty ? [] : ((try? await store.agreements()) ?? [])
+        let agreements = taken.isEmpty ? [] : ((try? await store.agreements()) ?? []).map { $0.held(now: t) }
         for d in directives {
             switch d {
             case .issue(let draft):
-                let terms = Self.agreement(for: draft.share, receiver: city, sender: draft.peer, in: agreements, now: t)
+                let terms = ReceiptFlow.agreement(for: draft.share, receiver: city, sender: draft.peer, among: agreements)
                 let r = ExchangeReceipt(
                     share: draft.share, sender: draft.peer, receiver: city, batches: draft.runs, records: draft.records, batchesSHA256: draft.digest,
                     receiverLedgerSize: size, at: now, agreement: terms?.id, purpose: terms?.terms.purpose)

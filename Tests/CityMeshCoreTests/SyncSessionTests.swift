@@ -172,6 +172,30 @@ struct SyncSessionTests {
         #expect(restarted.openCount == 0 && restarted.onTick(now: 100, taken: [], connected: [Self.sz]).isEmpty)
     }
 
+    @Test("a receipt names the receiver's own agreement for the share: with the sender when it owns the share, else with the owner; the latest active, else the latest not revoked")
+    func receiptAgreement() {
+        let old = Self.held(Self.sh, .expired, id: "old")
+        let active = Self.held(Self.sh, .active, id: "active")
+        let revoked = Self.held(Self.sh, .revoked, revokedBy: Self.hz, id: "revoked")
+        let other = Self.held(Self.sz, .active, id: "suzhou")
+        func named(_ share: String, receiver: CitySlug, sender: CitySlug, _ all: [ShareDirectory.Held]) -> String? {
+            ReceiptFlow.agreement(for: share, receiver: receiver, sender: sender, among: all)?.id
+        }
+        // Shanghai receives from hangzhou (the owner) or from suzhou (a co-member): its own agreement either way.
+        #expect(named("hangzhou/reg", receiver: Self.sh, sender: Self.hz, [old, active, revoked, other]) == "active")
+        #expect(named("hangzhou/reg", receiver: Self.sh, sender: Self.sz, [old, active, other]) == "active")
+        // The owner receiving from shanghai names the agreement with shanghai.
+        #expect(named("hangzhou/reg", receiver: Self.hz, sender: Self.sh, [other, active]) == "active")
+        #expect(named("hangzhou/reg", receiver: Self.hz, sender: Self.sz, [other, active]) == "suzhou")
+        // No active one: the latest not revoked, else the latest.
+        #expect(named("hangzhou/reg", receiver: Self.sh, sender: Self.hz, [old, revoked]) == "old")
+        #expect(named("hangzhou/reg", receiver: Self.sh, sender: Self.hz, [revoked]) == "revoked")
+        // Another share, a malformed share id, nothing held: none.
+        #expect(named("hangzhou/other", receiver: Self.sh, sender: Self.hz, [active]) == nil)
+        #expect(named("hangzhou", receiver: Self.sh, sender: Self.hz, [active]) == nil)
+        #expect(named("nanjing/reg", receiver: Self.sh, sender: Self.nj, [active]) == nil)
+    }
+
     @Test("a peer with many open receipts gets at most 256 a tick; memory holds at most 65,536")
     func bounded() {
         var flow = ReceiptFlow(retry: 30)

@@ -321,6 +321,19 @@ public struct ReceiptFlow: Sendable {
     public var openCount: Int { open.count }
     public func isOpen(_ id: String) -> Bool { open[id] != nil }
 
+    /// The agreement a receipt names (the receiver's own for `share`, `owner/name`): with the
+    /// sender when the receiver owns the share, else with the owner; the latest active one, else
+    /// the latest not revoked, else the latest (nil: none — `audit reconcile` then reports the
+    /// exchange as outside any agreement).
+    public static func agreement(for share: String, receiver: CitySlug, sender: CitySlug, among all: [ShareDirectory.Held]) -> ShareDirectory.Held? {
+        let parts = share.split(separator: "/", maxSplits: 1).map(String.init)
+        guard parts.count == 2 else { return nil }
+        let (owner, name) = (parts[0], parts[1])
+        let member = owner == receiver.rawValue ? sender.rawValue : receiver.rawValue
+        let candidates = all.filter { $0.terms.owner == owner && $0.terms.share == name && $0.terms.member == member }
+        return candidates.last { $0.state == .active } ?? candidates.last { $0.revokedBy == nil } ?? candidates.last
+    }
+
     /// `peer` (re)connected: its open receipts go again now.
     public mutating func onConnect(_ peer: CitySlug) {
         for (id, o) in open where o.peer == peer { open[id]?.lastSent = nil }
