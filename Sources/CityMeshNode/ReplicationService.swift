@@ -376,7 +376,7 @@ public final class ReplicationService: Service, ReplicaDesk, Sendable {
         let shares = state.withLock { Array($0.shares.values) }
         for info in shares where info.isOwner || !info.write.isEmpty {
             do {
-                var ahead: [StoredRecord] = []
+                var ahead: [ShareView.Change] = []
                 while try await cutOne(info, key: key, ahead: &ahead) {}
             } catch let e as CityMeshError where e.code == .datasetNotFound && !info.isOwner {
                 continue  // the replica is created by the first batch from the owner
@@ -388,7 +388,7 @@ public final class ReplicationService: Service, ReplicaDesk, Sendable {
 
     /// Cuts at most one batch of `info`; true if more may follow. `ahead` carries records one
     /// cut read beyond what its batch held to the next.
-    func cutOne(_ info: SyncShare, key: Agreement.Key, ahead: inout [StoredRecord]) async throws -> Bool {
+    func cutOne(_ info: SyncShare, key: Agreement.Key, ahead: inout [ShareView.Change]) async throws -> Bool {
         info.isOwner ? try await cutOwner(info, key: key, ahead: &ahead) : try await cutMember(info, key: key)
     }
 
@@ -397,7 +397,7 @@ public final class ReplicationService: Service, ReplicaDesk, Sendable {
     /// holds; those left over are the next cut's (`ahead`), so no record is read and decoded
     /// twice. (If one of them changes meanwhile, its new state has a later sequence number and
     /// goes in a later batch: the old one travelling first costs bytes, not correctness.)
-    func cutOwner(_ info: SyncShare, key: Agreement.Key, ahead: inout [StoredRecord]) async throws -> Bool {
+    func cutOwner(_ info: SyncShare, key: Agreement.Key, ahead: inout [ShareView.Change]) async throws -> Bool {
         let dataset = try await store.dataset(info.dataset)
         // New terms (another filter or view) send the cursor back to 0: what was sent under the
         // old ones is re-judged up to `rescanUntil` (`ShareView.outgoing` with no change).
@@ -413,13 +413,14 @@ public final class ReplicationService: Service, ReplicaDesk, Sendable {
         }
         state.withLock { $0.settledTerms[info.id] = terms.rescanUntil == 0 ? termsKey : nil }
         guard dataset.lastSeq > cursor else { return false }
-        let changes: [StoredRecord]
+        let changes: [ShareView.Change]
         let more: Bool
         if let first = ahead.first, first.seq > cursor {
             (changes, more) = (ahead, true)
         } else {
-            changes = try await store.changes(info.dataset, afterSeq: cursor, limit: Self.recordsPerRead)
-            more = changes.count == Self.recordsPerRead
+            let read = try await store.changes(info.dataset, afterSeq: cursor, limit: Self.recordsPerRead)
+            changes = read.map { ShareView.Change(key: $0.key, seq: $0.seq, state: $0.state) }
+            more = read.count == Self.recordsPerRead
         }
         ahead = []
         guard !changes.isEmpty else { return false }
@@ -445,33 +446,9 @@ public final class ReplicationService: Service, ReplicaDesk, Sendable {
             }
             visible = nil
         }
-        var records: [ChangeBatch.Record] = []
-        var shown: [String] = [], hidden: [String] = []
-        var retracted: [(key: String, hlc: HLC)] = []
-        var size = 0
-        var lastSeq = cursor
-        for (i, r) in changes.enumerated() {
-            let was = visible.map { $0.contains(r.key) } ?? true
-            let (out, after) = view.outgoing(current: r.state, change: r.seq <= terms.rescanUntil ? nil : r.state, wasVisible: was, added: added)
-            let state: RecordState
-            switch out {
-            case .skip:
-                lastSeq = r.seq
-                continue
-            case .retract: state = ShareView.retraction
-            case .send(let s): state = s
-            }
-            let bytes = RecordStateCodec.encode(state).count + r.key.utf8.count + 6
-            if size + bytes > Self.batchBytes && !records.isEmpty {
-                ahead = Array(changes[i...])
-                break
-            }
-            records.append(.init(key: r.key, state: state))
-            if out == .retract { retracted.append((r.key, Swift.max(r.state.cells.map(\.stamp.hlc).max() ?? .zero, r.state.tombstone?.hlc ?? .zero))) }
-            if visible != nil, after != was { if after { shown.append(r.key) } else { hidden.append(r.key) } }
-            size += bytes
-            lastSeq = r.seq
-        }
+        let cut = view.cut(changes, cursor: cursor, rescanUntil: terms.rescanUntil, visible: visible, added: added, maxBytes: Self.batchBytes)
+        if cut.next < changes.count { ahead = Array(changes[cut.next...]) }
+        let records = cut.records, lastSeq = cut.through
         guard !records.isEmpty else {
             try await store.appendOwnBatch(share: info.id, dataset: info.dataset, signed: nil, records: 0, cursor: lastSeq, at: now)
             return more
@@ -487,7 +464,9 @@ public final class ReplicationService: Service, ReplicaDesk, Sendable {
             for (c, t) in seen where c != city { seen[c] = atWrite[c].map { Swift.min($0, t) } }
         }
         let fields = [schema.key] + schema.fields.filter { viewIDs.contains($0.id) && $0.name != schema.keyField }
-        try await emit(info, key: key, fields: fields, seen: seen, records: records, cursor: lastSeq, outboxThrough: nil, visibility: (shown, hidden), retracted: retracted)
+        try await emit(
+            info, key: key, fields: fields, seen: seen, records: records, cursor: lastSeq, outboxThrough: nil, visibility: (cut.shown, cut.hidden),
+            retracted: cut.retracted.map { ($0.key, $0.hlc) })
         return true
     }
 

@@ -34,6 +34,9 @@ public struct RecordState: Hashable, Sendable {
 
     public func cell(field: Int) -> Cell? { cells.first { $0.field == field } }
 
+    /// The newest clock the state carries (its cells and its tombstone; zero for an empty state).
+    public var newestClock: HLC { Swift.max(cells.map(\.stamp.hlc).max() ?? .zero, tombstone?.hlc ?? .zero) }
+
     /// Joins `other` into this state; returns whether anything changed.
     @discardableResult
     public mutating func merge(_ other: RecordState) -> Bool {

@@ -614,31 +614,47 @@ struct SimulatedFederation {
         // outside the filter are retracted, held rows go out whole under the narrowed view.
         if i == Self.owner, narrowing {
             nodes[i].narrowPending = true
+            // The node's cut under new terms: every record re-judged (`change: nil`), its whole
+            // state for rows newly in view; without a row filter before, members held every row.
+            let keys = nodes[i].records.keys.sorted()
+            let changes = keys.map { ShareView.Change(key: $0, seq: 0, state: nodes[i].records[$0] ?? RecordState()) }
+            let held = config.rowFilter ? nodes[i].visible : Set(keys)
+            let c = ownerView.cut(changes, cursor: 0, rescanUntil: 0, visible: held, added: ownerView.fields, maxBytes: .max)
             var records: [String: RecordState] = [:]
-            for key in nodes[i].records.keys.sorted() {
-                guard let current = nodes[i].records[key] else { continue }
-                let was = config.rowFilter ? nodes[i].visible.contains(key) : true
-                var (out, after) = ownerView.outgoing(current: current, change: nil, wasVisible: was, added: ownerView.fields)
-                if out == .retract && config.faults.contains(.noRetraction) { out = .skip }
-                if after { nodes[i].visible.insert(key) } else { nodes[i].visible.remove(key) }
-                if after && !was { nodes[i].shareErasures[key] = nil }
-                switch out {
-                case .send(let st): records[key] = st
-                case .retract:
-                    records[key] = ShareView.retraction
-                    noteRetraction(i, key, current)
-                case .skip: break
-                }
-            }
+            applyOwnerCut(c, into: &records)
             cut(i, records, writes: 0)
+        }
+    }
+
+    /// What the owner's cut (`ShareView.cut`) changes at the owner: which keys members hold, the
+    /// retractions' erasures (and a row back in view ends its own), and the records for the batch.
+    /// The `no-retraction` fault drops the retractions (the members are never told).
+    mutating func applyOwnerCut(_ c: ShareView.Cut, into records: inout [String: RecordState]) {
+        let w = Self.owner
+        for key in c.shown {
+            nodes[w].visible.insert(key)
+            nodes[w].shareErasures[key] = nil
+        }
+        for key in c.hidden { nodes[w].visible.remove(key) }
+        let dropRetractions = config.faults.contains(.noRetraction)
+        if !dropRetractions { for r in c.retracted { noteRetraction(w, r.key, hlc: r.hlc) } }
+        for r in c.records {
+            if ShareView.isRetraction(r) {
+                if !dropRetractions { records[r.key] = r.state }
+            } else {
+                // A whole state supersedes what an earlier write of the round put in the batch
+                // (a retraction too): the node sends records whole.
+                records[r.key] = r.state
+            }
         }
     }
 
     /// Node `i` notes that `key` left the share's view holding `state`: records of it no newer
     /// leave its stored batches with the next pass (`share_erasures` in the node).
-    mutating func noteRetraction(_ i: Int, _ key: String, _ state: RecordState) {
-        let newest = Swift.max(state.cells.map(\.stamp.hlc).max() ?? .zero, state.tombstone?.hlc ?? .zero)
-        nodes[i].shareErasures[key] = (Swift.max(newest, nodes[i].shareErasures[key]?.hlc ?? .zero), true)
+    mutating func noteRetraction(_ i: Int, _ key: String, _ state: RecordState) { noteRetraction(i, key, hlc: state.newestClock) }
+
+    mutating func noteRetraction(_ i: Int, _ key: String, hlc: HLC) {
+        nodes[i].shareErasures[key] = (Swift.max(hlc, nodes[i].shareErasures[key]?.hlc ?? .zero), true)
     }
 
     mutating func generateWorkload() {
@@ -956,24 +972,14 @@ struct SimulatedFederation {
         cut(w, records, writes: batch.count - (result.refusedWrites - refusedBefore))
     }
 
-    /// The owner's rule for one changed record (`ShareView.outgoing`), into the batch being cut.
+    /// The owner's cut of one changed record (`ShareView.cut`, as the node cuts: the record's whole
+    /// state now), into the batch being cut.
     mutating func ownerCut(_ key: String, _ change: RecordState, into records: inout [String: RecordState]) {
         let w = Self.owner
-        let was = config.rowFilter ? nodes[w].visible.contains(key) : true
-        var (out, after) = ownerView.outgoing(current: nodes[w].records[key] ?? change, change: change, wasVisible: was)
-        if out == .retract && config.faults.contains(.noRetraction) { out = .skip }
-        if after { nodes[w].visible.insert(key) } else { nodes[w].visible.remove(key) }
-        // Back in view: a retraction's erasure of it ends (as the node's store does).
-        if after && !was { nodes[w].shareErasures[key] = nil }
-        switch out {
-        case .send(let s):
-            // After a retraction in the same batch the record goes out whole again.
-            if let r = records[key], ShareView.isRetraction(.init(key: key, state: r)) { records[key] = s } else { records[key, default: RecordState()].merge(s) }
-        case .retract:
-            records[key] = ShareView.retraction
-            if let current = nodes[w].records[key] { noteRetraction(w, key, current) }
-        case .skip: break
-        }
+        let current = nodes[w].records[key] ?? change
+        let held: Set<String>? = config.rowFilter ? (nodes[w].visible.contains(key) ? [key] : []) : nil
+        let c = ownerView.cut([ShareView.Change(key: key, seq: 1, state: current)], cursor: 0, visible: held, maxBytes: .max)
+        applyOwnerCut(c, into: &records)
     }
 
     /// Members' cells the owner took since its last batch go out in its next one, as the node's

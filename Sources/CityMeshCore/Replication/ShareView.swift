@@ -73,6 +73,73 @@ public struct ShareView: Sendable {
         return (.send(projected), true)
     }
 
+    /// One changed record as the owner's store lists it since the share's cursor: its key, its
+    /// sequence number and its whole state now.
+    public struct Change: Sendable, Equatable {
+        public let key: String
+        public let seq: Int64
+        public let state: RecordState
+        public init(key: String, seq: Int64, state: RecordState) {
+            self.key = key
+            self.seq = seq
+            self.state = state
+        }
+    }
+
+    /// One cut of the owner's next batch for its members.
+    public struct Cut: Sendable, Equatable {
+        public struct Retracted: Sendable, Equatable {
+            public let key: String
+            /// The newest clock the record's state had: its erasure's bound (`Erasure.Screen.retracted`).
+            public let hlc: HLC
+        }
+        public var records: [ChangeBatch.Record] = []
+        public var retracted: [Retracted] = []
+        /// Keys the members hold after this batch and did not before, and the reverse (filtered
+        /// shares, or while re-judging: `visible` was given).
+        public var shown: [String] = []
+        public var hidden: [String] = []
+        /// The sequence number of the last change this cut consumed: the share's cursor after it.
+        public var through: Int64
+        /// The index of the first change left for the next cut (`changes.count`: all consumed).
+        public var next: Int
+    }
+
+    /// The owner's cut: `changes` (in sequence order, after `cursor`) judged one by one by
+    /// ``outgoing(current:change:wasVisible:added:)`` — a change numbered up to `rescanUntil` is
+    /// being re-judged under new terms (`change: nil`) — until the batch's records would pass
+    /// `maxBytes` (each record weighs its encoded state, its key and 6 bytes; at least one record
+    /// goes). `visible` holds the keys the members hold among the changes (nil: the share tracks
+    /// none — no filter and no re-judging — and every record counts as held). The node's cut and
+    /// the simulator's owner both run it.
+    public func cut(_ changes: [Change], cursor: Int64, rescanUntil: Int64 = 0, visible: Set<String>?, added: Set<Int> = [], maxBytes: Int) -> Cut {
+        var out = Cut(through: cursor, next: changes.count)
+        var size = 0
+        for (i, r) in changes.enumerated() {
+            let was = visible.map { $0.contains(r.key) } ?? true
+            let (decision, after) = outgoing(current: r.state, change: r.seq <= rescanUntil ? nil : r.state, wasVisible: was, added: added)
+            let state: RecordState
+            switch decision {
+            case .skip:
+                out.through = r.seq
+                continue
+            case .retract: state = Self.retraction
+            case .send(let s): state = s
+            }
+            let bytes = RecordStateCodec.encode(state).count + r.key.utf8.count + 6
+            if size.addingReportingOverflow(bytes).partialValue > maxBytes && !out.records.isEmpty {
+                out.next = i
+                break
+            }
+            out.records.append(.init(key: r.key, state: state))
+            if decision == .retract { out.retracted.append(.init(key: r.key, hlc: r.state.newestClock)) }
+            if visible != nil, after != was { if after { out.shown.append(r.key) } else { out.hidden.append(r.key) } }
+            size += bytes
+            out.through = r.seq
+        }
+        return out
+    }
+
     /// A retraction on the wire.
     public static let retraction = RecordState()
 

@@ -178,7 +178,11 @@ public struct WriteRights: Sendable {
             }
             guard let state = taken.state else { continue }
             out.states.append(.init(key: r.key, state: state))
-            if ownerAtMember && state.tombstone != nil { out.ownerDeletions.append(r.key) }
+            // Only a deletion as such: a record the owner made again after deleting it carries
+            // its tombstone along with live cells (the owner sends records whole), and members'
+            // cells the owner accepted since come back in that same state — dropping them would
+            // leave members without what the owner holds.
+            if ownerAtMember && state.tombstone != nil && !state.isLive { out.ownerDeletions.append(r.key) }
         }
         return out
     }
