@@ -73,4 +73,32 @@ struct ShareViewTests {
         #expect(!ShareView.isRetraction(.init(key: "S-1", state: .deletion(at: Self.stamp(5)))))
         #expect(!ShareView.isRetraction(.init(key: "S-1", state: outside)))
     }
+
+    @Test("the owner's cut: changes in order, skips consume the cursor, retractions carry their clock, the holders change only when tracked, a batch stops at its size (one record at least), and changes up to the rescan are re-judged")
+    func cut() {
+        func change(_ key: String, _ seq: Int64, _ state: RecordState) -> ShareView.Change { .init(key: key, seq: seq, state: state) }
+        let inside = Self.record(pm25: 12, at: 10), outside = Self.record(pm25: -1, at: 30)
+        let changes = [change("A", 5, inside), change("B", 6, outside), change("C", 7, outside), change("D", 8, inside)]
+        // B was held (retracted), C was not (skipped), A and D go.
+        let c = Self.view.cut(changes, cursor: 4, visible: ["B"], maxBytes: .max)
+        #expect(c.records.map(\.key) == ["A", "B", "D"] && ShareView.isRetraction(c.records[1]))
+        #expect(c.retracted == [.init(key: "B", hlc: HLC(millis: 30, logical: 0))])
+        #expect(c.shown == ["A", "D"] && c.hidden == ["B"] && c.through == 8 && c.next == 4)
+        // Untracked (no filter, no re-judging): everything counts as held, nothing is reported.
+        let untracked = Self.view.cut(changes, cursor: 4, visible: nil, maxBytes: .max)
+        #expect(untracked.records.map(\.key) == ["A", "B", "C", "D"] && untracked.shown.isEmpty && untracked.hidden.isEmpty)
+        // Only skips: nothing to send, and the cursor still moves past them.
+        let skipped = Self.view.cut([change("C", 7, outside)], cursor: 6, visible: [], maxBytes: .max)
+        #expect(skipped.records.isEmpty && skipped.through == 7 && skipped.next == 1)
+        // The size bound: the first record always goes; the rest wait for the next cut.
+        let one = Self.view.cut(changes, cursor: 4, visible: ["B"], maxBytes: 1)
+        #expect(one.records.map(\.key) == ["A"] && one.through == 5 && one.next == 1)
+        let rest = Self.view.cut(Array(changes[one.next...]), cursor: one.through, visible: ["B"], maxBytes: 1)
+        #expect(rest.records.map(\.key) == ["B"] && rest.through == 7 && rest.next == 2, "C, skipped, is consumed on the way")
+        // Re-judged under new terms (up to the rescan): a held record in view gets only the added fields.
+        let rescan = Self.view.cut([change("A", 5, inside)], cursor: 0, rescanUntil: 5, visible: ["A"], added: [2], maxBytes: .max)
+        #expect(rescan.records.first?.state.cells.map(\.field) == [2])
+        let past = Self.view.cut([change("A", 6, inside)], cursor: 0, rescanUntil: 5, visible: ["A"], added: [2], maxBytes: .max)
+        #expect(past.records.first?.state.cells.map(\.field) == [1, 2], "a change after the rescan point goes as it is")
+    }
 }
