@@ -355,8 +355,14 @@ public struct ReceiptFlow: Sendable {
             out.append(.issue(Draft(peer: first.peer, share: first.share, batches: batches)))
         }
         var perPeer: [CitySlug: Int] = [:]
-        for (id, o) in open.sorted(by: { $0.value.order < $1.value.order }) where connected.contains(o.peer) {
-            if let last = o.lastSent, now.subtractingReportingOverflow(last).partialValue < retry, now >= last { continue }
+        // Only the due receipts of connected senders are ordered (oldest first): a disconnected
+        // peer's open receipts cost nothing per tick, however many.
+        let due = open.filter { _, o in
+            guard connected.contains(o.peer) else { return false }
+            if let last = o.lastSent, now.subtractingReportingOverflow(last).partialValue < retry, now >= last { return false }
+            return true
+        }
+        for (id, o) in due.sorted(by: { $0.value.order < $1.value.order }) {
             guard perPeer[o.peer, default: 0] < Self.resendPerTick else { continue }
             perPeer[o.peer, default: 0] += 1
             open[id]?.lastSent = now
