@@ -823,8 +823,12 @@ public final class ReplicationService: Service, ReplicaDesk, Sendable {
         let me = city
         let origin = batch.origin
         let originSeen = batch.seen
+        // What the owner refused is not kept for relaying: the stored copy has those records as
+        // digests (same hash and signature; the owner re-sends accepted cells in its own batches).
+        let withheld = Set(intake.withheld)
+        let kept = withheld.isEmpty ? signed : ((try? signed.compacted(erasing: { key, _ in withheld.contains(key) })) ?? nil) ?? signed
         do {
-            var incoming = IncomingBatch(share: share, dataset: info.dataset, batch: adopted, signed: signed, states: states, keyField: keyField, from: peer, at: now)
+            var incoming = IncomingBatch(share: share, dataset: info.dataset, batch: adopted, signed: kept, states: states, keyField: keyField, from: peer, at: now)
             incoming.retracted = retracted
             incoming.ownerDeletions = intake.ownerDeletions
             incoming.entries = [LedgerEntry(
