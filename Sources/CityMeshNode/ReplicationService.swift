@@ -49,8 +49,6 @@ public final class ReplicationService: Service, ReplicaDesk, Sendable {
         /// When a member last refreshed its shares because an owner batch had fields its view
         /// lacked (at most every 2 s: old batches cut under wider terms keep arriving in a resync).
         var fieldRefresh: [String: Int64] = [:]
-        /// Shares whose view lost fields at some point (a narrowing is on record): their stored
-        /// batches are checked against the current view before they are sent.
     }
 
     let city: CitySlug
@@ -826,7 +824,7 @@ public final class ReplicationService: Service, ReplicaDesk, Sendable {
         // What the owner refused is not kept for relaying: the stored copy has those records as
         // digests (same hash and signature; the owner re-sends accepted cells in its own batches).
         let withheld = Set(intake.withheld)
-        let kept = withheld.isEmpty ? signed : ((try? signed.compacted(erasing: { key, _ in withheld.contains(key) })) ?? nil) ?? signed
+        let kept = withheld.isEmpty ? signed : (try? signed.compacted(erasing: { key, _ in withheld.contains(key) })) ?? signed
         do {
             var incoming = IncomingBatch(share: share, dataset: info.dataset, batch: adopted, signed: kept, states: states, keyField: keyField, from: peer, at: now)
             incoming.retracted = retracted
