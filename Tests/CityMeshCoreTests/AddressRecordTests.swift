@@ -89,6 +89,10 @@ struct AddressRecordTests {
         refused(good + [0], "a trailing byte")
         #expect(throws: CityMeshError.self) { try Self.record(version: .max) }
         #expect(throws: CityMeshError.self) { try Self.record(addresses: []) }
+        // A 253-byte host with its port is 259 bytes: over the wire's one length byte, refused
+        // when signing (it used to be cut short silently); 255 bytes in all is the most.
+        #expect(throws: CityMeshError.self) { try Self.record(addresses: [String(repeating: "h", count: 253) + ":65535"]) }
+        #expect((try? Self.record(addresses: [String(repeating: "h", count: 249) + ":65535"])) != nil)
     }
 
     @Test("the book keeps the highest version of each city, verified; the same record again is known, a lower one stale; a far-future version, this node's own city and cities past the bound are refused")

@@ -119,6 +119,8 @@ public struct AddressRecord: Sendable, Equatable, Hashable {
 
     /// Why `address` is not a dialable `host:port` (nil: it is). An IPv6 host is written in brackets.
     public static func addressRefusal(_ address: String) -> String? {
+        // The wire gives an address one length byte: a longer one would be cut short, not refused.
+        guard address.utf8.count <= 255 else { return "'\(address.prefix(80))…' is longer than 255 bytes" }
         guard let colon = address.lastIndex(of: ":"), colon != address.startIndex else { return "'\(address.prefix(80))' is not HOST:PORT" }
         let host = address[..<colon], portText = address[address.index(after: colon)...]
         guard portText.count <= 5, portText.allSatisfy({ $0.isASCII && $0.isNumber }), let port = Int(portText), (1...65535).contains(port) else {
