@@ -56,6 +56,8 @@ public final class PeerNetwork: Service, Sendable {
         public var trust: PeerTrust
         public var seeds: [PeerDirectory.Seed]
         public var maxConnections: Int
+        /// Learned cities dialed for gossip besides seeds and partners (``PeerDirectory/Configuration/activeView``).
+        public var activeView: Int = 32
         public var handshakeTimeout: TimeAmount
         public var keepaliveInterval: TimeAmount
         public var idleTimeout: TimeAmount
@@ -139,7 +141,8 @@ public final class PeerNetwork: Service, Sendable {
         state = Mutex(
             State(
                 directory: PeerDirectory(
-                    configuration: .init(localCity: configuration.city, seeds: configuration.seeds, maxConnections: configuration.maxConnections)),
+                    configuration: .init(
+                        localCity: configuration.city, seeds: configuration.seeds, maxConnections: configuration.maxConnections, activeView: configuration.activeView)),
                 trust: configuration.trust))
     }
 
@@ -252,6 +255,25 @@ public final class PeerNetwork: Service, Sendable {
             throw CityMeshError(.valueTooLarge, "a message of \(payload.count) bytes exceeds \(city)'s frame limit of \(limit): split it")
         }
         try await target.writeAndFlush(WireMessage.data(channel: channel, payload: payload[...]))
+    }
+
+    /// Takes the addresses of a record `city` signed (checked by the caller): dialed if the
+    /// city is a seed, a partner or in the active view (``PeerDirectory/learn(_:addresses:source:now:)``).
+    public func learn(_ city: CitySlug, addresses: [String], source: PeerDirectory.AddressSource) {
+        state.withLock { $0.directory.learn(city, addresses: addresses, source: source, now: NIODeadline.now().uptimeNanoseconds) }
+    }
+
+    /// The cities this node shares with: always dialed.
+    public func setPartners(_ partners: Set<CitySlug>) {
+        state.withLock { $0.directory.setPartners(partners) }
+    }
+
+    /// The cities this node dials or is connected to (``PeerDirectory/neighbours``).
+    public var neighbours: Set<CitySlug> { state.withLock { $0.directory.neighbours } }
+
+    /// The cities with an established session now.
+    public var connectedCities: [CitySlug] {
+        state.withLock { s in s.directory.entries.values.filter { $0.state == .connected }.map(\.city).sorted() }
     }
 
     /// Applies a new trust (CRL, deny-list) and seed list: connections of peers no longer trusted are

@@ -241,6 +241,20 @@ public final class AgreementService: AgreementDesk, Sendable {
     }
 
     /// A peer connected: send it every offer and revocation it is party to, and our answers to its offers.
+    /// The cities this node shares with, as owner or member, under an agreement offered,
+    /// accepted or active: the peer directory dials them whatever its active view (an owner
+    /// reaches a member its policy names by an address learned from gossip).
+    public func partners() async -> Set<CitySlug> {
+        guard let all = try? await store.agreements() else { return [] }
+        let t = clock()
+        var out = Set<CitySlug>()
+        for a in all where [.offered, .accepted, .active].contains(a.state(now: t)) {
+            let other = a.terms.owner == city.rawValue ? a.terms.member : a.terms.owner
+            if let c = try? CitySlug(other), c != city { out.insert(c) }
+        }
+        return out
+    }
+
     func connected(_ peer: CitySlug) async {
         guard let all = try? await store.agreements() else { return }
         for a in all {

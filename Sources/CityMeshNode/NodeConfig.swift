@@ -49,8 +49,12 @@ public struct NodeConfig: Sendable, Codable, Equatable {
         public var keepaliveSeconds: Int?
         public var idleTimeoutSeconds: Int?
         public var handshakeTimeoutSeconds: Int?
-        /// The address announced to peers (default: `listen`).
+        /// The addresses announced to peers, comma-separated (default: `listen`): HELLO carries
+        /// the first, the signed address record all of them.
         public var advertise: String?
+        /// Learned cities (neither seeds nor share partners) dialed for gossip; the rest are held
+        /// as addresses (default 32).
+        public var activeView: Int?
         /// Messages a second each peer may send on a channel (`membership`, `ledger`,
         /// `agreements`, `replication`, `other`), bursts of twice that; unset channels keep the
         /// defaults (`PeerRateLimiter.defaults`).
@@ -60,6 +64,7 @@ public struct NodeConfig: Sendable, Codable, Equatable {
             case seeds, crl, deny, advertise
             case rateLimits = "rate_limits"
             case maxConnections = "max_connections"
+            case activeView = "active_view"
             case keepaliveSeconds = "keepalive_seconds"
             case idleTimeoutSeconds = "idle_timeout_seconds"
             case handshakeTimeoutSeconds = "handshake_timeout_seconds"
@@ -147,7 +152,7 @@ public struct NodeConfig: Sendable, Codable, Equatable {
         "": ["city", "tls", "listen", "admin", "database", "log", "peers", "policy"],
         "tls": ["ca", "cert", "key"],
         "log": ["level", "format"],
-        "peers": ["seeds", "crl", "deny", "advertise", "max_connections", "keepalive_seconds", "idle_timeout_seconds", "handshake_timeout_seconds", "rate_limits"],
+        "peers": ["seeds", "crl", "deny", "advertise", "active_view", "max_connections", "keepalive_seconds", "idle_timeout_seconds", "handshake_timeout_seconds", "rate_limits"],
     ]
 
     /// The first key the node would not read (a misspelt `polcy:` would silently share nothing),
@@ -187,7 +192,7 @@ public struct NodeConfig: Sendable, Codable, Equatable {
             if let p = peers {
                 _ = try p.seedList()
                 _ = try p.denySet()
-                for (key, value) in [("max_connections", p.maxConnections), ("keepalive_seconds", p.keepaliveSeconds), ("idle_timeout_seconds", p.idleTimeoutSeconds), ("handshake_timeout_seconds", p.handshakeTimeoutSeconds)] {
+                for (key, value) in [("max_connections", p.maxConnections), ("keepalive_seconds", p.keepaliveSeconds), ("idle_timeout_seconds", p.idleTimeoutSeconds), ("handshake_timeout_seconds", p.handshakeTimeoutSeconds), ("active_view", p.activeView)] {
                     if let v = value, !(1...100_000).contains(v) {
                         throw CityMeshError(.invalidArgument, "peers.\(key) must be from 1 to 100000, not \(v)")
                     }
@@ -195,7 +200,9 @@ public struct NodeConfig: Sendable, Codable, Equatable {
                 if let k = p.keepaliveSeconds, let i = p.idleTimeoutSeconds, i <= k {
                     throw CityMeshError(.invalidArgument, "peers.idle_timeout_seconds (\(i)) must exceed keepalive_seconds (\(k)): use about three keepalive intervals")
                 }
-                if let a = p.advertise { _ = try HostPort(a, what: "peers.advertise") }
+                if let a = p.advertise {
+                    for one in a.split(separator: ",").map({ $0.trimmingCharacters(in: .whitespaces) }) { _ = try HostPort(one, what: "peers.advertise") }
+                }
                 _ = try p.rateLimiterLimits()
             }
         } catch let e as CityMeshError {
@@ -261,9 +268,13 @@ public struct NodeConfig: Sendable, Codable, Equatable {
           idle_timeout_seconds: \(peers?.idleTimeoutSeconds ?? 45)
           # A connection must finish TLS and HELLO within this time.
           handshake_timeout_seconds: \(peers?.handshakeTimeoutSeconds ?? 10)
-          # The HOST:PORT other cities should dial, announced in HELLO (default: listen).
-          # Set it when listen is 0.0.0.0 or behind NAT.
+          # The HOST:PORT other cities should dial (default: listen), up to eight, comma-separated.
+          # Signed with this node's key and gossiped, so cities that share with this one find it
+          # from any seed. Set it when listen is 0.0.0.0 or behind NAT.
           advertise: \(peers?.advertise.map { "\"\($0)\"" } ?? "null")
+          # Learned cities dialed for gossip besides seeds and the cities this one shares with
+          # (always dialed); the others' addresses are held and used when one of these fails.
+          active_view: \(peers?.activeView ?? 32)
           # Messages a second each peer may send per channel, in bursts of twice that; more are
           # dropped and counted (citymesh peers, citymesh_peer_rate_limited_total). Unset channels
           # keep the defaults: membership 200, ledger 200, agreements 100, replication 5000, other 10.

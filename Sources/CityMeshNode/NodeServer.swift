@@ -100,6 +100,15 @@ public struct NodeServer: Sendable {
         var membershipLogger = logger
         membershipLogger[metadataKey: "service"] = "membership"
         let membership = MembershipService(city: city, seeds: peerConfiguration.seeds.map(\.city), logger: membershipLogger)
+        let advertised = try Self.advertised(config: config)
+        if advertised.contains(where: { $0.hasPrefix("0.0.0.0:") || $0.hasPrefix("[::]:") }) {
+            peerLogger.warning(
+                "this node announces an address no other city can dial: set peers.advertise in citymesh.yaml to the HOST:PORT others reach it at",
+                metadata: ["addresses": "\(advertised.joined(separator: ", "))"])
+        }
+        let addresses = try AddressService(
+            city: city, store: store, key: agreementKey, certificate: identity.certificate, advertise: advertised, membership: membership,
+            partners: { await agreements.partners() }, logger: peerLogger)
 
         let cosigner = try nodeKey.map { try Cosigner(name: Cosignature.witnessName(city), key: $0) }
         let exchange = PeerLedgerExchange(ledger: ledgerService.ledger, cosigner: cosigner, logger: ledgerLogger)
@@ -116,10 +125,12 @@ public struct NodeServer: Sendable {
             agreements.receive(message)
             replication.receive(message)
             membership.receive(message)
+            addresses.receive(message)
         }, onEvent: { event in
             switch event {
             case .connected(let peer, let fingerprint, let remote, let direction, let version):
                 replication.connected(peer)
+                addresses.connected(peer)
                 let entry = LedgerEntry(
                     time: nowText(), kind: LedgerEntry.Kind.peerConnected, actor: "peer:\(peer)", peer: peer.rawValue,
                     hashes: ["certificate.sha256": fingerprint], detail: "\(direction.rawValue) \(remote), protocol \(version)")
@@ -146,6 +157,7 @@ public struct NodeServer: Sendable {
         agreements.attach(network)
         replication.attach(network)
         membership.attach(network)
+        addresses.attach(network)
         policy.setKnownCities { Set(network.status().peers.map(\.city.rawValue)) }
 
         let admin = try HostPort(config.admin, what: "admin")
@@ -181,9 +193,9 @@ public struct NodeServer: Sendable {
             logger: httpLogger)
         var groupConfiguration = ServiceGroupConfiguration(
             services: [
-                StoreService(store: store, logger: logger), ledgerService, network, replication, membership,
+                StoreService(store: store, logger: logger), ledgerService, network, replication, membership, addresses,
                 WitnessService(exchange: exchange, replication: replication, interval: .seconds(10)),
-                ReloadService(directory: directory, network: network, agreements: agreements, limiter: limiter, policyFile: policyFile, trustAlerts: trustAlerts, logger: peerLogger), app,
+                ReloadService(directory: directory, network: network, agreements: agreements, addresses: addresses, limiter: limiter, policyFile: policyFile, trustAlerts: trustAlerts, logger: peerLogger), app,
             ],
             gracefulShutdownSignals: [.sigterm, .sigint],
             logger: logger)
@@ -230,13 +242,26 @@ public struct NodeServer: Sendable {
             chainPEM: try Files.read(directory.file(config.tls.cert), what: "the certificate"),
             keyPEM: try Files.read(directory.file(config.tls.key), what: "the key"))
         let configuration = PeerNetwork.Configuration(
-            city: city, listenHost: listen.host, listenPort: listen.port, advertise: peers.advertise ?? listen.description,
+            city: city, listenHost: listen.host, listenPort: listen.port, advertise: try advertised(config: config)[0],
             identity: identity, trust: trust, seeds: try peers.seedList(),
             maxConnections: peers.maxConnections ?? 256,
             handshakeTimeout: .seconds(Int64(peers.handshakeTimeoutSeconds ?? 10)),
             keepaliveInterval: .seconds(Int64(peers.keepaliveSeconds ?? 15)),
             idleTimeout: .seconds(Int64(peers.idleTimeoutSeconds ?? 45)))
-        return (configuration, alerts)
+        var withView = configuration
+        withView.activeView = peers.activeView ?? 32
+        return (withView, alerts)
+    }
+
+    /// The addresses this node announces (`peers.advertise`, comma-separated, else `listen`):
+    /// HELLO carries the first, the signed address record all of them.
+    static func advertised(config: NodeConfig) throws -> [String] {
+        let text = config.peers?.advertise ?? config.listen
+        let list = text.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+        if let why = AddressRecord.refusal(version: 0, addresses: list) {
+            throw CityMeshError(.configInvalid, "peers.advertise '\(text)': \(why); write one to eight HOST:PORT, comma-separated, e.g. 10.0.0.5:7001, hz.example.gov.cn:7001")
+        }
+        return list
     }
 
     /// Where a node keeps a copy of the last CRL it put in force, so a CRL file that disappears or
@@ -266,6 +291,7 @@ public struct NodeServer: Sendable {
                     certificateExpires: time(e.certificateNotAfter), certificateFingerprint: e.session?.fingerprint,
                     protocolVersion: e.session.map { Int($0.protocolVersion) }, software: e.session?.software, fromSeed: e.fromSeed,
                     lastError: e.lastError, rateLimited: rateLimited[e.city])
+                    .with(view: e.view, addressSource: e.source?.description, addresses: e.addresses)
             },
             refusals: Dictionary(uniqueKeysWithValues: status.refusals.map { ($0.key.rawValue, $0.value) }),
             recentRefusals: status.recentRefusals.map {
@@ -280,6 +306,16 @@ public struct NodeServer: Sendable {
         let key = try PEM.privateKey(try Files.read(directory.file(config.tls.key), what: "the key"), what: config.tls.key)
         try NodeIdentity.checkKeyMatches(key, certificate: chain[0])
         return try await NodeIdentity.verify(chain: chain, roots: roots, expectedCity: city, now: Date())
+    }
+}
+
+extension API.Peer {
+    func with(view: String, addressSource: String?, addresses: [String]) -> API.Peer {
+        var p = self
+        p.view = view
+        p.addressSource = addressSource
+        p.addresses = addresses.isEmpty ? nil : addresses
+        return p
     }
 }
 
@@ -309,6 +345,7 @@ struct ReloadService: Service {
     let directory: NodeDirectory
     let network: PeerNetwork
     let agreements: AgreementService
+    let addresses: AddressService
     let limiter: RateLimits
     let policyFile: PolicyFile
     let trustAlerts: TrustAlerts
@@ -324,6 +361,7 @@ struct ReloadService: Service {
                 let limits = try (config.peers ?? .init()).rateLimiterLimits()
                 limiter.state.withLock { $0.limits = PeerRateLimiter.defaults.merging(limits) { _, configured in configured } }
                 await agreements.endDistrusted(trust)
+                await addresses.trustChanged(trust)
                 logger.notice("configuration reloaded (SIGHUP)", metadata: ["crl.entries": "\(trust.revocations?.entries.count ?? 0)"])
                 await policyFile.apply(config: config, reason: "SIGHUP")
             } catch {

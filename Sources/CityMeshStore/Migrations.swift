@@ -318,6 +318,20 @@ enum Migrations {
                 CREATE INDEX share_erasures_pending ON share_erasures (share) WHERE done = 0;
                 """)
         }
+        m.registerMigration("v14-address-records") { db in
+            try db.execute(sql: """
+                -- The signed address records this node holds (docs/protocol.md §7c.1), its own
+                -- included, each with the certificate it was checked against: after a restart the
+                -- node dials the cities it shares with where they last said they were, and signs its
+                -- own next record above the last one.
+                CREATE TABLE address_records (
+                    city TEXT PRIMARY KEY,
+                    version INTEGER NOT NULL,
+                    record BLOB NOT NULL,
+                    certificate BLOB NOT NULL
+                ) WITHOUT ROWID;
+                """)
+        }
         return m
     }
 }

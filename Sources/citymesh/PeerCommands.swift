@@ -54,9 +54,13 @@ struct PeersList: AsyncParsableCommand {
               citymesh peers --dir sh
               citymesh peers --dir hz --json
 
-            Shows each peer's state (connected, connecting, disconnected), address, round-trip time,
-            when it was last seen, its certificate's expiry and the protocol version in use, then the
-            connections this node refused (no client certificate, foreign CA, revoked, …) by reason.
+            Shows each peer's state (connected, connecting, disconnected); its SWIM status; its view: \
+            seed, partner (a city this node shares with: always dialed), active (dialed for gossip, \
+            at most peers.active_view of them) or passive (address held, not dialed); its address and \
+            where that came from (seed, hello, gossip via CITY: a record the city signed, stored \
+            record); round-trip time, when it was last seen and its certificate's expiry. Members \
+            known only by gossip are listed with their SWIM status. Then the connections this node \
+            refused (no client certificate, foreign CA, revoked, …) by reason.
             """)
 
     @OptionGroup var node: NodeOptions
@@ -79,13 +83,16 @@ struct PeersList: AsyncParsableCommand {
             print("no peers known: add seeds (CITY@HOST:PORT) under peers.seeds in citymesh.yaml, then 'kill -HUP' the node")
         } else {
             Terminal.table(
-                ["CITY", "STATE", "SWIM", "ADDRESS", "RTT", "LAST SEEN", "CERT EXPIRES", "PROTOCOL", "LAST ERROR"],
+                ["CITY", "STATE", "SWIM", "VIEW", "ADDRESS", "FROM", "RTT", "LAST SEEN", "CERT EXPIRES", "LAST ERROR"],
                 list.peers.map { p in
                     [
-                        p.city, p.state, list.membership?[p.city].map { String($0.prefix { $0 != "/" }) } ?? "-", p.address ?? "-", p.rttMs.map { String(format: "%.1fms", $0) } ?? "-",
+                        p.city, p.state, list.membership?[p.city].map { String($0.prefix { $0 != "/" }) } ?? "-", p.view ?? "-", p.address ?? "-",
+                        p.addressSource ?? "-", p.rttMs.map { String(format: "%.1fms", $0) } ?? "-",
                         p.lastSeen.map { String($0.prefix(19)) } ?? "-", p.certificateExpires.map { String($0.prefix(10)) } ?? "-",
-                        p.protocolVersion.map(String.init) ?? "-", p.state == "connected" ? "" : (p.lastError ?? ""),
+                        p.state == "connected" ? "" : (p.lastError ?? ""),
                     ]
+                } + (list.membership ?? [:]).keys.filter { m in !list.peers.contains { $0.city == m } }.sorted().map { m in
+                    [m, "-", String((list.membership?[m] ?? "-").prefix { $0 != "/" }), "member", "-", "gossip", "-", "-", "-", ""]
                 })
         }
         let limited = list.peers.filter { !($0.rateLimited ?? [:]).isEmpty }

@@ -271,6 +271,14 @@ public enum API {
         public let lastError: String?
         /// Messages of this peer dropped over its rate limit since start, by channel (absent: none).
         public var rateLimited: [String: Int]?
+        /// Why this node dials the city: seed, partner (it shares with it), active (the active
+        /// view, for gossip), or passive (the address is held, not dialed).
+        public var view: String?
+        /// Where the address came from: seed, hello, "gossip via CITY" (a record the city
+        /// signed), stored record.
+        public var addressSource: String?
+        /// Every address known for the city, in the order they are tried.
+        public var addresses: [String]?
 
         public init(
             city: String, state: String, address: String?, direction: String?, rttMs: Double?, lastSeen: String?, certificateExpires: String?,

@@ -16,7 +16,7 @@ public final class PolicyManager: Sendable {
     let accepted: PolicyEngine.Accepted
     let live = Mutex<(version: PolicyVersion?, engine: PolicyEngine?)>((nil, nil))
     let listeners = Mutex<[@Sendable () async -> Void]>([])
-    /// The cities this node knows as peers (seeds or connected), for warnings; nil if unknown.
+    /// The cities this node knows as peers (seeds, addresses learned, connected), for warnings; nil if unknown.
     let knownCities = Mutex<(@Sendable () -> Set<String>)?>(nil)
 
     public func setKnownCities(_ f: @escaping @Sendable () -> Set<String>) { knownCities.withLock { $0 = f } }
@@ -27,7 +27,7 @@ public final class PolicyManager: Sendable {
         var out: [String] = []
         for share in policy.shares {
             for c in share.to where !known.contains(c.rawValue) {
-                out.append("share '\(share.id)': \(c) is not a peer of this node (no seed, never connected); its offer waits until it connects")
+                out.append("share '\(share.id)': \(c) is not known to this node yet (no seed, no address learned by gossip, never connected); its offer goes once its address is learned or it connects")
             }
         }
         for a in policy.accept where !known.contains(a.from.rawValue) {

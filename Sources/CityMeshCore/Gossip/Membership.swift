@@ -109,6 +109,12 @@ public struct Membership: Sendable {
     /// CA) and those the shell admits. Hearsay about any other city is ignored. Nil (the
     /// simulator's default) admits every city.
     public private(set) var admitted: Set<CitySlug>?
+    /// When set, the only members this node probes, asks to probe, or pings while held dead:
+    /// those it has (or is making) a connection to — the peer directory's seeds, partners and
+    /// active view. The others are probed by their own neighbours and this node learns their
+    /// status by gossip, so a federation of 1,000 cities needs no connection from every city to
+    /// every other. Nil (the simulator's default) probes every member.
+    public private(set) var reachable: Set<CitySlug>?
     var rng: SplitMix64
 
     public init(me: CitySlug, seeds: [CitySlug], config: Config = Config(), seed: UInt64) {
@@ -129,6 +135,13 @@ public struct Membership: Sendable {
     public mutating func admit(_ city: CitySlug) {
         admitted?.insert(city)
     }
+
+    /// Sets the members this node probes (see `reachable`).
+    public mutating func setReachable(_ cities: Set<CitySlug>?) {
+        reachable = cities
+    }
+
+    func canProbe(_ city: CitySlug) -> Bool { reachable?.contains(city) ?? true }
 
     /// Members other than this node, by status.
     public func cities(_ status: Status) -> [CitySlug] {
@@ -202,7 +215,7 @@ public struct Membership: Sendable {
         periodStart = now
         periods += 1
         if config.reconnectPeriods > 0, periods % config.reconnectPeriods == 0 {
-            var dead = cities(.dead)
+            var dead = cities(.dead).filter(canProbe)
             rng.shuffle(&dead)
             if let city = dead.first, let m = members[city] {
                 // Not this period's probe: its ACK (if the member is back) carries the refutation.
@@ -219,20 +232,20 @@ public struct Membership: Sendable {
     /// Round-robin over a shuffled list of live members, reshuffled each pass (SWIM's bound on detection time).
     mutating func nextTarget() -> CitySlug? {
         if next >= order.count {
-            order = members.values.filter { $0.status != .dead }.map(\.city).sorted()
+            order = members.values.filter { $0.status != .dead && canProbe($0.city) }.map(\.city).sorted()
             rng.shuffle(&order)
             next = 0
         }
         while next < order.count {
             let c = order[next]
             next += 1
-            if members[c].map({ $0.status != .dead }) == true { return c }
+            if members[c].map({ $0.status != .dead }) == true, canProbe(c) { return c }
         }
         return nil
     }
 
     mutating func pick(_ k: Int, excluding: Set<CitySlug>) -> [CitySlug] {
-        var candidates = members.values.filter { $0.status == .alive && !excluding.contains($0.city) }.map(\.city).sorted()
+        var candidates = members.values.filter { $0.status == .alive && !excluding.contains($0.city) && canProbe($0.city) }.map(\.city).sorted()
         rng.shuffle(&candidates)
         return Array(candidates.prefix(k))
     }

@@ -38,14 +38,54 @@ public struct PeerDirectory: Sendable {
         public var maxConnections: Int
         public var backoffBase: UInt64
         public var backoffMax: UInt64
+        /// The active view (HyParView's idea): at most this many learned cities that are neither
+        /// seeds nor share partners are dialed and kept connected, for gossip; the rest are held
+        /// as addresses (the passive view) and promoted when an active one keeps failing. Seeds
+        /// and share partners are always dialed, beyond this budget.
+        public var activeView: Int
+        /// Most cities held (seeds, partners, learned): further ones are not taken.
+        public var maxEntries: Int
 
         /// Backoff times in nanoseconds.
-        public init(localCity: CitySlug, seeds: [Seed], maxConnections: Int = 256, backoffBase: UInt64 = 500_000_000, backoffMax: UInt64 = 60_000_000_000) {
+        public init(
+            localCity: CitySlug, seeds: [Seed], maxConnections: Int = 256, backoffBase: UInt64 = 500_000_000, backoffMax: UInt64 = 60_000_000_000,
+            activeView: Int = 32, maxEntries: Int = 10_000
+        ) {
             self.localCity = localCity
             self.seeds = seeds
             self.maxConnections = maxConnections
             self.backoffBase = backoffBase
             self.backoffMax = backoffMax
+            self.activeView = activeView
+            self.maxEntries = maxEntries
+        }
+    }
+
+    /// Where a peer's address came from, as `citymesh peers` shows it.
+    public enum AddressSource: Sendable, Equatable, CustomStringConvertible {
+        /// The config's seed list.
+        case seed
+        /// The peer's own HELLO, on a connection it made.
+        case hello
+        /// A record the city signed, relayed by `via` (the city itself when it sent it directly).
+        case gossip(via: CitySlug)
+        /// A signed record kept from before this node's restart.
+        case stored
+
+        public var description: String {
+            switch self {
+            case .seed: "seed"
+            case .hello: "hello"
+            case .gossip(let via): "gossip via \(via)"
+            case .stored: "stored record"
+            }
+        }
+
+        var signed: Bool {
+            switch self {
+            case .gossip, .stored: true
+            case .seed, .hello: false
+            }
         }
     }
 
@@ -58,8 +98,14 @@ public struct PeerDirectory: Sendable {
     /// One known peer.
     public struct Entry: Sendable {
         public let city: CitySlug
-        public internal(set) var address: String?
+        /// Where the city can be reached, tried in turn: a failed dial moves to the next.
+        public internal(set) var addresses: [String]
         public internal(set) var fromSeed: Bool
+        public internal(set) var source: AddressSource?
+        /// A city this node shares with (owner, member or co-member): always dialed.
+        public internal(set) var partner = false
+        /// In the active view: dialed and kept connected for gossip.
+        public internal(set) var active = false
         public internal(set) var state: State = .disconnected
         public internal(set) var connection: ConnectionID?
         public internal(set) var direction: Direction?
@@ -71,6 +117,24 @@ public struct PeerDirectory: Sendable {
         public internal(set) var failures: Int = 0
         var nextDialAt: UInt64 = 0
         var dialing: ConnectionID?
+        var nextAddress = 0
+
+        init(city: CitySlug, address: String?, fromSeed: Bool, source: AddressSource?) {
+            self.city = city
+            addresses = address.map { [$0] } ?? []
+            self.fromSeed = fromSeed
+            self.source = source
+        }
+
+        /// The address the next dial goes to.
+        public var address: String? { addresses.isEmpty ? nil : addresses[nextAddress % addresses.count] }
+
+        /// Why this node dials the city, or that it only holds its address: seed, partner,
+        /// active, or passive.
+        public var view: String { fromSeed ? "seed" : partner ? "partner" : active ? "active" : "passive" }
+
+        /// Whether this node dials the city (when it is not connected).
+        var dialed: Bool { fromSeed || partner || active }
     }
 
     public enum Directive: Sendable, Equatable {
@@ -92,8 +156,57 @@ public struct PeerDirectory: Sendable {
     public init(configuration: Configuration) {
         self.configuration = configuration
         for seed in configuration.seeds where seed.city != configuration.localCity {
-            entries[seed.city] = Entry(city: seed.city, address: seed.address, fromSeed: true)
+            entries[seed.city] = Entry(city: seed.city, address: seed.address, fromSeed: true, source: .seed)
         }
+    }
+
+    /// Learned cities in the active view (seeds and partners are dialed apart from it).
+    var activeCount: Int { entries.values.reduce(0) { $0 + ($1.active && !$1.fromSeed && !$1.partner ? 1 : 0) } }
+
+    /// A new entry for a learned city: active while the active view has room.
+    func learnedEntry(_ city: CitySlug) -> Entry {
+        var e = Entry(city: city, address: nil, fromSeed: false, source: nil)
+        e.active = activeCount < configuration.activeView
+        return e
+    }
+
+    /// The addresses a signed record of `city` gives (`source` says who relayed it): they replace
+    /// what a HELLO said, and a seed's configured address stays as the last to try. A city whose
+    /// addresses changed (it moved) is dialed again at once.
+    public mutating func learn(_ city: CitySlug, addresses: [String], source: AddressSource, now: UInt64) {
+        guard city != configuration.localCity, !addresses.isEmpty else { return }
+        guard var e = entries[city] ?? (entries.count < configuration.maxEntries ? learnedEntry(city) : nil) else { return }
+        var new = addresses
+        if e.fromSeed, let seed = configuration.seeds.first(where: { $0.city == city }), !new.contains(seed.address) { new.append(seed.address) }
+        e.source = source
+        if new != e.addresses {
+            e.addresses = new
+            e.nextAddress = 0
+            e.failures = 0
+            e.nextDialAt = now
+        }
+        entries[city] = e
+    }
+
+    /// The cities this node shares with: dialed whatever the active view's budget (an owner
+    /// reaches a member its policy names from an address learned by gossip). A partner whose
+    /// address is not known yet is listed, and dialed once one is learned.
+    public mutating func setPartners(_ partners: Set<CitySlug>) {
+        for (city, var e) in entries where e.partner != partners.contains(city) {
+            e.partner.toggle()
+            entries[city] = e
+        }
+        for city in partners where city != configuration.localCity && entries[city] == nil && entries.count < configuration.maxEntries {
+            var e = Entry(city: city, address: nil, fromSeed: false, source: nil)
+            e.partner = true
+            entries[city] = e
+        }
+    }
+
+    /// The cities this node dials or is connected to: the members SWIM probes (a member this
+    /// node has no connection to is left to those that do).
+    public var neighbours: Set<CitySlug> {
+        Set(entries.values.lazy.filter { $0.dialed || $0.state == .connected }.map(\.city))
     }
 
     public var openConnections: Int { open.count }
@@ -103,11 +216,17 @@ public struct PeerDirectory: Sendable {
         configuration.seeds = seeds
         for (city, var e) in entries where e.fromSeed && !seeds.contains(where: { $0.city == city }) {
             e.fromSeed = false
+            e.active = activeCount < configuration.activeView
             entries[city] = e
         }
         for seed in seeds where seed.city != configuration.localCity {
-            var e = entries[seed.city] ?? Entry(city: seed.city, address: seed.address, fromSeed: true)
-            e.address = seed.address
+            var e = entries[seed.city] ?? Entry(city: seed.city, address: seed.address, fromSeed: true, source: .seed)
+            if e.source?.signed == true {
+                if !e.addresses.contains(seed.address) { e.addresses.append(seed.address) }
+            } else {
+                e.addresses = [seed.address]
+                e.source = .seed
+            }
             e.fromSeed = true
             entries[seed.city] = e
         }
@@ -131,7 +250,7 @@ public struct PeerDirectory: Sendable {
     public mutating func onTick(now: UInt64) -> [Directive] {
         var out: [Directive] = []
         for city in entries.keys.sorted(by: { $0.rawValue < $1.rawValue }) {
-            guard var e = entries[city], e.state == .disconnected, let address = e.address, now >= e.nextDialAt else { continue }
+            guard var e = entries[city], e.dialed, e.state == .disconnected, let address = e.address, now >= e.nextDialAt else { continue }
             guard open.count < configuration.maxConnections else { break }
             let id = nextID
             nextID += 1
@@ -152,13 +271,28 @@ public struct PeerDirectory: Sendable {
             e.dialing = nil
             if e.state == .connecting { e.state = .disconnected }
             e.failures += 1
+            // The next address, if the city has several; the backoff grows per city.
+            e.nextAddress = e.addresses.isEmpty ? 0 : (e.nextAddress + 1) % e.addresses.count
             e.nextDialAt = now &+ backoff(failures: e.failures, jitter: jitter)
         }
         e.lastError = "\(reason.rawValue): \(detail)"
         // A learned address whose certificate we no longer trust is not worth redialing.
-        if !e.fromSeed, reason == .revoked || reason == .denyListed { e.address = nil }
+        if !e.fromSeed, reason == .revoked || reason == .denyListed { e.addresses = [] }
+        // An active city that keeps failing gives its place to a passive one, picked at random.
+        if e.active, !e.fromSeed, !e.partner, e.failures >= Self.demoteAfter {
+            e.active = false
+            let passive = entries.values.filter { !$0.dialed && $0.city != city && $0.address != nil }.map(\.city).sorted()
+            if !passive.isEmpty, var promoted = entries[passive[min(passive.count - 1, Int(Double(passive.count) * min(max(jitter, 0), 1)))]] {
+                promoted.active = true
+                promoted.nextDialAt = 0
+                entries[promoted.city] = promoted
+            }
+        }
         entries[city] = e
     }
+
+    /// Consecutive failed dials after which an active city is moved to the passive view.
+    public static let demoteAfter = 4
 
     /// The session on `id` is established with `peer`. Returns closes for a duplicate connection.
     public mutating func onEstablished(_ id: ConnectionID, peer: PeerSession.Peer, certificateNotAfter: Date, wallNow: Date) -> [Directive] {
@@ -166,8 +300,14 @@ public struct PeerDirectory: Sendable {
         o.city = peer.city
         o.established = true
         open[id] = o
-        var e = entries[peer.city] ?? Entry(city: peer.city, address: nil, fromSeed: false)
-        if !e.fromSeed, !peer.listen.isEmpty { e.address = peer.listen }
+        var e = entries[peer.city] ?? learnedEntry(peer.city)
+        // The city's own word, over its authenticated connection; a signed record it gossiped
+        // (which may list several addresses) is kept over it.
+        if !e.fromSeed, e.source?.signed != true, !peer.listen.isEmpty, AddressRecord.addressRefusal(peer.listen) == nil {
+            e.addresses = [peer.listen]
+            e.nextAddress = 0
+            e.source = .hello
+        }
         if e.dialing == id { e.dialing = nil }
         var out: [Directive] = []
         if let existing = e.connection, existing != id, let old = open[existing], old.established {

@@ -16,6 +16,7 @@ public struct PeerRateLimiter: Sendable {
     /// The channels by name, as `citymesh.yaml` (`peers.rate_limits`) and the metrics name them.
     public static let channels: [(name: String, channel: UInt16)] = [
         ("membership", Membership.Message.channel), ("ledger", LedgerWire.channel), ("agreements", Agreement.channel), ("replication", ReplicationWire.channel),
+        ("addresses", AddressWire.channel),
     ]
 
     public static func name(of channel: UInt16) -> String { channels.first { $0.channel == channel }?.name ?? "other" }
@@ -26,6 +27,8 @@ public struct PeerRateLimiter: Sendable {
     public static let defaults: [String: Limit] = [
         "membership": Limit(perSecond: 200, burst: 400), "ledger": Limit(perSecond: 200, burst: 1_000),
         "agreements": Limit(perSecond: 100, burst: 2_000), "replication": Limit(perSecond: 5_000, burst: 20_000),
+        // A catch-up of 10,000 cities' records is 1,250 messages; afterwards only changes.
+        "addresses": Limit(perSecond: 100, burst: 2_000),
         "other": Limit(perSecond: 10, burst: 20),
     ]
 

@@ -1,0 +1,117 @@
+import Foundation
+import Testing
+
+/// Discovery by gossip (issue 20) with real daemons: five cities seeded in a chain, each knowing
+/// only the previous one. The owner's policy names the other four; none of them has its address.
+/// Signed address records travel the chain, the owner dials the members its policy names, they
+/// accept and hold its records; then the owner moves to another port and everyone finds it again.
+@Suite("End to end: discovery by gossip", .serialized)
+struct DiscoveryTests {
+    static let names = ["hangzhou", "shanghai", "suzhou", "ningbo", "wuxi"]
+
+    static func setUpChain(_ work: String) throws -> [PeerTransportTests.City] {
+        var r = try Harness.citymesh(["federation", "init", "--out", "fed", "--name", "Yangtze Delta"], cwd: work)
+        #expect(r.ok, "\(r.stderr)")
+        var cities: [PeerTransportTests.City] = []
+        for (i, name) in names.enumerated() {
+            r = try Harness.citymesh(
+                ["federation", "issue", "--ca", "fed", "--city", name, "--host", "localhost", "--out", "\(name)-cert"] + (i % 2 == 1 ? ["--key-type", "p256"] : []),
+                cwd: work)
+            #expect(r.ok, "\(r.stderr)")
+            cities.append(.init(name: name, listen: "127.0.0.1:\(Harness.freePort())", admin: "127.0.0.1:\(Harness.freePort())"))
+        }
+        for (i, c) in cities.enumerated() {
+            // Each city knows only the previous one.
+            let seeds = i == 0 ? [] : ["--seed", "\(cities[i - 1].name)@\(cities[i - 1].listen)"]
+            r = try Harness.citymesh(
+                ["init", "--dir", c.name, "--city", c.name, "--ca", "fed/ca.pem", "--cert", "\(c.name)-cert/node.pem", "--key", "\(c.name)-cert/node.key",
+                 "--listen", c.listen, "--admin", c.admin, "--crl", "fed/crl.pem"] + seeds,
+                cwd: work)
+            #expect(r.ok, "\(r.stderr)")
+        }
+        return cities
+    }
+
+    @Test("five cities seeded in a chain: each member connects to the owner, accepts its offer and holds its records; the owner moves to a new port and everyone finds it again")
+    func chain() throws {
+        let work = try Harness.tempDir("discovery")
+        var cities = try Self.setUpChain(work)
+        func cm(_ args: String...) throws -> CommandResult { try Harness.citymesh(args, cwd: work) }
+        func eventually(_ what: String, seconds: Double = 60, _ condition: () throws -> Bool) throws { try PeerTransportTests.eventually(what, seconds: seconds, condition) }
+        var daemons: [Daemon] = []
+        for c in cities {
+            let d = try Daemon(dir: c.name, cwd: work)
+            #expect(try d.waitReady(admin: c.admin), "\(d.log)")
+            daemons.append(d)
+        }
+        defer { for d in daemons where d.process.isRunning { _ = d.terminate() } }
+        let members = Array(Self.names.dropFirst())
+
+        // Each member takes hangzhou's air-quality share as soon as it is offered.
+        try "accept:\n  - from: hangzhou\n    share: delta-air\n".write(toFile: work + "/accept.yaml", atomically: true, encoding: .utf8)
+        for m in members {
+            let r = try cm("policy", "apply", "--dir", m, "accept.yaml")
+            #expect(r.ok, "\(r.stdout)\(r.stderr)")
+        }
+        var r = try cm("dataset", "create", "--dir", "hangzhou", "air-quality", "--key", "station", "--field", "station:string", "--field", "pm25:double")
+        #expect(r.ok, "\(r.stderr)")
+        r = try cm("record", "put", "--dir", "hangzhou", "air-quality", "west-lake", "pm25=31.5")
+        #expect(r.ok, "\(r.stderr)")
+        try """
+            shares:
+              - id: delta-air
+                dataset: air-quality
+                to: [\(members.joined(separator: ", "))]
+                fields: [station, pm25]
+                purpose: "regional air-quality forecasting"
+                legal_basis: "Yangtze Delta environmental data agreement 2026-07"
+                valid_until: 2099-12-31
+                on_revoke: keep
+
+            """.write(toFile: work + "/hz-policy.yaml", atomically: true, encoding: .utf8)
+        r = try cm("policy", "apply", "--dir", "hangzhou", "hz-policy.yaml")
+        #expect(r.ok, "\(r.stdout)\(r.stderr)")
+
+        // wuxi, four hops from hangzhou, learns its address by gossip and is reached.
+        for m in members {
+            try eventually("\(m) accepted hangzhou's offer") {
+                try AgreementTests.state(m, work, share: "delta-air", member: m) == "active"
+            }
+            try eventually("\(m) holds hangzhou's record") {
+                try cm("record", "get", "--dir", m, "hangzhou/air-quality", "west-lake", "--json").stdout.contains("31.5")
+            }
+        }
+        let wuxi = try PeerTransportTests.peers("wuxi", work)
+        let hzAtWuxi = try #require(PeerTransportTests.peer(wuxi, "hangzhou"), "\(wuxi)")
+        #expect(hzAtWuxi["state"] as? String == "connected")
+        #expect(hzAtWuxi["view"] as? String == "partner")
+        #expect((hzAtWuxi["addressSource"] as? String)?.hasPrefix("gossip via") == true, "\(hzAtWuxi)")
+        #expect(hzAtWuxi["address"] as? String == cities[0].listen)
+        // The table names the views and where each address came from.
+        let table = try cm("peers", "--dir", "wuxi").stdout
+        #expect(table.contains("VIEW") && table.contains("partner") && table.contains("gossip via"), "\(table)")
+
+        // hangzhou moves to a new port: its signed record is newer, and everyone follows.
+        #expect(daemons[0].terminate() == 0, "\(daemons[0].log.suffix(3000))")
+        let moved = "127.0.0.1:\(Harness.freePort())"
+        let configPath = work + "/hangzhou/citymesh.yaml"
+        let config = try String(contentsOfFile: configPath, encoding: .utf8)
+        #expect(config.contains(cities[0].listen))
+        try config.replacingOccurrences(of: cities[0].listen, with: moved).write(toFile: configPath, atomically: true, encoding: .utf8)
+        cities[0] = .init(name: "hangzhou", listen: moved, admin: cities[0].admin)
+        daemons[0] = try Daemon(dir: "hangzhou", cwd: work)
+        #expect(try daemons[0].waitReady(admin: cities[0].admin), "\(daemons[0].log)")
+        r = try cm("record", "put", "--dir", "hangzhou", "air-quality", "west-lake", "pm25=12.25")
+        #expect(r.ok, "\(r.stderr)")
+        for m in members {
+            try eventually("\(m) reached hangzhou at its new address") {
+                let p = PeerTransportTests.peer(try PeerTransportTests.peers(m, work), "hangzhou")
+                return p?["state"] as? String == "connected" && p?["address"] as? String == moved
+            }
+            try eventually("\(m) holds hangzhou's write made after the move") {
+                try cm("record", "get", "--dir", m, "hangzhou/air-quality", "west-lake", "--json").stdout.contains("12.25")
+            }
+        }
+        for d in daemons { #expect(d.terminate() == 0, "\(d.log.suffix(3000))") }
+    }
+}
