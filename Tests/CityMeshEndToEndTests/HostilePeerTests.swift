@@ -110,6 +110,19 @@ struct HostilePeerTests {
         #expect(peersJSON.contains("\"rateLimited\""), "\(peersJSON.prefix(3000))")
         #expect(try cm("peers", "--dir", "hangzhou").stdout.contains("over their rate limits"))
 
+        // Address records (channel 6): shanghai's address is still its own, no invented city was
+        // taken, and hangzhou's own record was neither replaced nor re-signed at a hostile version.
+        let peersAfter = try PeerTransportTests.peers("hangzhou", work)
+        let shAddresses = PeerTransportTests.peer(peersAfter, "shanghai")?["addresses"] as? [String] ?? []
+        #expect(shAddresses == [cities[1].listen], "\(peersAfter)")
+        #expect(!peersJSON.contains("ghost-addr") && !peersJSON.contains("6.6.6.6"), "\(peersJSON.prefix(3000))")
+        let own = try Harness.run("/usr/bin/sqlite3", ["hangzhou/citymesh.db", "SELECT version || ' ' || hex(record) FROM address_records WHERE city = 'hangzhou'"], cwd: work)
+            .stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+        let ownVersion = UInt64(own.split(separator: " ").first ?? "") ?? .max
+        #expect(ownVersion <= UInt64(Date().timeIntervalSince1970 * 1000) + 600_000, "hangzhou signed its address at \(own)")
+        #expect(!own.contains("362E362E362E36"), "hangzhou's own record names 6.6.6.6: \(own)")  // "6.6.6" in hex
+        #expect(daemons[0].log.contains("address record refused"), "\(daemons[0].log.suffix(3000))")
+
         // Refusals are ledgered, with their reasons, and not without bound.
         let refused = try cm("audit", "log", "--dir", "hangzhou", "--kind", "exchange.refused", "--json", "--limit", "10000").stdout
         for reason in ["malformed batch", "do not match the digest its origin signed", "twice", "outside what share", "own city", "never sent to suzhou", "which is not suzhou's for share"] {

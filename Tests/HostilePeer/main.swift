@@ -17,6 +17,8 @@ import Crypto
 import CryptoExtras
 import Foundation
 import Logging
+import NIOCore
+import Synchronization
 import SwiftASN1
 import X509
 
@@ -47,12 +49,18 @@ let listen = try HostPort(config.listen, what: "listen")
 
 var logger = Logger(label: "hostile-peer")
 logger.logLevel = .error
+/// The address records the target sends (channel 6): the genuine records an attack alters.
+let received = Mutex<[AddressGossip.Relayed]>([])
 let network = try PeerNetwork(
     configuration: .init(
         city: me, listenHost: listen.host, listenPort: listen.port, advertise: listen.description,
         identity: try PeerTLS.Identity(chainPEM: certPEM, keyPEM: keyPEM),
         trust: PeerTrust(roots: roots, revocations: nil, denied: []), seeds: try (config.peers ?? .init()).seedList()),
-    logger: logger)
+    logger: logger,
+    onMessage: { message in
+        guard message.channel == AddressWire.channel, case .records(let items)? = try? AddressWire.decode(Array(message.payload.readableBytesView)[...]) else { return }
+        received.withLock { $0 += items }
+    })
 
 func say(_ line: String) {
     FileHandle.standardOutput.write(Data((line + "\n").utf8))
@@ -83,6 +91,15 @@ func vector(type: UInt8, share: String, _ entries: [(String, UInt64)]) -> [UInt8
         w.u64(n)
     }
     return w.bytes
+}
+
+/// `record` with other fields under its old signature (what a relay that alters a record sends).
+func relabel(_ record: AddressRecord, version: UInt64, addresses: [String]) throws -> AddressRecord {
+    var w = WireWriter()
+    w.u8(1); w.str8(record.city.rawValue); w.u64(version); w.u8(UInt8(addresses.count))
+    for a in addresses { w.str8(a) }
+    w.u8(record.algorithm); w.u16(UInt16(record.signature.count)); w.raw(record.signature)
+    return try AddressRecord.decode(w.bytes[...])
 }
 
 func attack() async throws {
@@ -208,6 +225,55 @@ func attack() async throws {
     try serializer.serialize(der)
     await send(ReplicationWire.channel, ReplicationWire.encode(.certificate(city: target, der: serializer.serializedBytes)))
     say("replication: a receipt run to 2^63, a certificate relayed for the victim's own city")
+
+    // Channel 6, address records. Ask for everything the victim holds (an empty summary), then
+    // send back a genuine record of another member redirected, re-signed by this city, and with
+    // this city's certificate; a record of the victim's own city; summaries at UInt64.max, 2^63,
+    // with duplicates, and one claiming the victim's own record at 2^62; a flood of invented cities.
+    await send(AddressWire.channel, AddressWire.encode(.summary(after: nil, through: nil, entries: [])))
+    let otherName = argument("--address-of") ?? "shanghai"
+    var genuine: AddressGossip.Relayed?
+    for _ in 0..<100 where genuine == nil {
+        genuine = received.withLock { $0.first { $0.record.city.rawValue == otherName } }
+        if genuine == nil { try await Task.sleep(for: .milliseconds(100)) }
+    }
+    guard let genuine else { fail("the target sent no address record of \(otherName)") }
+    let ownDER = { () -> [UInt8] in
+        var s = DER.Serializer()
+        try! s.serialize(try! PEM.certificates(certPEM, what: "cert")[0])
+        return s.serializedBytes
+    }()
+    let g = genuine.record
+    let nowMillis = UInt64(Date().timeIntervalSince1970 * 1000)
+    var forged: [AddressGossip.Relayed] = []
+    // The genuine record redirected (its signature no longer matches).
+    forged.append(.init(record: try relabel(g, version: g.version + 1, addresses: ["6.6.6.6:7001"]), certificate: genuine.certificate))
+    // Signed by this city in the other's name: with the other's certificate, and with its own.
+    let mine = try AddressRecord.sign(city: g.city, version: g.version + 2, addresses: ["6.6.6.6:7002"], key: signingKey)
+    forged.append(.init(record: mine, certificate: genuine.certificate))
+    forged.append(.init(record: mine, certificate: ownDER))
+    // The victim's own city, far ahead and just ahead.
+    forged.append(.init(record: try AddressRecord.sign(city: target, version: AddressRecord.maxVersion, addresses: ["6.6.6.6:7003"], key: signingKey), certificate: ownDER))
+    forged.append(.init(record: try AddressRecord.sign(city: target, version: nowMillis + 1_000, addresses: ["6.6.6.6:7004"], key: signingKey), certificate: ownDER))
+    await send(AddressWire.channel, AddressWire.encode(.records(forged)))
+    for version: UInt64 in [.max, 1 << 63] {
+        var w = WireWriter()
+        w.u8(1); w.str8(""); w.str8(""); w.u16(1); w.str8(target.rawValue); w.u64(version)
+        await send(AddressWire.channel, w.bytes)
+    }
+    var dup = WireWriter()
+    dup.u8(1); dup.str8(""); dup.str8(""); dup.u16(2); dup.str8(me.rawValue); dup.u64(1); dup.str8(me.rawValue); dup.u64(2)
+    await send(AddressWire.channel, dup.bytes)
+    await send(AddressWire.channel, AddressWire.encode(.summary(after: nil, through: nil, entries: [.init(city: target, version: AddressRecord.maxVersion)])))
+    var invented: [AddressGossip.Relayed] = []
+    for i in 0..<2_000 {
+        invented.append(.init(record: try AddressRecord.sign(city: try CitySlug("ghost-addr-\(i)"), version: nowMillis, addresses: ["6.6.6.6:\(1000 + i)"], key: signingKey), certificate: ownDER))
+        if invented.count == AddressWire.maxRecords {
+            await send(AddressWire.channel, AddressWire.encode(.records(invented)))
+            invented = []
+        }
+    }
+    say("addresses: \(otherName)'s record redirected and re-signed, the victim's own city at 2^62, summaries at UInt64.max and 2^63 and with duplicates, 2,000 invented cities")
 
     // Floods: invented share names (each would have been a table row and a metric series), junk
     // documents, and summaries — more than any inbox holds.
