@@ -4,7 +4,7 @@ import Foundation
 /// Random, well-framed messages for every peer channel, built from valid templates and then
 /// bent: integers at the edges (0, 1, 2^62, 2^63, UInt64.max), duplicates, other cities' names,
 /// wrong types, long strings, times with many fraction digits, and with some probability a few
-/// flipped or dropped bytes. The victim's real handlers (replication, agreements, membership,
+/// flipped or dropped bytes. The victim's real handlers (replication, agreements, membership, addresses,
 /// ledger) get each one over the real transport: a semantic fuzz of the node, not only of its
 /// decoders. Seeded (SplitMix64), so a failing run replays exactly.
 struct MessageFuzzer {
@@ -182,15 +182,55 @@ struct MessageFuzzer {
         }
     }
 
+    /// Channel 6: summaries with bent slices and versions, records of any city signed by this
+    /// one, with this city's certificate, another's bytes or junk.
+    mutating func addresses() throws -> [UInt8] {
+        var w = WireWriter()
+        if chance(0.5) {
+            w.u8(1)
+            w.str8(chance(0.5) ? "" : city())
+            w.str8(chance(0.5) ? "" : city())
+            let n = [0, 1, 2, 2_000, 2_001, 65_535][int(6)]
+            w.u16(UInt16(n))
+            for _ in 0..<min(n, 50 + int(50)) {
+                w.str8(city())
+                w.u64(u64())
+            }
+            return w.bytes
+        }
+        w.u8(2)
+        let n = [0, 1, 8, 9, 255][int(5)]
+        w.u8(UInt8(n))
+        for _ in 0..<min(n, 9) {
+            var body = WireWriter()
+            body.u8(chance(0.9) ? 1 : UInt8(int(256)))
+            body.str8(city())
+            body.u64(chance(0.5) ? UInt64(Date().timeIntervalSince1970 * 1000) : u64())
+            let addresses = (0..<[0, 1, 8, 9][int(4)]).map { _ in chance(0.7) ? "127.0.0.1:\(int(70_000))" : text() }
+            body.u8(UInt8(min(addresses.count, 255)))
+            for a in addresses { body.str8(String(a.utf8.prefix(255)) ?? "") }
+            let (algorithm, signature) = try sign(AddressRecord.context + body.bytes)
+            w.raw(body.bytes)
+            w.u8(chance(0.9) ? algorithm : UInt8(int(256)))
+            w.u16(UInt16(signature.count))
+            w.raw(signature)
+            let cert = chance(0.7) ? certificate : (0..<int(5_000)).map { _ in UInt8(int(256)) }
+            w.u16(UInt16(cert.count))
+            w.raw(cert)
+        }
+        return w.bytes
+    }
+
     /// One message: its channel and payload.
     mutating func next() throws -> (UInt16, [UInt8]) {
         var (channel, payload): (UInt16, [UInt8])
-        switch int(10) {
+        switch int(11) {
         case 0, 1: (channel, payload) = (Membership.Message.channel, membership())
         case 2, 3: (channel, payload) = (LedgerWire.channel, ledger())
         case 4, 5: (channel, payload) = (Agreement.channel, try agreement())
         case 6, 7, 8: (channel, payload) = (ReplicationWire.channel, try replication())
-        default: (channel, payload) = ([0, 2, 6, 9, 4096, .max][int(6)], (0..<int(64)).map { _ in UInt8(int(256)) })
+        case 9: (channel, payload) = (AddressWire.channel, try addresses())
+        default: (channel, payload) = ([0, 2, 6, 7, 9, 4096, .max][int(7)], (0..<int(64)).map { _ in UInt8(int(256)) })
         }
         if chance(0.15), !payload.isEmpty {
             for _ in 0..<(1 + int(4)) {
