@@ -56,7 +56,7 @@ public struct NodeConfig: Sendable, Codable, Equatable {
         /// as addresses (default 32).
         public var activeView: Int?
         /// Messages a second each peer may send on a channel (`membership`, `ledger`,
-        /// `agreements`, `replication`, `other`), bursts of twice that; unset channels keep the
+        /// `agreements`, `replication`, `addresses`, `other`), bursts of twice that; unset channels keep the
         /// defaults (`PeerRateLimiter.defaults`).
         public var rateLimits: [String: Int]?
 
@@ -277,7 +277,7 @@ public struct NodeConfig: Sendable, Codable, Equatable {
           active_view: \(peers?.activeView ?? 32)
           # Messages a second each peer may send per channel, in bursts of twice that; more are
           # dropped and counted (citymesh peers, citymesh_peer_rate_limited_total). Unset channels
-          # keep the defaults: membership 200, ledger 200, agreements 100, replication 5000, other 10.
+          # keep the defaults: membership 200, ledger 200, agreements 100, replication 5000, addresses 100, other 10.
           rate_limits: {\((peers?.rateLimits ?? [:]).sorted { $0.key < $1.key }.map { "\($0.key): \($0.value)" }.joined(separator: ", "))}
 
         # The sharing policy (docs/policy.md): what this city shares, with whom, and what it

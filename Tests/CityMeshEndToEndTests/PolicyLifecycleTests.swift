@@ -60,7 +60,7 @@ struct PolicyLifecycleTests {
         try Self.policy.write(toFile: work + "/hz-policy.yaml", atomically: true, encoding: .utf8)
         r = try cm("policy", "validate", "--dir", "hz", "hz-policy.yaml")
         #expect(r.ok && r.stdout.contains("OK"), "\(r.stdout)\(r.stderr)")
-        #expect(r.stderr.contains("hz-policy.yaml: warning: share 'delta-air': shanghai is not a peer of this node"), "\(r.stderr)")
+        #expect(r.stderr.contains("hz-policy.yaml: warning: share 'delta-air': shanghai is not known to this node yet"), "\(r.stderr)")
         r = try cm("policy", "diff", "--dir", "hz", "hz-policy.yaml")
         #expect(r.ok && r.stdout.contains("delta-air → shanghai: will be offered 'air-quality' (read)"), "\(r.stdout)\(r.stderr)")
 

@@ -31,7 +31,7 @@ public final class PolicyManager: Sendable {
             }
         }
         for a in policy.accept where !known.contains(a.from.rawValue) {
-            out.append("accept '\(a.from)/\(a.share)': \(a.from) is not a peer of this node (no seed, never connected)")
+            out.append("accept '\(a.from)/\(a.share)': \(a.from) is not known to this node yet (no seed, no address learned by gossip, never connected)")
         }
         return out
     }
