@@ -936,7 +936,7 @@ public final class ReplicationService: Service, ReplicaDesk, Sendable {
         if ledgered { logger.warning("replication refused", metadata: ["peer": "\(peer)", "share": "\(share ?? "-")", "reason": "\(reason)"]) }
     }
 
-    static func hex(_ b: [UInt8]) -> String { b.map { String(format: "%02x", $0) }.joined() }
+    static func hex(_ b: [UInt8]) -> String { Hex.lower(b) }
 
     // MARK: Documents: rosters and receipts
 

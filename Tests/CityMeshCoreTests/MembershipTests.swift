@@ -234,4 +234,22 @@ struct MembershipTests {
             if let m = try? Membership.Message.decode(bytes[...]) { #expect(m.encoded() == bytes) }
         }
     }
+
+    @Test("the changes piggybacked are the least-sent ones, oldest first among equals: the order a full sort gives, however the queue is made up")
+    func leastSentMatchesSort() throws {
+        var rng = SplitMix64(seed: 11)
+        for trial in 0..<200 {
+            var m = Membership(me: try CitySlug("city-x"), seeds: [], seed: 1)
+            m.gossip = [:]
+            let size = Int(rng.next() % 300), levels = 1 + Int(rng.next() % 40)
+            for i in 0..<size {
+                let c = try CitySlug("city-\(rng.next() % 1000)-\(i)")
+                m.gossip[c] = .init(update: Membership.Update(city: c, status: .alive, incarnation: 0), left: 1 + Int(rng.next() % UInt64(levels)), order: rng.next() % 10_000 &* 1_000 &+ UInt64(i))
+            }
+            for k in [1, 8, 63, 64, 500] {
+                let expected = m.gossip.values.sorted { $0.left != $1.left ? $0.left > $1.left : $0.order < $1.order }.prefix(k).map(\.update.city)
+                #expect(m.leastSent(k).map(\.update.city) == Array(expected), "trial \(trial), k \(k)")
+            }
+        }
+    }
 }

@@ -9,7 +9,7 @@ public enum AdminToken {
         var rng = SystemRandomNumberGenerator()
         let idBytes = (0..<4).map { _ in UInt8.random(in: .min ... .max, using: &rng) }
         let secret = (0..<32).map { _ in UInt8.random(in: .min ... .max, using: &rng) }
-        let id = idBytes.map { String(format: "%02x", $0) }.joined()
+        let id = Hex.lower(idBytes)
         let s = Data(secret).base64EncodedString()
             .replacingOccurrences(of: "+", with: "-").replacingOccurrences(of: "/", with: "_").replacingOccurrences(of: "=", with: "")
         return (id, "cm_\(id)_\(s)")

@@ -188,7 +188,7 @@ struct Importer: Sendable {
             lines.finish { take(jsonLine: $0, bytes: $1) }
         }
         await flush()
-        summary.contentSHA256 = hasher.finalize().map { String(format: "%02x", $0) }.joined()
+        summary.contentSHA256 = Hex.lower(hasher.finalize())
         return summary
     }
 }

@@ -103,7 +103,7 @@ public final class PolicyManager: Sendable {
     public func apply(_ document: String, actor: String) async throws -> (version: PolicyVersion, changes: [PolicyDiff.Change], unchanged: Bool) {
         let (policy, context) = try await check(document)
         let engine = try PolicyEngine(city: city, policy: policy, schemas: context.datasets)
-        let sha = SHA256.hash(data: Array(document.utf8)).map { String(format: "%02x", $0) }.joined()
+        let sha = Hex.lower(SHA256.hash(data: Array(document.utf8)))
         if let current = try await store.policyVersion(), current.sha256 == sha {
             live.withLock { $0 = (current, engine) }
             return (current, [], true)

@@ -103,7 +103,9 @@ public struct Membership: Sendable {
     /// PING-REQs being relayed: our seq → (who asked, their seq).
     var relays: [UInt32: (CitySlug, UInt32)] = [:]
     /// Changes still to piggyback, with how many more times.
-    var gossip: [CitySlug: (Update, Int)] = [:]
+    var gossip: [CitySlug: Pending] = [:]
+    /// Changes queued so far (orders the queue).
+    var queued: UInt64 = 0
     /// When set, the only cities updates may be about (besides this node): its seeds, the
     /// members it heard from directly (the transport authenticated them with the federation
     /// CA) and those the shell admits. Hearsay about any other city is ignored. Nil (the
@@ -160,17 +162,44 @@ public struct Membership: Sendable {
         return config.suspicionMultiplier * log * config.probeInterval
     }
 
-    mutating func enqueue(_ u: Update) { gossip[u.city] = (u, retransmits) }
+    /// A change waiting to be piggybacked: how many more sends it gets, and when it was queued.
+    struct Pending {
+        var update: Update
+        var left: Int
+        var order: UInt64
+    }
+
+    mutating func enqueue(_ u: Update) {
+        queued &+= 1
+        gossip[u.city] = Pending(update: u, left: retransmits, order: queued)
+    }
 
     /// Changes to piggyback on the next message: the least-sent first.
     mutating func piggyback() -> [Update] {
-        let chosen = gossip.sorted { $0.value.1 != $1.value.1 ? $0.value.1 > $1.value.1 : $0.key < $1.key }.prefix(config.maxPiggyback)
-        var out: [Update] = []
-        for (city, (u, left)) in chosen {
-            out.append(u)
-            if left <= 1 { gossip[city] = nil } else { gossip[city] = (u, left - 1) }
+        let chosen = leastSent(config.maxPiggyback)
+        for p in chosen {
+            if p.left <= 1 { gossip[p.update.city] = nil } else { gossip[p.update.city]?.left = p.left - 1 }
         }
-        return out
+        return chosen.map(\.update)
+    }
+
+    /// The `k` changes sent the fewest times so far (the most sends left), the oldest first among
+    /// equals: the order a full sort gives, found without sorting the whole queue (after a
+    /// partition heals it holds a change for every city, and this runs for every message).
+    func leastSent(_ k: Int) -> [Pending] {
+        func sorted<S: Sequence<Pending>>(_ s: S) -> [Pending] { s.sorted { $0.left != $1.left ? $0.left > $1.left : $0.order < $1.order } }
+        guard gossip.count > k else { return sorted(gossip.values) }
+        // How many changes have each count of sends left; the cut-off is the count at which the
+        // k-th change falls.
+        var counts: [Int: Int] = [:]
+        for p in gossip.values { counts[p.left, default: 0] += 1 }
+        var cutoff = 0, above = 0
+        for left in counts.keys.sorted(by: >) {
+            let c = counts[left] ?? 0
+            if above + c >= k { cutoff = left; break }
+            above += c
+        }
+        return Array(sorted(gossip.values.lazy.filter { $0.left >= cutoff }).prefix(k))
     }
 
     /// Lifeguard's buddy system: a probe of a member held suspect tells it so, so it refutes at

@@ -84,7 +84,7 @@ public enum NodeIdentity {
 
     /// SHA-256 of the certificate's DER, lowercase hex: how deny-lists and logs name a certificate.
     public static func fingerprint(of certificate: Certificate) throws -> String {
-        SHA256.hash(data: try certificate.serializeAsPEM().derBytes).map { String(format: "%02x", $0) }.joined()
+        Hex.lower(SHA256.hash(data: try certificate.serializeAsPEM().derBytes))
     }
 
     /// Checks that `key` is the private half of `certificate`'s public key.

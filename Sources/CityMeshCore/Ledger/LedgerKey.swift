@@ -61,14 +61,5 @@ public struct LedgerKey: Sendable, Equatable {
         return LedgerKey(bytes: Array(mac))!
     }
 
-    static func hex(_ b: [UInt8]) -> String {
-        let digits = Array("0123456789abcdef".utf8)
-        var out = [UInt8]()
-        out.reserveCapacity(b.count * 2)
-        for x in b {
-            out.append(digits[Int(x >> 4)])
-            out.append(digits[Int(x & 15)])
-        }
-        return String(decoding: out, as: UTF8.self)
-    }
+    static func hex(_ b: [UInt8]) -> String { Hex.lower(b) }
 }

@@ -41,7 +41,7 @@ public struct MerkleHash: Hashable, Sendable, CustomStringConvertible {
         raw.count == 32 && withUnsafeBytes(of: storage) { mine in memcmp(mine.baseAddress!, raw.baseAddress!, 32) == 0 }  // both 32 bytes
     }
     public var base64: String { Data(bytes).base64EncodedString() }
-    public var hex: String { bytes.map { String(format: "%02x", $0) }.joined() }
+    public var hex: String { Hex.lower(bytes) }
     public var description: String { base64 }
 
     public static func == (l: MerkleHash, r: MerkleHash) -> Bool {

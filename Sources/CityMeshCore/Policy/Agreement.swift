@@ -71,7 +71,7 @@ public enum Agreement {
 
         /// A fresh nonce: 16 bytes from `generator`, hex.
         public static func nonce(using generator: inout some RandomNumberGenerator) -> String {
-            (0..<16).map { _ in String(format: "%02x", UInt8.random(in: 0...255, using: &generator)) }.joined()
+            Hex.lower((0..<16).map { _ in UInt8.random(in: 0...255, using: &generator) })
         }
     }
 
@@ -124,7 +124,7 @@ public enum Agreement {
         public let signature: String
 
         /// SHA-256 of the body, hex: the document's id.
-        public var id: String { SHA256.hash(data: Array(body.utf8)).map { String(format: "%02x", $0) }.joined() }
+        public var id: String { Hex.lower(SHA256.hash(data: Array(body.utf8))) }
 
         public func decode<T: Decodable>(_ type: T.Type) throws -> T {
             try JSONDecoder().decode(T.self, from: Data(body.utf8))

@@ -101,7 +101,7 @@ public struct ExchangeReceipt: Codable, Sendable, Equatable {
     public static func digest(_ hashes: [[UInt8]]) -> String {
         var h = SHA256()
         for x in hashes { h.update(data: x) }
-        return h.finalize().map { String(format: "%02x", $0) }.joined()
+        return Hex.lower(h.finalize())
     }
 }
 
