@@ -13,6 +13,7 @@ struct Simulate: ParsableCommand {
               citymesh simulate --nodes 200 --loss 0.1 --partition 30s --crash 5 --seed 7
               citymesh simulate --nodes 1000 --writes 200 --loss 0.1 --json
               citymesh simulate --nodes 30 --fault leaky-owner --fault lenient-receivers
+              citymesh simulate --nodes 200 --loss 0.1 --partition 30s --crash 5 --seeds 1-20
 
             Runs the real membership and anti-entropy state machines of every node
             on a fake clock and a fake network, in memory: no node directory, files
@@ -25,7 +26,10 @@ struct Simulate: ParsableCommand {
             Durations take a unit: 30s, 2m, 1h, or a plain number of seconds. The
             same options and seed always give the same result. Exits 1 if an
             invariant fails. --fault plants a defect in every node, to watch an
-            invariant catch it. docs/simulator.md explains the model and the output.
+            invariant catch it. --seeds runs every seed of a range, one line
+            each, then the full report of the worst (a failed invariant first,
+            then the slowest dissemination, then the most live pairs held dead).
+            docs/simulator.md explains the model and the output.
             """)
 
     @Option(help: "Nodes in the federation (2-2000); city-0 owns the share.") var nodes = 200
@@ -36,6 +40,7 @@ struct Simulate: ParsableCommand {
     @Option(name: .customLong("crash-at"), help: ArgumentHelp("When they crash.", valueName: "duration")) var crashAt = "20s"
     @Option(help: ArgumentHelp("How long they stay down.", valueName: "duration")) var down = "30s"
     @Option(help: "Seed of every random choice.") var seed: UInt64 = 1
+    @Option(help: ArgumentHelp("Run every seed of FIRST-LAST (at most 10,000 of them) and report the worst.", valueName: "FIRST-LAST")) var seeds: String?
     @Option(help: "Writes to make, by the owner (all fields) and the member writers (field 3).") var writes = 500
     @Option(name: .customLong("write-for"), help: ArgumentHelp("Spread the writes over this long.", valueName: "duration")) var writeFor = "60s"
     @Option(help: "Records the writes go to.") var keys = 100
@@ -60,6 +65,17 @@ struct Simulate: ParsableCommand {
 
     func validate() throws {
         do { _ = try config() } catch let e as CityMeshError { throw ValidationError(e.message) }
+        if let seeds { _ = try Self.seedRange(seeds) }
+    }
+
+    /// `7` or `1-100`: at most 10,000 seeds.
+    static func seedRange(_ text: String) throws -> ClosedRange<UInt64> {
+        let parts = text.split(separator: "-", omittingEmptySubsequences: false)
+        guard (1...2).contains(parts.count), let first = UInt64(parts[0]), let last = UInt64(parts.last ?? ""), first <= last else {
+            throw ValidationError("--seeds '\(text)' is not a range: write FIRST-LAST, e.g. 1-100")
+        }
+        guard last - first < 10_000 else { throw ValidationError("--seeds '\(text)' holds \(last - first + 1) seeds; at most 10000 in one run") }
+        return first...last
     }
 
     /// The simulator's config from the options.
@@ -110,6 +126,10 @@ struct Simulate: ParsableCommand {
 
     func run() throws {
         let config = try config()
+        if let seeds {
+            try runSeeds(config, Self.seedRange(seeds))
+            return
+        }
         let result = try FederationSimulator.run(config)
         if output.json {
             struct Out: Encodable {
@@ -121,6 +141,63 @@ struct Simulate: ParsableCommand {
             print(Self.report(result))
         }
         if !result.passed { throw ExitCode(1) }
+    }
+
+    /// One seed's figures in a `--seeds` run.
+    struct SeedLine: Encodable {
+        let seed: UInt64
+        let passed: Bool
+        let failed: [String]
+        let rounds: Int
+        let disseminationMax: Int
+        let catchUpRounds: Int?
+        let deadPairs: Int
+        let seconds: Double
+    }
+
+    /// Worse first: a failed invariant, then slower dissemination, then more live pairs held dead.
+    static func worse(_ a: FederationSimulator.Result, than b: FederationSimulator.Result) -> Bool {
+        if a.passed != b.passed { return !a.passed }
+        if a.dissemination.max != b.dissemination.max { return a.dissemination.max > b.dissemination.max }
+        return a.membershipDeadPairs > b.membershipDeadPairs
+    }
+
+    func runSeeds(_ base: FederationSimulator.Config, _ range: ClosedRange<UInt64>) throws {
+        var lines: [SeedLine] = []
+        var worst: FederationSimulator.Result?
+        for seed in range {
+            var c = base
+            c.seed = seed
+            let started = ContinuousClock.now
+            let r = try FederationSimulator.run(c)
+            let took = ContinuousClock.now - started
+            let line = SeedLine(
+                seed: seed, passed: r.passed, failed: r.checks.filter { !$0.passed }.map(\.name), rounds: r.rounds, disseminationMax: r.dissemination.max,
+                catchUpRounds: r.catchUpRounds, deadPairs: r.membershipDeadPairs,
+                seconds: Double(took.components.seconds) + Double(took.components.attoseconds) / 1e18)
+            lines.append(line)
+            if !output.json {
+                let verdict = r.passed ? "passed" : "FAILED (\(line.failed.joined(separator: ", ")))"
+                let caught = r.catchUpRounds.map { "caught up after \($0) rounds" } ?? "no disruption"
+                print("seed \(seed)  \(verdict)  rounds \(r.rounds)  dissemination max \(r.dissemination.max)  \(caught)  live pairs held dead \(r.membershipDeadPairs)  "
+                    + String(format: "%.1f s", line.seconds))
+            }
+            if worst.map({ Self.worse(r, than: $0) }) ?? true { worst = r }
+        }
+        guard let worst else { return }
+        if output.json {
+            struct Out: Encodable {
+                let passed: Bool
+                let seeds: [SeedLine]
+                let worst: FederationSimulator.Result
+            }
+            try printJSON(Out(passed: lines.allSatisfy(\.passed), seeds: lines, worst: worst))
+        } else {
+            let failed = lines.filter { !$0.passed }.count
+            print("\n\(lines.count) seeds, \(failed) failed; the worst, seed \(worst.config.seed):")
+            print(Self.report(worst))
+        }
+        if lines.contains(where: { !$0.passed }) { throw ExitCode(1) }
     }
 
     /// The human-readable report.

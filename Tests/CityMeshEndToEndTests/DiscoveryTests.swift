@@ -114,4 +114,31 @@ struct DiscoveryTests {
         }
         for d in daemons { #expect(d.terminate() == 0, "\(d.log.suffix(3000))") }
     }
+
+    @Test("citymesh simulate --seeds runs every seed of a range, one line each, and reports the worst; a failed invariant fails the run; a bad range is refused")
+    func simulateSeeds() throws {
+        let work = try Harness.tempDir("seeds")
+        var r = try Harness.citymesh(["simulate", "--nodes", "20", "--writes", "40", "--loss", "0.1", "--seeds", "1-3"], cwd: work)
+        #expect(r.ok, "\(r.stdout)\(r.stderr)")
+        let lines = r.stdout.split(separator: "\n").filter { $0.hasPrefix("seed ") }
+        #expect(lines.count == 3, "\(r.stdout)")
+        // The worst is the seed with the slowest dissemination (none failed).
+        let maxes = lines.compactMap { line -> (UInt64, Int)? in
+            let words = line.split(separator: " ")
+            guard let seed = UInt64(words[1]), let i = words.firstIndex(of: "max"), let m = Int(words[i + 1]) else { return nil }
+            return (seed, m)
+        }
+        #expect(maxes.count == 3)
+        let worst = try #require(r.stdout.split(separator: "\n").first { $0.contains("seeds, 0 failed; the worst, seed") })
+        let worstSeed = UInt64(worst.split(separator: " ").last?.dropLast() ?? "") ?? 0
+        #expect(maxes.first { $0.0 == worstSeed }?.1 == maxes.map(\.1).max(), "\(r.stdout)")
+        #expect(r.stdout.contains("simulated 20 nodes") && r.stdout.contains("seed \(worstSeed), fanout"), "\(r.stdout)")
+        // A planted defect fails every seed and the run.
+        r = try Harness.citymesh(["simulate", "--nodes", "10", "--writes", "20", "--seeds", "4-5", "--fault", "leaky-owner", "--fault", "lenient-receivers"], cwd: work)
+        #expect(!r.ok && r.stdout.components(separatedBy: "FAILED").count == 3, "\(r.stdout)\(r.stderr)")
+        for bad in ["5-2", "x", "1-20000", "-3"] {
+            r = try Harness.citymesh(["simulate", "--seeds", bad], cwd: work)
+            #expect(!r.ok && r.stderr.contains("--seeds"), "\(bad): \(r.stderr)")
+        }
+    }
 }

@@ -69,6 +69,18 @@ public struct AntiEntropy: Sendable {
     public let config: Config
     var shares: [String: Share] = [:]
     public private(set) var connected: Set<CitySlug> = []
+    /// Each share's connected parties, in byte order: what every tick and every batch taken
+    /// choose from. Kept until the parties or the connections change (sorting a thousand
+    /// parties' names per tick and per batch was a quarter of a 1,000-node simulation's time).
+    var reachableCache: [String: [CitySlug]] = [:]
+
+    /// `share`'s connected parties, in byte order.
+    mutating func reachable(_ name: String, _ s: Share) -> [CitySlug] {
+        if let cached = reachableCache[name] { return cached }
+        let r = s.parties.filter { connected.contains($0) }.sorted { $0.rawValue < $1.rawValue }
+        reachableCache[name] = r
+        return r
+    }
     var rng: SplitMix64
     var ticks: UInt64 = 0
     /// Every this many ticks, the acknowledged vector goes along with the summaries.
@@ -87,6 +99,7 @@ public struct AntiEntropy: Sendable {
         var s = shares[share] ?? Share()
         s.parties = parties.subtracting([me])
         s.held = held
+        reachableCache[share] = nil
         for gone in Set(s.reported.keys).subtracting(s.parties) {
             s.reported[gone] = nil
             s.known[gone] = nil
@@ -94,7 +107,10 @@ public struct AntiEntropy: Sendable {
         shares[share] = s
     }
 
-    public mutating func removeShare(_ share: String) { shares[share] = nil }
+    public mutating func removeShare(_ share: String) {
+        shares[share] = nil
+        reachableCache[share] = nil
+    }
 
     public var shareNames: [String] { shares.keys.sorted() }
 
@@ -106,6 +122,7 @@ public struct AntiEntropy: Sendable {
     /// Which peers are reachable now. A peer that went away loses what we assumed it got.
     public mutating func setConnected(_ peers: Set<CitySlug>) {
         let gone = connected.subtracting(peers)
+        if peers != connected { reachableCache = [:] }
         connected = peers
         guard !gone.isEmpty else { return }
         for name in Array(shares.keys) {
@@ -117,7 +134,7 @@ public struct AntiEntropy: Sendable {
 
     /// A peer (re)connected: forget what we assumed it holds and wait for its summary.
     public mutating func onConnect(_ peer: CitySlug) {
-        connected.insert(peer)
+        if connected.insert(peer).inserted { reachableCache = [:] }
         for name in Array(shares.keys) {
             guard var s = shares[name] else { continue }
             s.known[peer] = nil
@@ -148,7 +165,7 @@ public struct AntiEntropy: Sendable {
         var out: [Directive] = []
         for name in shares.keys.sorted() {
             guard let s = shares[name] else { continue }
-            let reachable = s.parties.intersection(connected).sorted { $0.rawValue < $1.rawValue }
+            let reachable = reachable(name, s)
             let acked = ticks % Self.ackEvery == 0 ? acknowledgedByAll(name) : [:]
             for p in pick(config.fanout, from: reachable) {
                 out.append(.summary(to: p, share: name, vector: s.held, reply: false))
@@ -240,9 +257,9 @@ public struct AntiEntropy: Sendable {
             k[origin] = Swift.max(k[origin] ?? 0, seq)
             s.known[peer] = k
         }
-        let ready = s.parties.intersection(connected).filter { p in
-            p != peer && p != origin && seq > 0 && (s.known[p]?[origin] ?? 0) == seq - 1
-        }.sorted { $0.rawValue < $1.rawValue }
+        let ready = seq == 0 ? [] : reachable(name, s).filter { p in
+            p != peer && p != origin && (s.known[p]?[origin] ?? 0) == seq - 1
+        }
         var out: [Directive] = []
         for p in pick(config.fanout, from: ready) {
             out.append(.send(to: p, share: name, origin: origin, seqs: seq...seq))
