@@ -46,6 +46,7 @@ struct Simulate: ParsableCommand {
     @Option(help: "Records the writes go to.") var keys = 100
     @Option(help: "Members that write besides the owner (0: only the owner writes).") var writers = 5
     @Option(help: "Give up after this many rounds.") var rounds = 2000
+    @Option(help: "Rounds after the last disruption within which no live node may hold another dead (the membership invariant).") var heal = FederationSimulator.Config().healRounds
     @Option(help: ArgumentHelp("How long to measure the idle cost once everything converged.", valueName: "duration")) var idle = "10s"
     @Option(help: "Rounds a replication message takes to arrive (1-10).") var delay = 1
     @Option(help: "Anti-entropy fanout: peers a fresh batch is pushed to and summaries sent per tick.") var fanout = AntiEntropy.Config().fanout
@@ -96,6 +97,7 @@ struct Simulate: ParsableCommand {
         c.writers = writers
         if writers == 0 { c.ownerShare = 1 }
         c.maxRounds = rounds
+        c.healRounds = heal
         c.idleRounds = try Self.seconds(idle, "--idle")
         c.fanout = fanout
         c.window = window
@@ -242,6 +244,8 @@ struct Simulate: ParsableCommand {
         lines.append("  receipts       \(num(x.exchanges)) exchanges: \(num(x.matched)) matched on both sides, \(num(x.interrupted)) of them interrupted by a crash; \(num(x.open)) open, \(num(x.mismatched)) mismatched" + (x.ended > 0 ? ", \(num(x.ended)) left open by a revoked agreement" : ""))
         if r.membershipDeadPairs > 0 {
             lines.append("  membership     ⚠ \(num(r.membershipDeadPairs)) ordered pairs of live nodes still hold the other dead (SWIM takes a death back only when the node hears of it and refutes)")
+        } else if let healed = r.membershipHealRounds {
+            lines.append("  membership     every live node held every other alive \(healed) rounds after the disruption ended")
         }
         lines.append("invariants")
         let width = r.checks.map(\.name.count).max() ?? 0

@@ -42,7 +42,7 @@ struct SimulatorTests {
     @Test("with 10% loss, a partition and three crashes, every invariant holds", arguments: [1, 2, 3, 4] as [UInt64])
     func invariantsHold(seed: UInt64) throws {
         let r = try FederationSimulator.run(Self.troubled(seed: seed))
-        #expect(r.checks.map(\.name) == ["convergence", "view confinement", "receipts", "batch order", "erasure", "exchange ledgers"])
+        #expect(r.checks.map(\.name) == ["convergence", "view confinement", "receipts", "batch order", "erasure", "exchange ledgers", "membership heals"])
         for c in r.checks { #expect(c.passed, "\(c.name): \(c.detail)") }
         #expect(r.writes + r.skippedWrites + r.refusedWrites == 150)
         #expect(r.undelivered == 0)
@@ -81,7 +81,14 @@ struct SimulatorTests {
         c.maxRounds = 150
         let r = try FederationSimulator.run(c)
         for x in r.checks { #expect(x.passed, "\(x.name): \(x.detail)") }
-        #expect(r.membershipDeadPairs < 2 * 8 * 8 / 2, "most pairs across the old partition are alive again: \(r.membershipDeadPairs) still dead")
+        #expect(r.membershipDeadPairs == 0 && r.membershipHealRounds != nil, "every pair across the old partition is alive again: \(r.membershipDeadPairs) still dead")
+        // Control: without the reconnect pings either, the halves hold each other dead for good
+        // and the membership invariant fails.
+        c.faults = [.noReconnect]
+        let broken = try FederationSimulator.run(c)
+        let heal = try #require(Self.check(broken, "membership heals"))
+        #expect(!heal.passed, "\(heal.detail)")
+        #expect(broken.membershipDeadPairs > 0)
     }
 
     @Test("with a row filter, rows the owner's writes move out of it are retracted from every member — through loss, a partition and crashes — and without retractions the invariant fails", arguments: [1, 2] as [UInt64])
@@ -98,7 +105,7 @@ struct SimulatorTests {
         c.crashes = 2
         c.rowFilter = true
         let r = try FederationSimulator.run(c)
-        #expect(r.checks.map(\.name) == ["convergence", "view confinement", "receipts", "batch order", "erasure", "exchange ledgers", "retraction"])
+        #expect(r.checks.map(\.name) == ["convergence", "view confinement", "receipts", "batch order", "erasure", "exchange ledgers", "membership heals", "retraction"])
         for x in r.checks { #expect(x.passed, "\(x.name): \(x.detail)") }
         // The production rule, broken: the owner never retracts. The retraction invariant catches it.
         c.faults = [.noRetraction]

@@ -45,6 +45,10 @@ public enum FederationSimulator {
         public var maxRounds = 2000
         /// Rounds measured after everything converged: the idle cost.
         public var idleRounds = 10
+        /// The membership invariant's bound: once the last disruption is over, within this many
+        /// rounds no live node may hold another live node dead (and none may at the end). The run
+        /// goes on, up to `maxRounds`, until that holds.
+        public var healRounds = 120
         /// The anti-entropy settings every node runs with.
         public var fanout = AntiEntropy.Config().fanout
         public var window = AntiEntropy.Config().window
@@ -88,6 +92,7 @@ public enum FederationSimulator {
             try check(writers > 0 || ownerShare == 1 || writes == 0, "with no member writers every write is the owner's: set the owner's share of the writes to 1")
             try check(maxRounds >= 1 && idleRounds >= 0, "the round limit must be at least 1, and the idle time 0 rounds or more")
             try check(maxRounds <= 1_000_000, "the round limit is at most 1,000,000 rounds")
+            try check(healRounds >= 0 && healRounds <= 1_000_000, "the membership heal bound must be 0 to 1,000,000 rounds")
             try check(fanout >= 1 && window >= 1, "fanout and window must be at least 1")
             try check(fanout <= 10_000 && window <= 1_000_000, "fanout is at most 10,000 and window at most 1,000,000 batches")
             try check(redialInterval >= 0, "the redial interval must be 0 (never) or more rounds")
@@ -122,6 +127,9 @@ public enum FederationSimulator {
         case noNarrowing = "no-narrowing"
         /// Members whose agreement was revoked with `on_revoke: purge` keep their replicas.
         case noPurge = "no-purge"
+        /// Nodes never ping a member they hold dead (no Serf reconnect): after a partition the two
+        /// sides may hold each other dead for good.
+        case noReconnect = "no-reconnect"
     }
 
     /// One invariant, checked at the end of a run.
@@ -252,6 +260,9 @@ public enum FederationSimulator {
         public var receipts = Receipts()
         /// Ordered pairs of live nodes where the first holds the second dead at the end.
         public var membershipDeadPairs = 0
+        /// Rounds after the disruption ended until no live node held a live node dead any more
+        /// (0: none did after it; nil: still some at the end, or no disruption).
+        public var membershipHealRounds: Int?
         public var checks: [Check] = []
 
         public var passed: Bool { checks.allSatisfy(\.passed) }
@@ -437,6 +448,10 @@ struct SimulatedFederation {
     var deliveryHistogram: [Int] = []
     var disseminationHistogram: [Int] = []
     var incomplete = 0
+    /// Ordered pairs of live nodes where the first holds the second dead, as of this round; the
+    /// last round there were any.
+    var deadPairs = 0
+    var lastDeadRound: Int?
     var openReceipts = 0
     var viewViolations = 0
     var firstViewViolation: String?
@@ -496,7 +511,9 @@ struct SimulatedFederation {
 
     func freshMembership(_ i: Int, restart: Int) -> Membership {
         // Every node knows the share's roster (durable), so it starts knowing every party.
-        Membership(me: cities[i], seeds: cities, seed: Self.mix(config.seed, UInt64(restart) << 32 | 0x3E3B))
+        var c = Membership.Config()
+        if config.faults.contains(.noReconnect) { c.reconnectPeriods = 0 }
+        return Membership(me: cities[i], seeds: cities, config: c, seed: Self.mix(config.seed, UInt64(restart) << 32 | 0x3E3B))
     }
 
     func freshAntiEntropy(_ i: Int, restart: Int, held: VersionVector) -> AntiEntropy {
@@ -728,7 +745,7 @@ struct SimulatedFederation {
             }
             if let q = quietSince {
                 if round - q >= config.idleRounds { break }
-            } else if round >= lastEvent, incomplete == 0, openReceipts == 0, nextWrite == writes.count {
+            } else if round >= lastEvent, incomplete == 0, openReceipts == 0, nextWrite == writes.count, deadPairs == 0 || round - lastEvent > config.healRounds {
                 quietSince = round
                 if config.idleRounds == 0 { break }
             }
@@ -807,10 +824,13 @@ struct SimulatedFederation {
     /// membership holds dead, unless the transport has since re-established a connection to one.
     mutating func refreshConnectivity() {
         var dead: [[Int]] = Array(repeating: [], count: n)
+        deadPairs = 0
         for i in 0..<n where nodes[i].up {
             nodes[i].sessions = nodes[i].sessions.filter { reachable(i, $0) }
             dead[i] = nodes[i].membership.cities(.dead).compactMap { index[$0] }.sorted()
+            deadPairs += dead[i].reduce(0) { $0 + (nodes[$1].up ? 1 : 0) }
         }
+        if deadPairs > 0 { lastDeadRound = round }
         if config.redialInterval > 0 {
             for i in 0..<n where nodes[i].up {
                 for j in dead[i] where !nodes[i].sessions.contains(j) && (round + (i &* 7919 &+ j &* 104_729)) % config.redialInterval == 0 {
@@ -1368,7 +1388,10 @@ struct SimulatedFederation {
         for i in 0..<n where nodes[i].up {
             r.membershipDeadPairs += nodes[i].membership.cities(.dead).compactMap { index[$0] }.filter { nodes[$0].up }.count
         }
-        r.checks = [convergenceCheck(r), viewCheck(), receiptCheck(r.receipts), orderCheck(), erasureCheck(), exchangeLedgerCheck()]
+        if let end = r.disruptionEndRound, r.membershipDeadPairs == 0 {
+            r.membershipHealRounds = max(0, (lastDeadRound ?? 0) + 1 - end)
+        }
+        r.checks = [convergenceCheck(r), viewCheck(), receiptCheck(r.receipts), orderCheck(), erasureCheck(), exchangeLedgerCheck(), healCheck(r)]
         if config.rowFilter { r.checks.append(retractionCheck()) }
         if config.narrowAt > 0 || config.revokeAt > 0 { r.checks.append(termsCheck()) }
         return r
@@ -1632,6 +1655,22 @@ struct SimulatedFederation {
             detail: unmatched == 0
                 ? "\(received) batches received, each ledgered as sent by its sender"
                 : "\(unmatched) of \(received) batches received have no sent entry at their sender: \(example ?? "")")
+    }
+
+    /// No live node holds a live node dead at the end, and none did for more than `healRounds`
+    /// after the last disruption was over.
+    func healCheck(_ r: FederationSimulator.Result) -> FederationSimulator.Check {
+        let name = "membership heals"
+        if r.membershipDeadPairs > 0 {
+            return .init(name: name, passed: false, detail: "\(r.membershipDeadPairs) ordered pairs of live nodes still hold the other dead after \(r.rounds) rounds")
+        }
+        guard let end = r.disruptionEndRound else {
+            return .init(name: name, passed: true, detail: "no live node holds a live node dead; no disruption to heal from")
+        }
+        let took = r.membershipHealRounds ?? 0
+        return .init(
+            name: name, passed: took <= config.healRounds,
+            detail: "no live node held a live node dead \(took) rounds after the disruption ended (round \(end)); bound \(config.healRounds)")
     }
 
     func orderCheck() -> FederationSimulator.Check {
