@@ -9,33 +9,10 @@ import Testing
 struct DiscoveryTests {
     static let names = ["hangzhou", "shanghai", "suzhou", "ningbo", "wuxi"]
 
-    static func setUpChain(_ work: String) throws -> [PeerTransportTests.City] {
-        var r = try Harness.citymesh(["federation", "init", "--out", "fed", "--name", "Yangtze Delta"], cwd: work)
-        #expect(r.ok, "\(r.stderr)")
-        var cities: [PeerTransportTests.City] = []
-        for (i, name) in names.enumerated() {
-            r = try Harness.citymesh(
-                ["federation", "issue", "--ca", "fed", "--city", name, "--host", "localhost", "--out", "\(name)-cert"] + (i % 2 == 1 ? ["--key-type", "p256"] : []),
-                cwd: work)
-            #expect(r.ok, "\(r.stderr)")
-            cities.append(.init(name: name, listen: "127.0.0.1:\(Harness.freePort())", admin: "127.0.0.1:\(Harness.freePort())"))
-        }
-        for (i, c) in cities.enumerated() {
-            // Each city knows only the previous one.
-            let seeds = i == 0 ? [] : ["--seed", "\(cities[i - 1].name)@\(cities[i - 1].listen)"]
-            r = try Harness.citymesh(
-                ["init", "--dir", c.name, "--city", c.name, "--ca", "fed/ca.pem", "--cert", "\(c.name)-cert/node.pem", "--key", "\(c.name)-cert/node.key",
-                 "--listen", c.listen, "--admin", c.admin, "--crl", "fed/crl.pem"] + seeds,
-                cwd: work)
-            #expect(r.ok, "\(r.stderr)")
-        }
-        return cities
-    }
-
     @Test("five cities seeded in a chain: each member connects to the owner, accepts its offer and holds its records; the owner moves to a new port and everyone finds it again")
     func chain() throws {
         let work = try Harness.tempDir("discovery")
-        var cities = try Self.setUpChain(work)
+        var cities = try PeerTransportTests.setUp(work, cities: Self.names, chain: true)
         func cm(_ args: String...) throws -> CommandResult { try Harness.citymesh(args, cwd: work) }
         func eventually(_ what: String, seconds: Double = 60, _ condition: () throws -> Bool) throws { try PeerTransportTests.eventually(what, seconds: seconds, condition) }
         var daemons: [Daemon] = []

@@ -14,7 +14,9 @@ struct PeerTransportTests {
         let admin: String
     }
 
-    static func setUp(_ work: String, cities: [String]) throws -> [City] {
+    /// A federation CA and one node directory per city; every city is seeded with the first
+    /// (`chain`: with the one before it, so each knows only the previous one).
+    static func setUp(_ work: String, cities: [String], chain: Bool = false) throws -> [City] {
         var r = try Harness.citymesh(["federation", "init", "--out", "fed", "--name", "Yangtze Delta"], cwd: work)
         #expect(r.ok, "\(r.stderr)")
         var out: [City] = []
@@ -26,7 +28,8 @@ struct PeerTransportTests {
             out.append(City(name: name, listen: "127.0.0.1:\(Harness.freePort())", admin: "127.0.0.1:\(Harness.freePort())"))
         }
         for (i, c) in out.enumerated() {
-            let seeds = i == 0 ? [] : ["--seed", "\(out[0].name)@\(out[0].listen)"]
+            let seed = out[chain ? max(i - 1, 0) : 0]
+            let seeds = i == 0 ? [] : ["--seed", "\(seed.name)@\(seed.listen)"]
             r = try Harness.citymesh(
                 ["init", "--dir", c.name, "--city", c.name, "--ca", "fed/ca.pem", "--cert", "\(c.name)-cert/node.pem", "--key", "\(c.name)-cert/node.key",
                  "--listen", c.listen, "--admin", c.admin, "--crl", "fed/crl.pem"] + seeds,
