@@ -106,6 +106,14 @@ public struct Membership: Sendable {
     var gossip: [CitySlug: Pending] = [:]
     /// Changes queued so far (orders the queue).
     var queued: UInt64 = 0
+    /// The members held suspect (what a tick looks at for timeouts).
+    var suspects: Set<CitySlug> = []
+
+    /// Sets a member's entry, keeping `suspects` in step.
+    mutating func put(_ m: Member) {
+        members[m.city] = m
+        if m.status == .suspect { suspects.insert(m.city) } else { suspects.remove(m.city) }
+    }
     /// When set, the only cities updates may be about (besides this node): its seeds, the
     /// members it heard from directly (the transport authenticated them with the federation
     /// CA) and those the shell admits. Hearsay about any other city is ignored. Nil (the
@@ -222,8 +230,12 @@ public struct Membership: Sendable {
         var out: [Directive] = []
         // Suspects that did not refute in time are dead.
         let timeout = suspicionTimeout
-        for (city, m) in members where m.status == .suspect && now >= m.since + timeout {
-            members[city] = Member(city: city, status: .dead, incarnation: m.incarnation, since: now)
+        // Only the suspects are looked at (not every member, every tick), in name order so the
+        // changes queue in the same order in every process.
+        let due = suspects.filter { c in members[c].map { $0.status == .suspect && now >= $0.since + timeout } ?? false }.sorted()
+        for city in due {
+            guard let m = members[city] else { continue }
+            put(Member(city: city, status: .dead, incarnation: m.incarnation, since: now))
             enqueue(Update(city: city, status: .dead, incarnation: m.incarnation))
         }
         if var p = probe {
@@ -237,7 +249,7 @@ public struct Membership: Sendable {
         guard now >= (periodStart ?? 0) + (periodStart == nil ? 0 : config.probeInterval) else { return out }
         // End of a period: an unanswered probe makes its target suspect.
         if let p = probe, !p.acked, let m = members[p.target], m.status == .alive {
-            members[p.target] = Member(city: p.target, status: .suspect, incarnation: m.incarnation, since: now)
+            put(Member(city: p.target, status: .suspect, incarnation: m.incarnation, since: now))
             enqueue(Update(city: p.target, status: .suspect, incarnation: m.incarnation))
         }
         probe = nil
@@ -283,7 +295,7 @@ public struct Membership: Sendable {
         // Hearing from a member at all: it is known (joins happen this way).
         admitted?.insert(sender)
         if sender != me, members[sender] == nil, members.count < config.maxMembers {
-            members[sender] = Member(city: sender, status: .alive, incarnation: 0, since: now)
+            put(Member(city: sender, status: .alive, incarnation: 0, since: now))
             enqueue(Update(city: sender, status: .alive, incarnation: 0))
         }
         for u in message.updates { apply(u, now: now) }
@@ -340,7 +352,7 @@ public struct Membership: Sendable {
         }
         guard let m = members[u.city] else {
             guard admitted?.contains(u.city) ?? true, members.count < config.maxMembers else { return }
-            members[u.city] = Member(city: u.city, status: u.status, incarnation: u.incarnation, since: now)
+            put(Member(city: u.city, status: u.status, incarnation: u.incarnation, since: now))
             enqueue(u)
             return
         }
@@ -353,7 +365,7 @@ public struct Membership: Sendable {
         default: newer = u.incarnation > m.incarnation
         }
         guard newer else { return }
-        members[u.city] = Member(city: u.city, status: u.status, incarnation: u.incarnation, since: now)
+        put(Member(city: u.city, status: u.status, incarnation: u.incarnation, since: now))
         enqueue(u)
     }
 }
