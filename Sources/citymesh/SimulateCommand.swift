@@ -46,7 +46,7 @@ struct Simulate: ParsableCommand {
     @Option(help: "Records the writes go to.") var keys = 100
     @Option(help: "Members that write besides the owner (0: only the owner writes).") var writers = 5
     @Option(help: "Give up after this many rounds.") var rounds = 2000
-    @Option(help: "Rounds after the last disruption within which no live node may hold another dead (the membership invariant).") var heal = FederationSimulator.Config().healRounds
+    @Option(help: "Once the last disruption is over, most rounds a live node may hold another live node dead (the membership invariant).") var heal = FederationSimulator.Config().healRounds
     @Option(help: ArgumentHelp("How long to measure the idle cost once everything converged.", valueName: "duration")) var idle = "10s"
     @Option(help: "Rounds a replication message takes to arrive (1-10).") var delay = 1
     @Option(help: "Anti-entropy fanout: peers a fresh batch is pushed to and summaries sent per tick.") var fanout = AntiEntropy.Config().fanout
@@ -242,11 +242,8 @@ struct Simulate: ParsableCommand {
         lines.append("  messages       membership \(num(m.sent.membership)), summaries \(num(m.sent.summaries)), batches \(num(m.sent.batches)) (\(num(m.duplicateBatches)) duplicates, \(num(m.gapBatches)) ahead of a gap, \(num(m.waitingBatches)) before the owner's first, \(num(m.refusedBatches)) with cells refused: \(num(m.refusedCells)) cells), receipts \(num(m.sent.receipts)); lost \(num(m.lost)), unreachable \(num(m.unreachable))")
         let x = r.receipts
         lines.append("  receipts       \(num(x.exchanges)) exchanges: \(num(x.matched)) matched on both sides, \(num(x.interrupted)) of them interrupted by a crash; \(num(x.open)) open, \(num(x.mismatched)) mismatched" + (x.ended > 0 ? ", \(num(x.ended)) left open by a revoked agreement" : ""))
-        if r.membershipDeadPairs > 0 {
-            lines.append("  membership     ⚠ \(num(r.membershipDeadPairs)) ordered pairs of live nodes still hold the other dead (SWIM takes a death back only when the node hears of it and refutes)")
-        } else if let healed = r.membershipHealRounds {
-            lines.append("  membership     every live node held every other alive \(healed) rounds after the disruption ended")
-        }
+        lines.append("  membership     after the disruption no live node held a live node dead longer than \(r.membershipLongestDead) rounds"
+            + (r.membershipDeadPairs > 0 ? "; \(num(r.membershipDeadPairs)) ordered pairs held dead at the end (SWIM takes a death back when the node hears of it and refutes)" : ""))
         lines.append("invariants")
         let width = r.checks.map(\.name.count).max() ?? 0
         for check in r.checks {
