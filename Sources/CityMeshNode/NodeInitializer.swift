@@ -49,7 +49,9 @@ public enum NodeInitializer {
     public static func run(_ o: Options, now: Date = Date()) async throws -> Result {
         let city = try CitySlug(o.city)
         _ = try HostPort(o.listen, what: "--listen")
-        if let a = o.advertise { _ = try HostPort(a, what: "--advertise") }
+        if let a = o.advertise {
+            for one in a.split(separator: ",").map({ $0.trimmingCharacters(in: .whitespaces) }) { _ = try HostPort(one, what: "--advertise") }
+        }
         let admin = try HostPort(o.admin, what: "--admin")
         let seeds = try o.seeds.map { try PeerDirectory.Seed($0) }
         if let own = seeds.first(where: { $0.city == city }) {

@@ -32,7 +32,7 @@ struct Init: AsyncParsableCommand {
     @Option(help: "Admin API address, HOST:PORT (keep it on loopback).") var admin: String = "127.0.0.1:7101"
     @Option(help: "A peer to dial, as CITY@HOST:PORT (repeatable); its certificate must name CITY.") var seed: [String] = []
     @Option(help: "The federation CRL (PEM); it may not exist yet, the node reads it when it does.") var crl: String?
-    @Option(help: "The HOST:PORT other cities dial, when --listen is not reachable as it is (0.0.0.0, NAT).") var advertise: String?
+    @Option(help: "The HOST:PORT other cities dial (up to 8, comma-separated), when --listen is not reachable as it is (0.0.0.0, NAT). Signed with the node key and gossiped.") var advertise: String?
     @Flag(help: "Replace an existing node directory (its data is lost).") var force = false
 
     func run() async throws {
