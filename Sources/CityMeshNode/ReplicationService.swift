@@ -528,6 +528,10 @@ public final class ReplicationService: Service, ReplicaDesk, Sendable {
                 _ = await send(.summary(share: share, vector: vector, reply: reply), to: to)
             case .acked(let to, let share, let vector):
                 _ = await send(.acked(share: share, vector: vector), to: to)
+            case .announce(let to, let share, let origin, let seq):
+                _ = await send(.announce(share: share, origin: origin, seq: seq), to: to)
+            case .want(let to, let share, let origin, let seqs):
+                _ = await send(.want(share: share, origin: origin, seqs: seqs), to: to)
             case .send(let to, let share, let origin, let seqs):
                 guard var batches = try? await store.numberedBatches(share: share, origin: origin, seqs: seqs) else { continue }
                 batches = await screened(batches, share: share)
@@ -606,6 +610,8 @@ public final class ReplicationService: Service, ReplicaDesk, Sendable {
         switch m {
         case .summary: "summary"
         case .acked: "acked"
+        case .announce: "announce"
+        case .want: "want"
         case .batch: "batch"
         case .certificate: "certificate"
         case .document: "document"
@@ -696,6 +702,10 @@ public final class ReplicationService: Service, ReplicaDesk, Sendable {
             await perform(directives)
         case .acked(let share, let vector):
             machine.withLock { $0.onAcked(from: peer, share: share, vector: vector) }
+        case .announce(let share, let origin, let seq):
+            await perform(machine.withLock { $0.onAnnounce(from: peer, share: share, origin: origin, seq: seq) })
+        case .want(let share, let origin, let seqs):
+            await perform(machine.withLock { $0.onWant(from: peer, share: share, origin: origin, seqs: seqs) })
         case .batch(let share, let bytes):
             await take(share: share, bytes: bytes, from: peer)
         case .certificate(let origin, let der):
@@ -741,7 +751,11 @@ public final class ReplicationService: Service, ReplicaDesk, Sendable {
             return
         }
         switch machine.withLock({ $0.onBatch(share: share, origin: batch.origin, seq: batch.seq, from: peer) }) {
-        case .duplicate, .gap: return
+        case .duplicate: return
+        case .gap:
+            // The batch before it did not come: asked of this peer, it is asked for again now.
+            await perform(machine.withLock { $0.onGap(share: share, origin: batch.origin, seq: batch.seq, from: peer) })
+            return
         case .notParty:
             await refuse(peer: peer, share: share, reason: "\(peer) is not party to share \(share)")
             return

@@ -49,8 +49,8 @@ struct Simulate: ParsableCommand {
     @Option(help: "Once the last disruption is over, most rounds a live node may hold another live node dead (the membership invariant).") var heal = FederationSimulator.Config().healRounds
     @Option(help: ArgumentHelp("How long to measure the idle cost once everything converged.", valueName: "duration")) var idle = "10s"
     @Option(help: "Rounds a replication message takes to arrive (1-10).") var delay = 1
-    @Option(help: "Anti-entropy fanout: peers a fresh batch is pushed to and summaries sent per tick.") var fanout = AntiEntropy.Config().fanout
-    @Option(help: "Anti-entropy window: batches per origin in one answer.") var window = AntiEntropy.Config().window
+    @Option(help: "Anti-entropy fanout: summaries sent per tick; a fresh batch is announced to three times as many peers.") var fanout = AntiEntropy.Config().fanout
+    @Option(help: "Anti-entropy window: batches per origin in one request and its answer.") var window = AntiEntropy.Config().window
     @Option(help: ArgumentHelp("How often the transport redials a peer held dead (0: never).", valueName: "duration")) var redial = "30s"
     @Flag(name: .customLong("row-filter"), help: "Give the share a row filter (pm25 >= 25): the owner retracts rows that leave it; members write only rows inside it.")
     var rowFilter = false
@@ -239,7 +239,7 @@ struct Simulate: ParsableCommand {
             lines.append("                 idle:   \(bytes(b.idlePerNodePerRound)) per node per round (summaries \(bytes(b.idleReplicationPerNodePerRound)), membership \(bytes(b.idleMembershipPerNodePerRound))); \(bytes(b.idlePerShareExchange)) per share per exchange")
         }
         let m = r.messages
-        lines.append("  messages       membership \(num(m.sent.membership)), summaries \(num(m.sent.summaries)), batches \(num(m.sent.batches)) (\(num(m.duplicateBatches)) duplicates, \(num(m.gapBatches)) ahead of a gap, \(num(m.waitingBatches)) before the owner's first, \(num(m.refusedBatches)) with cells refused: \(num(m.refusedCells)) cells), receipts \(num(m.sent.receipts)); lost \(num(m.lost)), unreachable \(num(m.unreachable))")
+        lines.append("  messages       membership \(num(m.sent.membership)), summaries \(num(m.sent.summaries)) (with \(num(m.announcements)) announcements and \(num(m.wants)) requests), batches \(num(m.sent.batches)) (\(num(m.duplicateBatches)) duplicates, \(num(m.gapBatches)) ahead of a gap, \(num(m.waitingBatches)) before the owner's first, \(num(m.refusedBatches)) with cells refused: \(num(m.refusedCells)) cells), receipts \(num(m.sent.receipts)); lost \(num(m.lost)), unreachable \(num(m.unreachable))")
         let x = r.receipts
         lines.append("  receipts       \(num(x.exchanges)) exchanges: \(num(x.matched)) matched on both sides, \(num(x.interrupted)) of them interrupted by a crash; \(num(x.open)) open, \(num(x.mismatched)) mismatched" + (x.ended > 0 ? ", \(num(x.ended)) left open by a revoked agreement" : ""))
         lines.append("  membership     after the disruption no live node held a live node dead longer than \(r.membershipLongestDead) rounds"

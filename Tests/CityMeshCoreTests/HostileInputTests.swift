@@ -95,6 +95,19 @@ struct HostileInputTests {
         #expect(ae.onBatch(share: "hangzhou/air", origin: Self.sz, seq: .max, from: Self.sh) == .take)
         #expect(ae.onBatch(share: "hangzhou/air", origin: Self.hz, seq: .max, from: Self.sh) == .gap(expected: 11))
         _ = ae.accepted(share: "hangzhou/air", origin: Self.sz, seq: .max, from: Self.sh)
+        // Announcements and requests at the edges: nothing traps, nothing beyond 2^62 is asked for,
+        // and an answer never runs past what is held or past `window` batches.
+        #expect(ae.onAnnounce(from: Self.sh, share: "hangzhou/air", origin: Self.hz, seq: .max).isEmpty)
+        #expect(ae.onAnnounce(from: Self.sh, share: "hangzhou/air", origin: Self.sz, seq: ReplicationWire.maxSeq).isEmpty)
+        for case .want(_, _, _, let seqs) in ae.onAnnounce(from: Self.sh, share: "hangzhou/air", origin: Self.hz, seq: ReplicationWire.maxSeq) {
+            #expect(seqs == 11...266)
+        }
+        for case .send(_, _, _, let seqs) in ae.onWant(from: Self.sh, share: "hangzhou/air", origin: Self.sz, seqs: (.max - 5)...(.max)) {
+            #expect(seqs == (.max - 5)...(.max - 1), "at most one window, within what is held")
+        }
+        #expect(ae.onWant(from: Self.sh, share: "hangzhou/air", origin: Self.hz, seqs: 11...(.max)).isEmpty)
+        #expect(ae.onGap(share: "hangzhou/air", origin: Self.sz, seq: .max, from: Self.sh).isEmpty)
+        #expect(ae.onGap(share: "hangzhou/air", origin: Self.hz, seq: 12, from: Self.sh).count == 1, "batch 11 was asked of sh; 12 came first")
         #expect(ae.isParty(Self.sh, of: "hangzhou/air") && !ae.isParty(Self.hz, of: "hangzhou/air") && !ae.isParty(Self.sh, of: "other"))
     }
 

@@ -175,6 +175,17 @@ struct MessageFuzzer {
                 owner: chance(0.5) ? target : slug(), share: share, dataset: dataset, members: (0..<int(4)).map { _ in slug() }, fields: ["id", text()],
                 filter: chance(0.5) ? nil : text(), write: [text()], issued: Int64(bitPattern: u64()))
             return ReplicationWire.encode(.document(json: try signDocument(roster)))
+        case 6 where chance(0.3):
+            // ANNOUNCE or WANT: the real share or not, any origin (the victim's own, invented,
+            // malformed), any batch number.
+            var w = WireWriter()
+            w.u8(chance(0.5) ? 8 : 9)
+            w.str8(chance(0.7) ? share : text().prefix(200).description)
+            w.str8(chance(0.5) ? target.rawValue : city())
+            w.u64([0, 1, 2, ReplicationWire.maxSeq, ReplicationWire.maxSeq + 1, u64()][int(6)])
+            if chance(0.5) { w.u64([0, 1, 3, ReplicationWire.maxSeq, .max, u64()][int(6)]) }
+            if chance(0.1) { w.u8(0) }
+            return w.bytes
         default:
             return chance(0.5)
                 ? ReplicationWire.encode(.certificate(city: slug(), der: chance(0.5) ? certificate : (0..<int(300)).map { _ in UInt8(int(256)) }))

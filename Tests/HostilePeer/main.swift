@@ -225,6 +225,30 @@ func attack() async throws {
     try serializer.serialize(der)
     await send(ReplicationWire.channel, ReplicationWire.encode(.certificate(city: target, der: serializer.serializedBytes)))
     say("replication: a receipt run to 2^63, a certificate relayed for the victim's own city")
+    // Announcements and requests (after the receipts above: a request the victim answers makes
+    // what it sends a batch sent to this member). The victim's own batches, another city's, an invented share, batch
+    // 0, 2^62 + 1, UInt64.max, 2^63, a malformed origin, trailing bytes; a request for a batch the
+    // victim does not hold; and a flood announcing invented origins (each would be asked for and
+    // kept in a table if unbounded).
+    await send(ReplicationWire.channel, ReplicationWire.encode(.announce(share: share, origin: target, seq: 1)))
+    await send(ReplicationWire.channel, ReplicationWire.encode(.announce(share: share, origin: try CitySlug("shanghai"), seq: ReplicationWire.maxSeq)))
+    await send(ReplicationWire.channel, ReplicationWire.encode(.announce(share: "invented/share", origin: me, seq: 1)))
+    await send(ReplicationWire.channel, ReplicationWire.encode(.want(share: share, origin: target, seqs: 1...ReplicationWire.maxSeq)))
+    await send(ReplicationWire.channel, ReplicationWire.encode(.want(share: share, origin: try CitySlug("shanghai"), seqs: 1...1)))
+    let bent: [(UInt8, String, [UInt64])] = [
+        (8, me.rawValue, [0]), (8, me.rawValue, [UInt64.max]), (8, target.rawValue, [1 << 63]), (8, "Not A City", [1]),
+        (9, me.rawValue, [0, 1]), (9, target.rawValue, [5, 4]), (9, target.rawValue, [1, ReplicationWire.maxSeq + 1]), (9, target.rawValue, [1 << 63, UInt64.max]),
+    ]
+    for (type, origin, seqs) in bent {
+        var w = WireWriter()
+        w.u8(type)
+        w.str8(share)
+        w.str8(origin)
+        for n in seqs { w.u64(n) }
+        await send(ReplicationWire.channel, w.bytes)
+    }
+    await send(ReplicationWire.channel, ReplicationWire.encode(.announce(share: share, origin: me, seq: 1)) + [0, 0, 0, 1])
+    say("replication: announcements and requests for the victim's own batches, another city's, an invented share, batch 0, 2^62 + 1, 2^63, UInt64.max, a malformed origin, trailing bytes")
 
     // Channel 6, address records. Ask for everything the victim holds (an empty summary), then
     // send back a genuine record of another member redirected, re-signed by this city, and with
@@ -280,9 +304,10 @@ func attack() async throws {
     for i in 0..<flood {
         await send(ReplicationWire.channel, vector(type: 1, share: "invented/share-\(i)", [(me.rawValue, UInt64(i))]))
         if i % 4 == 0 { await send(Agreement.channel, Array("{\"junk\": \(i)}".utf8)) }
+        if i % 4 == 2 { await send(ReplicationWire.channel, ReplicationWire.encode(.announce(share: share, origin: try CitySlug("ghost-announce-\(i)"), seq: 1))) }
         if i % 4 == 1 { await send(Membership.Message.channel, Membership.Message.ping(seq: UInt32(i), updates: [.init(city: try CitySlug("ghost-\(i)"), status: .alive, incarnation: 1)]).encoded()) }
     }
-    say("floods: \(flood) summaries of invented shares, \(flood / 4) junk documents, \(flood / 4) membership pings naming unknown cities")
+    say("floods: \(flood) summaries of invented shares, \(flood / 4) junk documents, \(flood / 4) announcements of invented origins, \(flood / 4) membership pings naming unknown cities")
 }
 
 /// `n` random well-framed messages (MessageFuzzer), paced so the victim's per-peer inboxes are

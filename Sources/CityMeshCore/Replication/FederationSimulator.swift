@@ -209,6 +209,9 @@ public enum FederationSimulator {
         /// Batches that arrived already held (a relay raced another), or ahead of the next expected.
         public var duplicateBatches = 0
         public var gapBatches = 0
+        /// ANNOUNCE and WANT messages (counted with the summaries in `sent`).
+        public var announcements = 0
+        public var wants = 0
         /// Batches of a co-member that reached a member before the owner's first: not taken yet.
         public var waitingBatches = 0
         /// Batches with cells the share does not grant their origin (those cells are dropped, the
@@ -399,6 +402,8 @@ struct SimulatedFederation {
         case membership(Membership.Message)
         case summary(VersionVector, reply: Bool)
         case acked(VersionVector)
+        case announce(origin: Int, seq: UInt64)
+        case want(origin: Int, seqs: ClosedRange<UInt64>)
         case batch(origin: Int, seq: UInt64)
         case receipt(String)
         case countersign(String)
@@ -739,14 +744,17 @@ struct SimulatedFederation {
             }
             for s in 0..<Self.stepsPerRound {
                 step = round * Self.stepsPerRound + s
+                // A round begins with each node's anti-entropy tick, then what arrives: every
+                // request a node makes in a round (WANT) is then made after that round's tick,
+                // and is overdue only at the next one's end (`AntiEntropy.wantTimeout`).
+                if s == 0 && !config.faults.contains(.pushOnly) {
+                    for i in 0..<n where nodes[i].up { perform(i, nodes[i].antiEntropy.onTick()) }
+                }
                 deliver()
                 if s == 0 {
                     issueReceipts()
                     write()
                     relayMemberChanges()
-                    if !config.faults.contains(.pushOnly) {
-                        for i in 0..<n where nodes[i].up { perform(i, nodes[i].antiEntropy.onTick()) }
-                    }
                 }
                 // Membership has work due only when a period starts and when a probe's ACK is overdue;
                 // ticking it then, rather than every step, changes nothing but the cost.
@@ -915,6 +923,10 @@ struct SimulatedFederation {
                 perform(e.to, nodes[e.to].antiEntropy.onSummary(from: cities[e.from], share: Self.share, vector: vector, reply: reply))
             case .acked(let vector):
                 nodes[e.to].antiEntropy.onAcked(from: cities[e.from], share: Self.share, vector: vector)
+            case .announce(let origin, let seq):
+                perform(e.to, nodes[e.to].antiEntropy.onAnnounce(from: cities[e.from], share: Self.share, origin: cities[origin], seq: seq))
+            case .want(let origin, let seqs):
+                perform(e.to, nodes[e.to].antiEntropy.onWant(from: cities[e.from], share: Self.share, origin: cities[origin], seqs: seqs))
             case .batch(let origin, let seq):
                 receiveBatch(at: e.to, from: e.from, origin: origin, seq: seq)
             case .receipt(let id):
@@ -938,6 +950,18 @@ struct SimulatedFederation {
                 guard let j = index[to] else { continue }
                 let bytes = ReplicationWire.encode(.acked(share: share, vector: vector)).count + Self.frameHeader
                 send(i, j, .acked(vector), kind: .summary, bytes: bytes, arrives: replicationArrival)
+            case .announce(let to, let share, let origin, let seq):
+                // Counted with the summaries (replication's control messages); like a membership
+                // message it takes one step, where a batch takes whole rounds.
+                guard let j = index[to], let o = index[origin] else { continue }
+                let bytes = ReplicationWire.encode(.announce(share: share, origin: origin, seq: seq)).count + Self.frameHeader
+                result.messages.announcements += 1
+                send(i, j, .announce(origin: o, seq: seq), kind: .summary, bytes: bytes, arrives: step + 1)
+            case .want(let to, let share, let origin, let seqs):
+                guard let j = index[to], let o = index[origin] else { continue }
+                let bytes = ReplicationWire.encode(.want(share: share, origin: origin, seqs: seqs)).count + Self.frameHeader
+                result.messages.wants += 1
+                send(i, j, .want(origin: o, seqs: seqs), kind: .summary, bytes: bytes, arrives: step + 1)
             case .send(let to, _, let origin, let seqs):
                 guard let j = index[to], let o = index[origin] else { continue }
                 for seq in seqs {
@@ -1085,6 +1109,7 @@ struct SimulatedFederation {
             result.messages.duplicateBatches += 1
         case .gap:
             result.messages.gapBatches += 1
+            perform(i, nodes[i].antiEntropy.onGap(share: Self.share, origin: cities[o], seq: seq, from: cities[sender]))
             if config.faults.contains(.takeGaps) { take(at: i, from: sender, origin: o, seq: seq) }
         case .notParty:
             break
