@@ -100,7 +100,7 @@ struct ReplicationCoreTests {
             _ = try? ChangeBatch.decode(junk[...])
             _ = try? ReplicationWire.decode(junk[...])
         }
-        #expect(throws: WireError.unknownType(9)) { try ReplicationWire.decode([9, 0][...]) }
+        #expect(throws: WireError.unknownType(10)) { try ReplicationWire.decode([10, 0][...]) }
         let summary = ReplicationWire.Message.summary(share: "hangzhou/registry-rw", vector: [Self.hz: 12, Self.sh: 3], reply: true)
         let encoded = ReplicationWire.encode(summary)
         #expect(try ReplicationWire.decode(encoded[...]) == summary)
