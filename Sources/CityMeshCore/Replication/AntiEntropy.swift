@@ -162,6 +162,7 @@ public struct AntiEntropy: Sendable {
         guard !gone.isEmpty else { return }
         for name in Array(shares.keys) {
             guard var s = shares[name] else { continue }
+            shares[name] = nil  // s is the only copy while it changes: no copy-on-write of its tables
             for p in gone { s.known[p] = s.reported[p] }
             shares[name] = s
         }
@@ -172,6 +173,7 @@ public struct AntiEntropy: Sendable {
         if connected.insert(peer).inserted { reachableCache = [:] }
         for name in Array(shares.keys) {
             guard var s = shares[name] else { continue }
+            shares[name] = nil  // s is the only copy while it changes: no copy-on-write of its tables
             s.known[peer] = nil
             s.reported[peer] = nil
             s.stalls[peer] = nil
@@ -200,7 +202,11 @@ public struct AntiEntropy: Sendable {
         var out: [Directive] = []
         for name in shares.keys.sorted() {
             guard var s = shares[name] else { continue }
-            for (o, w) in s.wanted where ticks &- w.tick > Self.wantTimeout {
+            shares[name] = nil  // s is the only copy while it changes: no copy-on-write of its tables
+            // In name order: what is asked of whom draws on the generator, which must not depend
+            // on how a dictionary happens to lay out its keys.
+            for o in s.wanted.keys.sorted(by: { $0.rawValue < $1.rawValue }) {
+                guard let w = s.wanted[o], ticks &- w.tick > Self.wantTimeout else { continue }
                 // Not all arrived within a whole tick: ask the party that announced the most
                 // meanwhile, or else any other connected party known to hold more.
                 let have = s.held[o] ?? 0
@@ -234,6 +240,7 @@ public struct AntiEntropy: Sendable {
     /// A party says all of its parties hold `vector`.
     public mutating func onAcked(from peer: CitySlug, share name: String, vector: VersionVector) {
         guard var s = shares[name], s.parties.contains(peer) else { return }
+        shares[name] = nil  // s is the only copy while it changes: no copy-on-write of its tables
         s.ackedByAll[peer] = vector
         shares[name] = s
     }
@@ -253,6 +260,7 @@ public struct AntiEntropy: Sendable {
     /// A party's summary arrived: announce what it lacks; ask for what we lack.
     public mutating func onSummary(from peer: CitySlug, share name: String, vector: VersionVector, reply: Bool) -> [Directive] {
         guard var s = shares[name], s.parties.contains(peer) else { return [] }
+        shares[name] = nil  // s is the only copy while it changes: no copy-on-write of its tables
         let before = s.reported[peer]
         s.reported[peer] = vector
         var known = s.known[peer] ?? [:]
@@ -300,6 +308,7 @@ public struct AntiEntropy: Sendable {
     /// to parties that can take it next.
     public mutating func accepted(share name: String, origin: CitySlug, seq: UInt64, from peer: CitySlug) -> [Directive] {
         guard var s = shares[name] else { return [] }
+        shares[name] = nil  // s is the only copy while it changes: no copy-on-write of its tables
         s.held[origin] = Swift.max(s.held[origin] ?? 0, seq)
         if peer != me {
             var k = s.known[peer] ?? [:]
@@ -326,6 +335,7 @@ public struct AntiEntropy: Sendable {
     /// this node lacks, unless they were asked for within `wantTimeout` ticks.
     public mutating func onAnnounce(from peer: CitySlug, share name: String, origin: CitySlug, seq: UInt64) -> [Directive] {
         guard var s = shares[name], s.parties.contains(peer), seq <= ReplicationWire.maxSeq else { return [] }
+        shares[name] = nil  // s is the only copy while it changes: no copy-on-write of its tables
         defer { shares[name] = s }
         // So far as this node knows, `peer` holds everything up to it (kept for origins held
         // here: invented ones cannot grow the table).
@@ -372,6 +382,7 @@ public struct AntiEntropy: Sendable {
     /// again at once rather than at the end of the next tick.
     public mutating func onGap(share name: String, origin: CitySlug, seq: UInt64, from peer: CitySlug) -> [Directive] {
         guard var s = shares[name], let w = s.wanted[origin], w.peer == peer, seq == (s.held[origin] ?? 0) &+ 2 else { return [] }
+        shares[name] = nil  // s is the only copy while it changes: no copy-on-write of its tables
         defer { shares[name] = s }
         return want(origin, of: peer, through: w.through, in: &s).map { [$0.named(name)] } ?? []
     }
@@ -382,6 +393,7 @@ public struct AntiEntropy: Sendable {
         let held = s.held[origin] ?? 0
         let through = Swift.min(seqs.upperBound, held, seqs.lowerBound.saturatingAdd(config.window) - 1)
         guard seqs.lowerBound <= through else { return [] }
+        shares[name] = nil  // s is the only copy while it changes: no copy-on-write of its tables
         var k = s.known[peer] ?? [:]
         k[origin] = Swift.max(k[origin] ?? 0, through)
         s.known[peer] = k
