@@ -703,8 +703,18 @@ public final class ReplicationService: Service, ReplicaDesk, Sendable {
         case .acked(let share, let vector):
             machine.withLock { $0.onAcked(from: peer, share: share, vector: vector) }
         case .announce(let share, let origin, let seq):
+            // A city that is not (or no longer) a party offers batches of a share this node takes
+            // part in: refused and ledgered, as a batch from it would be (never asked for).
+            if let why = await strangerRefusal(peer, share: share, offering: true) {
+                await refuse(peer: peer, share: share, reason: why)
+                return
+            }
             await perform(machine.withLock { $0.onAnnounce(from: peer, share: share, origin: origin, seq: seq) })
         case .want(let share, let origin, let seqs):
+            if let why = await strangerRefusal(peer, share: share, offering: false) {
+                await refuse(peer: peer, share: share, reason: why)
+                return
+            }
             await perform(machine.withLock { $0.onWant(from: peer, share: share, origin: origin, seqs: seqs) })
         case .batch(let share, let bytes):
             await take(share: share, bytes: bytes, from: peer)
@@ -940,6 +950,15 @@ public final class ReplicationService: Service, ReplicaDesk, Sendable {
     /// within the interval (`LedgerService.reportRefusal`), so a peer repeating itself cannot grow
     /// the ledger or the log. The metric's share label is a share this node takes part in, or
     /// "other": share names a peer invents never become series.
+    /// Why an announcement or request from `peer` about `share` is refused: the share is one this
+    /// node takes part in and `peer` is not a party of it. Nil for a party, and for a share this
+    /// node does not know (ignored, as a summary of it is: no table row or ledger entry per
+    /// invented name; refusals are throttled per peer besides).
+    func strangerRefusal(_ peer: CitySlug, share: String, offering: Bool) async -> String? {
+        guard state.withLock({ $0.shares[share] != nil }), !machine.withLock({ $0.isParty(peer, of: share) }) else { return nil }
+        return offering ? "\(peer) is not party to share \(share): its batches are not taken" : "\(peer) is not party to share \(share): nothing is sent to it"
+    }
+
     func refuse(peer: CitySlug, share: String?, reason: String) async {
         let known = share.map { name in state.withLock { $0.shares[name] != nil } } ?? false
         let label = share.map { known ? $0 : "other" } ?? "-"
