@@ -35,7 +35,8 @@ public struct AntiEntropy: Sendable {
         public var announce: Int
         public init(fanout: Int = 3, window: UInt64 = 64, announce: Int? = nil) {
             self.fanout = fanout
-            self.window = window
+            // At least 1: a request is then never an empty (reversed) range.
+            self.window = Swift.max(1, window)
             self.announce = announce ?? 3 * fanout
         }
     }
