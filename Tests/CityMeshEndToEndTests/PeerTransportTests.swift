@@ -123,7 +123,12 @@ struct PeerTransportTests {
         }
         let hz = try Self.peers("hangzhou", work)
         #expect(Self.peer(hz, "suzhou")?["state"] as? String == "connected", "suzhou is not disturbed")
-        #expect(!daemons[2].log.contains("peer disconnected"), "suzhou's connection was never dropped: \(daemons[2].log)")
+        // Only suzhou's link to hangzhou matters here; when two cities dial each other at once, one of the
+        // two connections is closed as a duplicate, which is normal and logged as such.
+        let dropped = daemons[2].log.split(separator: "\n").filter {
+            $0.contains("peer disconnected") && $0.contains("peer.city=hangzhou") && !$0.contains("peer.reason=duplicate_connection")
+        }
+        #expect(dropped.isEmpty, "suzhou's connection to hangzhou was never dropped: \(daemons[2].log)")
         #expect(daemons[0].log.contains("configuration reloaded"), "\(daemons[0].log)")
         #expect(daemons[0].log.contains("peer.reason=revoked"), "refusal logged with its reason")
         let sh = try Self.peers("shanghai", work)
