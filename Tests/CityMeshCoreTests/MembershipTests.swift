@@ -249,6 +249,10 @@ struct MembershipTests {
             for k in [1, 8, 63, 64, 500] {
                 let expected = m.gossip.values.sorted { $0.left != $1.left ? $0.left > $1.left : $0.order < $1.order }.prefix(k).map(\.update.city)
                 #expect(m.leastSent(k).map(\.update.city) == Array(expected), "trial \(trial), k \(k)")
+                // Taking them for a message gives the same ones, each with one send less.
+                let lefts = Dictionary(uniqueKeysWithValues: m.gossip.values.map { ($0.update.city, $0.left) })
+                #expect(m.gossip.take(k).map(\.city) == Array(expected), "trial \(trial), k \(k)")
+                for c in expected { #expect(m.gossip[c]?.left == (lefts[c] == 1 ? nil : lefts[c].map { $0 - 1 })) }
             }
         }
     }

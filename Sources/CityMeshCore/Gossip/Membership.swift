@@ -108,7 +108,7 @@ public struct Membership: Sendable {
     /// PING-REQs being relayed: our seq → (who asked, their seq).
     var relays: [UInt32: (CitySlug, UInt32)] = [:]
     /// Changes still to piggyback, with how many more times.
-    var gossip: [CitySlug: Pending] = [:]
+    var gossip = GossipQueue()
     /// Changes queued so far (orders the queue).
     var queued: UInt64 = 0
     /// The members held suspect (what a tick looks at for timeouts).
@@ -117,8 +117,19 @@ public struct Membership: Sendable {
     /// Sets a member's entry, keeping `suspects` in step.
     mutating func put(_ m: Member) {
         members[m.city] = m
-        if m.status == .suspect { suspects.insert(m.city) } else { suspects.remove(m.city) }
+        if m.status == .suspect {
+            suspects.insert(m.city)
+            firstSuspected = Swift.min(firstSuspected, m.since)
+        } else {
+            suspects.remove(m.city)
+        }
+        if m.status == .dead { dead.insert(m.city) } else { dead.remove(m.city) }
     }
+    /// The members held dead (read by the shell every round: no pass over every member).
+    public private(set) var dead: Set<CitySlug> = []
+    /// No suspect was suspected before this (a lower bound): until its timeout, a tick need
+    /// not look at the suspects at all.
+    var firstSuspected = UInt64.max
     /// When set, the only cities updates may be about (besides this node): its seeds, the
     /// members it heard from directly (the transport authenticated them with the federation
     /// CA) and those the shell admits. Hearsay about any other city is ignored. Nil (the
@@ -160,7 +171,11 @@ public struct Membership: Sendable {
 
     /// Members other than this node, by status.
     public func cities(_ status: Status) -> [CitySlug] {
-        members.values.filter { $0.status == status }.map(\.city).sorted()
+        switch status {
+        case .dead: dead.sorted()
+        case .suspect: suspects.sorted()
+        case .alive: members.values.filter { $0.status == status }.map(\.city).sorted()
+        }
     }
 
     var retransmits: Int {
@@ -188,32 +203,13 @@ public struct Membership: Sendable {
     }
 
     /// Changes to piggyback on the next message: the least-sent first.
-    mutating func piggyback() -> [Update] {
-        let chosen = leastSent(config.maxPiggyback)
-        for p in chosen {
-            if p.left <= 1 { gossip[p.update.city] = nil } else { gossip[p.update.city]?.left = p.left - 1 }
-        }
-        return chosen.map(\.update)
-    }
+    mutating func piggyback() -> [Update] { gossip.take(config.maxPiggyback) }
 
     /// The `k` changes sent the fewest times so far (the most sends left), the oldest first among
-    /// equals: the order a full sort gives, found without sorting the whole queue (after a
-    /// partition heals it holds a change for every city, and this runs for every message).
-    func leastSent(_ k: Int) -> [Pending] {
-        func sorted<S: Sequence<Pending>>(_ s: S) -> [Pending] { s.sorted { $0.left != $1.left ? $0.left > $1.left : $0.order < $1.order } }
-        guard gossip.count > k else { return sorted(gossip.values) }
-        // How many changes have each count of sends left; the cut-off is the count at which the
-        // k-th change falls.
-        var counts: [Int: Int] = [:]
-        for p in gossip.values { counts[p.left, default: 0] += 1 }
-        var cutoff = 0, above = 0
-        for left in counts.keys.sorted(by: >) {
-            let c = counts[left] ?? 0
-            if above + c >= k { cutoff = left; break }
-            above += c
-        }
-        return Array(sorted(gossip.values.lazy.filter { $0.left >= cutoff }).prefix(k))
-    }
+    /// equals: the order a full sort gives, read off the queue's buckets (see `GossipQueue`)
+    /// instead of sorting the queue, which after a partition heals holds a change for every city
+    /// while this runs for every message.
+    mutating func leastSent(_ k: Int) -> [Pending] { gossip.first(k) }
 
     /// Lifeguard's buddy system: a probe of a member held suspect tells it so, so it refutes at
     /// once instead of waiting for the rumour, whose retransmissions may all have gone out
@@ -237,11 +233,17 @@ public struct Membership: Sendable {
         let timeout = suspicionTimeout
         // Only the suspects are looked at (not every member, every tick), in name order so the
         // changes queue in the same order in every process.
-        let due = suspects.filter { c in members[c].map { $0.status == .suspect && now >= $0.since + timeout } ?? false }.sorted()
-        for city in due {
-            guard let m = members[city] else { continue }
-            put(Member(city: city, status: .dead, incarnation: m.incarnation, since: now))
-            enqueue(Update(city: city, status: .dead, incarnation: m.incarnation))
+        let (deadline, never) = firstSuspected.addingReportingOverflow(timeout)
+        if !suspects.isEmpty, !never, now >= deadline {
+            let due = suspects.filter { c in members[c].map { $0.status == .suspect && now >= $0.since + timeout } ?? false }.sorted()
+            for city in due {
+                guard let m = members[city] else { continue }
+                put(Member(city: city, status: .dead, incarnation: m.incarnation, since: now))
+                enqueue(Update(city: city, status: .dead, incarnation: m.incarnation))
+            }
+            var first = UInt64.max
+            for c in suspects { if let m = members[c] { first = Swift.min(first, m.since) } }
+            firstSuspected = first
         }
         if var p = probe {
             if !p.acked, !p.indirect, now >= p.sentAt + config.ackTimeout {
@@ -291,6 +293,20 @@ public struct Membership: Sendable {
     }
 
     mutating func pick(_ k: Int, excluding: Set<CitySlug>) -> [CitySlug] {
+        guard k > 0 else { return [] }
+        // Among many members, drawn one at a time from this pass's probe order (every member not
+        // dead when the pass began), so a pick costs about `k` looks instead of a sort of every
+        // member; if the draws find too few live ones, every member is looked at.
+        if order.count > 4 * k {
+            var chosen: [CitySlug] = []
+            var draws = 0
+            while chosen.count < k, draws < 4 * k {
+                draws += 1
+                let c = order[Int(rng.next() % UInt64(order.count))]
+                if !chosen.contains(c), !excluding.contains(c), members[c]?.status == .alive, canProbe(c) { chosen.append(c) }
+            }
+            if chosen.count == k { return chosen }
+        }
         var candidates = members.values.filter { $0.status == .alive && !excluding.contains($0.city) && canProbe($0.city) }.map(\.city).sorted()
         rng.shuffle(&candidates)
         return Array(candidates.prefix(k))
@@ -304,24 +320,29 @@ public struct Membership: Sendable {
             enqueue(Update(city: sender, status: .alive, incarnation: 0))
         }
         for u in message.updates { apply(u, now: now) }
-        // A member we hold suspect or dead is talking to us (it restarted, or the partition
-        // healed): tell it directly, so it refutes with a higher incarnation and rejoins.
-        var news = piggyback()
-        if let m = members[sender], m.status != .alive {
-            news.insert(Update(city: sender, status: m.status, incarnation: m.incarnation), at: 0)
-        }
-        // The sender holds me suspect or dead. If that is an old rumour (I refuted it already,
-        // and my refutation's retransmissions are spent), it would never learn better: answer
-        // with my current incarnation.
-        if message.updates.contains(where: { $0.city == me && $0.status != .alive }) {
-            news.removeAll { $0.city == me }
-            news.insert(Update(city: me, status: .alive, incarnation: incarnation), at: 0)
+        // What an answer carries: the queue's next changes (taken only for a message that is
+        // sent, since taking them counts a send).
+        func news() -> [Update] {
+            var news = piggyback()
+            // A member we hold suspect or dead is talking to us (it restarted, or the partition
+            // healed): tell it directly, so it refutes with a higher incarnation and rejoins.
+            if let m = members[sender], m.status != .alive {
+                news.insert(Update(city: sender, status: m.status, incarnation: m.incarnation), at: 0)
+            }
+            // The sender holds me suspect or dead. If that is an old rumour (I refuted it
+            // already, and my refutation's retransmissions are spent), it would never learn
+            // better: answer with my current incarnation.
+            if message.updates.contains(where: { $0.city == me && $0.status != .alive }) {
+                news.removeAll { $0.city == me }
+                news.insert(Update(city: me, status: .alive, incarnation: incarnation), at: 0)
+            }
+            return news
         }
         switch message {
         case .ping(let s, _):
-            return [.send(to: sender, .ack(seq: s, updates: news))]
+            return [.send(to: sender, .ack(seq: s, updates: news()))]
         case .pingReq(let s, let target, _):
-            guard target != me else { return [.send(to: sender, .ack(seq: s, updates: news))] }
+            guard target != me else { return [.send(to: sender, .ack(seq: s, updates: news()))] }
             // Relays whose target never answered are forgotten oldest-first (sequence numbers
             // wrap, so "oldest" is the one furthest behind): the table stays bounded whatever
             // PING-REQs arrive.
@@ -372,6 +393,135 @@ public struct Membership: Sendable {
         guard newer else { return }
         put(Member(city: u.city, status: u.status, incarnation: u.incarnation, since: now))
         enqueue(u)
+    }
+}
+
+/// SWIM's queue of changes to piggyback, kept so that the `k` with the most sends left, oldest
+/// first among equals, are found without sorting it: one bucket per count of sends left, each
+/// in queue order. A change sent once moves from its bucket to the next one down; since every
+/// bucket gives up its oldest first, what arrives in a bucket comes in queue order too, so a
+/// move is an append. A change replaced or sent leaves its old place as a stale entry, skipped
+/// when read and dropped when the stale entries outnumber the live ones.
+struct GossipQueue: Sendable, ExpressibleByDictionaryLiteral {
+    typealias Pending = Membership.Pending
+    private(set) var pending: [CitySlug: Pending] = [:]
+    private struct Entry: Sendable { let order: UInt64, city: CitySlug }
+    private struct Bucket: Sendable { var entries: [Entry] = [], head = 0 }
+    /// Index: sends left.
+    private var buckets: [Bucket] = []
+    /// Entries in all buckets, live and stale.
+    private var entries = 0
+
+    init() {}
+    init(dictionaryLiteral elements: (CitySlug, Pending)...) {
+        for (c, p) in elements { self[c] = p }
+    }
+
+    var count: Int { pending.count }
+    var isEmpty: Bool { pending.isEmpty }
+    var values: Dictionary<CitySlug, Pending>.Values { pending.values }
+
+    subscript(city: CitySlug) -> Pending? {
+        get { pending[city] }
+        set {
+            pending[city] = newValue
+            if let p = newValue, p.left > 0 { index(city, p) }
+        }
+    }
+
+    private mutating func index(_ city: CitySlug, _ p: Pending) {
+        append(Entry(order: p.order, city: city), left: p.left)
+        if entries > 2 * pending.count + 64 { rebuild() }
+    }
+
+    private mutating func append(_ e: Entry, left: Int) {
+        while buckets.count <= left { buckets.append(Bucket()) }
+        // Almost always an append (see above); the walk back keeps any order correct.
+        var i = buckets[left].entries.endIndex
+        while i > buckets[left].head, buckets[left].entries[i - 1].order > e.order { i -= 1 }
+        buckets[left].entries.insert(e, at: i)
+        entries += 1
+    }
+
+    private func live(_ e: Entry, left: Int) -> Bool {
+        pending[e.city].map { $0.order == e.order && $0.left == left } ?? false
+    }
+
+    /// The `k` changes with the most sends left, oldest first among equals.
+    mutating func first(_ k: Int) -> [Pending] {
+        var out: [Pending] = []
+        var left = buckets.count - 1
+        while left > 0, out.count < k {
+            // Stale entries at the front are dropped as they are met.
+            while buckets[left].head < buckets[left].entries.count, !live(buckets[left].entries[buckets[left].head], left: left) {
+                buckets[left].head += 1
+                entries -= 1
+            }
+            var i = buckets[left].head
+            while i < buckets[left].entries.count, out.count < k {
+                let e = buckets[left].entries[i]
+                if let p = pending[e.city], p.order == e.order, p.left == left { out.append(p) }
+                i += 1
+            }
+            if buckets[left].head > 64, buckets[left].head * 2 > buckets[left].entries.count {
+                buckets[left].entries.removeFirst(buckets[left].head)
+                buckets[left].head = 0
+            }
+            left -= 1
+        }
+        while let last = buckets.last, last.head == last.entries.count { buckets.removeLast() }
+        return out
+    }
+
+    /// What `first(k)` gives, each counted as sent once more (a change sent its last time leaves
+    /// the queue). Each change is looked up once: the ones taken are the first live ones of
+    /// their buckets, so each bucket's front moves past them.
+    mutating func take(_ k: Int) -> [Membership.Update] {
+        var out: [Membership.Update] = []
+        var moved: [(left: Int, entry: Entry)] = []
+        var left = buckets.count - 1
+        while left > 0, out.count < k {
+            let start = buckets[left].head
+            var i = start
+            while i < buckets[left].entries.count, out.count < k {
+                let e = buckets[left].entries[i]
+                i += 1
+                guard let at = pending.index(forKey: e.city) else { continue }
+                let p = pending.values[at]
+                guard p.order == e.order, p.left == left else { continue }
+                out.append(p.update)
+                if left > 1 {
+                    pending.values[at].left = left - 1
+                    moved.append((left - 1, e))
+                } else {
+                    pending.remove(at: at)
+                }
+            }
+            // Every live entry before `i` was taken: all before it are stale now.
+            buckets[left].head = i
+            entries -= i - start
+            if buckets[left].head > 64, buckets[left].head * 2 > buckets[left].entries.count {
+                buckets[left].entries.removeFirst(buckets[left].head)
+                buckets[left].head = 0
+            }
+            left -= 1
+        }
+        // Appended once every bucket was read, so none is taken twice.
+        for (l, e) in moved { append(e, left: l) }
+        if entries > 2 * pending.count + 64 { rebuild() }
+        while let last = buckets.last, last.head == last.entries.count { buckets.removeLast() }
+        return out
+    }
+
+    /// The buckets made again from the live changes alone.
+    private mutating func rebuild() {
+        var fresh: [Bucket] = []
+        for (city, p) in pending.sorted(by: { $0.value.order < $1.value.order }) where p.left > 0 {
+            while fresh.count <= p.left { fresh.append(Bucket()) }
+            fresh[p.left].entries.append(Entry(order: p.order, city: city))
+        }
+        buckets = fresh
+        entries = pending.count
     }
 }
 

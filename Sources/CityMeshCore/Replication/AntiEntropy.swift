@@ -187,12 +187,15 @@ public struct AntiEntropy: Sendable {
     /// and tombstones in them collected.
     public func acknowledgedByAll(_ share: String) -> VersionVector {
         guard let s = shares[share] else { return [:] }
-        var out = s.held
+        // Per origin, the least any party reported; a party that reported nothing makes it 0.
+        var least = s.held.map { (origin: $0.key, seq: $0.value) }
         for p in s.parties {
-            let r = s.reported[p] ?? [:]
-            for (o, n) in out { out[o] = min(n, r[o] ?? 0) }
+            guard let r = s.reported[p] else { return [:] }
+            for i in least.indices where least[i].seq > 0 { least[i].seq = min(least[i].seq, r[least[i].origin] ?? 0) }
         }
-        return out.filter { $0.value > 0 }
+        var out: VersionVector = [:]
+        for (o, n) in least where n > 0 { out[o] = n }
+        return out
     }
 
     // MARK: Events
@@ -213,8 +216,7 @@ public struct AntiEntropy: Sendable {
                 let have = s.held[o] ?? 0
                 var next = w.ahead.flatMap { a in a.peer != w.peer && connected.contains(a.peer) ? a : nil }
                 if next == nil {
-                    let holders = reachable(name, s).filter { p in p != w.peer && (s.known[p]?[o] ?? 0) > have }
-                    next = pick(1, from: holders).first.map { ($0, s.known[$0]?[o] ?? 0) }
+                    next = pick(1, from: reachable(name, s)) { p in p != w.peer && (s.known[p]?[o] ?? 0) > have }.first.map { ($0, s.known[$0]?[o] ?? 0) }
                 }
                 if let a = next, let d = want(o, of: a.peer, through: a.seq, in: &s) {
                     out.append(d.named(name))
@@ -316,7 +318,7 @@ public struct AntiEntropy: Sendable {
             k[origin] = Swift.max(k[origin] ?? 0, seq)
             s.known[peer] = k
         }
-        let ready = seq == 0 ? [] : reachable(name, s).filter { p in
+        let ready = seq == 0 ? [] : pick(config.announce, from: reachable(name, s)) { p in
             p != peer && p != origin && (s.known[p]?[origin] ?? 0) < seq
         }
         var out: [Directive] = []
@@ -325,7 +327,7 @@ public struct AntiEntropy: Sendable {
             // All arrived; a party announced more meanwhile: ask it for the next ones now.
             if let a = w.ahead, a.seq > seq, connected.contains(a.peer), let d = want(origin, of: a.peer, through: a.seq, in: &s) { out.append(d.named(name)) }
         }
-        for p in pick(config.announce, from: ready) {
+        for p in ready {
             out.append(.announce(to: p, share: name, origin: origin, seq: seq))
         }
         shares[name] = s
@@ -406,8 +408,27 @@ public struct AntiEntropy: Sendable {
     public func wanted(_ share: String, origin: CitySlug) -> UInt64? { shares[share]?.wanted[origin]?.through }
 
     mutating func pick(_ k: Int, from candidates: [CitySlug]) -> [CitySlug] {
-        guard candidates.count > k else { return candidates }
-        var c = candidates
+        pick(k, from: candidates) { _ in true }
+    }
+
+    /// Up to `k` of `candidates` for which `eligible` holds, chosen at random. Among many
+    /// candidates (a thousand parties) they are drawn one at a time, so a pick costs about `k`
+    /// looks instead of a pass over every party; if the draws find too few (most are not
+    /// eligible), every candidate is looked at, so none that is eligible is ever missed.
+    mutating func pick(_ k: Int, from candidates: [CitySlug], where eligible: (CitySlug) -> Bool) -> [CitySlug] {
+        guard k > 0 else { return [] }
+        if candidates.count > 4 * k {
+            var chosen: [CitySlug] = []
+            var draws = 0
+            while chosen.count < k, draws < 4 * k {
+                draws += 1
+                let c = candidates[Int(rng.next() % UInt64(candidates.count))]
+                if !chosen.contains(c), eligible(c) { chosen.append(c) }
+            }
+            if chosen.count == k { return chosen }
+        }
+        var c = candidates.filter(eligible)
+        guard c.count > k else { return c }
         c.shuffle(using: &rng)
         return Array(c.prefix(k))
     }
