@@ -16,6 +16,35 @@ struct AntiEntropyTests {
         y = try CitySlug("oy")
     }
 
+    @Test("the connected parties kept in order between changes are the ones a fresh sort gives, whatever connects, goes or changes parties")
+    func reachableKeptInStep() throws {
+        let cities = try (0..<60).map { try CitySlug("city-\($0 * 7919 % 97)") }
+        var rng = SplitMix64(seed: 5)
+        var ae = AntiEntropy(me: cities[0], seed: 1)
+        ae.setParties(share: Self.share, parties: Set(cities.prefix(40)), held: [:])
+        ae.setParties(share: "other", parties: Set(cities.suffix(30)), held: [:])
+        for step in 0..<400 {
+            switch rng.next() % 10 {
+            case 0: ae.setParties(share: Self.share, parties: Set(cities.filter { _ in rng.next() % 3 != 0 }), held: [:])
+            case 1...3: ae.onConnect(cities[Int(rng.next() % 60)])
+            case 4: ae.setConnected(Set(cities.filter { _ in rng.next() % 2 == 0 }))  // many at once
+            default:
+                // A few come and go.
+                var now = ae.connected
+                for _ in 0..<(1 + rng.next() % 4) {
+                    let c = cities[Int(rng.next() % 60)]
+                    if now.contains(c) { now.remove(c) } else { now.insert(c) }
+                }
+                ae.setConnected(now)
+            }
+            for name in [Self.share, "other"] {
+                let s = try #require(ae.shares[name])
+                let fresh = s.parties.filter { ae.connected.contains($0) }.sorted { $0.rawValue < $1.rawValue }
+                #expect(ae.reachable(name, s) == fresh, "step \(step), \(name)")
+            }
+        }
+    }
+
     /// A node party to `share` with `parties`, holding `held`, all parties connected.
     func node(holding held: VersionVector, parties: Set<CitySlug>? = nil, fanout: Int = 3, window: UInt64 = 64) -> AntiEntropy {
         var ae = AntiEntropy(me: me, config: .init(fanout: fanout, window: window, announce: fanout), seed: 1)

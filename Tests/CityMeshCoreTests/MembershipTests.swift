@@ -214,7 +214,10 @@ struct MembershipTests {
             .ping(seq: 1, updates: []), .ack(seq: 7, updates: [.init(city: sh, status: .suspect, incarnation: 3)]),
             .pingReq(seq: 0xFFFF_FFFF, target: hz, updates: [.init(city: hz, status: .dead, incarnation: 0), .init(city: sh, status: .alive, incarnation: 9)]),
         ]
-        for m in all { #expect(try Membership.Message.decode(m.encoded()[...]) == m) }
+        for m in all {
+            #expect(try Membership.Message.decode(m.encoded()[...]) == m)
+            #expect(m.encodedCount == m.encoded().count)
+        }
         #expect(Membership.Message.ack(seq: 7, updates: [.init(city: sh, status: .suspect, incarnation: 3)]).encoded()
             == [2, 0, 0, 0, 7, 1, 2, 0x73, 0x68, 1, 0, 0, 0, 0, 0, 0, 0, 3])
         for bad: [UInt8] in [[], [9, 0, 0, 0, 1, 0], [1, 0, 0, 0, 1], [1, 0, 0, 0, 1, 0, 0], [3, 0, 0, 0, 1, 1, 0x41, 0],
@@ -231,7 +234,10 @@ struct MembershipTests {
                 default: bytes.append(UInt8(truncatingIfNeeded: rng.next()))
                 }
             }
-            if let m = try? Membership.Message.decode(bytes[...]) { #expect(m.encoded() == bytes) }
+            if let m = try? Membership.Message.decode(bytes[...]) {
+                #expect(m.encoded() == bytes)
+                #expect(m.encodedCount == bytes.count)
+            }
         }
     }
 

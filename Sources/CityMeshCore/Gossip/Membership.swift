@@ -209,7 +209,7 @@ public struct Membership: Sendable {
     /// equals: the order a full sort gives, read off the queue's buckets (see `GossipQueue`)
     /// instead of sorting the queue, which after a partition heals holds a change for every city
     /// while this runs for every message.
-    mutating func leastSent(_ k: Int) -> [Pending] { gossip.first(k) }
+    func leastSent(_ k: Int) -> [Pending] { gossip.first(k) }
 
     /// Lifeguard's buddy system: a probe of a member held suspect tells it so, so it refutes at
     /// once instead of waiting for the rumour, whose retransmissions may all have gone out
@@ -401,11 +401,16 @@ public struct Membership: Sendable {
 /// in queue order. A change sent once moves from its bucket to the next one down; since every
 /// bucket gives up its oldest first, what arrives in a bucket comes in queue order too, so a
 /// move is an append. A change replaced or sent leaves its old place as a stale entry, skipped
-/// when read and dropped when the stale entries outnumber the live ones.
+/// when read and dropped when the stale entries outnumber the live ones. The changes live in an
+/// array of slots, and the buckets name slots, so reading a bucket looks nothing up by name.
 struct GossipQueue: Sendable, ExpressibleByDictionaryLiteral {
     typealias Pending = Membership.Pending
-    private(set) var pending: [CitySlug: Pending] = [:]
-    private struct Entry: Sendable { let order: UInt64, city: CitySlug }
+    private var slotOf: [CitySlug: Int] = [:]
+    private var slots: [Pending?] = []
+    private var free: [Int] = []
+    /// A change's place in a bucket: live while its slot holds a change of that order (orders
+    /// are never reused) with that many sends left.
+    private struct Entry: Sendable { let order: UInt64, slot: Int }
     private struct Bucket: Sendable { var entries: [Entry] = [], head = 0 }
     /// Index: sends left.
     private var buckets: [Bucket] = []
@@ -417,21 +422,38 @@ struct GossipQueue: Sendable, ExpressibleByDictionaryLiteral {
         for (c, p) in elements { self[c] = p }
     }
 
-    var count: Int { pending.count }
-    var isEmpty: Bool { pending.isEmpty }
-    var values: Dictionary<CitySlug, Pending>.Values { pending.values }
+    var count: Int { slotOf.count }
+    var isEmpty: Bool { slotOf.isEmpty }
+    var values: [Pending] { slotOf.values.compactMap { slots[$0] } }
 
     subscript(city: CitySlug) -> Pending? {
-        get { pending[city] }
+        get { slotOf[city].flatMap { slots[$0] } }
         set {
-            pending[city] = newValue
-            if let p = newValue, p.left > 0 { index(city, p) }
+            guard let p = newValue else {
+                if let i = slotOf.removeValue(forKey: city) { release(i) }
+                return
+            }
+            let i: Int
+            if let at = slotOf[city] {
+                i = at
+            } else if let reused = free.popLast() {
+                i = reused
+                slotOf[city] = i
+            } else {
+                i = slots.count
+                slots.append(nil)
+                slotOf[city] = i
+            }
+            slots[i] = p
+            guard p.left > 0 else { return }
+            append(Entry(order: p.order, slot: i), left: p.left)
+            if entries > 2 * count + 64 { rebuild() }
         }
     }
 
-    private mutating func index(_ city: CitySlug, _ p: Pending) {
-        append(Entry(order: p.order, city: city), left: p.left)
-        if entries > 2 * pending.count + 64 { rebuild() }
+    private mutating func release(_ i: Int) {
+        slots[i] = nil
+        free.append(i)
     }
 
     private mutating func append(_ e: Entry, left: Int) {
@@ -439,43 +461,33 @@ struct GossipQueue: Sendable, ExpressibleByDictionaryLiteral {
         // Almost always an append (see above); the walk back keeps any order correct.
         var i = buckets[left].entries.endIndex
         while i > buckets[left].head, buckets[left].entries[i - 1].order > e.order { i -= 1 }
-        buckets[left].entries.insert(e, at: i)
+        if i == buckets[left].entries.endIndex { buckets[left].entries.append(e) } else { buckets[left].entries.insert(e, at: i) }
         entries += 1
     }
 
-    private func live(_ e: Entry, left: Int) -> Bool {
-        pending[e.city].map { $0.order == e.order && $0.left == left } ?? false
+    private func live(_ e: Entry, left: Int) -> Pending? {
+        guard let p = slots[e.slot], p.order == e.order, p.left == left else { return nil }
+        return p
     }
 
     /// The `k` changes with the most sends left, oldest first among equals.
-    mutating func first(_ k: Int) -> [Pending] {
+    func first(_ k: Int) -> [Pending] {
         var out: [Pending] = []
         var left = buckets.count - 1
         while left > 0, out.count < k {
-            // Stale entries at the front are dropped as they are met.
-            while buckets[left].head < buckets[left].entries.count, !live(buckets[left].entries[buckets[left].head], left: left) {
-                buckets[left].head += 1
-                entries -= 1
-            }
             var i = buckets[left].head
             while i < buckets[left].entries.count, out.count < k {
-                let e = buckets[left].entries[i]
-                if let p = pending[e.city], p.order == e.order, p.left == left { out.append(p) }
+                if let p = live(buckets[left].entries[i], left: left) { out.append(p) }
                 i += 1
-            }
-            if buckets[left].head > 64, buckets[left].head * 2 > buckets[left].entries.count {
-                buckets[left].entries.removeFirst(buckets[left].head)
-                buckets[left].head = 0
             }
             left -= 1
         }
-        while let last = buckets.last, last.head == last.entries.count { buckets.removeLast() }
         return out
     }
 
     /// What `first(k)` gives, each counted as sent once more (a change sent its last time leaves
-    /// the queue). Each change is looked up once: the ones taken are the first live ones of
-    /// their buckets, so each bucket's front moves past them.
+    /// the queue). The ones taken are the first live ones of their buckets, so each bucket's
+    /// front moves past them.
     mutating func take(_ k: Int) -> [Membership.Update] {
         var out: [Membership.Update] = []
         var moved: [(left: Int, entry: Entry)] = []
@@ -486,15 +498,14 @@ struct GossipQueue: Sendable, ExpressibleByDictionaryLiteral {
             while i < buckets[left].entries.count, out.count < k {
                 let e = buckets[left].entries[i]
                 i += 1
-                guard let at = pending.index(forKey: e.city) else { continue }
-                let p = pending.values[at]
-                guard p.order == e.order, p.left == left else { continue }
+                guard let p = live(e, left: left) else { continue }
                 out.append(p.update)
                 if left > 1 {
-                    pending.values[at].left = left - 1
+                    slots[e.slot]?.left = left - 1
                     moved.append((left - 1, e))
                 } else {
-                    pending.remove(at: at)
+                    slotOf[p.update.city] = nil
+                    release(e.slot)
                 }
             }
             // Every live entry before `i` was taken: all before it are stale now.
@@ -508,7 +519,7 @@ struct GossipQueue: Sendable, ExpressibleByDictionaryLiteral {
         }
         // Appended once every bucket was read, so none is taken twice.
         for (l, e) in moved { append(e, left: l) }
-        if entries > 2 * pending.count + 64 { rebuild() }
+        if entries > 2 * count + 64 { rebuild() }
         while let last = buckets.last, last.head == last.entries.count { buckets.removeLast() }
         return out
     }
@@ -516,12 +527,13 @@ struct GossipQueue: Sendable, ExpressibleByDictionaryLiteral {
     /// The buckets made again from the live changes alone.
     private mutating func rebuild() {
         var fresh: [Bucket] = []
-        for (city, p) in pending.sorted(by: { $0.value.order < $1.value.order }) where p.left > 0 {
+        let live = slots.indices.compactMap { i in slots[i].map { (slot: i, pending: $0) } }.sorted { $0.pending.order < $1.pending.order }
+        for (i, p) in live where p.left > 0 {
             while fresh.count <= p.left { fresh.append(Bucket()) }
-            fresh[p.left].entries.append(Entry(order: p.order, city: city))
+            fresh[p.left].entries.append(Entry(order: p.order, slot: i))
         }
         buckets = fresh
-        entries = pending.count
+        entries = live.count
     }
 }
 
@@ -563,6 +575,16 @@ extension Membership.Message {
             w.u64(u.incarnation)
         }
         return w.bytes
+    }
+
+    /// `encoded().count`, without making the bytes (the simulator counts every message's size).
+    public var encodedCount: Int {
+        func str8(_ s: String) -> Int { 1 + Swift.min(s.utf8.count, 255) }
+        var n = 5  // type, seq
+        if case .pingReq(_, let target, _) = self { n += str8(target.rawValue) }
+        n += 1
+        for u in updates.prefix(Self.maxUpdates) { n += str8(u.city.rawValue) + 1 + 8 }
+        return n
     }
 
     public static func decode(_ bytes: ArraySlice<UInt8>) throws(WireError) -> Membership.Message {

@@ -108,6 +108,32 @@ public struct AntiEntropy: Sendable {
         reachableCache[name] = r
         return r
     }
+    /// The cached lists of connected parties brought up to date: a few connections that came or
+    /// went are put in or taken out where they sort; many at once make the lists again when next read.
+    mutating func updateReachable(added: Set<CitySlug>, gone: Set<CitySlug>) {
+        guard added.count + gone.count <= 64 else { reachableCache = [:]; return }
+        func position(_ p: CitySlug, in r: [CitySlug]) -> Int {
+            var lo = 0, hi = r.count
+            while lo < hi {
+                let mid = (lo + hi) / 2
+                if r[mid].rawValue < p.rawValue { lo = mid + 1 } else { hi = mid }
+            }
+            return lo
+        }
+        for name in Array(reachableCache.keys) {
+            // Taken out while it changes, so the array is changed in place rather than copied.
+            guard var r = reachableCache.removeValue(forKey: name), let s = shares[name] else { continue }
+            for p in gone {
+                let i = position(p, in: r)
+                if i < r.count, r[i] == p { r.remove(at: i) }
+            }
+            for p in added where s.parties.contains(p) {
+                let i = position(p, in: r)
+                if i == r.count || r[i] != p { r.insert(p, at: i) }
+            }
+            reachableCache[name] = r
+        }
+    }
     var rng: SplitMix64
     var ticks: UInt64 = 0
     /// Every this many ticks, the acknowledged vector goes along with the summaries.
@@ -157,9 +183,18 @@ public struct AntiEntropy: Sendable {
 
     /// Which peers are reachable now. A peer that went away loses what we assumed it got.
     public mutating func setConnected(_ peers: Set<CitySlug>) {
-        let gone = connected.subtracting(peers)
-        if peers != connected { reachableCache = [:] }
-        connected = peers
+        setConnected(adding: peers.subtracting(connected), removing: connected.subtracting(peers))
+    }
+
+    /// The same, told as the peers that came and the peers that went (what a shell that sees
+    /// each change knows, without a set of every connected peer).
+    public mutating func setConnected(adding added: Set<CitySlug>, removing gone: Set<CitySlug>) {
+        let added = added.subtracting(gone).filter { !connected.contains($0) }
+        let gone = gone.filter { connected.contains($0) }
+        guard !gone.isEmpty || !added.isEmpty else { return }
+        connected.formUnion(added)
+        connected.subtract(gone)
+        updateReachable(added: added, gone: gone)
         guard !gone.isEmpty else { return }
         for name in Array(shares.keys) {
             guard var s = shares[name] else { continue }
@@ -171,7 +206,7 @@ public struct AntiEntropy: Sendable {
 
     /// A peer (re)connected: forget what we assumed it holds and wait for its summary.
     public mutating func onConnect(_ peer: CitySlug) {
-        if connected.insert(peer).inserted { reachableCache = [:] }
+        if connected.insert(peer).inserted { updateReachable(added: [peer], gone: []) }
         for name in Array(shares.keys) {
             guard var s = shares[name] else { continue }
             shares[name] = nil  // s is the only copy while it changes: no copy-on-write of its tables
@@ -266,7 +301,8 @@ public struct AntiEntropy: Sendable {
         shares[name] = nil  // s is the only copy while it changes: no copy-on-write of its tables
         let before = s.reported[peer]
         s.reported[peer] = vector
-        var known = s.known[peer] ?? [:]
+        // Taken out while it changes (put back below), so it is changed in place, not copied.
+        var known = s.known.removeValue(forKey: peer) ?? [:]
         // A party that reports the same vector twice while below what we assumed it got is not
         // working through a backlog of ours (it would have moved on some origin): a batch we
         // counted on was dropped, so forget the assumption and send again.
@@ -314,9 +350,7 @@ public struct AntiEntropy: Sendable {
         shares[name] = nil  // s is the only copy while it changes: no copy-on-write of its tables
         s.held[origin] = Swift.max(s.held[origin] ?? 0, seq)
         if peer != me {
-            var k = s.known[peer] ?? [:]
-            k[origin] = Swift.max(k[origin] ?? 0, seq)
-            s.known[peer] = k
+            noteKnown(peer, holds: origin, through: seq, in: &s)
         }
         let ready = seq == 0 ? [] : pick(config.announce, from: reachable(name, s)) { p in
             p != peer && p != origin && (s.known[p]?[origin] ?? 0) < seq
@@ -343,9 +377,7 @@ public struct AntiEntropy: Sendable {
         // So far as this node knows, `peer` holds everything up to it (kept for origins held
         // here: invented ones cannot grow the table).
         if s.held[origin] != nil {
-            var k = s.known[peer] ?? [:]
-            k[origin] = Swift.max(k[origin] ?? 0, seq)
-            s.known[peer] = k
+            noteKnown(peer, holds: origin, through: seq, in: &s)
         }
         let have = s.held[origin] ?? 0
         guard seq > have else { return [] }
@@ -374,6 +406,12 @@ public struct AntiEntropy: Sendable {
         return Unnamed(to: peer, origin: origin, seqs: (have + 1)...through)
     }
 
+    /// `peer` is known to hold `origin`'s batches through `seq`: raised in place (a nested
+    /// dictionary read out, changed and written back is copied on every write).
+    func noteKnown(_ peer: CitySlug, holds origin: CitySlug, through seq: UInt64, in s: inout Share) {
+        if seq > (s.known[peer]?[origin] ?? 0) { s.known[peer, default: [:]][origin] = seq }
+    }
+
     /// A WANT before its share's name is put in.
     struct Unnamed {
         let to: CitySlug, origin: CitySlug, seqs: ClosedRange<UInt64>
@@ -397,9 +435,7 @@ public struct AntiEntropy: Sendable {
         let through = Swift.min(seqs.upperBound, held, seqs.lowerBound.saturatingAdd(config.window) - 1)
         guard seqs.lowerBound <= through else { return [] }
         shares[name] = nil  // s is the only copy while it changes: no copy-on-write of its tables
-        var k = s.known[peer] ?? [:]
-        k[origin] = Swift.max(k[origin] ?? 0, through)
-        s.known[peer] = k
+        noteKnown(peer, holds: origin, through: through, in: &s)
         shares[name] = s
         return [.send(to: peer, share: name, origin: origin, seqs: seqs.lowerBound...through)]
     }

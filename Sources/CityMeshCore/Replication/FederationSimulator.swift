@@ -878,11 +878,18 @@ struct SimulatedFederation {
             if !config.faults.contains(.receiptsOnce) {
                 for j in Set(nodes[i].excluded ?? []).subtracting(excluded) { nodes[i].receiptFlow.onConnect(cities[j]) }
             }
+            if let before = nodes[i].excluded {
+                // Told as what changed: no set of every city per change.
+                let now = Set(excluded), was = Set(before)
+                nodes[i].antiEntropy.setConnected(
+                    adding: Set(was.subtracting(now).map { cities[$0] }), removing: Set(now.subtracting(was).map { cities[$0] }))
+            } else {
+                var connected = Set(cities)
+                connected.remove(cities[i])
+                for j in excluded { connected.remove(cities[j]) }
+                nodes[i].antiEntropy.setConnected(connected)
+            }
             nodes[i].excluded = excluded
-            var connected = Set(cities)
-            connected.remove(cities[i])
-            for j in excluded { connected.remove(cities[j]) }
-            nodes[i].antiEntropy.setConnected(connected)
         }
     }
 
@@ -903,7 +910,7 @@ struct SimulatedFederation {
 
     mutating func sendMembership(_ from: Int, _ to: CitySlug, _ m: Membership.Message) {
         guard let j = index[to] else { return }
-        send(from, j, .membership(m), kind: .membership, bytes: m.encoded().count + Self.frameHeader, arrives: step + 1)
+        send(from, j, .membership(m), kind: .membership, bytes: m.encodedCount + Self.frameHeader, arrives: step + 1)
     }
 
     mutating func deliver() {

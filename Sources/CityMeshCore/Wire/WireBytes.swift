@@ -17,9 +17,12 @@ public struct WireWriter: Sendable {
     }
     /// `str8`: one length byte, then UTF-8 (callers keep strings under 256 bytes).
     public mutating func str8(_ s: String) {
-        let utf8 = Array(s.utf8.prefix(255))
-        u8(UInt8(utf8.count))
-        bytes.append(contentsOf: utf8)
+        var s = s
+        s.withUTF8 { utf8 in
+            let n = Swift.min(utf8.count, 255)
+            u8(UInt8(n))
+            bytes.append(contentsOf: UnsafeBufferPointer(rebasing: utf8.prefix(n)))
+        }
     }
     /// `str16`: two length bytes, then UTF-8.
     public mutating func str16(_ s: String) {
