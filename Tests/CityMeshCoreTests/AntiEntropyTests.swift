@@ -16,6 +16,23 @@ struct AntiEntropyTests {
         y = try CitySlug("oy")
     }
 
+    @Test("a random pick among many parties: distinct, every one eligible, and as many as asked whenever enough are eligible — however few are")
+    func pickEligible() throws {
+        let cities = try (0..<300).map { try CitySlug("city-\($0)") }
+        var ae = AntiEntropy(me: me, seed: 3)
+        var rng = SplitMix64(seed: 9)
+        for _ in 0..<300 {
+            let n = 1 + Int(rng.next() % 300), k = Int(rng.next() % 12)
+            let eligibleEvery = 1 + Int(rng.next() % 200)  // from all of them to one in 200
+            let candidates = Array(cities.prefix(n))
+            let eligible = Set(candidates.enumerated().filter { $0.offset % eligibleEvery == 0 }.map(\.element))
+            let picked = ae.pick(k, from: candidates) { eligible.contains($0) }
+            #expect(Set(picked).count == picked.count, "distinct")
+            #expect(picked.allSatisfy(eligible.contains), "eligible")
+            #expect(picked.count == Swift.min(k, eligible.count), "n \(n), k \(k), one in \(eligibleEvery)")
+        }
+    }
+
     @Test("the connected parties kept in order between changes are the ones a fresh sort gives, whatever connects, goes or changes parties")
     func reachableKeptInStep() throws {
         let cities = try (0..<60).map { try CitySlug("city-\($0 * 7919 % 97)") }

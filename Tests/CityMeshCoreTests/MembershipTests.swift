@@ -241,6 +241,39 @@ struct MembershipTests {
         }
     }
 
+    @Test("the change queue against a plain table sorted on every read: changes queued, replaced, sent, sent their last time and dropped in any order (stale places skipped, the buckets made again) give the same changes")
+    func gossipQueueAgainstModel() throws {
+        var rng = SplitMix64(seed: 23)
+        let cities = try (0..<50).map { try CitySlug("city-\($0)") }
+        for trial in 0..<40 {
+            var q = GossipQueue()
+            var model: [CitySlug: Membership.Pending] = [:]
+            var order: UInt64 = 0
+            for step in 0..<600 {
+                switch rng.next() % 8 {
+                case 0...3:  // queue a change (a new one, or one replacing the city's last)
+                    let c = cities[Int(rng.next() % 50)]
+                    order += 1
+                    let p = Membership.Pending(update: .init(city: c, status: .alive, incarnation: order), left: 1 + Int(rng.next() % 6), order: order)
+                    q[c] = p
+                    model[c] = p
+                case 4:  // dropped
+                    let c = cities[Int(rng.next() % 50)]
+                    q[c] = nil
+                    model[c] = nil
+                default:  // sent: the same ones as a full sort, each with one send less
+                    let k = 1 + Int(rng.next() % 12)
+                    let expected = Array(model.values.sorted { $0.left != $1.left ? $0.left > $1.left : $0.order < $1.order }.prefix(k))
+                    #expect(q.first(k).map(\.update) == expected.map(\.update), "trial \(trial), step \(step)")
+                    #expect(q.take(k) == expected.map(\.update), "trial \(trial), step \(step)")
+                    for p in expected { model[p.update.city] = p.left > 1 ? Membership.Pending(update: p.update, left: p.left - 1, order: p.order) : nil }
+                }
+                #expect(q.count == model.count)
+            }
+            for (c, p) in model { #expect(q[c]?.left == p.left && q[c]?.order == p.order) }
+        }
+    }
+
     @Test("the changes piggybacked are the least-sent ones, oldest first among equals: the order a full sort gives, however the queue is made up")
     func leastSentMatchesSort() throws {
         var rng = SplitMix64(seed: 11)
