@@ -92,7 +92,7 @@ struct DiscoveryTests {
         for d in daemons { #expect(d.terminate() == 0, "\(d.log.suffix(3000))") }
     }
 
-    @Test("citymesh simulate --seeds runs every seed of a range, one line each, and reports the worst; a failed invariant fails the run; a bad range is refused")
+    @Test("citymesh simulate --seeds runs every seed of a range, one line each, and reports the worst; a failed invariant fails the run; a bad range is refused; --jobs runs seeds at once with the same lines")
     func simulateSeeds() throws {
         let work = try Harness.tempDir("seeds")
         var r = try Harness.citymesh(["simulate", "--nodes", "20", "--writes", "40", "--loss", "0.1", "--seeds", "1-3"], cwd: work)
@@ -116,6 +116,20 @@ struct DiscoveryTests {
         for bad in ["5-2", "x", "1-20000", "-3"] {
             r = try Harness.citymesh(["simulate", "--seeds", bad], cwd: work)
             #expect(!r.ok && r.stderr.contains("--seeds"), "\(bad): \(r.stderr)")
+        }
+        // Seeds run at once on several threads print the same lines, in seed order.
+        func figures(_ jobs: String) throws -> [String] {
+            let r = try Harness.citymesh(["simulate", "--nodes", "20", "--writes", "40", "--loss", "0.1", "--seeds", "1-5", "--jobs", jobs], cwd: work)
+            #expect(r.ok, "\(r.stdout)\(r.stderr)")
+            // Without the time each took, the one figure that differs between runs.
+            return r.stdout.split(separator: "\n").filter { $0.hasPrefix("seed ") }.map { $0.split(separator: "  ").dropLast().joined(separator: "  ") }
+        }
+        let one = try figures("1"), three = try figures("3")
+        #expect(one.count == 5 && one == three, "\(one)\n\(three)")
+        #expect(three.map { $0.split(separator: " ")[1] } == ["1", "2", "3", "4", "5"])
+        for (args, words) in [(["--jobs", "2"], "give --seeds"), (["--seeds", "1-2", "--jobs", "0"], "1-256")] {
+            r = try Harness.citymesh(["simulate"] + args, cwd: work)
+            #expect(!r.ok && r.stderr.contains(words), "\(args): \(r.stderr)")
         }
     }
 }
