@@ -33,7 +33,7 @@ struct Simulate: ParsableCommand {
             docs/simulator.md explains the model and the output.
             """)
 
-    @Option(help: "Nodes in the federation (2-2000); city-0 owns the share.") var nodes = 200
+    @Option(help: "Nodes in the federation (2-10000); city-0 owns the share.") var nodes = 200
     @Option(help: "Probability that any one message is lost, e.g. 0.1.") var loss = 0.0
     @Option(help: ArgumentHelp("Split the federation in two for this long (0: never).", valueName: "duration")) var partition = "0"
     @Option(name: .customLong("partition-at"), help: ArgumentHelp("When the partition starts.", valueName: "duration")) var partitionAt = "10s"

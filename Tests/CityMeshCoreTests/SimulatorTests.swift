@@ -279,6 +279,10 @@ struct SimulatorTests {
         var c = Config()
         c.nodes = 1
         #expect(throws: CityMeshError(.invalidArgument, "")) { try FederationSimulator.run(c) }
+        c.nodes = 10_001
+        #expect(throws: CityMeshError(.invalidArgument, "")) { try c.validate() }
+        c.nodes = 10_000
+        #expect(throws: Never.self) { try c.validate() }
         c = Config()
         c.loss = 1
         #expect(throws: CityMeshError(.invalidArgument, "")) { try c.validate() }
