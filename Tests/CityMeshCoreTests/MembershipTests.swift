@@ -241,7 +241,7 @@ struct MembershipTests {
         }
     }
 
-    @Test("the change queue against a plain table sorted on every read: changes queued, replaced, sent, sent their last time and dropped in any order (stale places skipped, the buckets made again) give the same changes")
+    @Test("the change queue against a plain table sorted on every read: changes queued, replaced, sent, heard again, sent their last time and dropped in any order (stale places skipped, the buckets made again) give the same changes")
     func gossipQueueAgainstModel() throws {
         var rng = SplitMix64(seed: 23)
         let cities = try (0..<50).map { try CitySlug("city-\($0)") }
@@ -250,7 +250,7 @@ struct MembershipTests {
             var model: [CitySlug: Membership.Pending] = [:]
             var order: UInt64 = 0
             for step in 0..<600 {
-                switch rng.next() % 8 {
+                switch rng.next() % 9 {
                 case 0...3:  // queue a change (a new one, or one replacing the city's last)
                     let c = cities[Int(rng.next() % 50)]
                     order += 1
@@ -261,6 +261,12 @@ struct MembershipTests {
                     let c = cities[Int(rng.next() % 50)]
                     q[c] = nil
                     model[c] = nil
+                case 5:  // heard again from another member: one send fewer (the same change only)
+                    let c = cities[Int(rng.next() % 50)]
+                    let u = model[c].map { rng.next() % 4 == 0 ? Membership.Update(city: c, status: .suspect, incarnation: $0.update.incarnation) : $0.update }
+                    guard let u else { continue }
+                    q.heardAgain(u)
+                    if let p = model[c], p.update == u { model[c] = p.left > 1 ? Membership.Pending(update: p.update, left: p.left - 1, order: p.order) : nil }
                 default:  // sent: the same ones as a full sort, each with one send less
                     let k = 1 + Int(rng.next() % 12)
                     let expected = Array(model.values.sorted { $0.left != $1.left ? $0.left > $1.left : $0.order < $1.order }.prefix(k))

@@ -390,7 +390,13 @@ public struct Membership: Sendable {
         case (.suspect, .alive): newer = u.incarnation >= m.incarnation
         default: newer = u.incarnation > m.incarnation
         }
-        guard newer else { return }
+        guard newer else {
+            // The sender already knew what this node is spreading about that city: one send
+            // fewer is owed (rumour mongering with feedback, Demers et al. 1987), so after a heal
+            // a change everyone has stops riding on every message long before its count is spent.
+            if u.status == m.status, u.incarnation == m.incarnation { gossip.heardAgain(u) }
+            return
+        }
         put(Member(city: u.city, status: u.status, incarnation: u.incarnation, since: now))
         enqueue(u)
     }
@@ -522,6 +528,29 @@ struct GossipQueue: Sendable, ExpressibleByDictionaryLiteral {
         if entries > 2 * count + 64 { rebuild() }
         while let last = buckets.last, last.head == last.entries.count { buckets.removeLast() }
         return out
+    }
+
+    /// `update` came in from another member, which holds it already: if it is the change queued
+    /// for its city, that change is owed one send fewer (and leaves the queue at none).
+    mutating func heardAgain(_ update: Membership.Update) {
+        guard let i = slotOf[update.city], let p = slots[i], p.update == update else { return }
+        guard p.left > 1 else {
+            slotOf[update.city] = nil
+            release(i)
+            return
+        }
+        slots[i]?.left = p.left - 1
+        // Its place in the bucket below, by order (its old place is stale now).
+        let left = p.left - 1
+        while buckets.count <= left { buckets.append(Bucket()) }
+        var lo = buckets[left].head, hi = buckets[left].entries.count
+        while lo < hi {
+            let mid = (lo + hi) / 2
+            if buckets[left].entries[mid].order < p.order { lo = mid + 1 } else { hi = mid }
+        }
+        buckets[left].entries.insert(Entry(order: p.order, slot: i), at: lo)
+        entries += 1
+        if entries > 2 * count + 64 { rebuild() }
     }
 
     /// The buckets made again from the live changes alone.
