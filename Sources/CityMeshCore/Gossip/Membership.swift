@@ -297,16 +297,10 @@ public struct Membership: Sendable {
         // Among many members, drawn one at a time from this pass's probe order (every member not
         // dead when the pass began), so a pick costs about `k` looks instead of a sort of every
         // member; if the draws find too few live ones, every member is looked at.
-        if order.count > 4 * k {
-            var chosen: [CitySlug] = []
-            var draws = 0
-            while chosen.count < k, draws < 4 * k {
-                draws += 1
-                let c = order[Int(rng.next() % UInt64(order.count))]
-                if !chosen.contains(c), !excluding.contains(c), members[c]?.status == .alive, canProbe(c) { chosen.append(c) }
-            }
-            if chosen.count == k { return chosen }
-        }
+        var r = rng  // the draw reads the members table while it advances the generator
+        let drawn = r.draw(k, from: order) { c in !excluding.contains(c) && members[c]?.status == .alive && canProbe(c) }
+        rng = r
+        if let drawn { return drawn }
         var candidates = members.values.filter { $0.status == .alive && !excluding.contains($0.city) && canProbe($0.city) }.map(\.city).sorted()
         rng.shuffle(&candidates)
         return Array(candidates.prefix(k))
@@ -579,6 +573,21 @@ public struct SplitMix64: RandomNumberGenerator, Sendable {
     }
 
     mutating func shuffle<T>(_ a: inout [T]) { a.shuffle(using: &self) }
+
+    /// `k` distinct elements of a large `candidates` (more than 4·k) for which `eligible` holds,
+    /// drawn one at a time at random (about `k` looks instead of a pass over all of them); nil
+    /// when the candidates are few or 4·k draws found too few, and the caller looks at them all.
+    mutating func draw<T: Equatable>(_ k: Int, from candidates: [T], where eligible: (T) -> Bool) -> [T]? {
+        guard k > 0, candidates.count > 4 * k else { return nil }
+        var chosen: [T] = []
+        var draws = 0
+        while chosen.count < k, draws < 4 * k {
+            draws += 1
+            let c = candidates[Int(next() % UInt64(candidates.count))]
+            if !chosen.contains(c), eligible(c) { chosen.append(c) }
+        }
+        return chosen.count == k ? chosen : nil
+    }
 }
 
 extension Membership.Message {

@@ -453,16 +453,7 @@ public struct AntiEntropy: Sendable {
     /// eligible), every candidate is looked at, so none that is eligible is ever missed.
     mutating func pick(_ k: Int, from candidates: [CitySlug], where eligible: (CitySlug) -> Bool) -> [CitySlug] {
         guard k > 0 else { return [] }
-        if candidates.count > 4 * k {
-            var chosen: [CitySlug] = []
-            var draws = 0
-            while chosen.count < k, draws < 4 * k {
-                draws += 1
-                let c = candidates[Int(rng.next() % UInt64(candidates.count))]
-                if !chosen.contains(c), eligible(c) { chosen.append(c) }
-            }
-            if chosen.count == k { return chosen }
-        }
+        if let chosen = rng.draw(k, from: candidates, where: eligible) { return chosen }
         var c = candidates.filter(eligible)
         guard c.count > k else { return c }
         c.shuffle(using: &rng)
