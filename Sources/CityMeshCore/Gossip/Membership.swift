@@ -397,12 +397,11 @@ public struct Membership: Sendable {
 }
 
 /// SWIM's queue of changes to piggyback, kept so that the `k` with the most sends left, oldest
-/// first among equals, are found without sorting it: one bucket per count of sends left, each
-/// in queue order. A change sent once moves from its bucket to the next one down; since every
-/// bucket gives up its oldest first, what arrives in a bucket comes in queue order too, so a
-/// move is an append. A change replaced or sent leaves its old place as a stale entry, skipped
-/// when read and dropped when the stale entries outnumber the live ones. The changes live in an
-/// array of slots, and the buckets name slots, so reading a bucket looks nothing up by name.
+/// first among equals, are found without sorting it: one bucket per count of sends left, each a
+/// min-heap by queue order. A change sent (or heard again from a member that holds it) moves to
+/// the bucket below; its old place stays behind as a stale entry, skipped when it comes up and
+/// dropped when the stale entries outnumber the live ones. The changes live in an array of
+/// slots, and the buckets name slots, so reading a bucket looks nothing up by name.
 struct GossipQueue: Sendable, ExpressibleByDictionaryLiteral {
     typealias Pending = Membership.Pending
     private var slotOf: [CitySlug: Int] = [:]
@@ -411,9 +410,8 @@ struct GossipQueue: Sendable, ExpressibleByDictionaryLiteral {
     /// A change's place in a bucket: live while its slot holds a change of that order (orders
     /// are never reused) with that many sends left.
     private struct Entry: Sendable { let order: UInt64, slot: Int }
-    private struct Bucket: Sendable { var entries: [Entry] = [], head = 0 }
-    /// Index: sends left.
-    private var buckets: [Bucket] = []
+    /// Index: sends left. Each a binary min-heap by `order`.
+    private var buckets: [[Entry]] = []
     /// Entries in all buckets, live and stale.
     private var entries = 0
 
@@ -446,7 +444,7 @@ struct GossipQueue: Sendable, ExpressibleByDictionaryLiteral {
             }
             slots[i] = p
             guard p.left > 0 else { return }
-            append(Entry(order: p.order, slot: i), left: p.left)
+            push(Entry(order: p.order, slot: i), left: p.left)
             if entries > 2 * count + 64 { rebuild() }
         }
     }
@@ -456,29 +454,57 @@ struct GossipQueue: Sendable, ExpressibleByDictionaryLiteral {
         free.append(i)
     }
 
-    private mutating func append(_ e: Entry, left: Int) {
-        while buckets.count <= left { buckets.append(Bucket()) }
-        // Almost always an append (see above); the walk back keeps any order correct.
-        var i = buckets[left].entries.endIndex
-        while i > buckets[left].head, buckets[left].entries[i - 1].order > e.order { i -= 1 }
-        if i == buckets[left].entries.endIndex { buckets[left].entries.append(e) } else { buckets[left].entries.insert(e, at: i) }
-        entries += 1
-    }
-
     private func live(_ e: Entry, left: Int) -> Pending? {
         guard let p = slots[e.slot], p.order == e.order, p.left == left else { return nil }
         return p
     }
+
+    // MARK: Heaps
+
+    private mutating func push(_ e: Entry, left: Int) {
+        while buckets.count <= left { buckets.append([]) }
+        Self.push(e, into: &buckets[left])
+        entries += 1
+    }
+
+    private static func push(_ e: Entry, into h: inout [Entry]) {
+        h.append(e)
+        var i = h.count - 1
+        while i > 0 {
+            let parent = (i - 1) / 2
+            guard h[parent].order > h[i].order else { break }
+            h.swapAt(parent, i)
+            i = parent
+        }
+    }
+
+    private static func popMin(_ h: inout [Entry]) -> Entry? {
+        guard let top = h.first else { return nil }
+        let last = h.removeLast()
+        guard !h.isEmpty else { return top }
+        h[0] = last
+        var i = 0
+        while true {
+            let l = 2 * i + 1, r = l + 1
+            var m = i
+            if l < h.count, h[l].order < h[m].order { m = l }
+            if r < h.count, h[r].order < h[m].order { m = r }
+            guard m != i else { return top }
+            h.swapAt(i, m)
+            i = m
+        }
+    }
+
+    // MARK: Reading
 
     /// The `k` changes with the most sends left, oldest first among equals.
     func first(_ k: Int) -> [Pending] {
         var out: [Pending] = []
         var left = buckets.count - 1
         while left > 0, out.count < k {
-            var i = buckets[left].head
-            while i < buckets[left].entries.count, out.count < k {
-                if let p = live(buckets[left].entries[i], left: left) { out.append(p) }
-                i += 1
+            var h = buckets[left]
+            while out.count < k, let e = Self.popMin(&h) {
+                if let p = live(e, left: left) { out.append(p) }
             }
             left -= 1
         }
@@ -486,18 +512,14 @@ struct GossipQueue: Sendable, ExpressibleByDictionaryLiteral {
     }
 
     /// What `first(k)` gives, each counted as sent once more (a change sent its last time leaves
-    /// the queue). The ones taken are the first live ones of their buckets, so each bucket's
-    /// front moves past them.
+    /// the queue).
     mutating func take(_ k: Int) -> [Membership.Update] {
         var out: [Membership.Update] = []
         var moved: [(left: Int, entry: Entry)] = []
         var left = buckets.count - 1
         while left > 0, out.count < k {
-            let start = buckets[left].head
-            var i = start
-            while i < buckets[left].entries.count, out.count < k {
-                let e = buckets[left].entries[i]
-                i += 1
+            while out.count < k, let e = Self.popMin(&buckets[left]) {
+                entries -= 1
                 guard let p = live(e, left: left) else { continue }
                 out.append(p.update)
                 if left > 1 {
@@ -508,19 +530,12 @@ struct GossipQueue: Sendable, ExpressibleByDictionaryLiteral {
                     release(e.slot)
                 }
             }
-            // Every live entry before `i` was taken: all before it are stale now.
-            buckets[left].head = i
-            entries -= i - start
-            if buckets[left].head > 64, buckets[left].head * 2 > buckets[left].entries.count {
-                buckets[left].entries.removeFirst(buckets[left].head)
-                buckets[left].head = 0
-            }
             left -= 1
         }
-        // Appended once every bucket was read, so none is taken twice.
-        for (l, e) in moved { append(e, left: l) }
+        // Put in once every bucket was read, so none is taken twice.
+        for (l, e) in moved { push(e, left: l) }
         if entries > 2 * count + 64 { rebuild() }
-        while let last = buckets.last, last.head == last.entries.count { buckets.removeLast() }
+        while let last = buckets.last, last.isEmpty { buckets.removeLast() }
         return out
     }
 
@@ -534,29 +549,23 @@ struct GossipQueue: Sendable, ExpressibleByDictionaryLiteral {
             return
         }
         slots[i]?.left = p.left - 1
-        // Its place in the bucket below, by order (its old place is stale now).
-        let left = p.left - 1
-        while buckets.count <= left { buckets.append(Bucket()) }
-        var lo = buckets[left].head, hi = buckets[left].entries.count
-        while lo < hi {
-            let mid = (lo + hi) / 2
-            if buckets[left].entries[mid].order < p.order { lo = mid + 1 } else { hi = mid }
-        }
-        buckets[left].entries.insert(Entry(order: p.order, slot: i), at: lo)
-        entries += 1
+        push(Entry(order: p.order, slot: i), left: p.left - 1)
         if entries > 2 * count + 64 { rebuild() }
     }
 
     /// The buckets made again from the live changes alone.
     private mutating func rebuild() {
-        var fresh: [Bucket] = []
+        var fresh: [[Entry]] = []
+        // In queue order, each bucket's array is already a valid min-heap.
         let live = slots.indices.compactMap { i in slots[i].map { (slot: i, pending: $0) } }.sorted { $0.pending.order < $1.pending.order }
+        var n = 0
         for (i, p) in live where p.left > 0 {
-            while fresh.count <= p.left { fresh.append(Bucket()) }
-            fresh[p.left].entries.append(Entry(order: p.order, slot: i))
+            while fresh.count <= p.left { fresh.append([]) }
+            fresh[p.left].append(Entry(order: p.order, slot: i))
+            n += 1
         }
         buckets = fresh
-        entries = live.count
+        entries = n
     }
 }
 
