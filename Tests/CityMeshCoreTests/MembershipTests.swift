@@ -241,6 +241,34 @@ struct MembershipTests {
         }
     }
 
+    @Test("a member that echoes back a change this node spreads (feedback) only shortens this node's own retransmissions: a flood of echoes, stale or bent ones among them, changes nothing it holds about any city")
+    func echoFlood() throws {
+        let a = try CitySlug("city-a"), b = try CitySlug("city-b"), c = try CitySlug("city-c")
+        var m = Membership(me: a, seeds: [b, c], seed: 1)
+        // c is suspected here: the change is queued for 3·log2(n+1) sends.
+        let suspect = Membership.Update(city: c, status: .suspect, incarnation: 4)
+        _ = m.onMessage(from: b, .ack(seq: 1, updates: [suspect]), now: 0)
+        let held = try #require(m.members[c])
+        let sends = try #require(m.gossip[c]).left
+        #expect(held.status == .suspect && held.incarnation == 4 && sends > 1)
+        // One echo takes one send off; other statuses and older incarnations take none.
+        _ = m.onMessage(from: b, .ack(seq: 2, updates: [suspect]), now: 1)
+        #expect(m.gossip[c]?.left == sends - 1)
+        for bent in [Membership.Update(city: c, status: .alive, incarnation: 4), .init(city: c, status: .suspect, incarnation: 3), .init(city: c, status: .alive, incarnation: 0)] {
+            _ = m.onMessage(from: b, .ack(seq: 3, updates: [bent]), now: 2)
+            #expect(m.gossip[c]?.left == sends - 1, "\(bent)")
+        }
+        // A flood (64 per message, far more than the count): the change leaves this node's queue,
+        // and nothing else moves.
+        for seq in 4..<40 { _ = m.onMessage(from: b, .ack(seq: UInt32(seq), updates: Array(repeating: suspect, count: Membership.Message.maxUpdates)), now: 3) }
+        #expect(m.gossip[c] == nil)
+        #expect(m.members[c] == held, "what this node holds about c is unchanged")
+        #expect(m.members[b]?.status == .alive && m.incarnation == 0)
+        // A new change about c (here: dead after the timeout, or a refutation) is queued afresh.
+        _ = m.onMessage(from: c, .ack(seq: 50, updates: [.init(city: c, status: .alive, incarnation: 5)]), now: 4)
+        #expect(m.gossip[c]?.left == sends && m.members[c]?.status == .alive)
+    }
+
     @Test("the change queue against a plain table sorted on every read: changes queued, replaced, sent, heard again, sent their last time and dropped in any order (stale places skipped, the buckets made again) give the same changes")
     func gossipQueueAgainstModel() throws {
         var rng = SplitMix64(seed: 23)
