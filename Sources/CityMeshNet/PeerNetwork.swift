@@ -142,7 +142,8 @@ public final class PeerNetwork: Service, Sendable {
             State(
                 directory: PeerDirectory(
                     configuration: .init(
-                        localCity: configuration.city, seeds: configuration.seeds, maxConnections: configuration.maxConnections, activeView: configuration.activeView)),
+                        localCity: configuration.city, seeds: configuration.seeds, maxConnections: configuration.maxConnections, activeView: configuration.activeView,
+                        viewSalt: UInt64.random(in: 0...UInt64.max))),
                 trust: configuration.trust))
     }
 
@@ -270,6 +271,9 @@ public final class PeerNetwork: Service, Sendable {
 
     /// The cities this node dials or is connected to (``PeerDirectory/neighbours``).
     public var neighbours: Set<CitySlug> { state.withLock { $0.directory.neighbours } }
+
+    /// The cities SWIM probes (``PeerDirectory/probed(now:)``).
+    public var probed: Set<CitySlug> { state.withLock { $0.directory.probed(now: NIODeadline.now().uptimeNanoseconds) } }
 
     /// The cities with an established session now.
     public var connectedCities: [CitySlug] {

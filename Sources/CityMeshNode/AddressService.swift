@@ -114,6 +114,12 @@ public final class AddressService: Service, Sendable {
                 await self.perform(directives, stored: false)
             case .records(let items):
                 await self.take(items, from: peer, stored: false)
+            case .have(let entries):
+                let directives = self.gossip.withLock { $0.onHave(entries, from: peer, nowMillis: Self.nowMillis) }
+                await self.perform(directives, stored: false)
+            case .want(let cities):
+                let directives = self.gossip.withLock { $0.onWant(cities, from: peer) }
+                await self.perform(directives, stored: false)
             }
         }
     }
@@ -215,7 +221,10 @@ public final class AddressService: Service, Sendable {
         while !Task.isShuttingDownGracefully && !Task.isCancelled {
             if let network = network.withLock({ $0 }) {
                 network.setPartners(await partners())
-                membership.setNeighbours(network.neighbours)
+                membership.setProbed(network.probed)
+                let connected = network.connectedCities
+                let directives = gossip.withLock { $0.onTick(nowMillis: Self.nowMillis, connected: connected) { Int.random(in: 0..<$0) } }
+                if !directives.isEmpty { await perform(directives, stored: false) }
             }
             try? await Task.sleep(for: .seconds(1))
         }

@@ -32,25 +32,13 @@ public final class MembershipService: Service, Sendable {
 
     func attach(_ network: PeerNetwork) { self.network.withLock { $0 = network } }
 
-    /// When each city was last among this node's neighbours (nanoseconds).
-    let neighbourSince = Mutex<[CitySlug: UInt64]>([:])
-    /// How long a city stays probed after it stopped being a neighbour (a peer that dialed this
-    /// node and went away): long enough for SWIM to suspect it and declare it dead.
-    static let neighbourGrace: UInt64 = 120_000_000_000
-
     /// Admits `city` as a member (its signed address record checked out).
     func admit(_ city: CitySlug) { machine.withLock { $0.admit(city) } }
 
-    /// The cities this node dials or is connected to: the members it probes (with those that
-    /// were, for `neighbourGrace`); the rest are probed by their own neighbours.
-    func setNeighbours(_ cities: Set<CitySlug>) {
-        let t = now
-        let reachable = neighbourSince.withLock { since in
-            for c in cities { since[c] = t }
-            since = since.filter { t &- $0.value < Self.neighbourGrace }
-            return Set(since.keys)
-        }
-        machine.withLock { $0.setReachable(reachable) }
+    /// The members this node probes: those it is connected to, and those whose connection was
+    /// lost lately (``PeerDirectory/probed(now:)``); the rest are probed by their own neighbours.
+    func setProbed(_ cities: Set<CitySlug>) {
+        machine.withLock { $0.setReachable(cities) }
     }
 
     var now: UInt64 {

@@ -15,6 +15,7 @@ struct Simulate: ParsableCommand {
               citymesh simulate --nodes 1000 --writes 200 --loss 0.1 --json
               citymesh simulate --nodes 30 --fault leaky-owner --fault lenient-receivers
               citymesh simulate --nodes 200 --loss 0.1 --partition 30s --crash 5 --seeds 1-20
+              citymesh simulate --nodes 1000 --active-view 32 --members 20 --extra-shares 300 --loss 0.1 --partition 30s --crash 5
 
             Runs the real membership and anti-entropy state machines of every node
             on a fake clock and a fake network, in memory: no node directory, files
@@ -23,6 +24,15 @@ struct Simulate: ParsableCommand {
             rounds to arrive. city-0 owns the dataset; every other node is a member
             of its share, which shows fields 1-3 and lets members write field 3;
             field 4 is the owner's alone.
+
+            By default every node is connected to every other. --active-view gives
+            each node the node's own transport: it knows one seed (a node that
+            joined before it), learns addresses by gossip, dials its seed, the
+            cities it shares with and that many others, and SWIM probes only
+            those; every message then needs a connection. --members puts only
+            city-1..city-N in the owner's share, and --extra-shares adds shares
+            among random cities (agreements only), so that each node has a few
+            partners among many members.
 
             Durations take a unit: 30s, 2m, 1h, or a plain number of seconds. The
             same options and seed always give the same result. Exits 1 if an
@@ -63,6 +73,13 @@ struct Simulate: ParsableCommand {
     var narrowAt = "0"
     @Option(name: .customLong("revoke"), help: "Members whose agreements are revoked with on_revoke: purge (the last ones), at --revoke-at.") var revoke = 0
     @Option(name: .customLong("revoke-at"), help: ArgumentHelp("When those agreements are revoked.", valueName: "duration")) var revokeAt = "30s"
+    @Option(name: .customLong("active-view"), help: "Partial views: each node dials its seed, its partners and this many other cities (0: a full mesh).")
+    var activeView = 0
+    @Option(help: "Members of the owner's share: city-1 to city-N (0: every other node).") var members = 0
+    @Option(name: .customLong("extra-shares"), help: "Further shares among random cities, agreements only: they make partners.") var extraShares = 0
+    @Option(name: .customLong("share-size"), help: "Members of each extra share.") var shareSize = FederationSimulator.Config().shareSize
+    @Flag(name: .customLong("stay-put"), help: "With --active-view: crashed nodes restart at the same address (by default they move to a new port).")
+    var stayPut = false
     @Option(name: .customLong("fault"), help: "Plant a defect: \(FederationSimulator.Fault.allCases.map(\.rawValue).joined(separator: ", ")).")
     var faults: [FederationSimulator.Fault] = []
     @OptionGroup var output: OutputOptions
@@ -114,6 +131,11 @@ struct Simulate: ParsableCommand {
         c.narrowAt = try Self.seconds(narrowAt, "--narrow-at")
         c.revoked = revoke
         c.revokeAt = revoke > 0 ? try Self.seconds(revokeAt, "--revoke-at") : 0
+        c.activeView = activeView
+        c.members = members
+        c.extraShares = extraShares
+        c.shareSize = shareSize
+        c.moveOnRestart = !stayPut
         try c.validate()
         return c
     }
@@ -288,6 +310,11 @@ struct Simulate: ParsableCommand {
         lines.append("  receipts       \(num(x.exchanges)) exchanges: \(num(x.matched)) matched on both sides, \(num(x.interrupted)) of them interrupted by a crash; \(num(x.open)) open, \(num(x.mismatched)) mismatched" + (x.ended > 0 ? ", \(num(x.ended)) left open by a revoked agreement" : ""))
         lines.append("  membership     after the disruption no live node held a live node dead longer than \(r.membershipLongestDead) rounds"
             + (r.membershipDeadPairs > 0 ? "; \(num(r.membershipDeadPairs)) ordered pairs held dead at the end (SWIM takes a death back when the node hears of it and refutes)" : ""))
+        if let v = r.connections {
+            lines.append("  connections    active view \(c.activeView): at most \(v.maxAtEnd) per node at the end (mean \(String(format: "%.1f", v.meanAtEnd))), \(v.peak) at the peak; up to \(v.maxPartners) partners per node; every pair that shares connected \(v.partnersReachedAfter) rounds after the disruption"
+                + (v.unlinkedPartnerPairsAtEnd > 0 ? "; \(num(v.unlinkedPartnerPairsAtEnd)) of \(num(v.partnerPairs)) pairs NOT connected at the end" : "")
+                + "; address gossip \(num(v.addressBytes)) bytes, \(num(m.unconnected)) messages not sent for want of a connection")
+        }
         lines.append("invariants")
         let width = r.checks.map(\.name.count).max() ?? 0
         for check in r.checks {

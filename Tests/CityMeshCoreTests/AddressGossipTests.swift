@@ -65,13 +65,26 @@ struct AddressGossipTests {
         for case .summary(let after, let through, let entries) in b.summary() {
             for case .send(_, let m) in a.answer(after: after, through: through, entries: entries, peer: b.me) { toB.append(m) }
         }
+        // Answers announce (HAVE); each side asks (WANT) and the other sends the records.
         var outA: [G.Directive] = [], outB: [G.Directive] = []
-        for case .records(let items) in toA { outA += a.take(items, from: b.me, nowMillis: now, connected: connectedA + [b.me], verify: verify).directives }
-        for case .records(let items) in toB { outB += b.take(items, from: a.me, nowMillis: now, connected: connectedB + [a.me], verify: verify).directives }
+        for case .have(let entries) in toA {
+            for case .send(_, .want(let cities)) in a.onHave(entries, from: b.me, nowMillis: now) {
+                for case .send(_, .records(let items)) in b.onWant(cities, from: a.me) {
+                    outA += a.take(items, from: b.me, nowMillis: now, connected: connectedA + [b.me], verify: verify).directives
+                }
+            }
+        }
+        for case .have(let entries) in toB {
+            for case .send(_, .want(let cities)) in b.onHave(entries, from: a.me, nowMillis: now) {
+                for case .send(_, .records(let items)) in a.onWant(cities, from: b.me) {
+                    outB += b.take(items, from: a.me, nowMillis: now, connected: connectedB + [a.me], verify: verify).directives
+                }
+            }
+        }
         return (outA, outB)
     }
 
-    @Test("a city reached through a relay: hangzhou's record goes to shanghai on connect and on to suzhou, once, with its certificate; a move is passed on and reaches everyone")
+    @Test("a city reached through a relay: hangzhou's record goes to shanghai on connect and on to suzhou, once, with its certificate; a move is announced on, fetched by those that lack it and reaches everyone")
     func spread() throws {
         var a = try Self.node(Self.hz, port: 7001), b = try Self.node(Self.sh, port: 7002), c = try Self.node(Self.sz, port: 7003)
         let (_, learnedB) = Self.connect(&a, &b)
@@ -92,10 +105,23 @@ struct AddressGossipTests {
         let pushed = a.setOwn(moved, connected: [Self.sh])
         #expect(pushed == [.send(to: Self.sh, .records([moved]))])
         let (atB, _) = b.take([moved], from: Self.hz, nowMillis: Self.now, connected: [Self.hz, Self.sz], verify: Self.verify)
-        #expect(atB.contains(.send(to: Self.sz, .records([moved]))))
+        let announced = G.Entry(city: Self.hz, version: moved.record.version)
+        #expect(atB.contains(.send(to: Self.sz, .have([announced]))))
         #expect(!atB.contains { if case .send(Self.hz, _) = $0 { true } else { false } })
+        // suzhou asks once, however many connections announce it, until the answer is overdue.
+        #expect(c.onHave([announced], from: Self.sh, nowMillis: Self.now) == [.send(to: Self.sh, .want([Self.hz]))])
+        #expect(c.onHave([announced], from: Self.hz, nowMillis: Self.now + 1).isEmpty)
+        #expect(c.asked[Self.hz]?.from == [Self.sh, Self.hz])
+        // shanghai's answer is lost: after the timeout suzhou asks the next announcer.
+        let retry = c.onTick(nowMillis: Self.now + G.wantTimeoutMillis, connected: [Self.sh, Self.hz]) { _ in 0 }
+        #expect(retry == [.send(to: Self.hz, .want([Self.hz]))])
+        let sent = b.onWant([Self.hz], from: Self.sz)
+        #expect(sent == [.send(to: Self.sz, .records([moved]))])
         let (atC, _) = c.take([moved], from: Self.sh, nowMillis: Self.now, connected: [Self.sh], verify: Self.verify)
         #expect(atC == [.learned(moved, via: Self.sh)])
+        #expect(c.asked.isEmpty)
+        // Announced again (by a slow peer): held already, not asked for.
+        #expect(c.onHave([announced], from: Self.sh, nowMillis: Self.now + 2).isEmpty)
         #expect(c.book.records[Self.hz]?.addresses == ["127.0.0.1:9001"])
         // An old copy arriving late is stale: not taken, not passed on (no gossip loops).
         let late = try Self.relayed(Self.hz, version: Self.now, addresses: ["127.0.0.1:7001"])
@@ -141,10 +167,15 @@ struct AddressGossipTests {
         #expect(d1.isEmpty && r1.count == 1)
         let farFuture = try Self.relayed(Self.hz, version: Self.now + AddressBook.maxAheadMillis + 1, addresses: ["127.0.0.1:7001"])
         #expect(a.take([farFuture], from: Self.sh, nowMillis: Self.now, connected: [], verify: Self.verify).directives.isEmpty)
-        // A summary claiming a higher version of hangzhou proves nothing: hangzhou sends its own
-        // record (so the peer can answer with the newer one, if it has it) and signs nothing.
+        // A summary claiming a higher version of hangzhou proves nothing: hangzhou announces its
+        // own record (so the peer can answer with the newer one, if it has it) and signs nothing.
+        let own = try #require(a.own)
         let answer = a.answer(after: nil, through: nil, entries: [.init(city: Self.hz, version: AddressRecord.maxVersion)], peer: Self.sh)
-        #expect(answer == [.send(to: Self.sh, .records([a.own!]))])
+        #expect(answer == [.send(to: Self.sh, .have([.init(city: Self.hz, version: own.record.version)]))])
+        // Announced by a peer above its own: fetched, so that `take` can check it; at or below: not.
+        #expect(a.onHave([.init(city: Self.hz, version: own.record.version + 1)], from: Self.sh, nowMillis: Self.now) == [.send(to: Self.sh, .want([Self.hz]))])
+        #expect(a.onHave([.init(city: Self.hz, version: own.record.version)], from: Self.sz, nowMillis: Self.now).isEmpty)
+        #expect(a.onWant([Self.hz, Self.sz], from: Self.sh) == [.send(to: Self.sh, .records([own]))])
     }
 
     @Test("summaries in slices: 5,000 cities' records are summarised in three messages and a node missing them all gets every one, in messages of at most 8")
@@ -173,9 +204,12 @@ struct AddressGossipTests {
             #expect(empty.answer(after: after, through: through, entries: entries, peer: Self.sz).isEmpty)
         }
         for case .summary(let after, let through, let entries) in empty.summary() {
-            for case .send(_, .records(let r)) in big.answer(after: after, through: through, entries: entries, peer: Self.sh) {
-                #expect(r.count <= AddressWire.maxRecords)
-                got += r.count
+            for case .send(_, .have(let announced)) in big.answer(after: after, through: through, entries: entries, peer: Self.sh) {
+                #expect(announced.count <= AddressWire.maxEntries)
+                for case .send(_, .records(let r)) in big.onWant(announced.map(\.city), from: Self.sh) {
+                    #expect(r.count <= AddressWire.maxRecords)
+                    got += r.count
+                }
             }
         }
         #expect(got == 5_000)
@@ -243,9 +277,65 @@ struct AddressGossipTests {
         var huge = r.record.encoded
         huge.replaceSubrange(10..<18, with: [0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff])  // the version, after format and "hangzhou"
         refused(records([(huge, r.certificate)]), "above the largest")
+
+        // HAVE (3) and WANT (4): the same bounds as a summary's entries.
+        func have(_ entries: [(String, UInt64)], count: Int? = nil) -> [UInt8] {
+            var w = WireWriter()
+            w.u8(3)
+            w.u16(UInt16(count ?? entries.count))
+            for (c, v) in entries {
+                w.str8(c)
+                w.u64(v)
+            }
+            return w.bytes
+        }
+        func want(_ cities: [String], count: Int? = nil) -> [UInt8] {
+            var w = WireWriter()
+            w.u8(4)
+            w.u16(UInt16(count ?? cities.count))
+            for c in cities { w.str8(c) }
+            return w.bytes
+        }
+        #expect(try AddressWire.decode(have([("hangzhou", 5), ("suzhou", AddressRecord.maxVersion)])[...]) == .have([.init(city: Self.hz, version: 5), .init(city: Self.sz, version: AddressRecord.maxVersion)]))
+        #expect(try AddressWire.decode(want(["hangzhou", "suzhou"])[...]) == .want([Self.hz, Self.sz]))
+        refused(have([("hangzhou", .max)]), "above the largest")
+        refused(have([("hangzhou", 1 << 63)]), "above the largest")
+        refused(have([("hangzhou", 1), ("hangzhou", 1)]), "repeated")
+        refused(have([("suzhou", 1), ("hangzhou", 1)]), "out of order")
+        refused(have([]), "0 entries in a HAVE")
+        refused(have([], count: 2_001), "2001 entries in a HAVE")
+        refused(have([("hangzhou", 1)]) + [0], "bytes after")
+        refused(want([]), "0 cities in a WANT")
+        refused(want([], count: 65_535), "65535 cities in a WANT")
+        refused(want(["suzhou", "suzhou"]), "repeated")
+        refused(want(["suzhou", "hangzhou"]), "out of order")
+        refused(want(["Not A Slug"]), "not a city slug")
+        refused(want(["hangzhou"], count: 2), "wanted city")
     }
 
-    @Test("who dials whom: learned cities fill the active view up to its budget, the rest are held passive and not dialed; partners are dialed beyond it; a move is dialed at once; a signed record is kept over HELLO; an active city that keeps failing gives its place to a passive one")
+    @Test("hostile announcements: a flood of HAVEs for invented cities asks for no more than the book can hold; one for this node's own city at UInt64.max, another's record asked for by a WANT it does not hold, or a WANT naming cities twice sends nothing it should not")
+    func hostileAnnouncements() throws {
+        var a = G(me: Self.sz, maxCities: 50)
+        let flood = (0..<2_000).map { G.Entry(city: try! CitySlug(String(format: "city-%04d", $0)), version: 1) }
+        guard case .send(_, .want(let asked))? = a.onHave(flood, from: Self.sh, nowMillis: Self.now).first else {
+            Issue.record("nothing asked")
+            return
+        }
+        #expect(asked.count == 50 && a.asked.count == 50)
+        // The same flood again, from another peer and later: nothing more is asked; the record
+        // of asks stays within the bound.
+        for t in 1...5 { _ = a.onHave(flood, from: Self.hz, nowMillis: Self.now + UInt64(t) * G.wantTimeoutMillis) }
+        #expect(a.asked.count <= 50)
+        // Versions past the largest, or this node's own city above its (absent) record: not asked.
+        #expect(a.onHave([.init(city: Self.hz, version: .max)], from: Self.sh, nowMillis: Self.now).isEmpty)
+        #expect(a.onHave([.init(city: Self.sz, version: 1 << 62)], from: Self.sh, nowMillis: Self.now).isEmpty)
+        // A WANT for cities it does not hold sends nothing; its own record goes once per ask.
+        let b = try Self.node(Self.hz, port: 7001)
+        #expect(b.onWant([Self.sh, Self.sz], from: Self.sz).isEmpty)
+        #expect(b.onWant([Self.hz], from: Self.sz) == [.send(to: Self.sz, .records([b.own!]))])
+    }
+
+    @Test("who dials whom: the active view is the learned cities that rank first under the node's salt, whatever order they are learned in; the rest are held passive and not dialed; partners are dialed beyond it; a move is dialed at once; a signed record is kept over HELLO; an active city that keeps failing gives its place to a passive one")
     func views() throws {
         let me = try CitySlug("city-000")
         var d = PeerDirectory(configuration: .init(localCity: me, seeds: [try .init("city-001@s:1")], backoffBase: 100, backoffMax: 1_000, activeView: 3))
@@ -255,14 +345,29 @@ struct AddressGossipTests {
         func dialed(_ directives: [PeerDirectory.Directive]) -> Set<String> {
             Set(directives.compactMap { if case .dial(_, let c, _) = $0 { c.rawValue } else { nil } })
         }
-        #expect(d.entries.values.filter { $0.view == "active" }.count == 3)
-        #expect(d.entries.values.filter { $0.view == "passive" }.count == 6)
+        let active = d.entries.values.filter { $0.view == "active" }.map(\.city).sorted()
+        let passive = d.entries.values.filter { $0.view == "passive" }.map(\.city).sorted()
+        #expect(active.count == 3 && passive.count == 6)
+        // The three that rank first, not the first three learned.
+        let ranked = (2...10).map { try! CitySlug(String(format: "city-%03d", $0)) }.sorted { d.rank($0) < d.rank($1) }
+        #expect(Set(active) == Set(ranked.prefix(3)))
+        // Learned in the opposite order: the same view. Under another salt: another view (a
+        // node's view is its own sample, so no few cities become every node's hub).
+        var reversed = PeerDirectory(configuration: .init(localCity: me, seeds: [], activeView: 3))
+        var salted = PeerDirectory(configuration: .init(localCity: me, seeds: [], activeView: 3, viewSalt: 0x5EED))
+        for i in (2...10).reversed() {
+            reversed.learn(try CitySlug(String(format: "city-%03d", i)), addresses: ["10.0.0.\(i):7001"], source: .gossip(via: me), now: 0)
+            salted.learn(try CitySlug(String(format: "city-%03d", i)), addresses: ["10.0.0.\(i):7001"], source: .gossip(via: me), now: 0)
+        }
+        #expect(Set(reversed.entries.values.filter { $0.view == "active" }.map(\.city)) == Set(active))
+        #expect(Set(salted.entries.values.filter { $0.view == "active" }.map(\.city)) != Set(active))
         #expect(d.entries[try CitySlug("city-005")]?.source == .gossip(via: try CitySlug("city-001")))
         let first = d.onTick(now: 1)
-        #expect(dialed(first) == ["city-001", "city-002", "city-003", "city-004"])
+        #expect(dialed(first) == Set(["city-001"] + active.map(\.rawValue)))
         // A partner is dialed whatever the budget, as soon as its address is known.
-        d.setPartners([try CitySlug("city-009"), try CitySlug("city-020")])
-        #expect(dialed(d.onTick(now: 2)) == ["city-009"])
+        let partner = passive[0]
+        d.setPartners([partner, try CitySlug("city-020")])
+        #expect(dialed(d.onTick(now: 2)) == [partner.rawValue])
         let c20 = try CitySlug("city-020")
         #expect(d.entries[c20]?.view == "partner" && d.entries[c20]?.address == nil)
         d.learn(try CitySlug("city-020"), addresses: ["10.0.0.20:7001", "[2001:db8::20]:7001"], source: .gossip(via: try CitySlug("city-002")), now: 3)
@@ -270,7 +375,7 @@ struct AddressGossipTests {
         #expect(d.neighbours.count == 6)  // the seed, three active, two partners
 
         // city-002 fails to answer: backoff, then after `demoteAfter` failures a passive city takes its place.
-        let c2 = try CitySlug("city-002")
+        let c2 = active[0]
         var id = try #require(first.compactMap { if case .dial(let i, c2, _) = $0 { i } else { nil } }.first)
         var t: UInt64 = 10
         for n in 1...PeerDirectory.demoteAfter {
@@ -282,23 +387,23 @@ struct AddressGossipTests {
         }
         #expect(d.entries[c2]?.view == "passive")
         #expect(d.entries.values.filter { $0.view == "active" }.count == 3)
-        #expect(!dialed(d.onTick(now: t + 100_000)).contains("city-002"))
+        #expect(!dialed(d.onTick(now: t + 100_000)).contains(c2.rawValue))
 
         // A city that moved (a new signed record) is dialed at once, despite its backoff.
-        let c3 = try CitySlug("city-003")
+        let c3 = active[1]
         let id3 = try #require(first.compactMap { if case .dial(let i, c3, _) = $0 { i } else { nil } }.first)
         d.onFailed(id3, reason: .dialFailed, detail: "refused", now: t, jitter: 0)
-        #expect(!dialed(d.onTick(now: t + 1)).contains("city-003"))
+        #expect(!dialed(d.onTick(now: t + 1)).contains(c3.rawValue))
         d.learn(c3, addresses: ["10.0.0.33:7001"], source: .gossip(via: c3), now: t + 2)
         let redial = d.onTick(now: t + 2)
         #expect(redial.contains { if case .dial(_, c3, "10.0.0.33:7001") = $0 { true } else { false } })
 
         // HELLO's listen does not replace a signed record's addresses; for a seed, the configured
         // address stays as the last one to try.
-        let c4 = try CitySlug("city-004")
+        let c4 = active[2]
         let c4dial = try #require(first.compactMap { if case .dial(let i, c4, _) = $0 { i } else { nil } }.first)
-        _ = d.onEstablished(c4dial, peer: PeerDirectoryTests.peer("city-004", listen: "1.2.3.4:1"), certificateNotAfter: PeerDirectoryTests.now, wallNow: PeerDirectoryTests.now)
-        #expect(d.entries[c4]?.addresses == ["10.0.0.4:7001"])
+        _ = d.onEstablished(c4dial, peer: PeerDirectoryTests.peer(c4.rawValue, listen: "1.2.3.4:1"), certificateNotAfter: PeerDirectoryTests.now, wallNow: PeerDirectoryTests.now)
+        #expect(d.entries[c4]?.addresses == ["10.0.0.\(Int(c4.rawValue.suffix(3))!):7001"])
         d.learn(try CitySlug("city-001"), addresses: ["10.0.0.1:7001"], source: .gossip(via: try CitySlug("city-001")), now: t)
         #expect(d.entries[try CitySlug("city-001")]?.addresses == ["10.0.0.1:7001", "s:1"])
         #expect(d.entries[try CitySlug("city-001")]?.view == "seed")
@@ -328,5 +433,50 @@ struct AddressGossipTests {
             for case .send(let to, _) in all.onTick(now: t) { everyone.insert(to) }
         }
         #expect(everyone == [a, b, c])
+    }
+
+    @Test("SWIM probes the cities this node is connected to, and for a grace period one whose connection was lost; not a city it only dials and never reached, not one that left a view, not a duplicate (PeerDirectory.probed: the node and the simulator run this one rule)")
+    func probedCities() throws {
+        let me = try CitySlug("city-000"), a = try CitySlug("city-001"), b = try CitySlug("city-002"), partner = try CitySlug("city-009")
+        var d = PeerDirectory(configuration: .init(localCity: me, seeds: [try .init("city-001@10.0.0.1:1"), try .init("city-002@10.0.0.2:1")], activeView: 3))
+        d.setPartners([partner])
+        let t: UInt64 = 1_000
+        let dials = d.onTick(now: t)
+        func id(_ c: CitySlug) throws -> PeerDirectory.ConnectionID {
+            try #require(dials.compactMap { if case .dial(let i, c, _) = $0 { i } else { nil } }.first)
+        }
+        // Dialed, not yet connected (and a partner without an address): not probed.
+        #expect(d.probed(now: t).isEmpty)
+        for c in [a, b] {
+            _ = d.onEstablished(try id(c), peer: PeerDirectoryTests.peer(c.rawValue, listen: ""), certificateNotAfter: PeerDirectoryTests.now, wallNow: PeerDirectoryTests.now)
+        }
+        #expect(d.probed(now: t) == [a, b])
+        // a's connection is lost: still probed within the grace, then not; b's peer closed it
+        // because its view changed: not probed from then on.
+        d.onClosed(try id(a), reason: .connectionLost, detail: "reset", now: t, wallNow: PeerDirectoryTests.now, jitter: 0)
+        d.onClosed(try id(b), reason: .viewChanged, detail: "view", now: t, wallNow: PeerDirectoryTests.now, jitter: 0)
+        #expect(d.probed(now: t + PeerDirectory.probeGrace - 1) == [a])
+        #expect(d.probed(now: t + PeerDirectory.probeGrace).isEmpty)
+        // A peer's CLOSE for a view change is told apart from others by its code.
+        for (code, reason) in [(CloseCode.viewChanged, DisconnectReason.viewChanged), (.normal, .peerClosed), (.idleTimeout, .peerClosed)] {
+            var session = PeerSession(configuration: PeerSessionTests.config(), now: 0)
+            _ = session.onTLSEstablished(city: PeerSessionTests.hz, fingerprint: "ab", now: 1)
+            _ = session.onMessage(PeerSessionTests.theirHello(), now: 2)
+            let closed = session.onMessage(.close(code, "bye"), now: 3)
+            #expect(closed.contains { if case .close(reason, _) = $0 { true } else { false } }, "\(code): \(closed)")
+        }
+        #expect(DisconnectReason.viewChanged.closeCode == .viewChanged && !DisconnectReason.viewChanged.isRefusal)
+    }
+
+    @Test("a message's size is counted without encoding it, to the byte (the simulator counts address traffic this way)")
+    func encodedCounts() throws {
+        let item = try Self.relayed(Self.hz, addresses: ["127.0.0.1:7001", "[::1]:7002"])
+        #expect(item.record.encodedCount == item.record.encoded.count)
+        let messages: [AddressGossip.Message] = [
+            .records([item, item]),
+            .summary(after: nil, through: nil, entries: []),
+            .summary(after: Self.hz, through: Self.sz, entries: [.init(city: Self.sh, version: .max), .init(city: Self.sz, version: 1)]),
+        ]
+        for m in messages { #expect(AddressWire.encodedCount(m) == AddressWire.encode(m).count) }
     }
 }

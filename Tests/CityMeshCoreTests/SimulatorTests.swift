@@ -92,6 +92,48 @@ struct SimulatorTests {
         #expect(broken.membershipDeadPairs > 0)
     }
 
+    /// Partial views (issue 20): each node knows one seed, learns addresses by gossip and dials
+    /// its partners and a small active view. 60 nodes, 8 in the replicated share, 15 more shares
+    /// of four members among random cities; the crashed nodes come back at new ports.
+    static func viewed(seed: UInt64) -> Config {
+        var c = troubled(seed: seed, nodes: 60)
+        c.activeView = 6
+        c.members = 8
+        c.writers = 3
+        c.extraShares = 15
+        c.writes = 60
+        return c
+    }
+
+    @Test("with partial views, every city reaches every city it shares with — one seed each, through loss, a partition and crashes that move nodes to new addresses — and replication and membership invariants still hold", arguments: [1, 2, 3] as [UInt64])
+    func partialViews(seed: UInt64) throws {
+        let r = try FederationSimulator.run(Self.viewed(seed: seed))
+        #expect(r.checks.last?.name == "partners reached")
+        for c in r.checks { #expect(c.passed, "\(c.name): \(c.detail)") }
+        let v = try #require(r.connections)
+        #expect(v.unlinkedPartnerPairsAtEnd == 0 && v.partnerPairs >= 15 * 10)
+        // Far from a full mesh of 59: a node dials its seed, its partners and 6 others.
+        #expect(v.meanAtEnd < 30, "mean \(v.meanAtEnd) connections per node")
+        #expect(v.addressBytes > 0)
+        #expect(r.messages.unconnected > 0, "messages to cities without a connection are not sent")
+        #expect(r.messages.lost > 0 && r.messages.unreachable > 0, "the trouble really happened")
+        // The same run replays byte for byte.
+        #expect(try FederationSimulator.run(Self.viewed(seed: seed)) == r)
+    }
+
+    @Test("with partial views, nodes that pass on no address record they learn, or that do not dial their partners beyond the active view, leave pairs of cities that share unconnected: the invariant fails")
+    func partialViewsBroken() throws {
+        for fault in [FederationSimulator.Fault.noAddressRelay, .noPartnerDial] {
+            var c = Self.viewed(seed: 1)
+            c.faults = [fault]
+            c.maxRounds = 250
+            let r = try FederationSimulator.run(c)
+            let reach = try #require(Self.check(r, "partners reached"))
+            #expect(!reach.passed, "\(fault): \(reach.detail)")
+            #expect((r.connections?.unlinkedPartnerPairsAtEnd ?? 0) > 0)
+        }
+    }
+
     @Test("with a row filter, rows the owner's writes move out of it are retracted from every member — through loss, a partition and crashes — and without retractions the invariant fails", arguments: [1, 2] as [UInt64])
     func retraction(seed: UInt64) throws {
         var c = FederationSimulator.Config()
@@ -289,5 +331,22 @@ struct SimulatorTests {
         c = Config()
         c.crashes = c.nodes
         #expect(throws: CityMeshError(.invalidArgument, "")) { try c.validate() }
+        // Partial views: the share's members must hold its writers; extra shares need room.
+        c = Config()
+        c.members = 3
+        c.writers = 5
+        #expect(throws: CityMeshError(.invalidArgument, "")) { try c.validate() }
+        c.members = c.nodes
+        c.writers = 1
+        #expect(throws: CityMeshError(.invalidArgument, "")) { try c.validate() }
+        c = Config()
+        c.extraShares = 1
+        c.shareSize = c.nodes
+        #expect(throws: CityMeshError(.invalidArgument, "")) { try c.validate() }
+        c.shareSize = c.nodes - 1
+        c.activeView = 1_001
+        #expect(throws: CityMeshError(.invalidArgument, "")) { try c.validate() }
+        c.activeView = 32
+        #expect(throws: Never.self) { try c.validate() }
     }
 }

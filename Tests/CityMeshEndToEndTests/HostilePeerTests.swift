@@ -115,7 +115,7 @@ struct HostilePeerTests {
         let peersAfter = try PeerTransportTests.peers("hangzhou", work)
         let shAddresses = PeerTransportTests.peer(peersAfter, "shanghai")?["addresses"] as? [String] ?? []
         #expect(shAddresses == [cities[1].listen], "\(peersAfter)")
-        #expect(!peersJSON.contains("ghost-addr") && !peersJSON.contains("6.6.6.6"), "\(peersJSON.prefix(3000))")
+        #expect(!peersJSON.contains("ghost-addr") && !peersJSON.contains("ghost-have") && !peersJSON.contains("6.6.6.6"), "\(peersJSON.prefix(3000))")
         let own = try Harness.run("/usr/bin/sqlite3", ["hangzhou/citymesh.db", "SELECT version || ' ' || hex(record) FROM address_records WHERE city = 'hangzhou'"], cwd: work)
             .stdout.trimmingCharacters(in: .whitespacesAndNewlines)
         let ownVersion = UInt64(own.split(separator: " ").first ?? "") ?? .max

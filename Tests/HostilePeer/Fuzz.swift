@@ -197,6 +197,18 @@ struct MessageFuzzer {
     /// one, with this city's certificate, another's bytes or junk.
     mutating func addresses() throws -> [UInt8] {
         var w = WireWriter()
+        if chance(0.2) {
+            // HAVE or WANT: counts at and past the bounds, any cities and versions.
+            let have = chance(0.5)
+            w.u8(have ? 3 : 4)
+            let n = [0, 1, 2, 2_000, 2_001, 65_535][int(6)]
+            w.u16(UInt16(n))
+            for _ in 0..<min(n, 50 + int(50)) {
+                w.str8(city())
+                if have { w.u64(u64()) }
+            }
+            return w.bytes
+        }
         if chance(0.5) {
             w.u8(1)
             w.str8(chance(0.5) ? "" : city())

@@ -51,6 +51,8 @@ var logger = Logger(label: "hostile-peer")
 logger.logLevel = .error
 /// The address records the target sends (channel 6): the genuine records an attack alters.
 let received = Mutex<[AddressGossip.Relayed]>([])
+/// The cities whose records the target announced (HAVE): asked for with WANT.
+let announced = Mutex<[CitySlug]>([])
 let network = try PeerNetwork(
     configuration: .init(
         city: me, listenHost: listen.host, listenPort: listen.port, advertise: listen.description,
@@ -58,8 +60,12 @@ let network = try PeerNetwork(
         trust: PeerTrust(roots: roots, revocations: nil, denied: []), seeds: try (config.peers ?? .init()).seedList()),
     logger: logger,
     onMessage: { message in
-        guard message.channel == AddressWire.channel, case .records(let items)? = try? AddressWire.decode(Array(message.payload.readableBytesView)[...]) else { return }
-        received.withLock { $0 += items }
+        guard message.channel == AddressWire.channel, let decoded = try? AddressWire.decode(Array(message.payload.readableBytesView)[...]) else { return }
+        switch decoded {
+        case .records(let items): received.withLock { $0 += items }
+        case .have(let entries): announced.withLock { $0 += entries.map(\.city) }
+        case .summary, .want: break
+        }
     })
 
 func say(_ line: String) {
@@ -257,8 +263,12 @@ func attack() async throws {
     await send(AddressWire.channel, AddressWire.encode(.summary(after: nil, through: nil, entries: [])))
     let otherName = argument("--address-of") ?? "shanghai"
     var genuine: AddressGossip.Relayed?
-    for _ in 0..<100 where genuine == nil {
+    // The answer announces (HAVE); the record comes when asked for (WANT).
+    for i in 0..<100 where genuine == nil {
         genuine = received.withLock { $0.first { $0.record.city.rawValue == otherName } }
+        if genuine == nil, i % 10 == 0, let other = announced.withLock({ $0.first { $0.rawValue == otherName } }) {
+            await send(AddressWire.channel, AddressWire.encode(.want([other])))
+        }
         if genuine == nil { try await Task.sleep(for: .milliseconds(100)) }
     }
     guard let genuine else { fail("the target sent no address record of \(otherName)") }
@@ -297,7 +307,22 @@ func attack() async throws {
             invented = []
         }
     }
-    say("addresses: \(otherName)'s record redirected and re-signed, the victim's own city at 2^62, summaries at UInt64.max and 2^63 and with duplicates, 2,000 invented cities")
+    // Announcements (HAVE) and requests (WANT): versions at UInt64.max and 2^63, cities repeated,
+    // the victim's own city at 2^62 (it asks, and gets nothing), 2,000 invented cities (it asks
+    // for no more than its book holds), and a flood of requests for its own record.
+    for version: UInt64 in [.max, 1 << 63] {
+        var w = WireWriter()
+        w.u8(3); w.u16(1); w.str8(target.rawValue); w.u64(version)
+        await send(AddressWire.channel, w.bytes)
+    }
+    var repeated = WireWriter()
+    repeated.u8(4); repeated.u16(2); repeated.str8(target.rawValue); repeated.str8(target.rawValue)
+    await send(AddressWire.channel, repeated.bytes)
+    await send(AddressWire.channel, AddressWire.encode(.have([.init(city: target, version: AddressRecord.maxVersion)])))
+    let ghosts = (0..<2_000).map { AddressGossip.Entry(city: try! CitySlug("ghost-have-\($0)"), version: nowMillis) }.sorted { $0.city < $1.city }
+    await send(AddressWire.channel, AddressWire.encode(.have(ghosts)))
+    for _ in 0..<200 { await send(AddressWire.channel, AddressWire.encode(.want([me, target]))) }
+    say("addresses: \(otherName)'s record redirected and re-signed, the victim's own city at 2^62, summaries at UInt64.max and 2^63 and with duplicates, 2,000 invented cities; HAVE at UInt64.max and 2^63, WANT with a city repeated, the victim's own city announced at 2^62, 2,000 invented cities announced, 200 requests for the victim's own record")
 
     // Floods: invented share names (each would have been a table row and a metric series), junk
     // documents, and summaries — more than any inbox holds.

@@ -1,9 +1,11 @@
 /// How signed address records travel (issue 20, docs/protocol.md §7c.1): on channel 6, each
 /// side of a new connection sends a summary of the records it holds (city and version, in slices
 /// of the alphabet), and the other answers with every record it holds that is newer or missing
-/// there, each with the certificate of its city; a record learned is passed on at once to every
-/// other connection. So a record spreads over the connection graph in a few hops, an idle
-/// federation sends nothing, and a node that reconnects catches up in one round trip.
+/// there, each with the certificate of its city. A record learned is announced at once to every
+/// other connection (HAVE: city and version, about 20 bytes), and sent only to those that ask for
+/// it (WANT), so each node receives a record about once, not once per connection. So a record
+/// spreads over the connection graph in a few hops, an idle federation sends nothing, and a node
+/// that reconnects catches up in one round trip.
 ///
 /// Pure: the shell checks certificates (they need the trust in force and a clock) and passes a
 /// verdict in; what to send and what was learned come back as directives.
@@ -33,6 +35,10 @@ public struct AddressGossip: Sendable {
         /// unbounded), in ascending order.
         case summary(after: CitySlug?, through: CitySlug?, entries: [Entry])
         case records([Relayed])
+        /// Records learned since, announced: ascending cities with their versions.
+        case have([Entry])
+        /// The records of these cities, please (ascending).
+        case want([CitySlug])
     }
 
     public enum Directive: Sendable, Equatable {
@@ -50,6 +56,17 @@ public struct AddressGossip: Sendable {
     public private(set) var certificates: [CitySlug: [UInt8]] = [:]
     /// This node's own record, once signed.
     public private(set) var own: Relayed?
+    /// Records asked for (WANT) and not yet received: the version announced and when (ms). A
+    /// record announced by several connections at once is asked for once, and again only after
+    /// `wantTimeoutMillis` if it did not come.
+    public private(set) var asked: [CitySlug: Asked] = [:]
+    public struct Asked: Sendable {
+        public var version: UInt64
+        public var at: UInt64
+        /// Who announced it (the first few): asked in turn.
+        public var from: [CitySlug]
+    }
+    public static let wantTimeoutMillis: UInt64 = 5_000
 
     public init(me: CitySlug, maxCities: Int = 10_000) {
         self.me = me
@@ -87,7 +104,8 @@ public struct AddressGossip: Sendable {
         return out
     }
 
-    /// What `peer`'s summary slice lacks, or holds older: the records to send it.
+    /// What `peer`'s summary slice lacks, or holds older: announced (HAVE), so that the peer asks
+    /// for each record once, however many of its new connections answer its summary at once.
     public func answer(after: CitySlug?, through: CitySlug?, entries: [Entry], peer: CitySlug) -> [Directive] {
         var theirs: [CitySlug: UInt64] = [:]
         for e in entries { theirs[e.city] = e.version }
@@ -101,11 +119,11 @@ public struct AddressGossip: Sendable {
             // checks it before signing above it.
             if c == me { return theirs[c] != r.record.version }
             return theirs[c].map { r.record.version > $0 } ?? true
-        }.sorted { $0.record.city < $1.record.city }
+        }.map { Entry(city: $0.record.city, version: $0.record.version) }.sorted { $0.city < $1.city }
         var start = 0
         while start < newer.count {
-            let end = min(newer.count, start + AddressWire.maxRecords)
-            out.append(.send(to: peer, .records(Array(newer[start..<end]))))
+            let end = min(newer.count, start + AddressWire.maxEntries)
+            out.append(.send(to: peer, .have(Array(newer[start..<end]))))
             start = end
         }
         return out
@@ -121,6 +139,7 @@ public struct AddressGossip: Sendable {
         var out: [Directive] = [], refused: [String] = [], learned: [Relayed] = []
         for item in items {
             let record = item.record
+            if let a = asked[record.city], a.version <= record.version { asked[record.city] = nil }
             if record.city == me {
                 // A record this node signed (before a restore from backup, or a clock set back)
                 // at or above the current one: sign a newer one. Only one whose signature checks
@@ -146,17 +165,104 @@ public struct AddressGossip: Sendable {
         }
         for item in learned { out.append(.learned(item, via: from)) }
         if !learned.isEmpty {
+            // Announced, not sent: a node with many connections would otherwise receive each
+            // record once per connection (a 650-byte certificate each time).
+            var seen = Set<CitySlug>()
+            let entries = learned.map { Entry(city: $0.record.city, version: $0.record.version) }.sorted { $0.city < $1.city }.filter { seen.insert($0.city).inserted }
             for peer in connected where peer != from {
-                let forward = learned.filter { $0.record.city != peer }
+                let forward = entries.filter { $0.city != peer }
                 var start = 0
                 while start < forward.count {
-                    let end = min(forward.count, start + AddressWire.maxRecords)
-                    out.append(.send(to: peer, .records(Array(forward[start..<end]))))
+                    let end = min(forward.count, start + AddressWire.maxEntries)
+                    out.append(.send(to: peer, .have(Array(forward[start..<end]))))
                     start = end
                 }
             }
         }
         return (out, refused)
+    }
+
+    /// `peer` announced records: ask for those missing here or newer than held (none past the
+    /// book's bound), each once until `wantTimeoutMillis` passes.
+    public mutating func onHave(_ entries: [Entry], from peer: CitySlug, nowMillis: UInt64) -> [Directive] {
+        var room = book.maxCities - book.records.count
+        let wanted = entries.filter { e in
+            guard e.version <= AddressRecord.maxVersion else { return false }
+            // A record of this node's own city above the one it signed (a restore from backup, a
+            // clock set back): fetched, so that `take` can check it and sign above it.
+            if e.city == me { return own.map { e.version > $0.record.version } ?? false }
+            if let held = book.records[e.city] {
+                guard held.version < e.version else { return false }
+            } else {
+                guard room > 0 else { return false }
+                room -= 1
+            }
+            if var a = asked[e.city], a.version >= e.version {
+                // Asked already: this announcer is one more to ask if the answer does not come.
+                if a.from.count < Self.maxAnnouncers, !a.from.contains(peer) {
+                    a.from.append(peer)
+                    asked[e.city] = a
+                }
+                return false
+            }
+            return true
+        }.map(\.city)
+        guard !wanted.isEmpty else { return [] }
+        // Bounded like the book: a peer announcing many cities cannot grow it past that.
+        if asked.count + wanted.count > book.maxCities { asked = asked.filter { nowMillis < $0.value.at.saturatingAdd(Self.wantTimeoutMillis) } }
+        let asking = Set(wanted)
+        for e in entries where asking.contains(e.city) && asked.count < book.maxCities { asked[e.city] = Asked(version: e.version, at: nowMillis, from: [peer]) }
+        return [.send(to: peer, .want(wanted))]
+    }
+
+    /// Most announcers remembered per record asked for.
+    public static let maxAnnouncers = 4
+
+    /// Call about once a second. A record asked for that did not come within `wantTimeoutMillis`
+    /// (the connection closed, say) is asked of the next connected city that announced it; when
+    /// none is left, this node's summary goes to one connected city (`pick` chooses it), whose
+    /// answer announces whatever this node still lacks.
+    public mutating func onTick(nowMillis: UInt64, connected: [CitySlug], pick: (Int) -> Int) -> [Directive] {
+        guard !asked.isEmpty else { return [] }
+        var again: [CitySlug: [CitySlug]] = [:]
+        var resync = false
+        for (city, a) in asked.sorted(by: { $0.key < $1.key }) where nowMillis >= a.at.saturatingAdd(Self.wantTimeoutMillis) {
+            var next = a
+            next.from.removeFirst(Swift.min(1, next.from.count))
+            while let peer = next.from.first, !connected.contains(peer) { next.from.removeFirst() }
+            if let peer = next.from.first {
+                next.at = nowMillis
+                asked[city] = next
+                again[peer, default: []].append(city)
+            } else {
+                asked[city] = nil
+                resync = true
+            }
+        }
+        var out: [Directive] = again.sorted { $0.key < $1.key }.map { .send(to: $0.key, .want($0.value)) }
+        if resync, !connected.isEmpty {
+            let peer = connected[Swift.min(connected.count - 1, Swift.max(0, pick(connected.count)))]
+            out += summary().map { .send(to: peer, $0) }
+        }
+        return out
+    }
+
+    /// `peer` asked for records: those held (this node's own included), in messages of at most
+    /// `AddressWire.maxRecords`; cities not held are passed over.
+    public func onWant(_ cities: [CitySlug], from peer: CitySlug) -> [Directive] {
+        let items = cities.compactMap { c -> Relayed? in
+            if c == me { return own }
+            guard let record = book.records[c], let certificate = certificates[c] else { return nil }
+            return Relayed(record: record, certificate: certificate)
+        }
+        var out: [Directive] = []
+        var start = 0
+        while start < items.count {
+            let end = min(items.count, start + AddressWire.maxRecords)
+            out.append(.send(to: peer, .records(Array(items[start..<end]))))
+            start = end
+        }
+        return out
     }
 
     /// Forgets a city (its certificate was revoked or denied).
@@ -179,6 +285,8 @@ public enum AddressWire {
     /// `u8 1` SUMMARY: `str8 after`, `str8 through` ("" for unbounded), `u16 count`, count ×
     /// (`str8 city`, `u64 version`), strictly ascending, each after `after` and up to `through`.
     /// `u8 2` RECORDS: `u8 count` (1…8), count × (address record, `u16 length`, certificate DER).
+    /// `u8 3` HAVE: `u16 count` (1…2,000), count × (`str8 city`, `u64 version`), strictly ascending.
+    /// `u8 4` WANT: `u16 count` (1…2,000), count × `str8 city`, strictly ascending.
     public static func encode(_ message: AddressGossip.Message) -> [UInt8] {
         var w = WireWriter()
         switch message {
@@ -199,8 +307,34 @@ public enum AddressWire {
                 w.u16(UInt16(min(item.certificate.count, Int(UInt16.max))))
                 w.raw(item.certificate.prefix(Int(UInt16.max)))
             }
+        case .have(let entries):
+            w.u8(3)
+            w.u16(UInt16(min(entries.count, maxEntries)))
+            for e in entries.prefix(maxEntries) {
+                w.str8(e.city.rawValue)
+                w.u64(e.version)
+            }
+        case .want(let cities):
+            w.u8(4)
+            w.u16(UInt16(min(cities.count, maxEntries)))
+            for c in cities.prefix(maxEntries) { w.str8(c.rawValue) }
         }
         return w.bytes
+    }
+
+    /// `encode(message).count`, without encoding.
+    public static func encodedCount(_ message: AddressGossip.Message) -> Int {
+        func str8(_ s: String) -> Int { 1 + Swift.min(s.utf8.count, 255) }
+        switch message {
+        case .summary(let after, let through, let entries):
+            return 1 + str8(after?.rawValue ?? "") + str8(through?.rawValue ?? "") + 2 + entries.prefix(maxEntries).reduce(0) { $0 + str8($1.city.rawValue) + 8 }
+        case .records(let items):
+            return 2 + items.prefix(maxRecords).reduce(0) { $0 + $1.record.encodedCount + 2 + Swift.min($1.certificate.count, Int(UInt16.max)) }
+        case .have(let entries):
+            return 3 + entries.prefix(maxEntries).reduce(0) { $0 + str8($1.city.rawValue) + 8 }
+        case .want(let cities):
+            return 3 + cities.prefix(maxEntries).reduce(0) { $0 + str8($1.rawValue) }
+        }
     }
 
     public static func decode(_ bytes: ArraySlice<UInt8>) throws(WireError) -> AddressGossip.Message {
@@ -246,6 +380,32 @@ public enum AddressWire {
                 items.append(.init(record: record, certificate: certificate))
             }
             message = .records(items)
+        case 3:
+            let n = Int(try r.u16("have count"))
+            guard n >= 1, n <= maxEntries else { throw .malformed("\(n) entries in a HAVE; 1 to \(maxEntries)") }
+            var entries: [AddressGossip.Entry] = []
+            entries.reserveCapacity(n)
+            for _ in 0..<n {
+                guard let c = try city("have city", optional: false) else { throw .malformed("have city is empty") }
+                let version = try r.u64("have version")
+                guard version <= AddressRecord.maxVersion else {
+                    throw .malformed("have version \(version) of \(c) is above the largest a record may carry (\(AddressRecord.maxVersion))")
+                }
+                if let previous = entries.last, c <= previous.city { throw .malformed("have cities out of order or repeated at \(c)") }
+                entries.append(.init(city: c, version: version))
+            }
+            message = .have(entries)
+        case 4:
+            let n = Int(try r.u16("want count"))
+            guard n >= 1, n <= maxEntries else { throw .malformed("\(n) cities in a WANT; 1 to \(maxEntries)") }
+            var cities: [CitySlug] = []
+            cities.reserveCapacity(n)
+            for _ in 0..<n {
+                guard let c = try city("wanted city", optional: false) else { throw .malformed("wanted city is empty") }
+                if let previous = cities.last, c <= previous { throw .malformed("wanted cities out of order or repeated at \(c)") }
+                cities.append(c)
+            }
+            message = .want(cities)
         default:
             throw .malformed("unknown address message type \(type)")
         }

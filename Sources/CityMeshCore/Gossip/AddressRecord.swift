@@ -73,6 +73,12 @@ public struct AddressRecord: Sendable, Equatable, Hashable {
         return w.bytes
     }
 
+    /// `encoded.count`, without encoding.
+    public var encodedCount: Int {
+        func str8(_ s: String) -> Int { 1 + Swift.min(s.utf8.count, 255) }
+        return 1 + str8(city.rawValue) + 8 + 1 + addresses.reduce(0) { $0 + str8($1) } + 1 + 2 + signature.count
+    }
+
     /// Decodes one record from `r` (a record may be followed by others, or by more of a message).
     public static func decode(from r: inout WireReader) throws(WireError) -> AddressRecord {
         let format = try r.u8("address record format")

@@ -29,11 +29,13 @@ public enum DisconnectReason: String, Sendable, CaseIterable, Codable {
     case peerClosed = "peer_closed"
     case connectionLost = "connection_lost"
     case dialFailed = "dial_failed"
+    /// A city this node dialed for gossip left its active view (a better-ranked one took its place).
+    case viewChanged = "view_changed"
 
     /// Refusals are logged as warnings and counted in `citymesh_peer_refusals_total`.
     public var isRefusal: Bool {
         switch self {
-        case .duplicate, .shutdown, .peerClosed, .connectionLost, .dialFailed: false
+        case .duplicate, .shutdown, .peerClosed, .connectionLost, .dialFailed, .viewChanged: false
         default: true
         }
     }
@@ -52,6 +54,7 @@ public enum DisconnectReason: String, Sendable, CaseIterable, Codable {
         case .tooManyConnections: .tooManyConnections
         case .duplicate: .duplicate
         case .shutdown: .normal
+        case .viewChanged: .viewChanged
         default: nil
         }
     }

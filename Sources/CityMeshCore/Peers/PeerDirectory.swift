@@ -45,12 +45,18 @@ public struct PeerDirectory: Sendable {
         public var activeView: Int
         /// Most cities held (seeds, partners, learned): further ones are not taken.
         public var maxEntries: Int
+        /// Which learned cities make the active view: those whose hash under this salt is lowest,
+        /// so each node's view is its own random sample, whatever order it learns cities in. (The
+        /// first ones learned would be the same few cities at every node — summaries answer in
+        /// name order — and those few would carry every node's gossip.) The node draws it at random.
+        public var viewSalt: UInt64 = 0
 
         /// Backoff times in nanoseconds.
         public init(
             localCity: CitySlug, seeds: [Seed], maxConnections: Int = 256, backoffBase: UInt64 = 500_000_000, backoffMax: UInt64 = 60_000_000_000,
-            activeView: Int = 32, maxEntries: Int = 10_000
+            activeView: Int = 32, maxEntries: Int = 10_000, viewSalt: UInt64 = 0
         ) {
+            self.viewSalt = viewSalt
             self.localCity = localCity
             self.seeds = seeds
             self.maxConnections = maxConnections
@@ -116,6 +122,9 @@ public struct PeerDirectory: Sendable {
         public internal(set) var lastError: String?
         public internal(set) var failures: Int = 0
         var nextDialAt: UInt64 = 0
+        /// Probed by SWIM until then (monotonic nanoseconds): its connection was lost, not closed
+        /// by choice (`probeGrace`).
+        var probeUntil: UInt64 = 0
         var dialing: ConnectionID?
         var nextAddress = 0
 
@@ -156,17 +165,48 @@ public struct PeerDirectory: Sendable {
     public init(configuration: Configuration) {
         self.configuration = configuration
         for seed in configuration.seeds where seed.city != configuration.localCity {
-            entries[seed.city] = Entry(city: seed.city, address: seed.address, fromSeed: true, source: .seed)
+            put(Entry(city: seed.city, address: seed.address, fromSeed: true, source: .seed))
         }
     }
 
-    /// Learned cities in the active view (seeds and partners are dialed apart from it).
-    var activeCount: Int { entries.values.reduce(0) { $0 + ($1.active && !$1.fromSeed && !$1.partner ? 1 : 0) } }
+    /// Learned cities in the active view (seeds and partners are dialed apart from it), kept as
+    /// entries change (`put`), so learning a city does not count every entry; and their ranks,
+    /// highest first.
+    var activeCount: Int { activeRanks.count }
+    private(set) var activeRanks: [(rank: UInt64, city: CitySlug)] = []
 
-    /// A new entry for a learned city: active while the active view has room.
-    func learnedEntry(_ city: CitySlug) -> Entry {
+    /// Stores `e` (every change to an entry goes through here).
+    mutating func put(_ e: Entry) {
+        let counted = e.active && !e.fromSeed && !e.partner
+        if let old = entries[e.city], old.active && !old.fromSeed && !old.partner, !counted {
+            activeRanks.removeAll { $0.city == e.city }
+        } else if counted, !(entries[e.city].map { $0.active && !$0.fromSeed && !$0.partner } ?? false) {
+            let r = rank(e.city)
+            activeRanks.insert((r, e.city), at: activeRanks.firstIndex { $0.rank < r } ?? activeRanks.endIndex)
+        }
+        entries[e.city] = e
+    }
+
+    /// A city's place in this node's random order (`Configuration.viewSalt`).
+    func rank(_ city: CitySlug) -> UInt64 {
+        var h = configuration.viewSalt ^ 0xcbf2_9ce4_8422_2325
+        for b in city.rawValue.utf8 { h = (h ^ UInt64(b)) &* 0x100_0000_01b3 }
+        var g = SplitMix64(seed: h)
+        return g.next()
+    }
+
+    /// A new entry for a learned city: active if the active view has room, or if it ranks before
+    /// the last of the view, which then becomes passive (its connection, if any, stays until it
+    /// closes; it is not dialed again).
+    mutating func learnedEntry(_ city: CitySlug) -> Entry {
         var e = Entry(city: city, address: nil, fromSeed: false, source: nil)
-        e.active = activeCount < configuration.activeView
+        if activeCount < configuration.activeView {
+            e.active = true
+        } else if let last = activeRanks.first, rank(city) < last.rank, var demoted = entries[last.city] {
+            demoted.active = false
+            put(demoted)
+            e.active = true
+        }
         return e
     }
 
@@ -185,7 +225,7 @@ public struct PeerDirectory: Sendable {
             e.failures = 0
             e.nextDialAt = now
         }
-        entries[city] = e
+        put(e)
     }
 
     /// The cities this node shares with: dialed whatever the active view's budget (an owner
@@ -194,12 +234,12 @@ public struct PeerDirectory: Sendable {
     public mutating func setPartners(_ partners: Set<CitySlug>) {
         for (city, var e) in entries where e.partner != partners.contains(city) {
             e.partner.toggle()
-            entries[city] = e
+            put(e)
         }
         for city in partners where city != configuration.localCity && entries[city] == nil && entries.count < configuration.maxEntries {
             var e = Entry(city: city, address: nil, fromSeed: false, source: nil)
             e.partner = true
-            entries[city] = e
+            put(e)
         }
     }
 
@@ -209,6 +249,19 @@ public struct PeerDirectory: Sendable {
         Set(entries.values.lazy.filter { $0.dialed || $0.state == .connected }.map(\.city))
     }
 
+    /// The members SWIM probes: the cities this node is connected to, and for `probeGrace` those
+    /// whose connection was lost (not closed by either side's choice: a view change, a duplicate),
+    /// so that a neighbour that crashed is suspected and declared dead. Not the cities it dials
+    /// and has never reached: probing a city without a connection fails whatever the city's
+    /// state, and would declare live members dead (their refutations then cost every node).
+    public func probed(now: UInt64) -> Set<CitySlug> {
+        Set(entries.values.lazy.filter { $0.state == .connected || $0.probeUntil > now }.map(\.city))
+    }
+
+    /// How long a city whose connection was lost stays probed: long enough for SWIM to suspect
+    /// it and declare it dead.
+    public static let probeGrace: UInt64 = 120_000_000_000
+
     public var openConnections: Int { open.count }
 
     /// Replaces the seed list (config reload). Peers learned from HELLOs stay.
@@ -217,7 +270,7 @@ public struct PeerDirectory: Sendable {
         for (city, var e) in entries where e.fromSeed && !seeds.contains(where: { $0.city == city }) {
             e.fromSeed = false
             e.active = activeCount < configuration.activeView
-            entries[city] = e
+            put(e)
         }
         for seed in seeds where seed.city != configuration.localCity {
             var e = entries[seed.city] ?? Entry(city: seed.city, address: seed.address, fromSeed: true, source: .seed)
@@ -228,7 +281,7 @@ public struct PeerDirectory: Sendable {
                 e.source = .seed
             }
             e.fromSeed = true
-            entries[seed.city] = e
+            put(e)
         }
     }
 
@@ -249,15 +302,22 @@ public struct PeerDirectory: Sendable {
     /// Dials every known, unconnected peer whose backoff has passed. `jitter` is uniform in [0, 1).
     public mutating func onTick(now: UInt64) -> [Directive] {
         var out: [Directive] = []
-        for city in entries.keys.sorted(by: { $0.rawValue < $1.rawValue }) {
-            guard var e = entries[city], e.dialed, e.state == .disconnected, let address = e.address, now >= e.nextDialAt else { continue }
+        // A connection this node dialed to a city that has since left its active view (and is not
+        // a seed or a partner) is closed: the view's budget bounds the connections it makes.
+        for e in entries.values.filter({ !$0.dialed && $0.state == .connected && $0.direction == .outbound }).sorted(by: { $0.city < $1.city }) {
+            if let id = e.connection { out.append(.close(id, .viewChanged, "\(e.city) left this node's active view")) }
+        }
+        // Only the cities due are sorted (in name order, the same in every process), not every entry.
+        let due = entries.values.lazy.filter { $0.dialed && $0.state == .disconnected && $0.address != nil && now >= $0.nextDialAt }.map(\.city)
+        for city in due.sorted(by: { $0.rawValue < $1.rawValue }) {
+            guard var e = entries[city], let address = e.address else { continue }
             guard open.count < configuration.maxConnections else { break }
             let id = nextID
             nextID += 1
             open[id] = Open(direction: .outbound, city: city)
             e.state = .connecting
             e.dialing = id
-            entries[city] = e
+            put(e)
             out.append(.dial(id, city: city, address: address))
         }
         return out
@@ -285,10 +345,10 @@ public struct PeerDirectory: Sendable {
             if !passive.isEmpty, var promoted = entries[passive[min(passive.count - 1, Int(Double(passive.count) * min(max(jitter, 0), 1)))]] {
                 promoted.active = true
                 promoted.nextDialAt = 0
-                entries[promoted.city] = promoted
+                put(promoted)
             }
         }
-        entries[city] = e
+        put(e)
     }
 
     /// Consecutive failed dials after which an active city is moved to the passive view.
@@ -315,7 +375,7 @@ public struct PeerDirectory: Sendable {
             let loser = keepNew ? existing : id
             out.append(.close(loser, .duplicate, "a connection to \(peer.city) already exists; keeping the one dialed by \(min(configuration.localCity.rawValue, peer.city.rawValue))"))
             if !keepNew {
-                entries[peer.city] = e
+                put(e)
                 return out
             }
         }
@@ -327,7 +387,7 @@ public struct PeerDirectory: Sendable {
         e.lastSeen = wallNow
         e.failures = 0
         e.lastError = nil
-        entries[peer.city] = e
+        put(e)
         return out
     }
 
@@ -343,7 +403,7 @@ public struct PeerDirectory: Sendable {
         guard let city = open[id]?.city, var e = entries[city], e.connection == id else { return }
         e.rttNanoseconds = nanoseconds
         e.lastSeen = wallNow
-        entries[city] = e
+        put(e)
     }
 
     /// The connection `id` closed (for any reason) after or before establishment.
@@ -361,10 +421,11 @@ public struct PeerDirectory: Sendable {
         e.rttNanoseconds = nil
         e.lastSeen = wallNow
         if reason != .duplicate, reason != .shutdown { e.lastError = "\(reason.rawValue): \(detail)" }
+        if reason != .duplicate, reason != .viewChanged { e.probeUntil = now &+ Self.probeGrace }
         // Reconnect soon, but not all nodes at once after a shared outage.
         e.failures = reason == .peerClosed || reason.isRefusal ? max(e.failures, 1) : 0
         e.nextDialAt = now &+ backoff(failures: max(e.failures, 1), jitter: jitter)
-        entries[city] = e
+        put(e)
     }
 
     /// Closes every established connection whose peer `isTrusted` rejects (CRL or deny-list reload).

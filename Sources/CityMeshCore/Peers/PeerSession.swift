@@ -196,7 +196,8 @@ public struct PeerSession: Sendable {
 
     mutating func closedByPeer(_ code: CloseCode, _ text: String) -> [Directive] {
         state = .closed
-        return [.close(.peerClosed, "peer closed (\(code)): \(text)")]
+        // A peer that closed because its view changed did not fail: its city is not probed for it.
+        return [.close(code == .viewChanged ? .viewChanged : .peerClosed, "peer closed (\(code)): \(text)")]
     }
 
     mutating func close(_ reason: DisconnectReason, _ detail: String) -> [Directive] {

@@ -70,6 +70,23 @@ public enum FederationSimulator {
         /// with `on_revoke: purge`: they leave the share and purge their replicas.
         public var revokeAt = 0
         public var revoked = 0
+        /// Partial views (issue 20). 0: every node is connected to every other, a full mesh.
+        /// Otherwise each node runs the node's `PeerDirectory` with an active view of this many
+        /// cities, learns addresses by `AddressGossip` from one seed (a random node that joined
+        /// before it), and dials its seed, the cities it shares with and its active view; SWIM
+        /// probes only the cities it is connected to (`PeerDirectory.probed`), and every message needs a
+        /// connection between its two nodes.
+        public var activeView = 0
+        /// Members of the owner's share, `city-1`…`city-<members>` (0: every other node). The
+        /// other nodes are members of the federation only.
+        public var members = 0
+        /// Further shares, each owned by a random city with `shareSize` random members: agreements
+        /// that make their parties partners (dialed whatever the active view), no records moved.
+        public var extraShares = 0
+        public var shareSize = 4
+        /// With partial views: crashed nodes restart at a new address (they moved) and sign a new
+        /// address record; the others must find them again.
+        public var moveOnRestart = true
         /// Deliberate defects, to show that the invariants can fail.
         public var faults: [Fault] = []
 
@@ -100,6 +117,11 @@ public enum FederationSimulator {
             try check(narrowAt >= 0 && revokeAt >= 0, "the rounds the terms narrow and agreements are revoked must be 0 (never) or more")
             try check((0...nodes - 2).contains(revoked), "revoked must be from 0 to \(nodes - 2) members (one member stays)")
             try check(revoked == 0 || revokeAt > 0, "revoked members need the round their agreements are revoked (revokeAt)")
+            try check((0...1_000).contains(activeView), "the active view must be from 0 (a full mesh) to 1000 cities")
+            try check(members == 0 || (1...nodes - 1).contains(members), "members must be 0 (every other node) or from 1 to \(nodes - 1)")
+            try check(members == 0 || (writers <= members && revoked < members), "writers and revoked members must be members of the owner's share (at most \(members))")
+            try check((0...100_000).contains(extraShares), "extra shares must be from 0 to 100000")
+            try check(extraShares == 0 || (1...nodes - 1).contains(shareSize), "each extra share has from 1 to \(nodes - 1) members")
         }
     }
 
@@ -131,6 +153,12 @@ public enum FederationSimulator {
         /// Nodes never ping a member they hold dead (no Serf reconnect): after a partition the two
         /// sides may hold each other dead for good.
         case noReconnect = "no-reconnect"
+        /// With partial views: nodes pass on no address record they learn (each sends only its
+        /// own): cities that did not meet never learn where the other is.
+        case noAddressRelay = "no-address-relay"
+        /// With partial views: the cities a node shares with are not dialed beyond the active
+        /// view (the directory is never told its partners).
+        case noPartnerDial = "no-partner-dial"
     }
 
     /// One invariant, checked at the end of a run.
@@ -204,8 +232,11 @@ public enum FederationSimulator {
         public var sent = ByKind()
         /// Lost by the network (`loss`).
         public var lost = 0
-        /// Not delivered: the receiver was down or on the other side of the partition.
+        /// Not delivered: the receiver was down or on the other side of the partition (or, with
+        /// partial views, the connection closed while the message was on its way).
         public var unreachable = 0
+        /// With partial views: not sent, the two nodes had no connection.
+        public var unconnected = 0
         /// Batches that arrived already held (a relay raced another), or ahead of the next expected.
         public var duplicateBatches = 0
         public var gapBatches = 0
@@ -234,6 +265,27 @@ public enum FederationSimulator {
         public var mismatched = 0
         /// Left open because the agreement of one party ended (revoked): one-sided by design.
         public var ended = 0
+    }
+
+    /// With partial views (`activeView` > 0): what the nodes' transports did.
+    public struct Connections: Sendable, Equatable, Codable {
+        /// The most connections any node held at once, over the whole run.
+        public var peak = 0
+        /// Connections per live node at the end: the most, and the mean.
+        public var maxAtEnd = 0
+        public var meanAtEnd = 0.0
+        /// The most cities any one node shares with (dialed whatever the active view).
+        public var maxPartners = 0
+        /// Unordered pairs of cities that share (owner and member, or co-members).
+        public var partnerPairs = 0
+        /// Pairs of live cities that share without a connection at the end.
+        public var unlinkedPartnerPairsAtEnd = 0
+        /// Rounds after the last disruption (after the start, without one) until every live pair
+        /// that shares held a connection for good.
+        public var partnersReachedAfter = 0
+        /// Address gossip (summaries and signed records with their certificates), counted with
+        /// the membership bytes too.
+        public var addressBytes = 0
     }
 
     public struct Result: Sendable, Equatable, Codable {
@@ -267,6 +319,8 @@ public enum FederationSimulator {
         /// The longest any live node held a live node dead, counted from the end of the last
         /// disruption (from the start in a run without one), pairs still dead at the end included.
         public var membershipLongestDead = 0
+        /// With partial views: connections per node and the partners' reach.
+        public var connections: Connections?
         public var checks: [Check] = []
 
         public var passed: Bool { checks.allSatisfy(\.passed) }
@@ -370,6 +424,15 @@ struct SimulatedFederation {
         /// written with the batch taken.
         var sentEntries: Set<UInt64> = []
         var receivedEntries: [UInt64] = []
+        // With partial views (`activeView` > 0), the node's transport.
+        /// Who it dials (the node's `PeerDirectory`); fresh after a restart.
+        var directory: PeerDirectory?
+        /// The signed address records it holds (`AddressGossip`; the node keeps them in its store).
+        var addresses: AddressGossip?
+        /// Nodes it has an established connection with.
+        var links: Set<Int> = []
+        /// Each open connection's other end (its node and its id there).
+        var ends: [PeerDirectory.ConnectionID: (node: Int, id: PeerDirectory.ConnectionID)] = [:]
     }
 
     /// A batch written, as every node that holds it holds it.
@@ -407,6 +470,7 @@ struct SimulatedFederation {
         case batch(origin: Int, seq: UInt64)
         case receipt(String)
         case countersign(String)
+        case address(AddressGossip.Message)
     }
 
     struct Envelope {
@@ -480,6 +544,22 @@ struct SimulatedFederation {
     var revokedMembers: Set<Int> = []
     /// Receipts left open because a party's agreement ended.
     var endedReceipts: Set<String> = []
+    // Partial views (`activeView` > 0).
+    /// Each node's seed: a node that joined before it (city-0 has none).
+    var seedOf: [Int?] = []
+    /// How often each node moved (its port is 7001 + moves).
+    var moves: [Int] = []
+    var addressIndex: [String: Int] = [:]
+    /// The cities each node shares with (owner and co-members, of every share it is a party to).
+    var partners: [Set<Int>] = []
+    var peakConnections = 0
+    /// The last round at which some live pair of partners had no connection.
+    var lastUnlinkedRound: Int?
+    var unlinkedPartners = 0
+    var firstUnlinked: String?
+    /// The extra shares' parties, owner first.
+    var extraShares: [[Int]] = []
+    var addressBytes = 0
     var disputes = 0
     var firstDispute: String?
 
@@ -489,7 +569,7 @@ struct SimulatedFederation {
         // Always valid slugs: a letter first, then letters, digits and one inner hyphen.
         cities = (0..<config.nodes).map { try! CitySlug("city-\($0)") }
         index = Dictionary(uniqueKeysWithValues: cities.enumerated().map { ($1, $0) })
-        syncShares = Self.shares(cities, rowFilter: config.rowFilter, narrowed: false, revoked: []).shares
+        syncShares = Self.shares(cities, members: config.members, rowFilter: config.rowFilter, narrowed: false, revoked: []).shares
         // The owner's share always exists: it has active members.
         rights = syncShares[Self.owner]!.rights(schema: Self.schema)
         ownerView = syncShares[Self.owner]!.view(schema: Self.schema)
@@ -498,6 +578,7 @@ struct SimulatedFederation {
         rng = SplitMix64(seed: Self.mix(config.seed, 0x5157))
         result = FederationSimulator.Result(config: config)
         side = Array(repeating: 0, count: config.nodes)
+        if config.activeView > 0 { planViews() }
         for i in 0..<n {
             nodes.append(
                 Node(membership: freshMembership(i, restart: 0), antiEntropy: freshAntiEntropy(i, restart: 0, held: [:]),
@@ -510,6 +591,7 @@ struct SimulatedFederation {
         members.shuffle(using: &rng)
         victims = Array(members.prefix(config.crashes)).sorted()
         generateWorkload()
+        if config.activeView > 0 { for i in 0..<n { startTransport(i) } }
     }
 
     /// A well-spread 64-bit mix of a seed and a tag (one SplitMix64 step).
@@ -522,7 +604,15 @@ struct SimulatedFederation {
         // Every node knows the share's roster (durable), so it starts knowing every party.
         var c = Membership.Config()
         if config.faults.contains(.noReconnect) { c.reconnectPeriods = 0 }
-        return Membership(me: cities[i], seeds: cities, config: c, seed: Self.mix(config.seed, UInt64(restart) << 32 | 0x3E3B))
+        // With partial views a node knows only its seed, and admits the cities whose address
+        // records it checked or that connected to it (as the node does).
+        let seeds = config.activeView > 0 ? (seedOf[i].map { [cities[$0]] } ?? []) : cities
+        var m = Membership(me: cities[i], seeds: seeds, config: c, seed: Self.mix(config.seed, UInt64(restart) << 32 | 0x3E3B))
+        if config.activeView > 0 {
+            m.admitOnlyKnown()
+            for city in nodes.indices.contains(i) ? (nodes[i].addresses?.book.records.keys).map(Array.init) ?? [] : [] { m.admit(city) }
+        }
+        return m
     }
 
     func freshAntiEntropy(_ i: Int, restart: Int, held: VersionVector) -> AntiEntropy {
@@ -543,9 +633,10 @@ struct SimulatedFederation {
     /// accepted and active (the `revoked` ones revoked by the owner, with `on_revoke: purge`),
     /// and the owner's roster: each node's share as the production rule works it out, and each
     /// node's plan (what its replica must lose).
-    static func shares(_ cities: [CitySlug], rowFilter: Bool, narrowed: Bool, revoked: Set<Int>) -> (shares: [SyncShare?], plans: [ShareDirectory.Plan]) {
+    static func shares(_ cities: [CitySlug], members count: Int, rowFilter: Bool, narrowed: Bool, revoked: Set<Int>) -> (shares: [SyncShare?], plans: [ShareDirectory.Plan]) {
         let owner = cities[Self.owner]
-        let members = cities.filter { $0 != owner }
+        // Every other node, or the first `count` of them.
+        let members = Array(cities[1...(count == 0 ? cities.count - 1 : count)])
         let viewFields: Set<Int> = narrowed ? [1, 2] : view
         let policyShare = Policy.Share(
             id: "air", dataset: "air-quality", to: members.filter { !revoked.contains(index(of: $0, in: cities)) },
@@ -582,6 +673,9 @@ struct SimulatedFederation {
 
     static func index(of city: CitySlug, in cities: [CitySlug]) -> Int { cities.firstIndex(of: city) ?? -1 }
 
+    /// Members of the owner's share (`city-1`…): the others are federation members only.
+    var shareMembers: Int { config.members == 0 ? n - 1 : config.members }
+
     /// The view's field ids under the terms in force.
     var currentView: Set<Int> { narrowed ? [1, 2] : Self.view }
     /// The row filter in force, as the invariants check it.
@@ -591,11 +685,12 @@ struct SimulatedFederation {
     /// are up apply what their plan says at once, the others when they restart.
     mutating func replan() {
         termsVersion += 1
-        let (shares, _) = Self.shares(cities, rowFilter: config.rowFilter, narrowed: narrowed, revoked: revokedMembers)
+        let (shares, _) = Self.shares(cities, members: config.members, rowFilter: config.rowFilter, narrowed: narrowed, revoked: revokedMembers)
         syncShares = shares
         rights = shares[Self.owner]!.rights(schema: Self.schema)
         ownerView = shares[Self.owner]!.view(schema: Self.schema)
         for i in 0..<n where nodes[i].up { applyTerms(i) }
+        if config.activeView > 0 { planPartners() }
     }
 
     /// Node `i` takes the terms in force: its parties, and what its plan makes its replica lose.
@@ -604,7 +699,7 @@ struct SimulatedFederation {
         nodes[i].termsApplied = termsVersion
         let narrowing = narrowed && !nodes[i].narrowApplied
         if narrowed { nodes[i].narrowApplied = true }
-        let (_, plans) = Self.shares(cities, rowFilter: config.rowFilter, narrowed: narrowed, revoked: revokedMembers)
+        let (_, plans) = Self.shares(cities, members: config.members, rowFilter: config.rowFilter, narrowed: narrowed, revoked: revokedMembers)
         let plan = plans[i]
         guard let share = syncShares[i] else {
             // Revoked: out of the share; with on_revoke: purge the replica and its batches go.
@@ -766,7 +861,9 @@ struct SimulatedFederation {
             }
             if let q = quietSince {
                 if round - q >= config.idleRounds { break }
-            } else if round >= lastEvent, incomplete == 0, openReceipts == 0, nextWrite == writes.count, deadPairs == 0 || round - lastEvent > config.healRounds {
+            } else if round >= lastEvent, incomplete == 0, openReceipts == 0, nextWrite == writes.count,
+                deadPairs == 0 || round - lastEvent > config.healRounds, unlinkedPartners == 0 || round - lastEvent > config.healRounds
+            {
                 quietSince = round
                 if config.idleRounds == 0 { break }
             }
@@ -781,7 +878,7 @@ struct SimulatedFederation {
             replan()
         }
         if config.revokeAt > 0 && round == config.revokeAt && config.revoked > 0 {
-            revokedMembers = Set((n - config.revoked)..<n)
+            revokedMembers = Set((shareMembers + 1 - config.revoked)..<(shareMembers + 1))
             // They take no batch from now on: what they lack no longer counts as undelivered.
             for r in revokedMembers.sorted() {
                 for o in 0..<n where chains[o].count > Int(nodes[r].held[o]) {
@@ -812,6 +909,7 @@ struct SimulatedFederation {
         nodes[i].schedule = SyncSchedule()
         for j in nodes[i].sessions.sorted() { nodes[j].sessions.remove(i) }
         nodes[i].sessions = []
+        if config.activeView > 0 { dropTransport(i) }
         if config.faults.contains(.volatileLedger) {
             openReceipts -= nodes[i].open.filter { !endedReceipts.contains($0) }.count
             nodes[i].open = []
@@ -827,8 +925,10 @@ struct SimulatedFederation {
     mutating func restart(_ i: Int) {
         var held: VersionVector = [:]
         for (o, h) in nodes[i].held.enumerated() where h > 0 { held[cities[o]] = h }
+        if config.activeView > 0 && config.moveOnRestart { move(i) }
         nodes[i].membership = freshMembership(i, restart: nodes[i].crashes)
         nodes[i].antiEntropy = freshAntiEntropy(i, restart: nodes[i].crashes, held: held)
+        if config.activeView > 0 { startTransport(i) }
         nodes[i].excluded = nil
         nodes[i].receiptFlow.restore(open: nodes[i].open.compactMap { id in
             exchanges[id].flatMap { endedReceipts.contains(id) ? nil : (id, cities[$0.sender], Self.share) }
@@ -861,6 +961,10 @@ struct SimulatedFederation {
                 deadSince[pair] = nil
             }
             for pair in now where deadSince[pair] == nil { deadSince[pair] = round }
+        }
+        if config.activeView > 0 {
+            refreshLinks()
+            return
         }
         if config.redialInterval > 0 {
             for i in 0..<n where nodes[i].up {
@@ -895,10 +999,16 @@ struct SimulatedFederation {
 
     // MARK: The network
 
-    mutating func send(_ from: Int, _ to: Int, _ payload: Payload, kind: Kind, bytes: Int, arrives: Int) {
+    mutating func send(_ from: Int, _ to: Int, _ payload: Payload, kind: Kind, bytes: Int, arrives: Int, lossless: Bool = false) {
+        // With partial views a message goes only over a connection (the node's sends to a
+        // city it has none with fail, and SWIM's timeouts decide what that means).
+        if config.activeView > 0 && !nodes[from].links.contains(to) {
+            result.messages.unconnected += 1
+            return
+        }
         roundBytes[round][kind.rawValue] += bytes
         roundMessages[round][kind.rawValue] += 1
-        if config.loss > 0 && rng.unit() < config.loss {
+        if config.loss > 0 && !lossless && rng.unit() < config.loss {
             result.messages.lost += 1
             return
         }
@@ -916,7 +1026,7 @@ struct SimulatedFederation {
     mutating func deliver() {
         guard let arriving = inFlight.removeValue(forKey: step) else { return }
         for e in arriving {
-            guard nodes[e.to].up, !split || side[e.from] == side[e.to] else {
+            guard nodes[e.to].up, !split || side[e.from] == side[e.to], config.activeView == 0 || nodes[e.to].links.contains(e.from) else {
                 result.messages.unreachable += 1
                 continue
             }
@@ -940,6 +1050,8 @@ struct SimulatedFederation {
                 receiveReceipt(at: e.to, id)
             case .countersign(let id):
                 receiveCountersign(at: e.to, id)
+            case .address(let m):
+                receiveAddresses(at: e.to, from: e.from, m)
             }
         }
     }
@@ -1091,7 +1203,7 @@ struct SimulatedFederation {
         let (sealedBody, section) = body.sealed(salts: [UInt8](repeating: 0, count: body.records.count * ChangeBatch.saltBytes))
         let signed = SignedBatch(body: sealedBody, algorithm: 1, signature: Self.signature, records: section)
         let wire = ReplicationWire.encode(.batch(share: Self.share, bytes: signed.bytes)).count + Self.frameHeader
-        chains[w].append(Batch(body: body, hash: signed.hash, wireBytes: wire, round: round, writes: made, missing: n - 1 - revokedMembers.count))
+        chains[w].append(Batch(body: body, hash: signed.hash, wireBytes: wire, round: round, writes: made, missing: shareMembers - revokedMembers.count))
         for (x, r) in body.records.enumerated() { keyIndex[r.key, default: []].append((w, seq, x)) }
         incomplete += 1
         result.writes += made
@@ -1445,6 +1557,11 @@ struct SimulatedFederation {
         }
         r.membershipLongestDead = deadSince.values.reduce(longestDead) { max($0, round + 1 - $1) }
         r.checks = [convergenceCheck(r), viewCheck(), receiptCheck(r.receipts), orderCheck(), erasureCheck(), exchangeLedgerCheck(), healCheck(r)]
+        if config.activeView > 0 {
+            let c = connectionFigures()
+            r.connections = c
+            r.checks.append(partnersCheck(c))
+        }
         if config.rowFilter { r.checks.append(retractionCheck()) }
         if config.narrowAt > 0 || config.revokeAt > 0 { r.checks.append(termsCheck()) }
         return r
@@ -1515,7 +1632,7 @@ struct SimulatedFederation {
     }
 
     func convergenceCheck(_ r: FederationSimulator.Result) -> FederationSimulator.Check {
-        let live = (0..<n).filter { nodes[$0].up && !revokedMembers.contains($0) }
+        let live = (0..<n).filter { nodes[$0].up && !revokedMembers.contains($0) && $0 <= shareMembers }
         // The owner's records as members must hold them: its private field left out.
         // With a row filter: the live records in it (tombstones of rows members held stay where
         // they were sent; rows they never held are nowhere).
@@ -1721,7 +1838,7 @@ struct SimulatedFederation {
     }
 
     func orderCheck() -> FederationSimulator.Check {
-        let takes = chains.joined().reduce(0) { $0 + (n - 1 - $1.missing) }
+        let takes = chains.joined().reduce(0) { $0 + (shareMembers - $1.missing) }
         return .init(
             name: "batch order", passed: orderViolations == 0,
             detail: orderViolations == 0

@@ -38,6 +38,8 @@ public enum CloseCode: UInt16, Sendable, CaseIterable {
     case idleTimeout = 8
     case revoked = 9
     case tooManyConnections = 10
+    /// The sender dialed this connection for gossip and its active view no longer holds the receiver.
+    case viewChanged = 11
 }
 
 /// The HELLO each side sends first after the TLS handshake.
