@@ -232,6 +232,9 @@ public enum FederationSimulator {
         public var sent = ByKind()
         /// Lost by the network (`loss`).
         public var lost = 0
+        /// With partial views, where every message travels on a connection: packets lost and sent
+        /// again (each delays its message by a retransmission timeout; none is dropped).
+        public var retransmitted = 0
         /// Not delivered: the receiver was down or on the other side of the partition (or, with
         /// partial views, the connection closed while the message was on its way).
         public var unreachable = 0
@@ -1008,7 +1011,20 @@ struct SimulatedFederation {
         }
         roundBytes[round][kind.rawValue] += bytes
         roundMessages[round][kind.rawValue] += 1
-        if config.loss > 0 && !lossless && rng.unit() < config.loss {
+        var arrives = arrives
+        if config.activeView > 0 {
+            // Every message travels on a connection (TCP): a lost packet is sent again after the
+            // retransmission timeout (200 ms, doubling each time it is lost again), so loss
+            // delays a message instead of dropping it.
+            if config.loss > 0 && !lossless {
+                var rto = 2
+                while rng.unit() < config.loss {
+                    result.messages.retransmitted += 1
+                    arrives += rto
+                    rto = Swift.min(rto * 2, 600)
+                }
+            }
+        } else if config.loss > 0 && !lossless && rng.unit() < config.loss {
             result.messages.lost += 1
             return
         }
