@@ -131,5 +131,16 @@ struct DiscoveryTests {
             r = try Harness.citymesh(["simulate"] + args, cwd: work)
             #expect(!r.ok && r.stderr.contains(words), "\(args): \(r.stderr)")
         }
+        // Partial views from the command line: every pair that shares is reached; without
+        // address relay the run fails that invariant; settings out of range are refused.
+        let views = ["simulate", "--nodes", "40", "--writes", "30", "--active-view", "5", "--members", "6", "--writers", "2", "--extra-shares", "8", "--crash", "2"]
+        r = try Harness.citymesh(views, cwd: work)
+        #expect(r.ok && r.stdout.contains("✓ partners reached") && r.stdout.contains("connections    active view 5"), "\(r.stdout)\(r.stderr)")
+        r = try Harness.citymesh(views + ["--fault", "no-address-relay", "--rounds", "200"], cwd: work)
+        #expect(!r.ok && r.stdout.contains("✗ partners reached"), "\(r.stdout)\(r.stderr)")
+        for (args, words) in [(["--members", "3"], "writers"), (["--active-view", "2000"], "active view"), (["--extra-shares", "1", "--share-size", "500"], "extra share")] {
+            r = try Harness.citymesh(["simulate"] + args, cwd: work)
+            #expect(!r.ok && r.stderr.contains(words), "\(args): \(r.stderr)")
+        }
     }
 }
