@@ -131,8 +131,8 @@ public struct AddressGossip: Sendable {
 
     /// Takes records from `from`. `verify` checks one against the federation's trust (its
     /// certificate under the CA, not revoked or denied, naming its city; then the record's
-    /// signature under it): nil when valid, else why not. What is learned is passed on to every
-    /// other connected city. Returns the directives and, for each record refused, why.
+    /// signature under it): nil when valid, else why not. What is learned is announced (HAVE) to
+    /// every other connected city. Returns the directives and, for each record refused, why.
     public mutating func take(
         _ items: [Relayed], from: CitySlug, nowMillis: UInt64, connected: [CitySlug], verify: (Relayed) -> String?
     ) -> (directives: [Directive], refused: [String]) {

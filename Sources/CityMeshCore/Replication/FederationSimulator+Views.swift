@@ -3,17 +3,15 @@ import Foundation
 // MARK: - Partial views (`Config.activeView` > 0)
 
 /// The node's transport in the simulated federation: each node runs the production
-/// `PeerDirectory` (who to dial, backoff, the active and passive views, duplicate connections),
-/// `AddressGossip` (signed address records swapped on every new connection and passed on), and
-/// `PeerDirectory.probed` (SWIM probes only the cities it is connected to, and for a while those
-/// whose connection was lost). The
-/// simulator only carries out their directives: a dial reaches the node listening at the address
-/// if the two can reach each other, and a connection breaks when they no longer can.
+/// `PeerDirectory` (who to dial, backoff, the active and passive views, duplicate connections,
+/// and which members SWIM probes: `probed`) and `AddressGossip` (signed address records:
+/// summaries on every new connection, announced and asked for). The simulator only carries out
+/// their directives: a dial reaches the node listening at the address if the two can reach each
+/// other, and a connection breaks when they no longer can.
 ///
 /// What it does not model: TLS and signatures (every record's verdict is "valid"; the hostile
-/// cases are `AddressGossipTests`), and loss on connections (a lost frame on TCP is sent again;
-/// the simulator's loss stands for what SWIM's timeouts must outlast), so address messages are
-/// never lost, while membership and replication messages still are.
+/// cases are `AddressGossipTests`). Loss on a connection delays a message by a retransmission
+/// timeout instead of dropping it (`send`), as TCP does; address messages are never delayed.
 extension SimulatedFederation {
 
     /// A stand-in for a federation certificate relayed with each record (the size of a real one).
@@ -213,8 +211,9 @@ extension SimulatedFederation {
         send(from, to, .address(m), kind: .membership, bytes: bytes, arrives: Swift.max(step + 1, round * Self.stepsPerRound), lossless: true)
     }
 
-    /// An address message arrives: a summary is answered with what the sender lacks, records are
-    /// taken (and what is new is passed on to every other connection) and dialed by.
+    /// An address message arrives: a summary is answered with an announcement of what the sender
+    /// lacks, an announcement with a request for what this node lacks, a request with the records,
+    /// and records are taken (what is new is announced to every other connection) and dialed by.
     mutating func receiveAddresses(at i: Int, from j: Int, _ m: AddressGossip.Message) {
         guard nodes[i].addresses != nil else { return }
         let relay = !config.faults.contains(.noAddressRelay)
