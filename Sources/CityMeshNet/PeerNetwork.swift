@@ -270,8 +270,6 @@ public final class PeerNetwork: Service, Sendable {
     }
 
     /// The cities this node dials or is connected to (``PeerDirectory/neighbours``).
-    public var neighbours: Set<CitySlug> { state.withLock { $0.directory.neighbours } }
-
     /// The cities SWIM probes (``PeerDirectory/probed(now:)``).
     public var probed: Set<CitySlug> { state.withLock { $0.directory.probed(now: NIODeadline.now().uptimeNanoseconds) } }
 

@@ -109,7 +109,6 @@ public struct AddressGossip: Sendable {
     public func answer(after: CitySlug?, through: CitySlug?, entries: [Entry], peer: CitySlug) -> [Directive] {
         var theirs: [CitySlug: UInt64] = [:]
         for e in entries { theirs[e.city] = e.version }
-        var out: [Directive] = []
         let newer = held.values.filter { r in
             let c = r.record.city
             guard after.map({ c > $0 }) ?? true, through.map({ c <= $0 }) ?? true else { return false }
@@ -120,13 +119,7 @@ public struct AddressGossip: Sendable {
             if c == me { return theirs[c] != r.record.version }
             return theirs[c].map { r.record.version > $0 } ?? true
         }.map { Entry(city: $0.record.city, version: $0.record.version) }.sorted { $0.city < $1.city }
-        var start = 0
-        while start < newer.count {
-            let end = min(newer.count, start + AddressWire.maxEntries)
-            out.append(.send(to: peer, .have(Array(newer[start..<end]))))
-            start = end
-        }
-        return out
+        return Self.pieces(newer, of: AddressWire.maxEntries).map { .send(to: peer, .have($0)) }
     }
 
     /// Takes records from `from`. `verify` checks one against the federation's trust (its
@@ -171,12 +164,7 @@ public struct AddressGossip: Sendable {
             let entries = learned.map { Entry(city: $0.record.city, version: $0.record.version) }.sorted { $0.city < $1.city }.filter { seen.insert($0.city).inserted }
             for peer in connected where peer != from {
                 let forward = entries.filter { $0.city != peer }
-                var start = 0
-                while start < forward.count {
-                    let end = min(forward.count, start + AddressWire.maxEntries)
-                    out.append(.send(to: peer, .have(Array(forward[start..<end]))))
-                    start = end
-                }
+                out += Self.pieces(forward, of: AddressWire.maxEntries).map { .send(to: peer, .have($0)) }
             }
         }
         return (out, refused)
@@ -255,14 +243,12 @@ public struct AddressGossip: Sendable {
             guard let record = book.records[c], let certificate = certificates[c] else { return nil }
             return Relayed(record: record, certificate: certificate)
         }
-        var out: [Directive] = []
-        var start = 0
-        while start < items.count {
-            let end = min(items.count, start + AddressWire.maxRecords)
-            out.append(.send(to: peer, .records(Array(items[start..<end]))))
-            start = end
-        }
-        return out
+        return Self.pieces(items, of: AddressWire.maxRecords).map { .send(to: peer, .records($0)) }
+    }
+
+    /// `items` in consecutive pieces of at most `size` (one message each).
+    static func pieces<T>(_ items: [T], of size: Int) -> [[T]] {
+        stride(from: 0, to: items.count, by: size).map { Array(items[$0..<min(items.count, $0 + size)]) }
     }
 
     /// Forgets a city (its certificate was revoked or denied).
